@@ -1,0 +1,40 @@
+//! What the media plane needs to know from the operator's configuration.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct SfuConfig {
+    /// Address the media sockets bind to.
+    pub bind_ip: IpAddr,
+    /// Address put in ICE candidates; differs from `bind_ip` behind 1:1 NAT
+    /// or when binding the unspecified address.
+    pub advertise_ip: IpAddr,
+    /// First UDP port; worker `i` owns `udp_port + i`. 0 picks free ports.
+    pub udp_port: u16,
+    /// Media worker threads, each owning whole rooms and one UDP port.
+    pub workers: usize,
+    /// Most participants one room admits.
+    pub max_participants: usize,
+    /// How long an empty room lives before it is closed.
+    pub empty_room_timeout: Duration,
+    /// SO_RCVBUF / SO_SNDBUF asked for on each media socket.
+    pub socket_buffer_bytes: usize,
+    /// Least time between two keyframe requests sent upstream for one track.
+    pub keyframe_request_interval: Duration,
+}
+
+impl Default for SfuConfig {
+    fn default() -> Self {
+        SfuConfig {
+            bind_ip: IpAddr::from([127, 0, 0, 1]),
+            advertise_ip: IpAddr::from([127, 0, 0, 1]),
+            udp_port: 7882,
+            workers: 2,
+            max_participants: 50,
+            empty_room_timeout: Duration::from_secs(20),
+            socket_buffer_bytes: 4 << 20,
+            keyframe_request_interval: Duration::from_millis(500),
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! callgate's media plane: rooms, participants' transports, and RTP
+//! forwarding on webrtc-rs's sans-I/O `rtc` core.
+//!
+//! Each media worker thread owns one UDP port and every room hashed to it;
+//! a packet from a publisher is fanned out to its subscribers inside that
+//! thread. [`Sfu`] is the handle the control plane holds.
+
+mod config;
+mod engine;
+mod ids;
+mod metrics;
+mod participant;
+mod session;
+mod shard;
+mod stun;
+mod worker;
+
+pub use config::SfuConfig;
+pub use metrics::SfuMetrics;
+pub use participant::ParticipantHandle;
+pub use session::{
+    IceCandidate, JoinRequest, Joined, LeaveReason, ParticipantEvent, ParticipantInfo, RoomInfo,
+    SfuError, TrackInfo, TrackKind, TransportRole,
+};
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io;
+use std::net::SocketAddr;
+
+use tokio::sync::oneshot;
+
+use worker::{Command, WorkerHandle};
+
+/// The running media plane: its worker threads and their sockets.
+pub struct Sfu {
+    workers: Vec<WorkerHandle>,
+    threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl Sfu {
+    /// Binds one UDP port per worker and starts the worker threads.
+    pub fn start(config: SfuConfig, metrics: &SfuMetrics) -> io::Result<Sfu> {
+        let count = config.workers.max(1);
+        let mut workers = (0..count)
+            .map(|i| worker::spawn(i, &config, metrics.for_worker(i)))
+            .collect::<io::Result<Vec<_>>>()?;
+        let threads = workers.iter_mut().filter_map(|w| w.thread.take()).collect();
+        Ok(Sfu {
+            workers,
+            threads: std::sync::Mutex::new(threads),
+        })
+    }
+
+    /// The advertised media address of every worker.
+    pub fn media_addrs(&self) -> Vec<SocketAddr> {
+        self.workers.iter().map(|w| w.local_addr).collect()
+    }
+
+    fn worker_for(&self, room: &str) -> &WorkerHandle {
+        let mut h = DefaultHasher::new();
+        room.hash(&mut h);
+        &self.workers[(h.finish() % self.workers.len() as u64) as usize]
+    }
+
+    async fn ask<T>(
+        &self,
+        room: &str,
+        make: impl FnOnce(oneshot::Sender<Result<T, SfuError>>) -> Command,
+    ) -> Result<T, SfuError> {
+        let (tx, rx) = oneshot::channel();
+        self.worker_for(room)
+            .tx
+            .send(make(tx))
+            .map_err(|_| SfuError::WorkerGone)?;
+        rx.await.map_err(|_| SfuError::WorkerGone)?
+    }
+
+    /// Puts a participant in a room (opening the room if needed).
+    pub async fn join(&self, req: JoinRequest) -> Result<(ParticipantHandle, Joined), SfuError> {
+        let room = req.room.clone();
+        let worker = self.worker_for(&room).tx.clone();
+        let (joined, sid) = self.ask(&room, |tx| Command::Join(req, tx)).await?;
+        Ok((ParticipantHandle::new(worker, room, sid), joined))
+    }
+
+    pub async fn list_rooms(&self) -> Vec<RoomInfo> {
+        let mut rooms = Vec::new();
+        for w in &self.workers {
+            let (tx, rx) = oneshot::channel();
+            if w.tx.send(Command::ListRooms(tx)).is_ok()
+                && let Ok(list) = rx.await
+            {
+                rooms.extend(list);
+            }
+        }
+        rooms.sort_by(|a, b| a.name.cmp(&b.name));
+        rooms
+    }
+
+    pub async fn list_participants(&self, room: &str) -> Result<Vec<ParticipantInfo>, SfuError> {
+        self.ask(room, |tx| Command::ListParticipants(room.to_owned(), tx))
+            .await
+    }
+
+    /// Ends the session of `identity` in `room` with reason `removed`.
+    pub async fn remove_participant(&self, room: &str, identity: &str) -> Result<(), SfuError> {
+        self.ask(room, |reply| Command::RemoveParticipant {
+            room: room.to_owned(),
+            identity: identity.to_owned(),
+            reply,
+        })
+        .await
+    }
+
+    /// Ends every session in `room` with reason `room_closed`, and the room.
+    pub async fn close_room(&self, room: &str) -> Result<(), SfuError> {
+        self.ask(room, |tx| Command::CloseRoom(room.to_owned(), tx))
+            .await
+    }
+
+    /// Tells every participant the server is going away, closes every
+    /// transport, and waits for the worker threads to end.
+    /// Blocks: call it from a blocking context.
+    pub fn shutdown(&self) {
+        for w in &self.workers {
+            let _ = w.tx.send(Command::Shutdown);
+        }
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Sfu {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

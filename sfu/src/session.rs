@@ -1,0 +1,160 @@
+//! What the control plane exchanges with the media plane about one
+//! participant: the join request, the events pushed to its client, and the
+//! room snapshots the server API reads.
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+/// Which of a participant's two transports a message is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransportRole {
+    /// Client offers, carries the participant's own tracks to the server.
+    Publisher,
+    /// Server offers, carries everybody else's tracks to the participant.
+    Subscriber,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrackKind {
+    Audio,
+    Video,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TrackInfo {
+    pub sid: String,
+    pub kind: TrackKind,
+    pub muted: bool,
+    /// The m-line of the publisher's own offer this track came in on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mid: Option<String>,
+    pub codec: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ParticipantInfo {
+    pub sid: String,
+    pub identity: String,
+    pub name: String,
+    pub can_publish: bool,
+    pub can_subscribe: bool,
+    pub tracks: Vec<TrackInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RoomInfo {
+    pub name: String,
+    pub sid: String,
+    pub max_participants: usize,
+    pub num_participants: usize,
+    pub num_tracks: usize,
+}
+
+/// Why a participant's session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaveReason {
+    Left,
+    Disconnected,
+    Removed,
+    RoomClosed,
+    DuplicateIdentity,
+    ServerShutdown,
+}
+
+impl LeaveReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaveReason::Left => "left",
+            LeaveReason::Disconnected => "disconnected",
+            LeaveReason::Removed => "removed",
+            LeaveReason::RoomClosed => "room_closed",
+            LeaveReason::DuplicateIdentity => "duplicate_identity",
+            LeaveReason::ServerShutdown => "server_shutdown",
+        }
+    }
+}
+
+/// Everything the media plane tells one participant's client.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParticipantEvent {
+    ParticipantJoined(ParticipantInfo),
+    ParticipantLeft {
+        participant_sid: String,
+        identity: String,
+        reason: LeaveReason,
+    },
+    TrackPublished {
+        participant_sid: String,
+        track: TrackInfo,
+    },
+    TrackUnpublished {
+        participant_sid: String,
+        track_sid: String,
+    },
+    TrackMuted {
+        participant_sid: String,
+        track_sid: String,
+        muted: bool,
+    },
+    SubscribeOffer(String),
+    /// The session is over; nothing follows.
+    Ended(LeaveReason),
+}
+
+/// A participant asking to enter a room, after its token was verified.
+#[derive(Debug, Clone)]
+pub struct JoinRequest {
+    pub room: String,
+    pub identity: String,
+    pub name: String,
+    pub can_publish: bool,
+    pub can_subscribe: bool,
+}
+
+/// What a successful join hands back to the control plane.
+#[derive(Debug)]
+pub struct Joined {
+    pub room: RoomInfo,
+    pub participant: ParticipantInfo,
+    pub others: Vec<ParticipantInfo>,
+    pub events: mpsc::UnboundedReceiver<ParticipantEvent>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SfuError {
+    #[error("room {0} is full")]
+    RoomFull(String),
+    #[error("no such room")]
+    RoomNotFound,
+    #[error("no such participant")]
+    ParticipantNotFound,
+    #[error("no such track")]
+    TrackNotFound,
+    #[error("this participant may not publish")]
+    PublishNotAllowed,
+    #[error("this participant may not subscribe")]
+    SubscribeNotAllowed,
+    #[error("invalid SDP: {0}")]
+    InvalidSdp(String),
+    #[error("invalid ICE candidate: {0}")]
+    InvalidCandidate(String),
+    #[error("no subscribe offer is waiting for an answer")]
+    NoPendingOffer,
+    #[error("media worker stopped")]
+    WorkerGone,
+    #[error("media engine failed: {0}")]
+    Internal(String),
+}
+
+/// A trickled ICE candidate, as the browser's `RTCIceCandidateInit` has it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, Serialize)]
+pub struct IceCandidate {
+    pub candidate: String,
+    #[serde(default)]
+    pub sdp_mid: Option<String>,
+    #[serde(default)]
+    pub sdp_m_line_index: Option<u16>,
+}

@@ -1,0 +1,1167 @@
+//! The state one media worker owns: its rooms, their participants'
+//! transports, and the tables that route datagrams and RTP packets. No I/O
+//! happens here: the worker loop feeds datagrams, commands and time in, and
+//! takes datagrams out (`poll_transmit`), the way quinn-proto splits protocol
+//! state from sockets.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent, RTCTrackEventInit};
+use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::RTCIceCandidateInit;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+use rtc::rtp;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverId};
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::config::SfuConfig;
+use crate::engine::new_peer_connection;
+use crate::ids;
+use crate::metrics::WorkerMetrics;
+use crate::session::{
+    JoinRequest, Joined, LeaveReason, ParticipantEvent, ParticipantInfo, RoomInfo, SfuError,
+    TrackInfo, TrackKind, TransportRole,
+};
+use crate::stun::ice_username;
+
+pub(crate) type TransportId = u64;
+
+/// A datagram for the worker loop to send.
+pub(crate) struct Transmit {
+    pub to: SocketAddr,
+    pub payload: BytesMut,
+}
+
+/// One `rtc` peer connection of one participant.
+struct Transport {
+    role: TransportRole,
+    room: String,
+    participant_sid: String,
+    pc: RTCPeerConnection,
+    ufrag: String,
+    addrs: Vec<SocketAddr>,
+    next_timeout: Option<Instant>,
+    /// Publisher transports: the client's track id → our producer's sid.
+    producers: HashMap<String, String>,
+    connected: bool,
+}
+
+/// A track received from a publisher, forwarded to its consumers.
+struct Producer {
+    sid: String,
+    owner_sid: String,
+    transport: TransportId,
+    receiver_id: RTCRtpReceiverId,
+    kind: TrackKind,
+    mid: Option<String>,
+    codec: RTCRtpCodec,
+    media_ssrc: u32,
+    muted: bool,
+    consumers: Vec<Consumer>,
+    last_keyframe_request: Option<Instant>,
+}
+
+/// One producer forwarded to one subscriber.
+struct Consumer {
+    subscriber_sid: String,
+    transport: TransportId,
+    sender_id: RTCRtpSenderId,
+    ssrc: u32,
+    /// Payload type the subscriber's leg negotiated for the producer's codec;
+    /// known once its answer is applied.
+    payload_type: Option<u8>,
+}
+
+struct Participant {
+    sid: String,
+    identity: String,
+    name: String,
+    can_publish: bool,
+    can_subscribe: bool,
+    publisher: Option<TransportId>,
+    subscriber: Option<TransportId>,
+    events: mpsc::UnboundedSender<ParticipantEvent>,
+    /// A subscribe offer is out and its answer not yet in.
+    offer_pending: bool,
+    /// Subscriptions changed while an offer was pending.
+    needs_offer: bool,
+    /// Producer sid → the consumer's sender on this participant's subscriber transport.
+    subscriptions: HashMap<String, RTCRtpSenderId>,
+}
+
+struct Room {
+    name: String,
+    sid: String,
+    participants: HashMap<String, Participant>,
+    producers: HashMap<String, Producer>,
+    empty_since: Option<Instant>,
+}
+
+pub(crate) struct Shard {
+    config: SfuConfig,
+    /// The address in our ICE candidates; `TransportContext.local_addr` must equal it.
+    local_addr: SocketAddr,
+    rooms: HashMap<String, Room>,
+    transports: HashMap<TransportId, Transport>,
+    by_addr: HashMap<SocketAddr, TransportId>,
+    by_ufrag: HashMap<String, TransportId>,
+    next_transport_id: TransportId,
+    transmits: VecDeque<Transmit>,
+    /// Transports that may have output since they were last drained.
+    dirty: Vec<TransportId>,
+    inbound_rtp: Vec<(String, rtp::Packet)>,
+    metrics: WorkerMetrics,
+}
+
+fn kind_of(kind: RtpCodecKind) -> TrackKind {
+    match kind {
+        RtpCodecKind::Audio => TrackKind::Audio,
+        _ => TrackKind::Video,
+    }
+}
+
+fn rtc_kind(kind: TrackKind) -> RtpCodecKind {
+    match kind {
+        TrackKind::Audio => RtpCodecKind::Audio,
+        TrackKind::Video => RtpCodecKind::Video,
+    }
+}
+
+impl Participant {
+    fn info(&self, room: &Room) -> ParticipantInfo {
+        let mut tracks: Vec<TrackInfo> = room
+            .producers
+            .values()
+            .filter(|p| p.owner_sid == self.sid)
+            .map(Producer::info)
+            .collect();
+        tracks.sort_by(|a, b| a.sid.cmp(&b.sid));
+        ParticipantInfo {
+            sid: self.sid.clone(),
+            identity: self.identity.clone(),
+            name: self.name.clone(),
+            can_publish: self.can_publish,
+            can_subscribe: self.can_subscribe,
+            tracks,
+        }
+    }
+
+    fn send(&self, event: ParticipantEvent) {
+        // A closed channel means the signaling side is gone; its leave is on the way.
+        let _ = self.events.send(event);
+    }
+}
+
+impl Producer {
+    fn info(&self) -> TrackInfo {
+        TrackInfo {
+            sid: self.sid.clone(),
+            kind: self.kind,
+            muted: self.muted,
+            mid: self.mid.clone(),
+            codec: self.codec.mime_type.clone(),
+        }
+    }
+}
+
+impl Room {
+    fn info(&self, max_participants: usize) -> RoomInfo {
+        RoomInfo {
+            name: self.name.clone(),
+            sid: self.sid.clone(),
+            max_participants,
+            num_participants: self.participants.len(),
+            num_tracks: self.producers.len(),
+        }
+    }
+
+    fn broadcast(&self, except: Option<&str>, event: &ParticipantEvent) {
+        for p in self.participants.values() {
+            if Some(p.sid.as_str()) != except {
+                p.send(event.clone());
+            }
+        }
+    }
+}
+
+impl Shard {
+    pub(crate) fn new(config: SfuConfig, local_addr: SocketAddr, metrics: WorkerMetrics) -> Self {
+        Shard {
+            config,
+            local_addr,
+            rooms: HashMap::new(),
+            transports: HashMap::new(),
+            by_addr: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            next_transport_id: 1,
+            transmits: VecDeque::new(),
+            dirty: Vec::new(),
+            inbound_rtp: Vec::new(),
+            metrics,
+        }
+    }
+
+    pub(crate) fn count_send_failure(&self) {
+        self.metrics.drop_send_failed.inc();
+    }
+
+    pub(crate) fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// Earliest instant at which `handle_timeout` has work.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        let transports = self.transports.values().filter_map(|t| t.next_timeout);
+        let rooms = self
+            .rooms
+            .values()
+            .filter_map(|r| r.empty_since.map(|s| s + self.config.empty_room_timeout));
+        transports.chain(rooms).min()
+    }
+
+    // ---- datagrams -------------------------------------------------------
+
+    pub(crate) fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        self.metrics.bytes_in.inc_by(data.len() as u64);
+        let id = match self.by_addr.get(&from) {
+            Some(id) => *id,
+            None => match ice_username(data).and_then(|u| self.by_ufrag.get(&u)) {
+                Some(id) => {
+                    let id = *id;
+                    if let Some(t) = self.transports.get_mut(&id) {
+                        t.addrs.push(from);
+                    }
+                    self.by_addr.insert(from, id);
+                    id
+                }
+                None => {
+                    self.metrics.drop_unknown_source.inc();
+                    return;
+                }
+            },
+        };
+        let Some(transport) = self.transports.get_mut(&id) else {
+            self.metrics.drop_unknown_source.inc();
+            return;
+        };
+        let result = transport.pc.handle_read(TaggedBytesMut {
+            now,
+            transport: TransportContext {
+                local_addr: self.local_addr,
+                peer_addr: from,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
+            message: BytesMut::from(data),
+        });
+        if result.is_err() {
+            self.metrics.drop_malformed.inc();
+        }
+        self.drive(now, id);
+        self.flush(now);
+    }
+
+    // ---- time ------------------------------------------------------------
+
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<TransportId> = self
+            .transports
+            .iter()
+            .filter(|(_, t)| t.next_timeout.is_some_and(|at| at <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            if let Some(t) = self.transports.get_mut(&id) {
+                t.next_timeout = None;
+                if let Err(e) = t.pc.handle_timeout(now) {
+                    debug!(transport = id, error = %e, "timeout handling failed");
+                }
+            }
+            self.drive(now, id);
+        }
+        self.flush(now);
+
+        let expired: Vec<String> = self
+            .rooms
+            .values()
+            .filter(|r| {
+                r.participants.is_empty()
+                    && r.empty_since
+                        .is_some_and(|s| s + self.config.empty_room_timeout <= now)
+            })
+            .map(|r| r.name.clone())
+            .collect();
+        for name in expired {
+            info!(room = %name, "closing empty room");
+            self.rooms.remove(&name);
+            self.metrics.rooms.dec();
+        }
+    }
+
+    // ---- the engine ------------------------------------------------------
+
+    /// Handles everything transport `id` produced: events, inbound media,
+    /// and its outbound datagrams.
+    fn drive(&mut self, now: Instant, id: TransportId) {
+        let mut events = Vec::new();
+        let mut keyframe_ssrcs = Vec::new();
+        let mut inbound = std::mem::take(&mut self.inbound_rtp);
+        {
+            let Some(t) = self.transports.get_mut(&id) else {
+                return;
+            };
+            while let Some(event) = t.pc.poll_event() {
+                events.push(event);
+            }
+            while let Some(TaggedRTCMessage { message, .. }) = t.pc.poll_read() {
+                match message {
+                    RTCMessage::RtpPacket(track_id, packet) => inbound.push((track_id, packet)),
+                    RTCMessage::RtcpPacket(_, packets) => {
+                        for p in packets {
+                            let any = p.as_any();
+                            if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+                                keyframe_ssrcs.push(pli.media_ssrc);
+                            } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+                                keyframe_ssrcs.extend(fir.fir.iter().map(|e| e.ssrc));
+                            } else if any.is::<TransportLayerNack>() {
+                                self.metrics.nacks.inc();
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for event in events {
+            self.handle_pc_event(now, id, event);
+        }
+        for (track_id, packet) in inbound.drain(..) {
+            self.forward(now, id, &track_id, packet);
+        }
+        self.inbound_rtp = inbound;
+        for ssrc in keyframe_ssrcs {
+            self.relay_keyframe_request(now, id, ssrc);
+        }
+        self.dirty.push(id);
+    }
+
+    /// Sends what the dirty transports have queued, and learns their next timeouts.
+    fn flush(&mut self, _now: Instant) {
+        while let Some(id) = self.dirty.pop() {
+            let Some(t) = self.transports.get_mut(&id) else {
+                continue;
+            };
+            while let Some(out) = t.pc.poll_write() {
+                self.metrics.bytes_out.inc_by(out.message.len() as u64);
+                self.transmits.push_back(Transmit {
+                    to: out.transport.peer_addr,
+                    payload: out.message,
+                });
+            }
+            t.next_timeout = t.pc.poll_timeout();
+        }
+    }
+
+    fn forward(&mut self, now: Instant, from: TransportId, track_id: &str, mut packet: rtp::Packet) {
+        self.metrics.packets_in.inc();
+        let Some(t) = self.transports.get(&from) else {
+            return;
+        };
+        let Some(producer_sid) = t.producers.get(track_id) else {
+            self.metrics.drop_unroutable.inc();
+            return;
+        };
+        let Some(room) = self.rooms.get_mut(&t.room) else {
+            return;
+        };
+        let Some(producer) = room.producers.get_mut(producer_sid) else {
+            self.metrics.drop_unroutable.inc();
+            return;
+        };
+        if producer.muted {
+            self.metrics.drop_muted.inc();
+            return;
+        }
+        // Extension ids are negotiated per leg; the subscriber's interceptors
+        // add the ones its leg needs (transport-wide sequence numbers).
+        packet.header.extension = false;
+        packet.header.extensions.clear();
+        packet.header.extension_profile = 0;
+        for consumer in &mut producer.consumers {
+            let Some(sub) = self.transports.get_mut(&consumer.transport) else {
+                continue;
+            };
+            if !sub.connected {
+                continue;
+            }
+            let payload_type = match consumer.payload_type {
+                Some(pt) => pt,
+                None => match negotiated_payload_type(
+                    &mut sub.pc,
+                    consumer.sender_id,
+                    &producer.codec,
+                ) {
+                    Some(pt) => {
+                        consumer.payload_type = Some(pt);
+                        pt
+                    }
+                    None => continue,
+                },
+            };
+            let mut out = packet.clone();
+            out.header.ssrc = consumer.ssrc;
+            out.header.payload_type = payload_type;
+            // Our own SSRC and payload type were checked when the payload type
+            // was resolved; `handle_write` skips re-deriving sender parameters
+            // on every packet (rtc-notes.md).
+            match sub.pc.handle_write(TaggedRTCMessage {
+                now,
+                message: RTCMessage::RtpPacket(String::new(), out),
+            }) {
+                Ok(()) => self.metrics.packets_out.inc(),
+                Err(_) => self.metrics.drop_send_failed.inc(),
+            }
+            if !self.dirty.contains(&consumer.transport) {
+                self.dirty.push(consumer.transport);
+            }
+        }
+    }
+
+    fn relay_keyframe_request(&mut self, now: Instant, subscriber: TransportId, ssrc: u32) {
+        let Some(t) = self.transports.get(&subscriber) else {
+            return;
+        };
+        let Some(room) = self.rooms.get(&t.room) else {
+            return;
+        };
+        let producer = room.producers.values().find(|p| {
+            p.consumers
+                .iter()
+                .any(|c| c.transport == subscriber && c.ssrc == ssrc)
+        });
+        if let Some(sid) = producer.map(|p| p.sid.clone()) {
+            let room_name = t.room.clone();
+            self.request_keyframe(now, &room_name, &sid);
+        }
+    }
+
+    /// Asks the publisher of a video producer for a keyframe, at most once per
+    /// `keyframe_request_interval`.
+    fn request_keyframe(&mut self, now: Instant, room: &str, producer_sid: &str) {
+        let Some(room) = self.rooms.get_mut(room) else {
+            return;
+        };
+        let Some(producer) = room.producers.get_mut(producer_sid) else {
+            return;
+        };
+        if producer.kind != TrackKind::Video {
+            return;
+        }
+        if producer
+            .last_keyframe_request
+            .is_some_and(|at| now < at + self.config.keyframe_request_interval)
+        {
+            return;
+        }
+        producer.last_keyframe_request = Some(now);
+        let Some(t) = self.transports.get_mut(&producer.transport) else {
+            return;
+        };
+        if let Some(mut receiver) = t.pc.rtp_receiver(producer.receiver_id) {
+            let pli = PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc: producer.media_ssrc,
+            };
+            if receiver.write_rtcp(now, vec![Box::new(pli)]).is_ok() {
+                self.metrics.plis.inc();
+            }
+        }
+        let id = producer.transport;
+        if !self.dirty.contains(&id) {
+            self.dirty.push(id);
+        }
+    }
+
+    fn handle_pc_event(&mut self, now: Instant, id: TransportId, event: RTCPeerConnectionEvent) {
+        match event {
+            RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                self.open_producer(now, id, init);
+            }
+            RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnClose(track_id)) => {
+                self.close_producer(now, id, &track_id);
+            }
+            RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
+                let Some(t) = self.transports.get_mut(&id) else {
+                    return;
+                };
+                debug!(transport = id, role = ?t.role, %state, "transport state");
+                match state {
+                    RTCPeerConnectionState::Connected => {
+                        t.connected = true;
+                        if t.role == TransportRole::Subscriber {
+                            let (room, sid) = (t.room.clone(), t.participant_sid.clone());
+                            self.request_keyframes_for(now, &room, &sid);
+                        }
+                    }
+                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
+                        t.connected = false;
+                        let (room, sid) = (t.room.clone(), t.participant_sid.clone());
+                        self.remove_participant(now, &room, &sid, LeaveReason::Disconnected);
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn request_keyframes_for(&mut self, now: Instant, room: &str, subscriber_sid: &str) {
+        let Some(r) = self.rooms.get(room) else {
+            return;
+        };
+        let Some(p) = r.participants.get(subscriber_sid) else {
+            return;
+        };
+        let producers: Vec<String> = p.subscriptions.keys().cloned().collect();
+        for sid in producers {
+            self.request_keyframe(now, room, &sid);
+        }
+    }
+
+    fn open_producer(&mut self, now: Instant, id: TransportId, init: RTCTrackEventInit) {
+        let Some(t) = self.transports.get_mut(&id) else {
+            return;
+        };
+        if t.role != TransportRole::Publisher || t.producers.contains_key(&init.track_id) {
+            return;
+        }
+        let transceiver_id = RTCRtpTransceiverId::from(init.receiver_id);
+        let mid = t
+            .pc
+            .rtp_transceiver(transceiver_id)
+            .and_then(|tr| tr.mid().clone());
+        let Some(receiver) = t.pc.rtp_receiver(init.receiver_id) else {
+            return;
+        };
+        let track = receiver.track();
+        let kind = kind_of(track.kind());
+        let Some(codec) = track.codec(init.ssrc).cloned() else {
+            warn!(transport = id, ssrc = init.ssrc, "track opened with no codec");
+            return;
+        };
+        let sid = ids::track_sid();
+        t.producers.insert(init.track_id.clone(), sid.clone());
+        let (room_name, owner_sid) = (t.room.clone(), t.participant_sid.clone());
+        let Some(room) = self.rooms.get_mut(&room_name) else {
+            return;
+        };
+        let producer = Producer {
+            sid: sid.clone(),
+            owner_sid: owner_sid.clone(),
+            transport: id,
+            receiver_id: init.receiver_id,
+            kind,
+            mid,
+            codec,
+            media_ssrc: init.ssrc,
+            muted: false,
+            consumers: Vec::new(),
+            last_keyframe_request: None,
+        };
+        info!(room = %room_name, participant = %owner_sid, track = %sid, ?kind, codec = %producer.codec.mime_type, "track published");
+        let event = ParticipantEvent::TrackPublished {
+            participant_sid: owner_sid.clone(),
+            track: producer.info(),
+        };
+        room.producers.insert(sid.clone(), producer);
+        room.broadcast(None, &event);
+        self.metrics.tracks.inc();
+
+        let subscribers: Vec<String> = room
+            .participants
+            .values()
+            .filter(|p| p.sid != owner_sid && p.can_subscribe)
+            .map(|p| p.sid.clone())
+            .collect();
+        for sub in subscribers {
+            self.subscribe(now, &room_name, &sub, &sid);
+            self.negotiate_subscriber(now, &room_name, &sub);
+        }
+    }
+
+    fn close_producer(&mut self, now: Instant, id: TransportId, track_id: &str) {
+        let Some(t) = self.transports.get_mut(&id) else {
+            return;
+        };
+        let Some(sid) = t.producers.remove(track_id) else {
+            return;
+        };
+        let room = t.room.clone();
+        self.remove_producer(now, &room, &sid);
+    }
+
+    fn remove_producer(&mut self, now: Instant, room_name: &str, producer_sid: &str) {
+        let Some(room) = self.rooms.get_mut(room_name) else {
+            return;
+        };
+        let Some(producer) = room.producers.remove(producer_sid) else {
+            return;
+        };
+        self.metrics.tracks.dec();
+        room.broadcast(
+            None,
+            &ParticipantEvent::TrackUnpublished {
+                participant_sid: producer.owner_sid.clone(),
+                track_sid: producer.sid.clone(),
+            },
+        );
+        let mut renegotiate = Vec::new();
+        for consumer in producer.consumers {
+            self.metrics.subscriptions.dec();
+            if let Some(p) = room.participants.get_mut(&consumer.subscriber_sid) {
+                p.subscriptions.remove(producer_sid);
+            }
+            if let Some(t) = self.transports.get_mut(&consumer.transport)
+                && t.pc.remove_track(consumer.sender_id).is_ok()
+            {
+                renegotiate.push(consumer.subscriber_sid);
+            }
+        }
+        for sub in renegotiate {
+            self.negotiate_subscriber(now, room_name, &sub);
+        }
+    }
+
+    /// Adds a consumer of `producer_sid` on `subscriber_sid`'s subscriber transport.
+    fn subscribe(&mut self, now: Instant, room_name: &str, subscriber_sid: &str, producer_sid: &str) {
+        let Some(transport_id) = self.ensure_subscriber_transport(now, room_name, subscriber_sid)
+        else {
+            return;
+        };
+        let Some(room) = self.rooms.get_mut(room_name) else {
+            return;
+        };
+        let Some(producer) = room.producers.get_mut(producer_sid) else {
+            return;
+        };
+        let Some(participant) = room.participants.get_mut(subscriber_sid) else {
+            return;
+        };
+        if participant.subscriptions.contains_key(producer_sid) {
+            return;
+        }
+        let Some(t) = self.transports.get_mut(&transport_id) else {
+            return;
+        };
+        let ssrc = rand::random::<u32>();
+        let track = MediaStreamTrack::new(
+            producer.owner_sid.clone(),
+            producer.sid.clone(),
+            producer.sid.clone(),
+            rtc_kind(producer.kind),
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                codec: producer.codec.clone(),
+                ..Default::default()
+            }],
+        );
+        match t.pc.add_track(track) {
+            Ok(sender_id) => {
+                participant
+                    .subscriptions
+                    .insert(producer_sid.to_owned(), sender_id);
+                producer.consumers.push(Consumer {
+                    subscriber_sid: subscriber_sid.to_owned(),
+                    transport: transport_id,
+                    sender_id,
+                    ssrc,
+                    payload_type: None,
+                });
+                self.metrics.subscriptions.inc();
+            }
+            Err(e) => warn!(room = %room_name, subscriber = %subscriber_sid, error = %e, "could not add consumer"),
+        }
+    }
+
+    fn ensure_subscriber_transport(
+        &mut self,
+        now: Instant,
+        room_name: &str,
+        sid: &str,
+    ) -> Option<TransportId> {
+        let existing = self.rooms.get(room_name)?.participants.get(sid)?.subscriber;
+        if existing.is_some() {
+            return existing;
+        }
+        let id = self
+            .new_transport(now, room_name, sid, TransportRole::Subscriber)
+            .ok()?;
+        self.rooms
+            .get_mut(room_name)?
+            .participants
+            .get_mut(sid)?
+            .subscriber = Some(id);
+        Some(id)
+    }
+
+    fn new_transport(
+        &mut self,
+        now: Instant,
+        room: &str,
+        participant_sid: &str,
+        role: TransportRole,
+    ) -> Result<TransportId, SfuError> {
+        let (ufrag, pwd) = ids::ice_credentials();
+        let pc = new_peer_connection(self.local_addr, &ufrag, &pwd, now)?;
+        let id = self.next_transport_id;
+        self.next_transport_id += 1;
+        self.by_ufrag.insert(ufrag.clone(), id);
+        self.transports.insert(
+            id,
+            Transport {
+                role,
+                room: room.to_owned(),
+                participant_sid: participant_sid.to_owned(),
+                pc,
+                ufrag,
+                addrs: Vec::new(),
+                next_timeout: None,
+                producers: HashMap::new(),
+                connected: false,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Sends a new subscribe offer if subscriptions changed, one offer at a time.
+    fn negotiate_subscriber(&mut self, now: Instant, room_name: &str, sid: &str) {
+        let Some(p) = self
+            .rooms
+            .get_mut(room_name)
+            .and_then(|r| r.participants.get_mut(sid))
+        else {
+            return;
+        };
+        let Some(tid) = p.subscriber else {
+            return;
+        };
+        if p.offer_pending {
+            p.needs_offer = true;
+            return;
+        }
+        let Some(t) = self.transports.get_mut(&tid) else {
+            return;
+        };
+        let offer = t
+            .pc
+            .create_offer(None)
+            .and_then(|offer| {
+                t.pc.set_local_description(now, offer)?;
+                Ok(())
+            })
+            .map(|()| t.pc.local_description().map(|d| d.sdp));
+        match offer {
+            Ok(Some(sdp)) => {
+                p.offer_pending = true;
+                p.needs_offer = false;
+                p.send(ParticipantEvent::SubscribeOffer(sdp));
+            }
+            Ok(None) => warn!(room = %room_name, participant = %sid, "offer has no local description"),
+            Err(e) => warn!(room = %room_name, participant = %sid, error = %e, "could not create subscribe offer"),
+        }
+        if !self.dirty.contains(&tid) {
+            self.dirty.push(tid);
+        }
+    }
+
+    // ---- commands ----------------------------------------------------------
+
+    pub(crate) fn join(
+        &mut self,
+        now: Instant,
+        req: JoinRequest,
+    ) -> Result<(Joined, String), SfuError> {
+        let max = self.config.max_participants;
+        // The same identity joining again replaces the old session, as in LiveKit.
+        let duplicate = self.rooms.get(&req.room).and_then(|r| {
+            r.participants
+                .values()
+                .find(|p| p.identity == req.identity)
+                .map(|p| p.sid.clone())
+        });
+        if let Some(old) = duplicate {
+            self.remove_participant(now, &req.room, &old, LeaveReason::DuplicateIdentity);
+        }
+        if self
+            .rooms
+            .get(&req.room)
+            .is_some_and(|r| r.participants.len() >= max)
+        {
+            return Err(SfuError::RoomFull(req.room));
+        }
+        if !self.rooms.contains_key(&req.room) {
+            info!(room = %req.room, "room opened");
+            self.metrics.rooms.inc();
+            self.rooms.insert(
+                req.room.clone(),
+                Room {
+                    name: req.room.clone(),
+                    sid: ids::room_sid(),
+                    participants: HashMap::new(),
+                    producers: HashMap::new(),
+                    empty_since: None,
+                },
+            );
+        }
+        let sid = ids::participant_sid();
+        let publisher = if req.can_publish {
+            Some(self.new_transport(now, &req.room, &sid, TransportRole::Publisher)?)
+        } else {
+            None
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let participant = Participant {
+            sid: sid.clone(),
+            identity: req.identity.clone(),
+            name: req.name.clone(),
+            can_publish: req.can_publish,
+            can_subscribe: req.can_subscribe,
+            publisher,
+            subscriber: None,
+            events: tx,
+            offer_pending: false,
+            needs_offer: false,
+            subscriptions: HashMap::new(),
+        };
+        let room = self.rooms.get_mut(&req.room).ok_or(SfuError::RoomNotFound)?;
+        room.empty_since = None;
+        let info = participant.info(room);
+        let mut others: Vec<ParticipantInfo> =
+            room.participants.values().map(|p| p.info(room)).collect();
+        others.sort_by(|a, b| a.identity.cmp(&b.identity));
+        room.broadcast(None, &ParticipantEvent::ParticipantJoined(info.clone()));
+        room.participants.insert(sid.clone(), participant);
+        self.metrics.participants.inc();
+        info!(room = %req.room, participant = %sid, identity = %req.identity, "participant joined");
+
+        let room_info = room.info(max);
+        if req.can_subscribe {
+            let producers: Vec<String> = room.producers.keys().cloned().collect();
+            for producer in &producers {
+                self.subscribe(now, &req.room, &sid, producer);
+            }
+            if !producers.is_empty() {
+                self.negotiate_subscriber(now, &req.room, &sid);
+            }
+        }
+        self.flush(now);
+        Ok((
+            Joined {
+                room: room_info,
+                participant: info,
+                others,
+                events: rx,
+            },
+            sid,
+        ))
+    }
+
+    pub(crate) fn remove_participant(
+        &mut self,
+        now: Instant,
+        room_name: &str,
+        sid: &str,
+        reason: LeaveReason,
+    ) {
+        let Some(room) = self.rooms.get_mut(room_name) else {
+            return;
+        };
+        let Some(participant) = room.participants.remove(sid) else {
+            return;
+        };
+        self.metrics.participants.dec();
+        info!(room = %room_name, participant = %sid, identity = %participant.identity, reason = reason.as_str(), "participant left");
+        participant.send(ParticipantEvent::Ended(reason));
+        room.broadcast(
+            None,
+            &ParticipantEvent::ParticipantLeft {
+                participant_sid: participant.sid.clone(),
+                identity: participant.identity.clone(),
+                reason,
+            },
+        );
+        // Its consumers of others' tracks go with its subscriber transport.
+        for producer in room.producers.values_mut() {
+            let before = producer.consumers.len();
+            producer.consumers.retain(|c| c.subscriber_sid != sid);
+            for _ in producer.consumers.len()..before {
+                self.metrics.subscriptions.dec();
+            }
+        }
+        let own: Vec<String> = room
+            .producers
+            .values()
+            .filter(|p| p.owner_sid == sid)
+            .map(|p| p.sid.clone())
+            .collect();
+        if room.participants.is_empty() {
+            room.empty_since = Some(now);
+        }
+        for producer in own {
+            self.remove_producer(now, room_name, &producer);
+        }
+        for id in [participant.publisher, participant.subscriber]
+            .into_iter()
+            .flatten()
+        {
+            self.close_transport(now, id);
+        }
+        self.flush(now);
+    }
+
+    fn close_transport(&mut self, _now: Instant, id: TransportId) {
+        let Some(mut t) = self.transports.remove(&id) else {
+            return;
+        };
+        self.by_ufrag.remove(&t.ufrag);
+        for addr in &t.addrs {
+            self.by_addr.remove(addr);
+        }
+        // Closing sends DTLS close_notify so the client learns at once.
+        let _ = t.pc.close();
+        while let Some(out) = t.pc.poll_write() {
+            self.transmits.push_back(Transmit {
+                to: out.transport.peer_addr,
+                payload: out.message,
+            });
+        }
+    }
+
+    fn participant_transport(
+        &mut self,
+        room: &str,
+        sid: &str,
+        role: TransportRole,
+    ) -> Result<TransportId, SfuError> {
+        let p = self
+            .rooms
+            .get(room)
+            .ok_or(SfuError::RoomNotFound)?
+            .participants
+            .get(sid)
+            .ok_or(SfuError::ParticipantNotFound)?;
+        match role {
+            TransportRole::Publisher => p.publisher.ok_or(SfuError::PublishNotAllowed),
+            TransportRole::Subscriber if !p.can_subscribe => Err(SfuError::SubscribeNotAllowed),
+            TransportRole::Subscriber => p.subscriber.ok_or(SfuError::NoPendingOffer),
+        }
+    }
+
+    pub(crate) fn publish_offer(
+        &mut self,
+        now: Instant,
+        room: &str,
+        sid: &str,
+        sdp: String,
+    ) -> Result<String, SfuError> {
+        let id = self.participant_transport(room, sid, TransportRole::Publisher)?;
+        let t = self.transports.get_mut(&id).ok_or(SfuError::ParticipantNotFound)?;
+        let offer = RTCSessionDescription::offer(sdp).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
+        t.pc.set_remote_description(now, offer)
+            .map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
+        let answer = t
+            .pc
+            .create_answer(None)
+            .map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
+        t.pc.set_local_description(now, answer)
+            .map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
+        let sdp = t
+            .pc
+            .local_description()
+            .map(|d| d.sdp)
+            .ok_or_else(|| SfuError::Internal("answer has no local description".into()))?;
+        self.drive(now, id);
+        self.flush(now);
+        Ok(sdp)
+    }
+
+    pub(crate) fn subscribe_answer(
+        &mut self,
+        now: Instant,
+        room_name: &str,
+        sid: &str,
+        sdp: String,
+    ) -> Result<(), SfuError> {
+        let id = self.participant_transport(room_name, sid, TransportRole::Subscriber)?;
+        let p = self
+            .rooms
+            .get_mut(room_name)
+            .and_then(|r| r.participants.get_mut(sid))
+            .ok_or(SfuError::ParticipantNotFound)?;
+        if !p.offer_pending {
+            return Err(SfuError::NoPendingOffer);
+        }
+        let t = self.transports.get_mut(&id).ok_or(SfuError::ParticipantNotFound)?;
+        let answer =
+            RTCSessionDescription::answer(sdp).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
+        t.pc.set_remote_description(now, answer)
+            .map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
+        p.offer_pending = false;
+        let again = p.needs_offer;
+        // Payload types may have changed with the new answer.
+        if let Some(room) = self.rooms.get_mut(room_name) {
+            for producer in room.producers.values_mut() {
+                for c in producer.consumers.iter_mut().filter(|c| c.transport == id) {
+                    c.payload_type = None;
+                }
+            }
+        }
+        if again {
+            self.negotiate_subscriber(now, room_name, sid);
+        }
+        self.request_keyframes_for(now, room_name, sid);
+        self.drive(now, id);
+        self.flush(now);
+        Ok(())
+    }
+
+    pub(crate) fn add_candidate(
+        &mut self,
+        now: Instant,
+        room: &str,
+        sid: &str,
+        role: TransportRole,
+        candidate: RTCIceCandidateInit,
+    ) -> Result<(), SfuError> {
+        let id = self.participant_transport(room, sid, role)?;
+        if candidate.candidate.is_empty() {
+            return Ok(());
+        }
+        let t = self.transports.get_mut(&id).ok_or(SfuError::ParticipantNotFound)?;
+        t.pc.add_remote_candidate(candidate)
+            .map_err(|e| SfuError::InvalidCandidate(e.to_string()))?;
+        self.drive(now, id);
+        self.flush(now);
+        Ok(())
+    }
+
+    pub(crate) fn mute(
+        &mut self,
+        room_name: &str,
+        sid: &str,
+        track_sid: &str,
+        muted: bool,
+    ) -> Result<(), SfuError> {
+        let room = self.rooms.get_mut(room_name).ok_or(SfuError::RoomNotFound)?;
+        let producer = room
+            .producers
+            .get_mut(track_sid)
+            .filter(|p| p.owner_sid == sid)
+            .ok_or(SfuError::TrackNotFound)?;
+        if producer.muted != muted {
+            producer.muted = muted;
+            room.broadcast(
+                None,
+                &ParticipantEvent::TrackMuted {
+                    participant_sid: sid.to_owned(),
+                    track_sid: track_sid.to_owned(),
+                    muted,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    pub(crate) fn list_rooms(&self) -> Vec<RoomInfo> {
+        self.rooms
+            .values()
+            .map(|r| r.info(self.config.max_participants))
+            .collect()
+    }
+
+    pub(crate) fn list_participants(&self, room: &str) -> Result<Vec<ParticipantInfo>, SfuError> {
+        let room = self.rooms.get(room).ok_or(SfuError::RoomNotFound)?;
+        let mut list: Vec<ParticipantInfo> =
+            room.participants.values().map(|p| p.info(room)).collect();
+        list.sort_by(|a, b| a.identity.cmp(&b.identity));
+        Ok(list)
+    }
+
+    pub(crate) fn remove_identity(
+        &mut self,
+        now: Instant,
+        room_name: &str,
+        identity: &str,
+    ) -> Result<(), SfuError> {
+        let room = self.rooms.get(room_name).ok_or(SfuError::RoomNotFound)?;
+        let sid = room
+            .participants
+            .values()
+            .find(|p| p.identity == identity)
+            .map(|p| p.sid.clone())
+            .ok_or(SfuError::ParticipantNotFound)?;
+        self.remove_participant(now, room_name, &sid, LeaveReason::Removed);
+        Ok(())
+    }
+
+    pub(crate) fn close_room(
+        &mut self,
+        now: Instant,
+        room_name: &str,
+        reason: LeaveReason,
+    ) -> Result<(), SfuError> {
+        let room = self.rooms.get(room_name).ok_or(SfuError::RoomNotFound)?;
+        let sids: Vec<String> = room.participants.keys().cloned().collect();
+        for sid in sids {
+            self.remove_participant(now, room_name, &sid, reason);
+        }
+        if self.rooms.remove(room_name).is_some() {
+            self.metrics.rooms.dec();
+        }
+        Ok(())
+    }
+
+    pub(crate) fn close_all(&mut self, now: Instant, reason: LeaveReason) {
+        let names: Vec<String> = self.rooms.keys().cloned().collect();
+        for name in names {
+            let _ = self.close_room(now, &name, reason);
+        }
+    }
+}
+
+/// The payload type `sender_id`'s negotiated leg uses for `codec`, if any.
+fn negotiated_payload_type(
+    pc: &mut RTCPeerConnection,
+    sender_id: RTCRtpSenderId,
+    codec: &RTCRtpCodec,
+) -> Option<u8> {
+    let mut sender = pc.rtp_sender(sender_id)?;
+    let codecs = &sender.get_parameters().rtp_parameters.codecs;
+    let same_mime = |c: &&rtc::rtp_transceiver::rtp_sender::RTCRtpCodecParameters| {
+        c.rtp_codec.mime_type.eq_ignore_ascii_case(&codec.mime_type)
+    };
+    codecs
+        .iter()
+        .filter(same_mime)
+        .find(|c| c.rtp_codec.sdp_fmtp_line == codec.sdp_fmtp_line)
+        .or_else(|| codecs.iter().find(same_mime))
+        .map(|c| c.payload_type)
+}

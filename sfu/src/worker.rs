@@ -1,0 +1,249 @@
+//! A media worker: one thread, one UDP socket, the rooms hashed to it. The
+//! thread owns the socket and the clock and drives its `Shard`; everything
+//! else reaches it as a `Command` over a channel.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rtc::peer_connection::transport::RTCIceCandidateInit;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info_span, warn};
+
+use crate::config::SfuConfig;
+use crate::metrics::WorkerMetrics;
+use crate::session::{
+    IceCandidate, JoinRequest, Joined, LeaveReason, ParticipantInfo, RoomInfo, SfuError,
+    TransportRole,
+};
+use crate::shard::Shard;
+
+type Reply<T> = oneshot::Sender<Result<T, SfuError>>;
+
+pub(crate) enum Command {
+    Join(JoinRequest, Reply<(Joined, String)>),
+    Leave {
+        room: String,
+        sid: String,
+        reason: LeaveReason,
+    },
+    PublishOffer {
+        room: String,
+        sid: String,
+        sdp: String,
+        reply: Reply<String>,
+    },
+    SubscribeAnswer {
+        room: String,
+        sid: String,
+        sdp: String,
+        reply: Reply<()>,
+    },
+    Candidate {
+        room: String,
+        sid: String,
+        role: TransportRole,
+        candidate: IceCandidate,
+        reply: Reply<()>,
+    },
+    Mute {
+        room: String,
+        sid: String,
+        track_sid: String,
+        muted: bool,
+        reply: Reply<()>,
+    },
+    ListRooms(oneshot::Sender<Vec<RoomInfo>>),
+    ListParticipants(String, Reply<Vec<ParticipantInfo>>),
+    RemoveParticipant {
+        room: String,
+        identity: String,
+        reply: Reply<()>,
+    },
+    CloseRoom(String, Reply<()>),
+    Shutdown,
+}
+
+pub(crate) struct WorkerHandle {
+    pub tx: mpsc::UnboundedSender<Command>,
+    pub local_addr: SocketAddr,
+    pub thread: Option<JoinHandle<()>>,
+}
+
+/// Longest the loop sleeps with nothing scheduled; bounds how late a state
+/// change nobody announced (an ICE consent timeout) can be noticed.
+const IDLE_WAKE: Duration = Duration::from_millis(200);
+/// Datagrams read per wake-up before commands and timers get a turn.
+const READ_BATCH: usize = 64;
+
+fn bind(config: &SfuConfig, index: usize) -> io::Result<StdUdpSocket> {
+    let port = if config.udp_port == 0 {
+        0
+    } else {
+        config.udp_port.checked_add(index as u16).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "rtc.udp_port + workers exceeds 65535")
+        })?
+    };
+    let addr = SocketAddr::new(config.bind_ip, port);
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // Large buffers ride out bursts (keyframes fanned out to many subscribers);
+    // the kernel caps them at net.core.[rw]mem_max.
+    let _ = socket.set_recv_buffer_size(config.socket_buffer_bytes);
+    let _ = socket.set_send_buffer_size(config.socket_buffer_bytes);
+    socket.set_nonblocking(true)?;
+    socket
+        .bind(&addr.into())
+        .map_err(|e| io::Error::new(e.kind(), format!("binding media port {addr}: {e}")))?;
+    Ok(socket.into())
+}
+
+pub(crate) fn spawn(
+    index: usize,
+    config: &SfuConfig,
+    metrics: WorkerMetrics,
+) -> io::Result<WorkerHandle> {
+    let std_socket = bind(config, index)?;
+    let bound = std_socket.local_addr()?;
+    let local_addr = SocketAddr::new(config.advertise_ip, bound.port());
+    let (tx, rx) = mpsc::unbounded_channel();
+    let shard = Shard::new(config.clone(), local_addr, metrics);
+    let thread = std::thread::Builder::new()
+        .name(format!("media-worker-{index}"))
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a current-thread runtime builds");
+            let _span = info_span!("worker", index).entered();
+            runtime.block_on(async move {
+                match UdpSocket::from_std(std_socket) {
+                    Ok(socket) => run(shard, socket, rx).await,
+                    Err(e) => warn!(error = %e, "media socket unusable"),
+                }
+            });
+        })?;
+    Ok(WorkerHandle {
+        tx,
+        local_addr,
+        thread: Some(thread),
+    })
+}
+
+async fn run(mut shard: Shard, socket: UdpSocket, mut rx: mpsc::UnboundedReceiver<Command>) {
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let now = Instant::now();
+        let deadline = shard
+            .poll_timeout()
+            .map_or(now + IDLE_WAKE, |t| t.min(now + IDLE_WAKE));
+        tokio::select! {
+            biased;
+            command = rx.recv() => match command {
+                None | Some(Command::Shutdown) => {
+                    shard.close_all(Instant::now(), LeaveReason::ServerShutdown);
+                    send_all(&mut shard, &socket);
+                    return;
+                }
+                Some(command) => handle(&mut shard, command),
+            },
+            ready = socket.readable() => {
+                if ready.is_ok() {
+                    for _ in 0..READ_BATCH {
+                        match socket.try_recv_from(&mut buf) {
+                            Ok((n, from)) => shard.handle_datagram(Instant::now(), from, &buf[..n]),
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                            // ICMP port unreachable from a client that went away.
+                            Err(e) => { debug!(error = %e, "recv failed"); break; }
+                        }
+                        send_all(&mut shard, &socket);
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                shard.handle_timeout(Instant::now());
+            }
+        }
+        send_all(&mut shard, &socket);
+    }
+}
+
+fn send_all(shard: &mut Shard, socket: &UdpSocket) {
+    while let Some(t) = shard.poll_transmit() {
+        if let Err(e) = socket.try_send_to(&t.payload, t.to) {
+            // A full send buffer drops the datagram, as a router would;
+            // RTCP feedback recovers what matters.
+            debug!(error = %e, to = %t.to, "send failed");
+            shard.count_send_failure();
+        }
+    }
+}
+
+fn handle(shard: &mut Shard, command: Command) {
+    let now = Instant::now();
+    match command {
+        Command::Join(req, reply) => {
+            let _ = reply.send(shard.join(now, req));
+        }
+        Command::Leave { room, sid, reason } => shard.remove_participant(now, &room, &sid, reason),
+        Command::PublishOffer {
+            room,
+            sid,
+            sdp,
+            reply,
+        } => {
+            let _ = reply.send(shard.publish_offer(now, &room, &sid, sdp));
+        }
+        Command::SubscribeAnswer {
+            room,
+            sid,
+            sdp,
+            reply,
+        } => {
+            let _ = reply.send(shard.subscribe_answer(now, &room, &sid, sdp));
+        }
+        Command::Candidate {
+            room,
+            sid,
+            role,
+            candidate,
+            reply,
+        } => {
+            let init = RTCIceCandidateInit {
+                candidate: candidate.candidate,
+                sdp_mid: candidate.sdp_mid,
+                sdp_mline_index: candidate.sdp_m_line_index,
+                ..Default::default()
+            };
+            let _ = reply.send(shard.add_candidate(now, &room, &sid, role, init));
+        }
+        Command::Mute {
+            room,
+            sid,
+            track_sid,
+            muted,
+            reply,
+        } => {
+            let _ = reply.send(shard.mute(&room, &sid, &track_sid, muted));
+        }
+        Command::ListRooms(reply) => {
+            let _ = reply.send(shard.list_rooms());
+        }
+        Command::ListParticipants(room, reply) => {
+            let _ = reply.send(shard.list_participants(&room));
+        }
+        Command::RemoveParticipant {
+            room,
+            identity,
+            reply,
+        } => {
+            let _ = reply.send(shard.remove_identity(now, &room, &identity));
+        }
+        Command::CloseRoom(room, reply) => {
+            let _ = reply.send(shard.close_room(now, &room, LeaveReason::RoomClosed));
+        }
+        Command::Shutdown => {}
+    }
+}

@@ -1,0 +1,260 @@
+//! One participant's WebSocket: join, then relay between the client and its
+//! session in the media plane.
+
+use std::sync::Arc;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use callgate_sfu::{
+    JoinRequest, LeaveReason, ParticipantEvent, ParticipantHandle, SfuError,
+};
+use tokio::sync::mpsc;
+use tracing::{Instrument, debug, info, info_span};
+
+use crate::AppState;
+use crate::protocol::{
+    ClientMessage, MAX_FRAME_BYTES, PROTOCOL_VERSION, ParseError, ServerMessage,
+};
+use crate::token::{TokenError, unix_now};
+
+/// Close codes (docs/protocol.md, "Close codes").
+pub mod close {
+    pub const NORMAL: u16 = 1000;
+    pub const POLICY: u16 = 1008;
+    pub const TOO_BIG: u16 = 1009;
+    pub const INTERNAL: u16 = 1011;
+    pub const TOKEN_MALFORMED: u16 = 4001;
+    pub const TOKEN_BAD_SIGNATURE: u16 = 4002;
+    pub const TOKEN_EXPIRED: u16 = 4003;
+    pub const TOKEN_NOT_FOR_JOINING: u16 = 4004;
+    pub const ROOM_FULL: u16 = 4005;
+    pub const PROTOCOL_UNSUPPORTED: u16 = 4006;
+}
+
+fn token_close_code(e: TokenError) -> u16 {
+    match e {
+        TokenError::Malformed => close::TOKEN_MALFORMED,
+        TokenError::BadSignature => close::TOKEN_BAD_SIGNATURE,
+        TokenError::Expired => close::TOKEN_EXPIRED,
+    }
+}
+
+async fn send(socket: &mut WebSocket, message: &ServerMessage) -> bool {
+    socket
+        .send(Message::Text(Utf8Bytes::from(message.to_json())))
+        .await
+        .is_ok()
+}
+
+async fn close(mut socket: WebSocket, code: u16, reason: &'static str) {
+    debug!(code, reason, "closing signaling connection");
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        })))
+        .await;
+}
+
+/// What the next client frame turned out to be.
+enum Incoming {
+    Text(String),
+    TooBig,
+    Gone,
+}
+
+async fn next_text(socket: &mut WebSocket) -> Incoming {
+    loop {
+        match socket.recv().await {
+            Some(Ok(Message::Text(t))) if t.len() > MAX_FRAME_BYTES => return Incoming::TooBig,
+            Some(Ok(Message::Binary(b))) if b.len() > MAX_FRAME_BYTES => return Incoming::TooBig,
+            Some(Ok(Message::Text(t))) => return Incoming::Text(t.to_string()),
+            Some(Ok(Message::Binary(b))) => {
+                return Incoming::Text(String::from_utf8_lossy(&b).into_owned());
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return Incoming::Gone,
+        }
+    }
+}
+
+pub(crate) async fn serve(mut socket: WebSocket, state: Arc<AppState>) {
+    state.metrics.connections.inc();
+    let _guard = scopeguard(&state);
+
+    let first = tokio::time::timeout(state.join_timeout, next_text(&mut socket)).await;
+    let text = match first {
+        Err(_) => return close(socket, close::POLICY, "join_timeout").await,
+        Ok(Incoming::TooBig) => return close(socket, close::TOO_BIG, "message_too_big").await,
+        Ok(Incoming::Gone) => return,
+        Ok(Incoming::Text(t)) => t,
+    };
+    let (token, protocol) = match ClientMessage::parse(&text) {
+        Ok(ClientMessage::Join { token, protocol }) => (token, protocol),
+        Ok(_) => {
+            send(
+                &mut socket,
+                &ServerMessage::error("not_joined", "send join first"),
+            )
+            .await;
+            return close(socket, close::POLICY, "not_joined").await;
+        }
+        Err(ParseError::Malformed(m)) | Err(ParseError::Unknown(m)) => {
+            send(&mut socket, &ServerMessage::error("malformed_message", m)).await;
+            return close(socket, close::POLICY, "not_joined").await;
+        }
+    };
+    if protocol.is_some_and(|p| p != PROTOCOL_VERSION) {
+        return close(socket, close::PROTOCOL_UNSUPPORTED, "protocol_unsupported").await;
+    }
+    let claims = match state.keys.verify(&token, unix_now()) {
+        Ok(c) => c,
+        Err(e) => {
+            state.metrics.rejected_tokens.inc();
+            return close(socket, token_close_code(e), e.code()).await;
+        }
+    };
+    let room = match (&claims.grants.room, claims.grants.room_join) {
+        (Some(room), true) if !room.is_empty() && !claims.sub.is_empty() => room.clone(),
+        _ => {
+            return close(socket, close::TOKEN_NOT_FOR_JOINING, "token_not_for_joining").await;
+        }
+    };
+    let request = JoinRequest {
+        room: room.clone(),
+        identity: claims.sub.clone(),
+        name: claims.name.clone().unwrap_or_else(|| claims.sub.clone()),
+        can_publish: claims.grants.can_publish,
+        can_subscribe: claims.grants.can_subscribe,
+    };
+    let (handle, joined) = match state.sfu.join(request).await {
+        Ok(j) => j,
+        Err(SfuError::RoomFull(_)) => return close(socket, close::ROOM_FULL, "room_full").await,
+        Err(_) => return close(socket, close::INTERNAL, "internal").await,
+    };
+    let span = info_span!("participant", room = %room, sid = %handle.sid(), identity = %claims.sub);
+    async move {
+        info!("joined");
+        let welcome = ServerMessage::Joined {
+            protocol: PROTOCOL_VERSION,
+            room: joined.room,
+            participant: joined.participant,
+            participants: joined.others,
+            ice_servers: Vec::new(),
+        };
+        if !send(&mut socket, &welcome).await {
+            return;
+        }
+        session(socket, handle, joined.events).await;
+    }
+    .instrument(span)
+    .await
+}
+
+/// Decrements the connection gauge however the connection ends.
+fn scopeguard(state: &Arc<AppState>) -> impl Drop + '_ {
+    struct Guard<'a>(&'a AppState);
+    impl Drop for Guard<'_> {
+        fn drop(&mut self) {
+            self.0.metrics.connections.dec();
+        }
+    }
+    Guard(state)
+}
+
+async fn session(
+    mut socket: WebSocket,
+    mut handle: ParticipantHandle,
+    mut events: mpsc::UnboundedReceiver<ParticipantEvent>,
+) {
+    loop {
+        tokio::select! {
+            incoming = next_text(&mut socket) => match incoming {
+                Incoming::Gone => break,
+                Incoming::TooBig => {
+                    handle.leave(LeaveReason::Left);
+                    return close(socket, close::TOO_BIG, "message_too_big").await;
+                }
+                Incoming::Text(text) => match ClientMessage::parse(&text) {
+                    Ok(ClientMessage::Leave) => {
+                        handle.leave(LeaveReason::Left);
+                        send(&mut socket, &ServerMessage::Left { reason: LeaveReason::Left }).await;
+                        return close(socket, close::NORMAL, "left").await;
+                    }
+                    Ok(message) => {
+                        if let Some(reply) = handle_message(&handle, message).await
+                            && !send(&mut socket, &reply).await
+                        {
+                            break;
+                        }
+                    }
+                    Err(ParseError::Malformed(m)) => {
+                        if !send(&mut socket, &ServerMessage::error("malformed_message", m)).await {
+                            break;
+                        }
+                    }
+                    Err(ParseError::Unknown(t)) => {
+                        let reply = ServerMessage::error("unknown_message", format!("unknown message type `{t}`"));
+                        if !send(&mut socket, &reply).await {
+                            break;
+                        }
+                    }
+                },
+            },
+            event = events.recv() => match event {
+                Some(ParticipantEvent::Ended(reason)) => {
+                    handle.mark_ended();
+                    send(&mut socket, &ServerMessage::Left { reason }).await;
+                    return close(socket, close::NORMAL, reason.as_str()).await;
+                }
+                Some(event) => {
+                    if !send(&mut socket, &ServerMessage::from(event)).await {
+                        break;
+                    }
+                }
+                None => {
+                    handle.mark_ended();
+                    return close(socket, close::INTERNAL, "internal").await;
+                }
+            },
+        }
+    }
+    info!("connection closed");
+    handle.leave(LeaveReason::Left);
+}
+
+async fn handle_message(
+    handle: &ParticipantHandle,
+    message: ClientMessage,
+) -> Option<ServerMessage> {
+    let result = match message {
+        ClientMessage::Join { .. } => {
+            return Some(ServerMessage::error("already_joined", "already joined"));
+        }
+        ClientMessage::PublishOffer { sdp } => handle
+            .publish_offer(sdp)
+            .await
+            .map(|sdp| Some(ServerMessage::PublishAnswer { sdp })),
+        ClientMessage::SubscribeAnswer { sdp } => handle.subscribe_answer(sdp).await.map(|()| None),
+        ClientMessage::Candidate { target, candidate } => {
+            handle.add_candidate(target, candidate).await.map(|()| None)
+        }
+        ClientMessage::Mute { track_sid, muted } => {
+            handle.mute(track_sid, muted).await.map(|()| None)
+        }
+        ClientMessage::Leave => Ok(None),
+    };
+    result.unwrap_or_else(|e| Some(sfu_error(e)))
+}
+
+fn sfu_error(e: SfuError) -> ServerMessage {
+    let code = match &e {
+        SfuError::PublishNotAllowed => "publish_not_allowed",
+        SfuError::SubscribeNotAllowed => "subscribe_not_allowed",
+        SfuError::InvalidSdp(_) => "invalid_sdp",
+        SfuError::InvalidCandidate(_) => "invalid_candidate",
+        SfuError::TrackNotFound => "unknown_track",
+        SfuError::NoPendingOffer => "no_pending_offer",
+        _ => "internal",
+    };
+    ServerMessage::error(code, e.to_string())
+}

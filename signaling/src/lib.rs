@@ -1,0 +1,84 @@
+//! callgate's control plane: the HTTP server with WebSocket signaling, the
+//! server API, health, metrics and the demo page.
+
+mod api;
+mod connection;
+mod metrics;
+pub mod protocol;
+pub mod token;
+
+pub use connection::close as close_codes;
+pub use metrics::SignalingMetrics;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{State, WebSocketUpgrade};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use callgate_sfu::Sfu;
+
+use protocol::MAX_FRAME_BYTES;
+use token::KeyRing;
+
+/// What every request handler shares.
+pub struct AppState {
+    pub sfu: Arc<Sfu>,
+    pub keys: KeyRing,
+    pub metrics: SignalingMetrics,
+    pub registry: prometheus::Registry,
+    /// How long a new WebSocket may take to send `join`.
+    pub join_timeout: Duration,
+}
+
+const INDEX_HTML: &str = include_str!("../../web/index.html");
+const CLIENT_JS: &str = include_str!("../../web/callgate.js");
+
+async fn rtc(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -> Response {
+    // Frames up to this size are read whole so that an oversized one gets a
+    // 1009 close from us rather than a dropped connection from the codec.
+    ws.max_message_size(MAX_FRAME_BYTES * 4)
+        .max_frame_size(MAX_FRAME_BYTES * 4)
+        .on_upgrade(move |socket| connection::serve(socket, state))
+}
+
+async fn healthz() -> impl IntoResponse {
+    (StatusCode::OK, axum::Json(serde_json::json!({"status": "ok"})))
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let families = state.registry.gather();
+    match prometheus::TextEncoder::new().encode_to_string(&families) {
+        Ok(text) => (
+            [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
+            text,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn index() -> Html<&'static str> {
+    Html(INDEX_HTML)
+}
+
+async fn client_js() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        CLIENT_JS,
+    )
+}
+
+/// The whole HTTP surface.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/callgate.js", get(client_js))
+        .route("/rtc", get(rtc))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .merge(api::routes())
+        .with_state(state)
+}

@@ -1,0 +1,253 @@
+//! Signaling messages, version 1 (docs/protocol.md).
+
+use callgate_sfu::{
+    IceCandidate, LeaveReason, ParticipantEvent, ParticipantInfo, RoomInfo, TrackInfo,
+    TransportRole,
+};
+use serde::{Deserialize, Serialize};
+
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Largest frame a client may send; larger ones close the socket with 1009.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+/// Largest SDP accepted in one message.
+pub const MAX_SDP_BYTES: usize = 32 * 1024;
+
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMessage {
+    Join {
+        token: String,
+        #[serde(default)]
+        protocol: Option<u32>,
+    },
+    PublishOffer {
+        sdp: String,
+    },
+    SubscribeAnswer {
+        sdp: String,
+    },
+    Candidate {
+        target: TransportRole,
+        candidate: IceCandidate,
+    },
+    Mute {
+        track_sid: String,
+        muted: bool,
+    },
+    Leave,
+}
+
+const CLIENT_TYPES: &[&str] = &[
+    "join",
+    "publish_offer",
+    "subscribe_answer",
+    "candidate",
+    "mute",
+    "leave",
+];
+
+/// Why a client frame could not be read; both keep the connection open.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ParseError {
+    Malformed(String),
+    Unknown(String),
+}
+
+impl ClientMessage {
+    pub fn parse(text: &str) -> Result<ClientMessage, ParseError> {
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| ParseError::Malformed(e.to_string()))?;
+        match value.get("type").and_then(|t| t.as_str()) {
+            None => return Err(ParseError::Malformed("missing string field `type`".into())),
+            Some(t) if !CLIENT_TYPES.contains(&t) => return Err(ParseError::Unknown(t.into())),
+            Some(_) => {}
+        }
+        let message: ClientMessage =
+            serde_json::from_value(value).map_err(|e| ParseError::Malformed(e.to_string()))?;
+        match &message {
+            ClientMessage::PublishOffer { sdp } | ClientMessage::SubscribeAnswer { sdp }
+                if sdp.len() > MAX_SDP_BYTES =>
+            {
+                Err(ParseError::Malformed(format!(
+                    "sdp is longer than {MAX_SDP_BYTES} bytes"
+                )))
+            }
+            _ => Ok(message),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    Joined {
+        protocol: u32,
+        room: RoomInfo,
+        participant: ParticipantInfo,
+        participants: Vec<ParticipantInfo>,
+        ice_servers: Vec<IceServer>,
+    },
+    PublishAnswer {
+        sdp: String,
+    },
+    SubscribeOffer {
+        sdp: String,
+    },
+    ParticipantJoined {
+        participant: ParticipantInfo,
+    },
+    ParticipantLeft {
+        participant_sid: String,
+        identity: String,
+        reason: LeaveReason,
+    },
+    TrackPublished {
+        participant_sid: String,
+        track: TrackInfo,
+    },
+    TrackUnpublished {
+        participant_sid: String,
+        track_sid: String,
+    },
+    TrackMuted {
+        participant_sid: String,
+        track_sid: String,
+        muted: bool,
+    },
+    Left {
+        reason: LeaveReason,
+    },
+    Error {
+        code: &'static str,
+        message: String,
+    },
+}
+
+impl ServerMessage {
+    pub fn error(code: &'static str, message: impl Into<String>) -> Self {
+        ServerMessage::Error {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| {
+            format!(r#"{{"type":"error","code":"internal","message":"{e}"}}"#)
+        })
+    }
+}
+
+impl From<ParticipantEvent> for ServerMessage {
+    fn from(event: ParticipantEvent) -> Self {
+        match event {
+            ParticipantEvent::ParticipantJoined(participant) => {
+                ServerMessage::ParticipantJoined { participant }
+            }
+            ParticipantEvent::ParticipantLeft {
+                participant_sid,
+                identity,
+                reason,
+            } => ServerMessage::ParticipantLeft {
+                participant_sid,
+                identity,
+                reason,
+            },
+            ParticipantEvent::TrackPublished {
+                participant_sid,
+                track,
+            } => ServerMessage::TrackPublished {
+                participant_sid,
+                track,
+            },
+            ParticipantEvent::TrackUnpublished {
+                participant_sid,
+                track_sid,
+            } => ServerMessage::TrackUnpublished {
+                participant_sid,
+                track_sid,
+            },
+            ParticipantEvent::TrackMuted {
+                participant_sid,
+                track_sid,
+                muted,
+            } => ServerMessage::TrackMuted {
+                participant_sid,
+                track_sid,
+                muted,
+            },
+            ParticipantEvent::SubscribeOffer(sdp) => ServerMessage::SubscribeOffer { sdp },
+            ParticipantEvent::Ended(reason) => ServerMessage::Left { reason },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_client_message() {
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"join","token":"t","protocol":1}"#),
+            Ok(ClientMessage::Join {
+                token: "t".into(),
+                protocol: Some(1)
+            })
+        );
+        assert_eq!(
+            ClientMessage::parse(
+                r#"{"type":"candidate","target":"subscriber","candidate":{"candidate":"c","sdp_mid":"0","sdp_m_line_index":0}}"#
+            ),
+            Ok(ClientMessage::Candidate {
+                target: TransportRole::Subscriber,
+                candidate: IceCandidate {
+                    candidate: "c".into(),
+                    sdp_mid: Some("0".into()),
+                    sdp_m_line_index: Some(0)
+                }
+            })
+        );
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"leave","extra":true}"#),
+            Ok(ClientMessage::Leave)
+        );
+    }
+
+    #[test]
+    fn tells_malformed_from_unknown() {
+        assert!(matches!(ClientMessage::parse("nope"), Err(ParseError::Malformed(_))));
+        assert!(matches!(ClientMessage::parse("{}"), Err(ParseError::Malformed(_))));
+        assert!(matches!(
+            ClientMessage::parse(r#"{"type":"mute","track_sid":1}"#),
+            Err(ParseError::Malformed(_))
+        ));
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"dance"}"#),
+            Err(ParseError::Unknown("dance".into()))
+        );
+        let big = format!(
+            r#"{{"type":"publish_offer","sdp":"{}"}}"#,
+            "a".repeat(MAX_SDP_BYTES + 1)
+        );
+        assert!(matches!(ClientMessage::parse(&big), Err(ParseError::Malformed(_))));
+    }
+
+    #[test]
+    fn server_messages_carry_their_type() {
+        let json = ServerMessage::Left {
+            reason: LeaveReason::Removed,
+        }
+        .to_json();
+        assert_eq!(json, r#"{"type":"left","reason":"removed"}"#);
+    }
+}

@@ -1,0 +1,222 @@
+//! Access tokens: JWTs signed with HMAC-SHA256 by an API key's secret
+//! (docs/protocol.md, "Access tokens").
+
+use std::collections::HashMap;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ring::hmac;
+use serde::{Deserialize, Serialize};
+
+/// Seconds of clock skew tolerated on `exp` and `nbf`.
+pub const LEEWAY_SECS: u64 = 10;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Grants {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    #[serde(default)]
+    pub room_join: bool,
+    #[serde(default = "yes")]
+    pub can_publish: bool,
+    #[serde(default = "yes")]
+    pub can_subscribe: bool,
+    #[serde(default)]
+    pub admin: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Claims {
+    pub iss: String,
+    pub sub: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub iat: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    pub exp: u64,
+    #[serde(default)]
+    pub grants: Grants,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq, Clone, Copy)]
+pub enum TokenError {
+    #[error("token is malformed")]
+    Malformed,
+    #[error("token signature does not verify")]
+    BadSignature,
+    #[error("token is expired or not yet valid")]
+    Expired,
+}
+
+impl TokenError {
+    pub fn code(self) -> &'static str {
+        match self {
+            TokenError::Malformed => "token_malformed",
+            TokenError::BadSignature => "token_bad_signature",
+            TokenError::Expired => "token_expired",
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    alg: String,
+    #[serde(default)]
+    typ: Option<String>,
+}
+
+/// The API key pairs tokens may be signed with (several during rotation).
+#[derive(Clone)]
+pub struct KeyRing {
+    keys: HashMap<String, hmac::Key>,
+}
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&String> = self.keys.keys().collect();
+        names.sort();
+        f.debug_struct("KeyRing").field("api_keys", &names).finish()
+    }
+}
+
+impl KeyRing {
+    pub fn new<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        KeyRing {
+            keys: pairs
+                .into_iter()
+                .map(|(k, s)| (k.to_owned(), hmac::Key::new(hmac::HMAC_SHA256, s.as_bytes())))
+                .collect(),
+        }
+    }
+
+    /// Signs `claims` with the secret of `claims.iss`.
+    pub fn sign(&self, claims: &Claims) -> Result<String, TokenError> {
+        let key = self.keys.get(&claims.iss).ok_or(TokenError::BadSignature)?;
+        let header = Header {
+            alg: "HS256".into(),
+            typ: Some("JWT".into()),
+        };
+        let encode = |v: &[u8]| URL_SAFE_NO_PAD.encode(v);
+        let header = serde_json::to_vec(&header).map_err(|_| TokenError::Malformed)?;
+        let body = serde_json::to_vec(claims).map_err(|_| TokenError::Malformed)?;
+        let signing_input = format!("{}.{}", encode(&header), encode(&body));
+        let tag = hmac::sign(key, signing_input.as_bytes());
+        Ok(format!("{signing_input}.{}", encode(tag.as_ref())))
+    }
+
+    /// Checks the signature and validity window of `token` at `now` (seconds
+    /// since 1970) and returns its claims.
+    pub fn verify(&self, token: &str, now: u64) -> Result<Claims, TokenError> {
+        let mut parts = token.split('.');
+        let (Some(h), Some(b), Some(s), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(TokenError::Malformed);
+        };
+        let decode = |v: &str| URL_SAFE_NO_PAD.decode(v).map_err(|_| TokenError::Malformed);
+        let header: Header =
+            serde_json::from_slice(&decode(h)?).map_err(|_| TokenError::Malformed)?;
+        if header.alg != "HS256" {
+            return Err(TokenError::Malformed);
+        }
+        let claims: Claims =
+            serde_json::from_slice(&decode(b)?).map_err(|_| TokenError::Malformed)?;
+        let signature = decode(s)?;
+        let key = self.keys.get(&claims.iss).ok_or(TokenError::BadSignature)?;
+        let signing_input = &token[..h.len() + 1 + b.len()];
+        hmac::verify(key, signing_input.as_bytes(), &signature)
+            .map_err(|_| TokenError::BadSignature)?;
+        if claims.exp + LEEWAY_SECS <= now || claims.nbf.is_some_and(|nbf| nbf > now + LEEWAY_SECS) {
+            return Err(TokenError::Expired);
+        }
+        Ok(claims)
+    }
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring() -> KeyRing {
+        KeyRing::new([("devkey", "secret"), ("newkey", "other-secret")])
+    }
+
+    fn claims(iss: &str, exp: u64) -> Claims {
+        Claims {
+            iss: iss.into(),
+            sub: "alice".into(),
+            name: Some("Alice".into()),
+            iat: 1000,
+            nbf: Some(1000),
+            exp,
+            grants: Grants {
+                room: Some("demo".into()),
+                room_join: true,
+                can_publish: true,
+                can_subscribe: true,
+                admin: false,
+            },
+        }
+    }
+
+    #[test]
+    fn round_trip_with_each_key() {
+        for iss in ["devkey", "newkey"] {
+            let t = ring().sign(&claims(iss, 2000)).unwrap();
+            assert_eq!(ring().verify(&t, 1500).unwrap(), claims(iss, 2000));
+        }
+    }
+
+    #[test]
+    fn verifies_a_token_minted_elsewhere() {
+        // Minted with Python's hmac/hashlib, as an app backend would.
+        let token = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJkZXZrZXkiLCJzdWIiOiJib2IiLCJpYXQiOjEsImV4cCI6NDEwMjQ0NDgwMCwiZ3JhbnRzIjp7InJvb20iOiJyIiwicm9vbV9qb2luIjp0cnVlfX0.1c6TwvT-BGL62PKhNyc6YyrOG9namj_rWMzO_xdqNmA";
+        let c = ring().verify(token, 100).unwrap();
+        assert_eq!(c.sub, "bob");
+        assert_eq!(c.grants.room.as_deref(), Some("r"));
+        assert!(c.grants.can_publish && c.grants.can_subscribe && !c.grants.admin);
+    }
+
+    #[test]
+    fn refuses_bad_tokens() {
+        let good = ring().sign(&claims("devkey", 2000)).unwrap();
+        assert_eq!(ring().verify(&good, 2010), Err(TokenError::Expired));
+        assert_eq!(ring().verify(&good, 900), Ok(claims("devkey", 2000)));
+        let mut nbf_future = claims("devkey", 5000);
+        nbf_future.nbf = Some(3000);
+        let t = ring().sign(&nbf_future).unwrap();
+        assert_eq!(ring().verify(&t, 2000), Err(TokenError::Expired));
+
+        let mut tampered = good.clone();
+        tampered.pop();
+        tampered.push(if good.ends_with('A') { 'B' } else { 'A' });
+        assert_eq!(ring().verify(&tampered, 1500), Err(TokenError::BadSignature));
+
+        let other = KeyRing::new([("devkey", "not-the-secret")]);
+        assert_eq!(other.verify(&good, 1500), Err(TokenError::BadSignature));
+        let unknown = KeyRing::new([("somekey", "secret")]);
+        assert_eq!(unknown.verify(&good, 1500), Err(TokenError::BadSignature));
+
+        for bad in ["", "a.b", "a.b.c.d", "!!.??.**", "e30.e30.e30"] {
+            assert_eq!(ring().verify(bad, 1500), Err(TokenError::Malformed), "{bad}");
+        }
+        let none_alg = format!(
+            "{}.{}.",
+            URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#),
+            good.split('.').nth(1).unwrap()
+        );
+        assert_eq!(ring().verify(&none_alg, 1500), Err(TokenError::Malformed));
+    }
+}

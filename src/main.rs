@@ -1,0 +1,231 @@
+//! `callgate`: the command line.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use callgate::config::{Config, DEV_API_KEY, DEV_API_SECRET, LogFormat};
+use callgate_signaling::token::{Claims, Grants, KeyRing, unix_now};
+use clap::{Args, Parser, Subcommand};
+use tracing::warn;
+
+#[derive(Parser)]
+#[command(name = "callgate", version, about = "WebRTC SFU with paid-call metering")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Print an access token.
+    Token(TokenArgs),
+}
+
+#[derive(Args)]
+struct ConfigArgs {
+    /// Configuration file (see config/callgate.toml).
+    #[arg(long, env = "CALLGATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Development mode: the dev key pair devkey/secret, data under ./data.
+    #[arg(long)]
+    dev: bool,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// HTTP port (http.port).
+    #[arg(long)]
+    http_port: Option<u16>,
+    /// First media UDP port (rtc.udp_port); 0 picks free ports.
+    #[arg(long)]
+    udp_port: Option<u16>,
+    /// Address advertised to clients for media (rtc.external_ip).
+    #[arg(long)]
+    node_ip: Option<IpAddr>,
+    /// Data directory (data_dir).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Media worker threads (rtc.workers).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Log format: human or json (logging.format).
+    #[arg(long, value_parser = ["human", "json"])]
+    log_format: Option<String>,
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Room the token lets its holder join.
+    #[arg(long)]
+    room: Option<String>,
+    /// Participant identity (unique in a room).
+    #[arg(long)]
+    identity: Option<String>,
+    /// Display name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Lifetime, e.g. 10m, 2h.
+    #[arg(long, default_value = "6h", value_parser = humantime::parse_duration)]
+    ttl: Duration,
+    /// Join without the right to publish.
+    #[arg(long)]
+    no_publish: bool,
+    /// Join without the right to subscribe.
+    #[arg(long)]
+    no_subscribe: bool,
+    /// A token for the server API (/v1/).
+    #[arg(long)]
+    admin: bool,
+    /// API key to sign with (default: the first configured).
+    #[arg(long)]
+    api_key: Option<String>,
+    /// Its secret (default: from the configuration).
+    #[arg(long, env = "CALLGATE_API_SECRET", hide_env_values = true)]
+    api_secret: Option<String>,
+}
+
+fn load_config(args: &ConfigArgs) -> anyhow::Result<Config> {
+    let mut config = Config::load(args.config.as_deref(), std::env::vars())?;
+    if args.dev && config.keys.is_empty() {
+        config
+            .keys
+            .insert(DEV_API_KEY.to_owned(), DEV_API_SECRET.to_owned());
+    }
+    Ok(config)
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!(
+            "{level},rtc=warn,rtc_ice=warn,rtc_dtls=warn",
+            level = config.logging.level
+        ))
+    });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match config.logging.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Human => builder.init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = load_config(&args.config)?;
+    if let Some(p) = args.http_port {
+        config.http.port = p;
+    }
+    if let Some(p) = args.udp_port {
+        config.rtc.udp_port = p;
+    }
+    if let Some(ip) = args.node_ip {
+        config.rtc.external_ip = Some(ip);
+    }
+    if let Some(d) = args.data_dir {
+        config.data_dir = d;
+    }
+    if let Some(w) = args.workers {
+        config.rtc.workers = w;
+    }
+    if let Some(f) = args.log_format.as_deref() {
+        config.logging.format = if f == "json" {
+            LogFormat::Json
+        } else {
+            LogFormat::Human
+        };
+    }
+    config.validate(args.config.dev)?;
+    init_logging(&config);
+    if args.config.dev {
+        warn!(
+            api_key = DEV_API_KEY,
+            api_secret = DEV_API_SECRET,
+            data_dir = %config.data_dir.display(),
+            "development mode: the dev key pair is public, never use --dev in production"
+        );
+    }
+    callgate::server::run(config, shutdown_signal(), |http, media| {
+        // One plain line on stdout for scripts and tests to wait on.
+        let media: Vec<String> = media.iter().map(|a| a.to_string()).collect();
+        println!("callgate ready http={http} media={}", media.join(","));
+        let _ = std::io::stdout().flush();
+    })
+    .await
+}
+
+fn token(args: TokenArgs) -> anyhow::Result<()> {
+    let config = load_config(&args.config)?;
+    let (key, secret) = match (&args.api_key, &args.api_secret) {
+        (Some(k), Some(s)) => (k.clone(), s.clone()),
+        (Some(k), None) => match config.keys.get(k) {
+            Some(s) => (k.clone(), s.clone()),
+            None => bail!("API key `{k}` is not configured; pass --api-secret"),
+        },
+        (None, _) => match config.keys.iter().next() {
+            Some((k, s)) => (k.clone(), s.clone()),
+            None => bail!("no API key configured: use --dev, --config or --api-key/--api-secret"),
+        },
+    };
+    if !args.admin && (args.room.is_none() || args.identity.is_none()) {
+        bail!("--room and --identity are required (or --admin for a server API token)");
+    }
+    let now = unix_now();
+    let claims = Claims {
+        iss: key.clone(),
+        sub: args.identity.clone().unwrap_or_else(|| "admin".into()),
+        name: args.name.clone(),
+        iat: now,
+        nbf: Some(now),
+        exp: now + args.ttl.as_secs(),
+        grants: Grants {
+            room_join: args.room.is_some(),
+            room: args.room.clone(),
+            can_publish: !args.no_publish,
+            can_subscribe: !args.no_subscribe,
+            admin: args.admin,
+        },
+    };
+    let ring = KeyRing::new([(key.as_str(), secret.as_str())]);
+    let token = ring.sign(&claims).context("signing the token")?;
+    println!("{token}");
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(serve(args)),
+        Command::Token(args) => token(args),
+    }
+}

@@ -1,0 +1,64 @@
+//! Starts every part of a callgate node and stops them in order.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use callgate_sfu::{Sfu, SfuMetrics};
+use callgate_signaling::token::KeyRing;
+use callgate_signaling::{AppState, SignalingMetrics};
+use tracing::info;
+
+use crate::config::Config;
+
+/// Runs the server until `shutdown` completes. `on_ready` gets the bound
+/// HTTP address and the media addresses once clients can connect.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_ready: impl FnOnce(SocketAddr, Vec<SocketAddr>),
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
+
+    let registry = prometheus::Registry::new();
+    let sfu_metrics = SfuMetrics::new(&registry)?;
+    let signaling_metrics = SignalingMetrics::new(&registry)?;
+    let sfu = Arc::new(Sfu::start(config.sfu(), &sfu_metrics).context("starting media workers")?);
+    let media = sfu.media_addrs();
+
+    let state = Arc::new(AppState {
+        sfu: sfu.clone(),
+        keys: KeyRing::new(config.keys.iter().map(|(k, s)| (k.as_str(), s.as_str()))),
+        metrics: signaling_metrics,
+        registry,
+        join_timeout: config.signaling.join_timeout,
+    });
+    let addr = SocketAddr::new(config.http.bind, config.http.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding http {addr}"))?;
+    let bound = listener.local_addr()?;
+    info!(http = %bound, media = ?media, "callgate listening");
+    on_ready(bound, media);
+
+    // Sessions end first (every client gets `left`, every peer a DTLS
+    // close), then the HTTP server stops taking requests.
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let stopping = sfu.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        info!("shutting down: closing every session");
+        let _ = tokio::task::spawn_blocking(move || stopping.shutdown()).await;
+        let _ = stop_tx.send(true);
+    });
+    axum::serve(listener, callgate_signaling::router(state))
+        .with_graceful_shutdown(async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        })
+        .await
+        .context("http server")?;
+    info!("stopped");
+    Ok(())
+}

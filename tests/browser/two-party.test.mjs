@@ -1,0 +1,315 @@
+// Two-party browser test: alice and bob, each in a headless Chromium page
+// served by callgate, publish fake camera + microphone and must receive each
+// other's audio and video through the SFU. Then bob's page closes and alice
+// must see him leave.
+//
+// Run from the repo root: node --test tests/browser/   (or tests/browser/run.sh)
+// Env: CALLGATE_BIN (default target/debug/callgate, relative to the repo root),
+//      CHROMIUM (default /usr/bin/chromium).
+// Every address used is 127.0.0.1.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import dgram from 'node:dgram';
+import { accessSync, constants as fsConstants } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const CALLGATE_BIN = path.resolve(REPO_ROOT, process.env.CALLGATE_BIN || 'target/debug/callgate');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const HOST = '127.0.0.1';
+
+const MEDIA_TIMEOUT_MS = 30_000;
+const LEAVE_TIMEOUT_MS = 20_000;
+
+const CHROMIUM_ARGS = [
+  '--allow-loopback-in-peer-connection',
+  '--use-fake-device-for-media-stream',
+  '--use-fake-ui-for-media-stream',
+  '--disable-features=WebRtcHideLocalIpsWithMdns',
+  '--disable-background-networking',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-component-update',
+  '--disable-sync',
+  // remote tiles play with sound; without a user gesture autoplay would be refused
+  '--autoplay-policy=no-user-gesture-required',
+];
+
+/** A TCP port free on 127.0.0.1 right now. */
+function freeTcpPort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, HOST, () => {
+      const { port } = /** @type {net.AddressInfo} */ (srv.address());
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** A UDP port free on 127.0.0.1 right now. */
+function freeUdpPort() {
+  return new Promise((resolve, reject) => {
+    const sock = dgram.createSocket('udp4');
+    sock.once('error', reject);
+    sock.bind(0, HOST, () => {
+      const { port } = sock.address();
+      sock.close(() => resolve(port));
+    });
+  });
+}
+
+/** Runs the callgate binary to completion; resolves with its stdout. */
+function runCallgate(args) {
+  return new Promise((resolve, reject) => {
+    execFile(CALLGATE_BIN, args, { cwd: REPO_ROOT, timeout: 20_000 }, (err, stdout, stderr) => {
+      if (err) reject(new Error(`callgate ${args.join(' ')} failed: ${err.message}\n${stderr}`));
+      else resolve(stdout);
+    });
+  });
+}
+
+/** Starts `callgate serve`; the returned object collects its output and knows when it exits. */
+function startServer(args) {
+  const child = spawn(CALLGATE_BIN, args, {
+    cwd: REPO_ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' },
+  });
+  const server = {
+    child,
+    log: '',
+    /** @type {{code: number|null, signal: string|null, error?: Error}|null} */
+    exit: null,
+    exited: /** @type {Promise<void>} */ (null),
+  };
+  const append = (chunk) => {
+    server.log += chunk;
+    if (server.log.length > 200_000) server.log = server.log.slice(-150_000);
+  };
+  child.stdout.setEncoding('utf8').on('data', append);
+  child.stderr.setEncoding('utf8').on('data', append);
+  server.exited = new Promise((resolve) => {
+    child.once('exit', (code, signal) => {
+      server.exit = { code, signal };
+      resolve();
+    });
+    child.once('error', (error) => {
+      server.exit = { code: null, signal: null, error };
+      resolve();
+    });
+  });
+  return server;
+}
+
+/** Polls /healthz until it answers 200 (bounded), failing early if the server died. */
+async function waitForHealthy(server, httpPort) {
+  const url = `http://${HOST}:${httpPort}/healthz`;
+  const tries = 150;
+  let last = '';
+  for (let i = 0; i < tries; i++) {
+    if (server.exit) {
+      throw new Error(`callgate exited before it was healthy (${JSON.stringify(server.exit)})`);
+    }
+    try {
+      const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
+      if (res.status === 200) return;
+      last = `HTTP ${res.status}`;
+    } catch (err) {
+      last = err.cause?.code ?? err.message;
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`${url} not healthy after ${tries} tries (last: ${last})`);
+}
+
+async function stopServer(server) {
+  if (!server || server.exit) return;
+  server.child.kill('SIGTERM');
+  const timer = new Promise((r) => setTimeout(r, 5000).unref());
+  await Promise.race([server.exited, timer]);
+  if (!server.exit) {
+    server.child.kill('SIGKILL');
+    await server.exited;
+  }
+}
+
+/** True when the stats show decoded video and received audio from the other side. */
+function mediaFlowing(s) {
+  const video = s.remote.some((r) => r.kind === 'video' && r.framesDecoded > 10);
+  const audio = s.remote.some((r) => r.kind === 'audio' && (r.totalSamplesReceived > 0 || r.packetsReceived > 20));
+  return s.joined && video && audio;
+}
+
+/**
+ * Polls `window.callgateStats()` in the page until `done(stats)` holds, for at
+ * most `timeoutMs` (page.waitForFunction does not await an async predicate).
+ * Resolves with the stats; rejects with the last stats seen.
+ */
+async function waitForStats(page, done, timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  let last = null;
+  for (;;) {
+    last = await page.evaluate(() =>
+      typeof window.callgateStats === 'function' ? window.callgateStats() : null,
+    );
+    if (last && done(last)) return last;
+    if (Date.now() >= deadline) {
+      throw new Error(`timed out after ${timeoutMs} ms; last stats: ${JSON.stringify(last)}`);
+    }
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+test('alice and bob see and hear each other through callgate', { timeout: 180_000 }, async (t) => {
+  try {
+    accessSync(CALLGATE_BIN, fsConstants.X_OK);
+  } catch {
+    assert.fail(`no callgate binary at ${CALLGATE_BIN} (build it, or set CALLGATE_BIN)`);
+  }
+
+  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'callgate-browser-'));
+  /** @type {ReturnType<typeof startServer>|null} */
+  let server = null;
+  /** @type {import('playwright-core').Browser|null} */
+  let browser = null;
+  const killOnExit = () => server?.child.kill('SIGKILL');
+  process.once('exit', killOnExit);
+  /** @type {Record<string, string[]>} */
+  const pageLogs = {};
+  /** @type {Record<string, import('playwright-core').Page>} */
+  const pages = {};
+
+  try {
+    const httpPort = await freeTcpPort();
+    let udpPort = await freeUdpPort();
+    while (udpPort === httpPort) udpPort = await freeUdpPort();
+
+    server = startServer([
+      'serve', '--dev',
+      '--data-dir', dataDir,
+      '--http-port', String(httpPort),
+      '--udp-port', String(udpPort),
+    ]);
+    await waitForHealthy(server, httpPort);
+
+    const room = `browser-${randomBytes(6).toString('hex')}`;
+    const tokens = {};
+    for (const identity of ['alice', 'bob']) {
+      const out = await runCallgate(['token', '--dev', '--room', room, '--identity', identity]);
+      tokens[identity] = out.trim();
+      assert.match(tokens[identity], /^[\w-]+\.[\w-]+\.[\w-]+$/, `callgate token printed no JWT for ${identity}`);
+    }
+
+    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+    for (const identity of ['alice', 'bob']) {
+      const context = await browser.newContext();
+      const page = await context.newPage();
+      const log = (pageLogs[identity] = []);
+      page.on('console', (msg) => log.push(`[${msg.type()}] ${msg.text()}`));
+      page.on('pageerror', (err) => log.push(`[pageerror] ${err.message}`));
+      pages[identity] = page;
+    }
+    await Promise.all(
+      Object.entries(pages).map(([identity, page]) =>
+        page.goto(`http://${HOST}:${httpPort}/?token=${encodeURIComponent(tokens[identity])}`),
+      ),
+    );
+
+    // Each page's own participant sid, once joined.
+    const sids = {};
+    for (const [identity, page] of Object.entries(pages)) {
+      const handle = await page.waitForFunction(() => window.callgate?.room?.localParticipant?.sid, undefined, {
+        timeout: MEDIA_TIMEOUT_MS,
+      });
+      sids[identity] = await handle.jsonValue();
+    }
+
+    // 1. media flows both ways
+    {
+      const [aliceStats, bobStats] = await Promise.all(
+        ['alice', 'bob'].map((identity) => waitForStats(pages[identity], mediaFlowing, MEDIA_TIMEOUT_MS)),
+      );
+      for (const [me, other, stats] of [
+        ['alice', 'bob', aliceStats],
+        ['bob', 'alice', bobStats],
+      ]) {
+        assert.equal(stats.joined, true, `${me} joined`);
+        assert.equal(stats.identity, me);
+        const video = stats.remote.find((r) => r.kind === 'video' && r.framesDecoded > 10);
+        const audio = stats.remote.find(
+          (r) => r.kind === 'audio' && (r.totalSamplesReceived > 0 || r.packetsReceived > 20),
+        );
+        assert.ok(video, `${me} decodes video: ${JSON.stringify(stats.remote)}`);
+        assert.ok(audio, `${me} receives audio: ${JSON.stringify(stats.remote)}`);
+        for (const track of [video, audio]) {
+          assert.equal(track.participantSid, sids[other], `${me}'s ${track.kind} comes from ${other}'s sid`);
+          assert.equal(track.identity, other, `${me}'s ${track.kind} comes from ${other}`);
+        }
+        for (const kind of ['audio', 'video']) {
+          assert.ok(
+            stats.published.some((p) => p.kind === kind && p.packetsSent > 0),
+            `${me} sends ${kind}: ${JSON.stringify(stats.published)}`,
+          );
+        }
+      }
+      // alice's page shows a tile for bob, labelled with his identity
+      const bobTile = pages.alice.locator(`figure[data-participant-sid="${sids.bob}"]`);
+      assert.match(await bobTile.locator('figcaption').innerText(), /bob/);
+      t.diagnostic(`media flows both ways: ${JSON.stringify({ alice: aliceStats.remote, bob: bobStats.remote })}`);
+    }
+
+    // 2. alice sees bob leave when his page closes
+    {
+      await pages.alice.evaluate(() => {
+        window.__cgLeft = [];
+        window.callgate.room.on('participantLeft', (e) =>
+          window.__cgLeft.push({ participantSid: e.participantSid, identity: e.identity, reason: e.reason }),
+        );
+      });
+      await pages.bob.close();
+      const handle = await pages.alice.waitForFunction(
+        (sid) => window.__cgLeft.find((e) => e.participantSid === sid) ?? false,
+        sids.bob,
+        { timeout: LEAVE_TIMEOUT_MS, polling: 250 },
+      );
+      const left = await handle.jsonValue();
+      assert.equal(left.identity, 'bob');
+      assert.equal(await pages.alice.evaluate((sid) => window.callgate.room.participants.has(sid), sids.bob), false);
+      assert.equal(await pages.alice.locator(`figure[data-participant-sid="${sids.bob}"]`).count(), 0);
+      t.diagnostic(`alice saw bob leave: ${JSON.stringify(left)}`);
+    }
+  } catch (err) {
+    // Say what the pages and the server were doing.
+    for (const [identity, page] of Object.entries(pages)) {
+      if (page.isClosed()) continue;
+      const state = await page
+        .evaluate(async () => ({
+          status: document.getElementById('status')?.textContent,
+          stats: typeof window.callgateStats === 'function' ? await window.callgateStats() : null,
+        }))
+        .catch((e) => ({ error: e.message }));
+      console.error(`--- ${identity}'s page: ${JSON.stringify(state)}`);
+    }
+    for (const [identity, log] of Object.entries(pageLogs)) {
+      console.error(`--- ${identity}'s console:\n${log.slice(-50).join('\n')}`);
+    }
+    if (server) console.error(`--- callgate log (tail):\n${server.log.slice(-8000)}`);
+    throw err;
+  } finally {
+    await browser?.close().catch(() => {});
+    await stopServer(server);
+    process.removeListener('exit', killOnExit);
+    await rm(dataDir, { recursive: true, force: true });
+  }
+});
