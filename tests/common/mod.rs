@@ -1,0 +1,635 @@
+//! What the end-to-end tests share: the real `callgate` binary started on
+//! loopback, tokens, and participants built on the async `webrtc` crate.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use callgate_signaling::token::{Claims, Grants, KeyRing, unix_now};
+use futures_util::{SinkExt, StreamExt};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::rtp;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use serde_json::{Value, json};
+use tokio::sync::{Notify, mpsc};
+use tokio_tungstenite::tungstenite::Message;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCIceServer, RTCConfigurationBuilder, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
+    RTCSessionDescription, Registry, register_default_interceptors,
+};
+
+pub const DEV_KEY: &str = "devkey";
+pub const DEV_SECRET: &str = "secret";
+/// Bound on every wait for something the server should do.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// The `callgate` binary serving on free loopback ports; killed on drop.
+pub struct TestServer {
+    child: Child,
+    pub http: SocketAddr,
+    pub media: Vec<SocketAddr>,
+    _data: tempdir::TempDir,
+}
+
+mod tempdir {
+    /// A directory removed on drop.
+    pub struct TempDir(pub std::path::PathBuf);
+    impl TempDir {
+        pub fn new() -> Self {
+            let p = std::env::temp_dir().join(format!(
+                "callgate-test-{}-{}",
+                std::process::id(),
+                rand::random::<u64>()
+            ));
+            std::fs::create_dir_all(&p).unwrap();
+            TempDir(p)
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+impl TestServer {
+    pub fn start(extra: &[&str]) -> TestServer {
+        let data = tempdir::TempDir::new();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_callgate"))
+            .args(["serve", "--dev", "--http-port", "0", "--udp-port", "0"])
+            .arg("--data-dir")
+            .arg(&data.0)
+            .args(extra)
+            .env("RUST_LOG", std::env::var("TEST_SERVER_LOG").unwrap_or("warn".into()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the callgate binary starts");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = loop {
+            let line = lines
+                .next()
+                .expect("callgate printed its ready line")
+                .unwrap();
+            if let Some(rest) = line.strip_prefix("callgate ready ") {
+                break rest.to_owned();
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let mut http = None;
+        let mut media = Vec::new();
+        for field in ready.split_whitespace() {
+            if let Some(a) = field.strip_prefix("http=") {
+                http = Some(a.parse().unwrap());
+            } else if let Some(list) = field.strip_prefix("media=") {
+                media = list.split(',').map(|a| a.parse().unwrap()).collect();
+            }
+        }
+        TestServer {
+            child,
+            http: http.expect("ready line names http"),
+            media,
+            _data: data,
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/rtc", self.http)
+    }
+
+    pub fn api(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        unsafe_kill(self.child.id(), "TERM");
+        self.child.wait().unwrap()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+fn unsafe_kill(pid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn claims(room: &str, identity: &str) -> Claims {
+    let now = unix_now();
+    Claims {
+        iss: DEV_KEY.into(),
+        sub: identity.into(),
+        name: Some(identity.to_uppercase()),
+        iat: now,
+        nbf: Some(now),
+        exp: now + 3600,
+        grants: Grants {
+            room: Some(room.into()),
+            room_join: true,
+            can_publish: true,
+            can_subscribe: true,
+            admin: false,
+        },
+    }
+}
+
+pub fn sign(claims: &Claims) -> String {
+    KeyRing::new([(DEV_KEY, DEV_SECRET)]).sign(claims).unwrap()
+}
+
+pub fn token(room: &str, identity: &str) -> String {
+    sign(&claims(room, identity))
+}
+
+pub fn admin_token() -> String {
+    let mut c = claims("", "admin");
+    c.grants = Grants {
+        admin: true,
+        ..Grants::default()
+    };
+    sign(&c)
+}
+
+pub fn unique_room() -> String {
+    format!("room-{}", rand::random::<u32>())
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<
+    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+>;
+
+/// A bare signaling connection, for protocol-level tests.
+pub struct Signal {
+    pub ws: Ws,
+}
+
+/// How a WebSocket ended.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Closed {
+    pub code: u16,
+    pub reason: String,
+}
+
+impl Signal {
+    pub async fn connect(server: &TestServer) -> Signal {
+        let (ws, _) = tokio_tungstenite::connect_async(server.ws_url())
+            .await
+            .expect("websocket connects");
+        Signal { ws }
+    }
+
+    pub async fn send(&mut self, v: Value) {
+        self.ws.send(Message::text(v.to_string())).await.unwrap();
+    }
+
+    pub async fn send_raw(&mut self, text: String) {
+        self.ws.send(Message::text(text)).await.unwrap();
+    }
+
+    /// The next JSON message, or how the socket closed.
+    pub async fn recv(&mut self) -> Result<Value, Closed> {
+        loop {
+            let frame = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a frame within the wait");
+            match frame {
+                Some(Ok(Message::Text(t))) => return Ok(serde_json::from_str(&t).unwrap()),
+                Some(Ok(Message::Close(Some(f)))) => {
+                    return Err(Closed {
+                        code: f.code.into(),
+                        reason: f.reason.to_string(),
+                    });
+                }
+                Some(Ok(Message::Close(None))) | None | Some(Err(_)) => {
+                    return Err(Closed {
+                        code: 1006,
+                        reason: String::new(),
+                    });
+                }
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
+    /// Messages until one of `kind`, skipping others.
+    pub async fn recv_type(&mut self, kind: &str) -> Value {
+        loop {
+            let m = self.recv().await.unwrap_or_else(|c| panic!("closed {c:?} waiting for {kind}"));
+            if m["type"] == kind {
+                return m;
+            }
+        }
+    }
+
+    pub async fn join(server: &TestServer, token: &str) -> (Signal, Value) {
+        let mut s = Signal::connect(server).await;
+        s.send(json!({"type": "join", "token": token, "protocol": 1}))
+            .await;
+        let joined = s.recv().await.expect("joined");
+        assert_eq!(joined["type"], "joined", "{joined}");
+        (s, joined)
+    }
+}
+
+/// RTP payloads a participant received, by (publisher participant sid, track sid).
+#[derive(Default)]
+pub struct Received {
+    payloads: Mutex<HashMap<(String, String), Vec<Bytes>>>,
+    changed: Notify,
+}
+
+impl Received {
+    pub fn tracks(&self) -> Vec<(String, String)> {
+        let mut keys: Vec<_> = self.payloads.lock().unwrap().keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+
+    pub fn payloads(&self, stream: &str, track: &str) -> Vec<Bytes> {
+        self.payloads
+            .lock()
+            .unwrap()
+            .get(&(stream.to_owned(), track.to_owned()))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Waits until `done` holds over the payloads, re-checking on every packet.
+    pub async fn wait_for(&self, what: &str, done: impl Fn(&HashMap<(String, String), Vec<Bytes>>) -> bool) {
+        let wait = async {
+            loop {
+                let notified = self.changed.notified();
+                if done(&self.payloads.lock().unwrap()) {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(WAIT, wait)
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+    }
+
+    fn push(&self, stream: String, track: String, payload: Bytes) {
+        self.payloads
+            .lock()
+            .unwrap()
+            .entry((stream, track))
+            .or_default()
+            .push(payload);
+        self.changed.notify_waiters();
+    }
+}
+
+struct Handler {
+    out: mpsc::UnboundedSender<String>,
+    target: &'static str,
+    received: Arc<Received>,
+    state: Arc<Mutex<Option<RTCPeerConnectionState>>>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        if let Ok(init) = event.candidate.to_json() {
+            let _ = self.out.send(
+                json!({"type": "candidate", "target": self.target, "candidate": {
+                    "candidate": init.candidate,
+                    "sdp_mid": init.sdp_mid,
+                    "sdp_m_line_index": init.sdp_mline_index,
+                }})
+                .to_string(),
+            );
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        *self.state.lock().unwrap() = Some(state);
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let received = self.received.clone();
+        tokio::spawn(async move {
+            let stream = track.stream_id().await;
+            let id = track.track_id().await;
+            while let Some(event) = track.poll().await {
+                match event {
+                    TrackRemoteEvent::OnRtpPacket(p) => {
+                        received.push(stream.clone(), id.clone(), p.payload.clone())
+                    }
+                    TrackRemoteEvent::OnEnded => break,
+                    _ => {}
+                }
+            }
+        });
+    }
+}
+
+async fn new_pc(
+    out: mpsc::UnboundedSender<String>,
+    target: &'static str,
+    received: Arc<Received>,
+    relay_only: Option<Vec<RTCIceServer>>,
+) -> (Arc<dyn PeerConnection>, Arc<Mutex<Option<RTCPeerConnectionState>>>) {
+    let mut media_engine = MediaEngine::default();
+    media_engine.register_default_codecs().unwrap();
+    let registry = register_default_interceptors(Registry::new(), &mut media_engine).unwrap();
+    let mut config = RTCConfigurationBuilder::new();
+    if let Some(servers) = relay_only {
+        config = config.with_ice_servers(servers);
+    }
+    let state = Arc::new(Mutex::new(None));
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(config.build())
+        .with_media_engine(media_engine)
+        .with_interceptor_registry(registry)
+        .with_handler(Arc::new(Handler {
+            out,
+            target,
+            received,
+            state: state.clone(),
+        }))
+        .with_udp_addrs(vec!["127.0.0.1:0"])
+        .build()
+        .await
+        .expect("client peer connection builds");
+    (Arc::new(pc), state)
+}
+
+pub fn vp8() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: "video/VP8".into(),
+        clock_rate: 90000,
+        channels: 0,
+        sdp_fmtp_line: String::new(),
+        rtcp_feedback: vec![],
+    }
+}
+
+pub fn opus() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: "audio/opus".into(),
+        clock_rate: 48000,
+        channels: 2,
+        sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
+        rtcp_feedback: vec![],
+    }
+}
+
+/// A track this client publishes and writes RTP to.
+pub struct LocalTrack {
+    pub track: Arc<TrackLocalStaticRTP>,
+    pub ssrc: u32,
+    pub payload_type: u8,
+    seq: u16,
+    timestamp: u32,
+}
+
+impl LocalTrack {
+    pub fn new(kind: RtpCodecKind, codec: RTCRtpCodec, payload_type: u8) -> LocalTrack {
+        let ssrc = rand::random::<u32>();
+        let id = format!("{kind}-{ssrc}");
+        let track = TrackLocalStaticRTP::new(MediaStreamTrack::new(
+            "local-stream".into(),
+            id.clone(),
+            id,
+            kind,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                codec,
+                ..Default::default()
+            }],
+        ));
+        LocalTrack {
+            track: Arc::new(track),
+            ssrc,
+            payload_type,
+            seq: rand::random(),
+            timestamp: rand::random(),
+        }
+    }
+
+    pub async fn send(&mut self, payload: Bytes) {
+        self.seq = self.seq.wrapping_add(1);
+        self.timestamp = self.timestamp.wrapping_add(3000);
+        let packet = rtp::Packet {
+            header: rtp::header::Header {
+                version: 2,
+                marker: true,
+                payload_type: self.payload_type,
+                sequence_number: self.seq,
+                timestamp: self.timestamp,
+                ssrc: self.ssrc,
+                ..Default::default()
+            },
+            payload,
+        };
+        self.track.write_rtp(packet).await.expect("write_rtp");
+    }
+}
+
+/// A participant with real publisher and subscriber transports.
+pub struct Client {
+    pub sid: String,
+    pub identity: String,
+    pub joined: Value,
+    pub publisher: Arc<dyn PeerConnection>,
+    pub subscriber: Arc<dyn PeerConnection>,
+    pub subscriber_state: Arc<Mutex<Option<RTCPeerConnectionState>>>,
+    pub received: Arc<Received>,
+    /// Server messages the driver did not consume itself.
+    pub events: mpsc::UnboundedReceiver<Value>,
+    out: mpsc::UnboundedSender<String>,
+    publish_answers: tokio::sync::Mutex<mpsc::UnboundedReceiver<String>>,
+    pub closed: Arc<Mutex<Option<Closed>>>,
+}
+
+impl Client {
+    pub async fn join(server: &TestServer, token: &str) -> Client {
+        Client::join_with(server, token, None).await
+    }
+
+    pub async fn join_with(
+        server: &TestServer,
+        token: &str,
+        ice_servers: Option<Vec<RTCIceServer>>,
+    ) -> Client {
+        let (signal, joined) = Signal::join(server, token).await;
+        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<String>();
+        let received = Arc::new(Received::default());
+        let (publisher, _) = new_pc(out_tx.clone(), "publisher", received.clone(), ice_servers.clone()).await;
+        let (subscriber, subscriber_state) =
+            new_pc(out_tx.clone(), "subscriber", received.clone(), ice_servers).await;
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let (answers_tx, answers_rx) = mpsc::unbounded_channel();
+        let closed = Arc::new(Mutex::new(None));
+
+        let (mut sink, mut stream) = signal.ws.split();
+        tokio::spawn(async move {
+            while let Some(text) = out_rx.recv().await {
+                if sink.send(Message::text(text)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let sub = subscriber.clone();
+        let publ = publisher.clone();
+        let out = out_tx.clone();
+        let closed_in = closed.clone();
+        tokio::spawn(async move {
+            while let Some(frame) = stream.next().await {
+                let text = match frame {
+                    Ok(Message::Text(t)) => t.to_string(),
+                    Ok(Message::Close(f)) => {
+                        *closed_in.lock().unwrap() = Some(Closed {
+                            code: f.as_ref().map_or(1005, |f| f.code.into()),
+                            reason: f.map(|f| f.reason.to_string()).unwrap_or_default(),
+                        });
+                        let _ = events_tx.send(json!({"type": "_closed"}));
+                        break;
+                    }
+                    Ok(_) => continue,
+                    Err(_) => break,
+                };
+                let m: Value = serde_json::from_str(&text).unwrap();
+                match m["type"].as_str().unwrap_or("") {
+                    "subscribe_offer" => {
+                        let offer = RTCSessionDescription::offer(m["sdp"].as_str().unwrap().into()).unwrap();
+                        sub.set_remote_description(offer).await.expect("apply subscribe offer");
+                        let answer = sub.create_answer(None).await.unwrap();
+                        sub.set_local_description(answer.clone()).await.unwrap();
+                        let _ = out.send(json!({"type": "subscribe_answer", "sdp": answer.sdp}).to_string());
+                        let _ = events_tx.send(m);
+                    }
+                    "publish_answer" => {
+                        let _ = answers_tx.send(m["sdp"].as_str().unwrap().to_owned());
+                    }
+                    "candidate" => {
+                        let c = &m["candidate"];
+                        let init = webrtc::peer_connection::RTCIceCandidateInit {
+                            candidate: c["candidate"].as_str().unwrap_or("").into(),
+                            sdp_mid: c["sdp_mid"].as_str().map(Into::into),
+                            sdp_mline_index: c["sdp_m_line_index"].as_u64().map(|v| v as u16),
+                            ..Default::default()
+                        };
+                        let pc = if m["target"] == "publisher" { &publ } else { &sub };
+                        let _ = pc.add_ice_candidate(init).await;
+                    }
+                    _ => {
+                        let _ = events_tx.send(m);
+                    }
+                }
+            }
+        });
+        Client {
+            sid: joined["participant"]["sid"].as_str().unwrap().to_owned(),
+            identity: joined["participant"]["identity"].as_str().unwrap().to_owned(),
+            joined,
+            publisher,
+            subscriber,
+            subscriber_state,
+            received,
+            events,
+            out: out_tx,
+            publish_answers: tokio::sync::Mutex::new(answers_rx),
+            closed,
+        }
+    }
+
+    pub fn send(&self, v: Value) {
+        self.out.send(v.to_string()).unwrap();
+    }
+
+    /// Adds `tracks` to the publisher transport and negotiates them.
+    pub async fn publish(&self, tracks: &[&LocalTrack]) {
+        for t in tracks {
+            self.publisher
+                .add_track(t.track.clone() as Arc<dyn TrackLocal>)
+                .await
+                .expect("add_track");
+        }
+        let offer = self.publisher.create_offer(None).await.unwrap();
+        self.publisher.set_local_description(offer.clone()).await.unwrap();
+        self.send(json!({"type": "publish_offer", "sdp": offer.sdp}));
+        let answer = tokio::time::timeout(WAIT, async {
+            self.publish_answers.lock().await.recv().await
+        })
+        .await
+        .expect("publish_answer within the wait")
+        .expect("signaling open");
+        let answer = RTCSessionDescription::answer(answer).unwrap();
+        self.publisher.set_remote_description(answer).await.expect("apply publish answer");
+    }
+
+    /// The next event of `kind`, skipping others.
+    pub async fn event(&mut self, kind: &str) -> Value {
+        let wait = async {
+            loop {
+                let m = self.events.recv().await.expect("signaling open");
+                if m["type"] == kind {
+                    return m;
+                }
+            }
+        };
+        tokio::time::timeout(WAIT, wait)
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {kind}"))
+    }
+
+    pub async fn close(&self) {
+        let _ = self.publisher.close().await;
+        let _ = self.subscriber.close().await;
+    }
+}
+
+/// A payload that says which packet it is: index, then a pattern, `len` bytes long.
+pub fn marked_payload(index: u32, len: usize) -> Bytes {
+    let mut v = Vec::with_capacity(len);
+    v.extend_from_slice(b"CG");
+    v.extend_from_slice(&index.to_be_bytes());
+    while v.len() < len {
+        v.push((v.len() as u32).wrapping_mul(31).wrapping_add(index) as u8);
+    }
+    Bytes::from(v)
+}
+
+pub fn payload_index(p: &[u8]) -> Option<u32> {
+    if p.len() >= 6 && &p[..2] == b"CG" {
+        Some(u32::from_be_bytes([p[2], p[3], p[4], p[5]]))
+    } else {
+        None
+    }
+}
