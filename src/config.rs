@@ -188,10 +188,13 @@ fn apply_env(
         if rest == "keys" {
             let mut keys = toml::Table::new();
             for pair in value.split(',').filter(|p| !p.trim().is_empty()) {
-                let (k, s) = pair.trim().split_once(':').ok_or_else(|| ConfigError::Parse {
-                    origin: "CALLGATE_KEYS".into(),
-                    message: "expected key:secret[,key:secret…]".into(),
-                })?;
+                let (k, s) = pair
+                    .trim()
+                    .split_once(':')
+                    .ok_or_else(|| ConfigError::Parse {
+                        origin: "CALLGATE_KEYS".into(),
+                        message: "expected key:secret[,key:secret…]".into(),
+                    })?;
                 keys.insert(k.into(), toml::Value::String(s.into()));
             }
             table.insert("keys".into(), toml::Value::Table(keys));
@@ -242,10 +245,12 @@ impl Config {
                     path: p.to_owned(),
                     source,
                 })?;
-                let table = text.parse::<toml::Table>().map_err(|e| ConfigError::Parse {
-                    origin: p.display().to_string(),
-                    message: e.to_string(),
-                })?;
+                let table = text
+                    .parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Parse {
+                        origin: p.display().to_string(),
+                        message: e.to_string(),
+                    })?;
                 (table, p.display().to_string())
             }
             None => (toml::Table::new(), "defaults".to_string()),
@@ -313,7 +318,10 @@ impl Config {
         ) {
             return Err(invalid(
                 "logging.level",
-                format!("`{}` is not one of error, warn, info, debug, trace", self.logging.level),
+                format!(
+                    "`{}` is not one of error, warn, info, debug, trace",
+                    self.logging.level
+                ),
             ));
         }
         Ok(())
@@ -407,7 +415,12 @@ mod tests {
         assert!(err.contains("soon"), "{err}");
 
         let mut c = Config::default();
-        assert!(c.validate(false).unwrap_err().to_string().contains("`keys`"));
+        assert!(
+            c.validate(false)
+                .unwrap_err()
+                .to_string()
+                .contains("`keys`")
+        );
         c.keys.insert(DEV_API_KEY.into(), DEV_API_SECRET.into());
         assert!(c.validate(false).unwrap_err().to_string().contains("--dev"));
         c.validate(true).unwrap();

@@ -12,7 +12,11 @@ use clap::{Args, Parser, Subcommand};
 use tracing::warn;
 
 #[derive(Parser)]
-#[command(name = "callgate", version, about = "WebRTC SFU with paid-call metering")]
+#[command(
+    name = "callgate",
+    version,
+    about = "WebRTC SFU with paid-call metering"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -121,14 +125,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},

@@ -6,9 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
-use rtc::interceptor::{
-    Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket,
-};
+use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::{

@@ -35,6 +35,10 @@ pub fn ice_credentials() -> (String, String) {
         .take(16)
         .map(char::from)
         .collect();
-    let pwd: String = rng.sample_iter(&Alphanumeric).take(32).map(char::from).collect();
+    let pwd: String = rng
+        .sample_iter(&Alphanumeric)
+        .take(32)
+        .map(char::from)
+        .collect();
     (ufrag, pwd)
 }

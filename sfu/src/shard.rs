@@ -23,7 +23,9 @@ use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
-use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverId};
+use rtc::rtp_transceiver::{
+    RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverId,
+};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::sync::mpsc;
@@ -377,7 +379,13 @@ impl Shard {
         }
     }
 
-    fn forward(&mut self, now: Instant, from: TransportId, track_id: &str, mut packet: rtp::Packet) {
+    fn forward(
+        &mut self,
+        now: Instant,
+        from: TransportId,
+        track_id: &str,
+        mut packet: rtp::Packet,
+    ) {
         self.metrics.packets_in.inc();
         let Some(t) = self.transports.get(&from) else {
             return;
@@ -411,17 +419,16 @@ impl Shard {
             }
             let payload_type = match consumer.payload_type {
                 Some(pt) => pt,
-                None => match negotiated_payload_type(
-                    &mut sub.pc,
-                    consumer.sender_id,
-                    &producer.codec,
-                ) {
-                    Some(pt) => {
-                        consumer.payload_type = Some(pt);
-                        pt
+                None => {
+                    match negotiated_payload_type(&mut sub.pc, consumer.sender_id, &producer.codec)
+                    {
+                        Some(pt) => {
+                            consumer.payload_type = Some(pt);
+                            pt
+                        }
+                        None => continue,
                     }
-                    None => continue,
-                },
+                }
             };
             let mut out = packet.clone();
             out.header.ssrc = consumer.ssrc;
@@ -551,17 +558,20 @@ impl Shard {
             return;
         }
         let transceiver_id = RTCRtpTransceiverId::from(init.receiver_id);
-        let mid = t
-            .pc
-            .rtp_transceiver(transceiver_id)
-            .and_then(|tr| tr.mid().clone());
+        let mid =
+            t.pc.rtp_transceiver(transceiver_id)
+                .and_then(|tr| tr.mid().clone());
         let Some(receiver) = t.pc.rtp_receiver(init.receiver_id) else {
             return;
         };
         let track = receiver.track();
         let kind = kind_of(track.kind());
         let Some(codec) = track.codec(init.ssrc).cloned() else {
-            warn!(transport = id, ssrc = init.ssrc, "track opened with no codec");
+            warn!(
+                transport = id,
+                ssrc = init.ssrc,
+                "track opened with no codec"
+            );
             return;
         };
         let sid = ids::track_sid();
@@ -648,7 +658,13 @@ impl Shard {
     }
 
     /// Adds a consumer of `producer_sid` on `subscriber_sid`'s subscriber transport.
-    fn subscribe(&mut self, now: Instant, room_name: &str, subscriber_sid: &str, producer_sid: &str) {
+    fn subscribe(
+        &mut self,
+        now: Instant,
+        room_name: &str,
+        subscriber_sid: &str,
+        producer_sid: &str,
+    ) {
         let Some(transport_id) = self.ensure_subscriber_transport(now, room_name, subscriber_sid)
         else {
             return;
@@ -697,7 +713,9 @@ impl Shard {
                 });
                 self.metrics.subscriptions.inc();
             }
-            Err(e) => warn!(room = %room_name, subscriber = %subscriber_sid, error = %e, "could not add consumer"),
+            Err(e) => {
+                warn!(room = %room_name, subscriber = %subscriber_sid, error = %e, "could not add consumer")
+            }
         }
     }
 
@@ -770,22 +788,25 @@ impl Shard {
         let Some(t) = self.transports.get_mut(&tid) else {
             return;
         };
-        let offer = t
-            .pc
-            .create_offer(None)
-            .and_then(|offer| {
-                t.pc.set_local_description(now, offer)?;
-                Ok(())
-            })
-            .map(|()| t.pc.local_description().map(|d| d.sdp));
+        let offer =
+            t.pc.create_offer(None)
+                .and_then(|offer| {
+                    t.pc.set_local_description(now, offer)?;
+                    Ok(())
+                })
+                .map(|()| t.pc.local_description().map(|d| d.sdp));
         match offer {
             Ok(Some(sdp)) => {
                 p.offer_pending = true;
                 p.needs_offer = false;
                 p.send(ParticipantEvent::SubscribeOffer(sdp));
             }
-            Ok(None) => warn!(room = %room_name, participant = %sid, "offer has no local description"),
-            Err(e) => warn!(room = %room_name, participant = %sid, error = %e, "could not create subscribe offer"),
+            Ok(None) => {
+                warn!(room = %room_name, participant = %sid, "offer has no local description")
+            }
+            Err(e) => {
+                warn!(room = %room_name, participant = %sid, error = %e, "could not create subscribe offer")
+            }
         }
         if !self.dirty.contains(&tid) {
             self.dirty.push(tid);
@@ -851,7 +872,10 @@ impl Shard {
             needs_offer: false,
             subscriptions: HashMap::new(),
         };
-        let room = self.rooms.get_mut(&req.room).ok_or(SfuError::RoomNotFound)?;
+        let room = self
+            .rooms
+            .get_mut(&req.room)
+            .ok_or(SfuError::RoomNotFound)?;
         room.empty_since = None;
         let info = participant.info(room);
         let mut others: Vec<ParticipantInfo> =
@@ -900,14 +924,6 @@ impl Shard {
         self.metrics.participants.dec();
         info!(room = %room_name, participant = %sid, identity = %participant.identity, reason = reason.as_str(), "participant left");
         participant.send(ParticipantEvent::Ended(reason));
-        room.broadcast(
-            None,
-            &ParticipantEvent::ParticipantLeft {
-                participant_sid: participant.sid.clone(),
-                identity: participant.identity.clone(),
-                reason,
-            },
-        );
         // Its consumers of others' tracks go with its subscriber transport.
         for producer in room.producers.values_mut() {
             let before = producer.consumers.len();
@@ -927,6 +943,16 @@ impl Shard {
         }
         for producer in own {
             self.remove_producer(now, room_name, &producer);
+        }
+        if let Some(room) = self.rooms.get(room_name) {
+            room.broadcast(
+                None,
+                &ParticipantEvent::ParticipantLeft {
+                    participant_sid: participant.sid.clone(),
+                    identity: participant.identity.clone(),
+                    reason,
+                },
+            );
         }
         for id in [participant.publisher, participant.subscriber]
             .into_iter()
@@ -983,24 +1009,59 @@ impl Shard {
         sdp: String,
     ) -> Result<String, SfuError> {
         let id = self.participant_transport(room, sid, TransportRole::Publisher)?;
-        let t = self.transports.get_mut(&id).ok_or(SfuError::ParticipantNotFound)?;
-        let offer = RTCSessionDescription::offer(sdp).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
+        let t = self
+            .transports
+            .get_mut(&id)
+            .ok_or(SfuError::ParticipantNotFound)?;
+        let offer =
+            RTCSessionDescription::offer(sdp).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
         t.pc.set_remote_description(now, offer)
             .map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
-        let answer = t
-            .pc
-            .create_answer(None)
-            .map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
+        let answer =
+            t.pc.create_answer(None)
+                .map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
         t.pc.set_local_description(now, answer)
             .map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
-        let sdp = t
-            .pc
-            .local_description()
-            .map(|d| d.sdp)
-            .ok_or_else(|| SfuError::Internal("answer has no local description".into()))?;
+        let sdp =
+            t.pc.local_description()
+                .map(|d| d.sdp)
+                .ok_or_else(|| SfuError::Internal("answer has no local description".into()))?;
         self.drive(now, id);
+        self.close_stopped_producers(now, id);
         self.flush(now);
         Ok(sdp)
+    }
+
+    /// A renegotiation that stops a track (`removeTrack` makes its m-line
+    /// `inactive`, a stopped transceiver gets port 0) unpublishes it.
+    fn close_stopped_producers(&mut self, now: Instant, id: TransportId) {
+        let Some(t) = self.transports.get_mut(&id) else {
+            return;
+        };
+        let Some(room) = self.rooms.get(&t.room) else {
+            return;
+        };
+        let mut stopped = Vec::new();
+        for (track_id, producer_sid) in &t.producers {
+            let Some(producer) = room.producers.get(producer_sid) else {
+                continue;
+            };
+            let receiving = t
+                .pc
+                .rtp_transceiver(RTCRtpTransceiverId::from(producer.receiver_id))
+                .is_some_and(|tr| {
+                    matches!(
+                        tr.current_direction(),
+                        RTCRtpTransceiverDirection::Recvonly | RTCRtpTransceiverDirection::Sendrecv
+                    )
+                });
+            if !receiving {
+                stopped.push(track_id.clone());
+            }
+        }
+        for track_id in stopped {
+            self.close_producer(now, id, &track_id);
+        }
     }
 
     pub(crate) fn subscribe_answer(
@@ -1019,7 +1080,10 @@ impl Shard {
         if !p.offer_pending {
             return Err(SfuError::NoPendingOffer);
         }
-        let t = self.transports.get_mut(&id).ok_or(SfuError::ParticipantNotFound)?;
+        let t = self
+            .transports
+            .get_mut(&id)
+            .ok_or(SfuError::ParticipantNotFound)?;
         let answer =
             RTCSessionDescription::answer(sdp).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
         t.pc.set_remote_description(now, answer)
@@ -1055,7 +1119,10 @@ impl Shard {
         if candidate.candidate.is_empty() {
             return Ok(());
         }
-        let t = self.transports.get_mut(&id).ok_or(SfuError::ParticipantNotFound)?;
+        let t = self
+            .transports
+            .get_mut(&id)
+            .ok_or(SfuError::ParticipantNotFound)?;
         t.pc.add_remote_candidate(candidate)
             .map_err(|e| SfuError::InvalidCandidate(e.to_string()))?;
         self.drive(now, id);
@@ -1070,7 +1137,10 @@ impl Shard {
         track_sid: &str,
         muted: bool,
     ) -> Result<(), SfuError> {
-        let room = self.rooms.get_mut(room_name).ok_or(SfuError::RoomNotFound)?;
+        let room = self
+            .rooms
+            .get_mut(room_name)
+            .ok_or(SfuError::RoomNotFound)?;
         let producer = room
             .producers
             .get_mut(track_sid)

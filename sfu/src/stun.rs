@@ -30,9 +30,9 @@ pub(crate) fn ice_username(data: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rtc::stun::message::TransactionId;
     use rtc::stun::message::{BINDING_REQUEST, Setter};
     use rtc::stun::textattrs::Username;
-    use rtc::stun::message::TransactionId;
 
     #[test]
     fn reads_server_ufrag_from_binding_request() {

@@ -84,7 +84,10 @@ fn bind(config: &SfuConfig, index: usize) -> io::Result<StdUdpSocket> {
         0
     } else {
         config.udp_port.checked_add(index as u16).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, "rtc.udp_port + workers exceeds 65535")
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "rtc.udp_port + workers exceeds 65535",
+            )
         })?
     };
     let addr = SocketAddr::new(config.bind_ip, port);

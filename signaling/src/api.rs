@@ -42,10 +42,14 @@ impl IntoResponse for ApiError {
 impl From<SfuError> for ApiError {
     fn from(e: SfuError) -> Self {
         match e {
-            SfuError::RoomNotFound => ApiError::new(StatusCode::NOT_FOUND, "room_not_found", e.to_string()),
-            SfuError::ParticipantNotFound => {
-                ApiError::new(StatusCode::NOT_FOUND, "participant_not_found", e.to_string())
+            SfuError::RoomNotFound => {
+                ApiError::new(StatusCode::NOT_FOUND, "room_not_found", e.to_string())
             }
+            SfuError::ParticipantNotFound => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "participant_not_found",
+                e.to_string(),
+            ),
             _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
         }
     }

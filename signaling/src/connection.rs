@@ -4,9 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use callgate_sfu::{
-    JoinRequest, LeaveReason, ParticipantEvent, ParticipantHandle, SfuError,
-};
+use callgate_sfu::{JoinRequest, LeaveReason, ParticipantEvent, ParticipantHandle, SfuError};
 use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info, info_span};
 
@@ -116,7 +114,12 @@ pub(crate) async fn serve(mut socket: WebSocket, state: Arc<AppState>) {
     let room = match (&claims.grants.room, claims.grants.room_join) {
         (Some(room), true) if !room.is_empty() && !claims.sub.is_empty() => room.clone(),
         _ => {
-            return close(socket, close::TOKEN_NOT_FOR_JOINING, "token_not_for_joining").await;
+            return close(
+                socket,
+                close::TOKEN_NOT_FOR_JOINING,
+                "token_not_for_joining",
+            )
+            .await;
         }
     };
     let request = JoinRequest {

@@ -45,17 +45,16 @@ async fn rtc(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -> Respon
 }
 
 async fn healthz() -> impl IntoResponse {
-    (StatusCode::OK, axum::Json(serde_json::json!({"status": "ok"})))
+    (
+        StatusCode::OK,
+        axum::Json(serde_json::json!({"status": "ok"})),
+    )
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let families = state.registry.gather();
     match prometheus::TextEncoder::new().encode_to_string(&families) {
-        Ok(text) => (
-            [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
-            text,
-        )
-            .into_response(),
+        Ok(text) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }

@@ -141,9 +141,8 @@ impl ServerMessage {
     }
 
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_else(|e| {
-            format!(r#"{{"type":"error","code":"internal","message":"{e}"}}"#)
-        })
+        serde_json::to_string(self)
+            .unwrap_or_else(|e| format!(r#"{{"type":"error","code":"internal","message":"{e}"}}"#))
     }
 }
 
@@ -225,8 +224,14 @@ mod tests {
 
     #[test]
     fn tells_malformed_from_unknown() {
-        assert!(matches!(ClientMessage::parse("nope"), Err(ParseError::Malformed(_))));
-        assert!(matches!(ClientMessage::parse("{}"), Err(ParseError::Malformed(_))));
+        assert!(matches!(
+            ClientMessage::parse("nope"),
+            Err(ParseError::Malformed(_))
+        ));
+        assert!(matches!(
+            ClientMessage::parse("{}"),
+            Err(ParseError::Malformed(_))
+        ));
         assert!(matches!(
             ClientMessage::parse(r#"{"type":"mute","track_sid":1}"#),
             Err(ParseError::Malformed(_))
@@ -239,7 +244,10 @@ mod tests {
             r#"{{"type":"publish_offer","sdp":"{}"}}"#,
             "a".repeat(MAX_SDP_BYTES + 1)
         );
-        assert!(matches!(ClientMessage::parse(&big), Err(ParseError::Malformed(_))));
+        assert!(matches!(
+            ClientMessage::parse(&big),
+            Err(ParseError::Malformed(_))
+        ));
     }
 
     #[test]

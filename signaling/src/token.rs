@@ -89,7 +89,12 @@ impl KeyRing {
         KeyRing {
             keys: pairs
                 .into_iter()
-                .map(|(k, s)| (k.to_owned(), hmac::Key::new(hmac::HMAC_SHA256, s.as_bytes())))
+                .map(|(k, s)| {
+                    (
+                        k.to_owned(),
+                        hmac::Key::new(hmac::HMAC_SHA256, s.as_bytes()),
+                    )
+                })
                 .collect(),
         }
     }
@@ -131,7 +136,8 @@ impl KeyRing {
         let signing_input = &token[..h.len() + 1 + b.len()];
         hmac::verify(key, signing_input.as_bytes(), &signature)
             .map_err(|_| TokenError::BadSignature)?;
-        if claims.exp + LEEWAY_SECS <= now || claims.nbf.is_some_and(|nbf| nbf > now + LEEWAY_SECS) {
+        if claims.exp + LEEWAY_SECS <= now || claims.nbf.is_some_and(|nbf| nbf > now + LEEWAY_SECS)
+        {
             return Err(TokenError::Expired);
         }
         Ok(claims)
@@ -202,7 +208,10 @@ mod tests {
         let mut tampered = good.clone();
         tampered.pop();
         tampered.push(if good.ends_with('A') { 'B' } else { 'A' });
-        assert_eq!(ring().verify(&tampered, 1500), Err(TokenError::BadSignature));
+        assert_eq!(
+            ring().verify(&tampered, 1500),
+            Err(TokenError::BadSignature)
+        );
 
         let other = KeyRing::new([("devkey", "not-the-secret")]);
         assert_eq!(other.verify(&good, 1500), Err(TokenError::BadSignature));
@@ -210,7 +219,11 @@ mod tests {
         assert_eq!(unknown.verify(&good, 1500), Err(TokenError::BadSignature));
 
         for bad in ["", "a.b", "a.b.c.d", "!!.??.**", "e30.e30.e30"] {
-            assert_eq!(ring().verify(bad, 1500), Err(TokenError::Malformed), "{bad}");
+            assert_eq!(
+                ring().verify(bad, 1500),
+                Err(TokenError::Malformed),
+                "{bad}"
+            );
         }
         let none_alg = format!(
             "{}.{}.",

@@ -26,7 +26,7 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCIceServer, RTCConfigurationBuilder, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
+    RTCConfigurationBuilder, RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
     RTCSessionDescription, Registry, register_default_interceptors,
 };
 
@@ -72,7 +72,10 @@ impl TestServer {
             .arg("--data-dir")
             .arg(&data.0)
             .args(extra)
-            .env("RUST_LOG", std::env::var("TEST_SERVER_LOG").unwrap_or("warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_SERVER_LOG").unwrap_or("warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -184,9 +187,8 @@ pub fn unique_room() -> String {
     format!("room-{}", rand::random::<u32>())
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A bare signaling connection, for protocol-level tests.
 pub struct Signal {
@@ -244,7 +246,10 @@ impl Signal {
     /// Messages until one of `kind`, skipping others.
     pub async fn recv_type(&mut self, kind: &str) -> Value {
         loop {
-            let m = self.recv().await.unwrap_or_else(|c| panic!("closed {c:?} waiting for {kind}"));
+            let m = self
+                .recv()
+                .await
+                .unwrap_or_else(|c| panic!("closed {c:?} waiting for {kind}"));
             if m["type"] == kind {
                 return m;
             }
@@ -285,7 +290,11 @@ impl Received {
     }
 
     /// Waits until `done` holds over the payloads, re-checking on every packet.
-    pub async fn wait_for(&self, what: &str, done: impl Fn(&HashMap<(String, String), Vec<Bytes>>) -> bool) {
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        done: impl Fn(&HashMap<(String, String), Vec<Bytes>>) -> bool,
+    ) {
         let wait = async {
             loop {
                 let notified = self.changed.notified();
@@ -360,7 +369,10 @@ async fn new_pc(
     target: &'static str,
     received: Arc<Received>,
     relay_only: Option<Vec<RTCIceServer>>,
-) -> (Arc<dyn PeerConnection>, Arc<Mutex<Option<RTCPeerConnectionState>>>) {
+) -> (
+    Arc<dyn PeerConnection>,
+    Arc<Mutex<Option<RTCPeerConnectionState>>>,
+) {
     let mut media_engine = MediaEngine::default();
     media_engine.register_default_codecs().unwrap();
     let registry = register_default_interceptors(Registry::new(), &mut media_engine).unwrap();
@@ -490,7 +502,13 @@ impl Client {
         let (signal, joined) = Signal::join(server, token).await;
         let (out_tx, mut out_rx) = mpsc::unbounded_channel::<String>();
         let received = Arc::new(Received::default());
-        let (publisher, _) = new_pc(out_tx.clone(), "publisher", received.clone(), ice_servers.clone()).await;
+        let (publisher, _) = new_pc(
+            out_tx.clone(),
+            "publisher",
+            received.clone(),
+            ice_servers.clone(),
+        )
+        .await;
         let (subscriber, subscriber_state) =
             new_pc(out_tx.clone(), "subscriber", received.clone(), ice_servers).await;
         let (events_tx, events) = mpsc::unbounded_channel();
@@ -527,11 +545,16 @@ impl Client {
                 let m: Value = serde_json::from_str(&text).unwrap();
                 match m["type"].as_str().unwrap_or("") {
                     "subscribe_offer" => {
-                        let offer = RTCSessionDescription::offer(m["sdp"].as_str().unwrap().into()).unwrap();
-                        sub.set_remote_description(offer).await.expect("apply subscribe offer");
+                        let offer = RTCSessionDescription::offer(m["sdp"].as_str().unwrap().into())
+                            .unwrap();
+                        sub.set_remote_description(offer)
+                            .await
+                            .expect("apply subscribe offer");
                         let answer = sub.create_answer(None).await.unwrap();
                         sub.set_local_description(answer.clone()).await.unwrap();
-                        let _ = out.send(json!({"type": "subscribe_answer", "sdp": answer.sdp}).to_string());
+                        let _ = out.send(
+                            json!({"type": "subscribe_answer", "sdp": answer.sdp}).to_string(),
+                        );
                         let _ = events_tx.send(m);
                     }
                     "publish_answer" => {
@@ -545,7 +568,11 @@ impl Client {
                             sdp_mline_index: c["sdp_m_line_index"].as_u64().map(|v| v as u16),
                             ..Default::default()
                         };
-                        let pc = if m["target"] == "publisher" { &publ } else { &sub };
+                        let pc = if m["target"] == "publisher" {
+                            &publ
+                        } else {
+                            &sub
+                        };
                         let _ = pc.add_ice_candidate(init).await;
                     }
                     _ => {
@@ -556,7 +583,10 @@ impl Client {
         });
         Client {
             sid: joined["participant"]["sid"].as_str().unwrap().to_owned(),
-            identity: joined["participant"]["identity"].as_str().unwrap().to_owned(),
+            identity: joined["participant"]["identity"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
             joined,
             publisher,
             subscriber,
@@ -582,7 +612,10 @@ impl Client {
                 .expect("add_track");
         }
         let offer = self.publisher.create_offer(None).await.unwrap();
-        self.publisher.set_local_description(offer.clone()).await.unwrap();
+        self.publisher
+            .set_local_description(offer.clone())
+            .await
+            .unwrap();
         self.send(json!({"type": "publish_offer", "sdp": offer.sdp}));
         let answer = tokio::time::timeout(WAIT, async {
             self.publish_answers.lock().await.recv().await
@@ -591,7 +624,10 @@ impl Client {
         .expect("publish_answer within the wait")
         .expect("signaling open");
         let answer = RTCSessionDescription::answer(answer).unwrap();
-        self.publisher.set_remote_description(answer).await.expect("apply publish answer");
+        self.publisher
+            .set_remote_description(answer)
+            .await
+            .expect("apply publish answer");
     }
 
     /// The next event of `kind`, skipping others.
