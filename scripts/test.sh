@@ -52,4 +52,4 @@ step "Rust tests (unit, end-to-end with webrtc clients)"
 run_isolated cargo nextest run --workspace --locked --offline --no-fail-fast
 
 step "browser test (headless Chromium, fake camera and microphone)"
-CALLGATE_BIN="$root/target/debug/callgate" run_isolated node --test tests/browser/
+TEST_CALLGATE_BIN="$root/target/debug/callgate" run_isolated node --test tests/browser/

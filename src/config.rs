@@ -58,6 +58,7 @@ pub struct RtcConfig {
     pub bind_ip: IpAddr,
     pub external_ip: Option<IpAddr>,
     pub udp_port: u16,
+    pub tcp_port: u16,
     pub workers: usize,
     pub socket_buffer_bytes: usize,
     #[serde(with = "humantime_serde_compat")]
@@ -122,6 +123,7 @@ impl Default for RtcConfig {
             bind_ip: IpAddr::from([127, 0, 0, 1]),
             external_ip: None,
             udp_port: 7882,
+            tcp_port: 7881,
             workers: 0,
             socket_buffer_bytes: 4 << 20,
             keyframe_request_interval: Duration::from_millis(500),
@@ -306,6 +308,20 @@ impl Config {
         {
             return Err(invalid("rtc.udp_port", "udp_port + workers exceeds 65535"));
         }
+        if self.rtc.tcp_port != 0
+            && self.rtc.tcp_port == self.http.port
+            && (self.rtc.bind_ip == self.http.bind
+                || self.rtc.bind_ip.is_unspecified()
+                || self.http.bind.is_unspecified())
+        {
+            return Err(invalid(
+                "rtc.tcp_port",
+                format!(
+                    "{} is http.port too; pick another TCP port",
+                    self.rtc.tcp_port
+                ),
+            ));
+        }
         if self.room.max_participants == 0 {
             return Err(invalid("room.max_participants", "must be at least 1"));
         }
@@ -341,6 +357,7 @@ impl Config {
             bind_ip: self.rtc.bind_ip,
             advertise_ip: self.rtc.external_ip.unwrap_or(self.rtc.bind_ip),
             udp_port: self.rtc.udp_port,
+            tcp_port: self.rtc.tcp_port,
             workers: self.workers(),
             max_participants: self.room.max_participants,
             empty_room_timeout: self.room.empty_timeout,
@@ -423,6 +440,12 @@ mod tests {
         );
         c.keys.insert(DEV_API_KEY.into(), DEV_API_SECRET.into());
         assert!(c.validate(false).unwrap_err().to_string().contains("--dev"));
+        c.validate(true).unwrap();
+        c.rtc.tcp_port = c.http.port;
+        let err = c.validate(true).unwrap_err().to_string();
+        assert!(err.contains("rtc.tcp_port"), "{err}");
+        c.rtc.tcp_port = 0;
+        c.http.port = 0;
         c.validate(true).unwrap();
         c.rtc.bind_ip = "0.0.0.0".parse().unwrap();
         let err = c.validate(true).unwrap_err().to_string();

@@ -50,6 +50,9 @@ struct ServeArgs {
     /// First media UDP port (rtc.udp_port); 0 picks free ports.
     #[arg(long)]
     udp_port: Option<u16>,
+    /// ICE-TCP port, for clients whose UDP is blocked (rtc.tcp_port); 0 picks a free port.
+    #[arg(long)]
+    tcp_port: Option<u16>,
     /// Address advertised to clients for media (rtc.external_ip).
     #[arg(long)]
     node_ip: Option<IpAddr>,
@@ -114,7 +117,9 @@ fn init_logging(config: &Config) {
             level = config.logging.level
         ))
     });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match config.logging.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Human => builder.init(),
@@ -150,6 +155,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(p) = args.udp_port {
         config.rtc.udp_port = p;
     }
+    if let Some(p) = args.tcp_port {
+        config.rtc.tcp_port = p;
+    }
     if let Some(ip) = args.node_ip {
         config.rtc.external_ip = Some(ip);
     }
@@ -176,10 +184,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "development mode: the dev key pair is public, never use --dev in production"
         );
     }
-    callgate::server::run(config, shutdown_signal(), |http, media| {
+    callgate::server::run(config, shutdown_signal(), |http, media, tcp| {
         // One plain line on stdout for scripts and tests to wait on.
         let media: Vec<String> = media.iter().map(|a| a.to_string()).collect();
-        println!("callgate ready http={http} media={}", media.join(","));
+        println!(
+            "callgate ready http={http} media={} tcp={tcp}",
+            media.join(",")
+        );
         let _ = std::io::stdout().flush();
     })
     .await

@@ -13,11 +13,12 @@ use tracing::info;
 use crate::config::Config;
 
 /// Runs the server until `shutdown` completes. `on_ready` gets the bound
-/// HTTP address and the media addresses once clients can connect.
+/// HTTP address, the media (UDP) addresses and the ICE-TCP address once
+/// clients can connect.
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    on_ready: impl FnOnce(SocketAddr, Vec<SocketAddr>),
+    on_ready: impl FnOnce(SocketAddr, Vec<SocketAddr>, SocketAddr),
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
@@ -27,6 +28,7 @@ pub async fn run(
     let signaling_metrics = SignalingMetrics::new(&registry)?;
     let sfu = Arc::new(Sfu::start(config.sfu(), &sfu_metrics).context("starting media workers")?);
     let media = sfu.media_addrs();
+    let tcp = sfu.tcp_addr();
 
     let state = Arc::new(AppState {
         sfu: sfu.clone(),
@@ -40,8 +42,8 @@ pub async fn run(
         .await
         .with_context(|| format!("binding http {addr}"))?;
     let bound = listener.local_addr()?;
-    info!(http = %bound, media = ?media, "callgate listening");
-    on_ready(bound, media);
+    info!(http = %bound, media = ?media, tcp = %tcp, "callgate listening");
+    on_ready(bound, media, tcp);
 
     // Sessions end first (every client gets `left`, every peer a DTLS
     // close), then the HTTP server stops taking requests.

@@ -208,3 +208,53 @@ async fn health_and_metrics() {
         assert!(text.contains(name), "{name} missing from /metrics");
     }
 }
+
+#[tokio::test]
+async fn sigterm_ends_every_session_then_exits_cleanly() {
+    let mut server = TestServer::start(&[]);
+    let room = unique_room();
+    let (mut alice, _) = Signal::join(&server, &token(&room, "alice")).await;
+    let (mut bob, _) = Signal::join(&server, &token(&room, "bob")).await;
+    let status = tokio::task::spawn_blocking(move || {
+        let status = server.terminate();
+        (status, server)
+    });
+    for s in [&mut alice, &mut bob] {
+        assert_eq!(
+            s.recv_type("left").await,
+            json!({"type": "left", "reason": "server_shutdown"})
+        );
+        assert_eq!(s.recv().await.unwrap_err().code, 1000);
+    }
+    let (status, _server) = status.await.unwrap();
+    assert!(status.success(), "exit status {status}");
+}
+
+#[tokio::test]
+async fn an_empty_room_closes_after_its_timeout() {
+    let config = std::env::temp_dir().join(format!("callgate-{}.toml", rand::random::<u64>()));
+    std::fs::write(&config, "[room]\nempty_timeout = \"200ms\"\n").unwrap();
+    let server = TestServer::start(&["--config", config.to_str().unwrap()]);
+    std::fs::remove_file(&config).unwrap();
+    let admin = admin_token();
+    let room = unique_room();
+    let (mut alice, _) = Signal::join(&server, &token(&room, "alice")).await;
+    alice.send(json!({"type": "leave"})).await;
+    alice.recv_type("left").await;
+
+    // Right after the last participant left the room is still open…
+    let (_, body) = call(reqwest::Method::GET, server.api("/v1/rooms"), Some(&admin)).await;
+    assert_eq!(body["rooms"][0]["num_participants"], 0);
+    // …and it closes by itself once the timeout passed. Nothing signals that,
+    // so the API is asked a bounded number of times.
+    let mut polls = 0;
+    loop {
+        let (_, body) = call(reqwest::Method::GET, server.api("/v1/rooms"), Some(&admin)).await;
+        if body["rooms"] == json!([]) {
+            break;
+        }
+        polls += 1;
+        assert!(polls < 200, "room still open: {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use common::*;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
-use webrtc::media_stream::track_local::TrackLocal;
 
 const PACKETS: u32 = 400;
 
@@ -59,11 +58,71 @@ async fn track_sids(publisher: &mut Client, n: usize) -> Vec<(String, String)> {
         if m["participant_sid"] == publisher.sid.as_str() {
             sids.push((
                 m["track"]["sid"].as_str().unwrap().to_owned(),
-                m["track"]["kind"].as_str().unwrap().to_owned(),
+                m["track"]["codec"].as_str().unwrap().to_owned(),
             ));
         }
     }
     sids
+}
+
+/// Publishes `tracks` (with their payload lengths) from `publisher`, sends
+/// `PACKETS` marked payloads on each, and checks that every subscriber got at
+/// least 99% of them byte-identical.
+async fn publish_and_count(
+    publisher: &mut Client,
+    tracks: &mut [(LocalTrack, &str, usize)],
+    subscribers: &[&Client],
+) {
+    let locals: Vec<&LocalTrack> = tracks.iter().map(|(t, _, _)| t).collect();
+    publisher.publish(&locals).await;
+    {
+        // The server opens a producer when the first packet of a track arrives.
+        let mut locals: Vec<&mut LocalTrack> = tracks.iter_mut().map(|(t, _, _)| t).collect();
+        warm_up(&mut locals, subscribers, &publisher.sid).await;
+    }
+    let published = track_sids(publisher, tracks.len()).await;
+    let sids: Vec<String> = tracks
+        .iter()
+        .map(|(_, codec, _)| {
+            published
+                .iter()
+                .find(|(_, c)| c.eq_ignore_ascii_case(codec))
+                .unwrap_or_else(|| panic!("no {codec} track in {published:?}"))
+                .0
+                .clone()
+        })
+        .collect();
+
+    let mut tick = tokio::time::interval(Duration::from_millis(2));
+    for i in 0..PACKETS {
+        tick.tick().await;
+        for (track, _, len) in tracks.iter_mut() {
+            track.send(marked_payload(i, *len)).await;
+        }
+    }
+    for sub in subscribers {
+        let last = PACKETS - 1;
+        let from = publisher.sid.clone();
+        let wanted = sids.clone();
+        sub.received
+            .wait_for("the last packet of every track", move |map| {
+                wanted.iter().all(|track| {
+                    map.get(&(from.clone(), track.clone()))
+                        .is_some_and(|ps| ps.iter().any(|p| payload_index(p) == Some(last)))
+                })
+            })
+            .await;
+        let need = (PACKETS as usize * 99).div_ceil(100);
+        for (sid, (_, codec, len)) in sids.iter().zip(tracks.iter()) {
+            let got = counted(sub, &publisher.sid, sid, *len);
+            assert!(
+                got.len() >= need,
+                "{} got {}/{PACKETS} of the {codec} track",
+                sub.identity,
+                got.len()
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,53 +132,35 @@ async fn publisher_payloads_reach_every_subscriber_byte_identical() {
     let mut alice = Client::join(&server, &token(&room, "alice")).await;
     let bob = Client::join(&server, &token(&room, "bob")).await;
     let carol = Client::join(&server, &token(&room, "carol")).await;
-
-    let mut video = LocalTrack::new(RtpCodecKind::Video, vp8(), 96);
-    let mut audio = LocalTrack::new(RtpCodecKind::Audio, opus(), 111);
-    alice.publish(&[&video, &audio]).await;
-    // The server opens a producer when the first packet of a track arrives.
-    warm_up(&mut [&mut video, &mut audio], &[&bob, &carol], &alice.sid).await;
-    let sids = track_sids(&mut alice, 2).await;
-    let sid_of = |kind: &str| sids.iter().find(|(_, k)| k == kind).unwrap().0.clone();
-    let (video_sid, audio_sid) = (sid_of("video"), sid_of("audio"));
-
-    let mut tick = tokio::time::interval(Duration::from_millis(2));
-    for i in 0..PACKETS {
-        tick.tick().await;
-        video.send(marked_payload(i, 1000)).await;
-        audio.send(marked_payload(i, 120)).await;
-    }
-    for sub in [&bob, &carol] {
-        let last = PACKETS - 1;
-        let (a, v) = (alice.sid.clone(), video_sid.clone());
-        let (a2, au) = (alice.sid.clone(), audio_sid.clone());
-        sub.received
-            .wait_for("the last packet of both tracks", move |map| {
-                let has_last = |stream: &str, track: &str| {
-                    map.get(&(stream.to_owned(), track.to_owned()))
-                        .is_some_and(|ps| ps.iter().any(|p| payload_index(p) == Some(last)))
-                };
-                has_last(&a, &v) && has_last(&a2, &au)
-            })
-            .await;
-        let v = counted(sub, &alice.sid, &video_sid, 1000);
-        let a = counted(sub, &alice.sid, &audio_sid, 120);
-        let need = (PACKETS as usize * 99).div_ceil(100);
-        assert!(
-            v.len() >= need,
-            "{} got {}/{PACKETS} video packets",
-            sub.identity,
-            v.len()
-        );
-        assert!(
-            a.len() >= need,
-            "{} got {}/{PACKETS} audio packets",
-            sub.identity,
-            a.len()
-        );
-    }
+    let mut tracks = [
+        (
+            LocalTrack::new(RtpCodecKind::Video, vp8(), 96),
+            "video/VP8",
+            1000,
+        ),
+        (
+            LocalTrack::new(RtpCodecKind::Audio, opus(), 111),
+            "audio/opus",
+            120,
+        ),
+    ];
+    publish_and_count(&mut alice, &mut tracks, &[&bob, &carol]).await;
     // The publisher does not receive its own tracks.
     assert!(alice.received.tracks().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h264_is_forwarded_too() {
+    let server = TestServer::start(&[]);
+    let room = unique_room();
+    let mut alice = Client::join(&server, &token(&room, "alice")).await;
+    let bob = Client::join(&server, &token(&room, "bob")).await;
+    let mut tracks = [(
+        LocalTrack::new(RtpCodecKind::Video, h264(), 102),
+        "video/H264",
+        1100,
+    )];
+    publish_and_count(&mut alice, &mut tracks, &[&bob]).await;
 }
 
 async fn metric(server: &TestServer, name: &str) -> f64 {
@@ -211,7 +252,7 @@ async fn unpublishing_and_leaving_reach_the_others() {
     );
 
     // removeTrack + renegotiation unpublishes the video.
-    let (video_sid, _) = sids.iter().find(|(_, k)| k == "video").unwrap().clone();
+    let (video_sid, _) = sids.iter().find(|(_, c)| c == "video/VP8").unwrap().clone();
     let mut video_sender = None;
     for s in alice.publisher.get_senders().await {
         if s.track().track().await.kind() == RtpCodecKind::Video {
@@ -294,4 +335,28 @@ async fn garbage_on_media_ports_is_dropped_and_counted() {
         socket.try_recv_from(&mut buf).is_err(),
         "the server sent something back to garbage"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_closes_its_transports_is_gone_at_once() {
+    let server = TestServer::start(&[]);
+    let room = unique_room();
+    let mut alice = Client::join(&server, &token(&room, "alice")).await;
+    let mut bob = Client::join(&server, &token(&room, "bob")).await;
+    let mut audio = LocalTrack::new(RtpCodecKind::Audio, opus(), 111);
+    alice.publish(&[&audio]).await;
+    warm_up(&mut [&mut audio], &[&bob], &alice.sid).await;
+    bob.event("track_published").await;
+
+    // Alice's app dies without a word on signaling: its peer connections
+    // close (DTLS close_notify); the server ends her session itself.
+    let started = std::time::Instant::now();
+    alice.close().await;
+    let m = bob.event("participant_left").await;
+    assert_eq!(
+        (m["identity"].as_str(), m["reason"].as_str()),
+        (Some("alice"), Some("disconnected"))
+    );
+    assert_eq!(alice.event("left").await["reason"], "disconnected");
+    eprintln!("participant_left after {:?}", started.elapsed());
 }

@@ -12,6 +12,9 @@ pub struct SfuConfig {
     pub advertise_ip: IpAddr,
     /// First UDP port; worker `i` owns `udp_port + i`. 0 picks free ports.
     pub udp_port: u16,
+    /// The one ICE-TCP port (RFC 6544 passive candidates, RFC 4571 framing)
+    /// every worker's transports share; 0 picks a free port.
+    pub tcp_port: u16,
     /// Media worker threads, each owning whole rooms and one UDP port.
     pub workers: usize,
     /// Most participants one room admits.
@@ -30,6 +33,7 @@ impl Default for SfuConfig {
             bind_ip: IpAddr::from([127, 0, 0, 1]),
             advertise_ip: IpAddr::from([127, 0, 0, 1]),
             udp_port: 7882,
+            tcp_port: 7881,
             workers: 2,
             max_participants: 50,
             empty_room_timeout: Duration::from_secs(20),

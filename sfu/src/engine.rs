@@ -1,11 +1,12 @@
 //! Builds the `rtc` peer connections the SFU serves: which codecs, which
-//! interceptors, and ICE-lite on the shared media socket.
+//! interceptors, and ICE-lite on the shared media socket and ICE-TCP port.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
+use rtc::ice::tcp_type::TcpType;
 use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
@@ -63,6 +64,16 @@ fn register_codecs(media_engine: &mut MediaEngine) -> Result<(), Error> {
             MIME_TYPE_H264,
             "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
             102,
+        ),
+        (
+            MIME_TYPE_H264,
+            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f",
+            106,
+        ),
+        (
+            MIME_TYPE_H264,
+            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=4d001f",
+            108,
         ),
         (
             MIME_TYPE_H264,
@@ -142,18 +153,43 @@ impl Interceptor for DeliverKeyframeRequests {
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
-/// A fresh ICE-lite peer connection whose only candidate is `local`.
+/// A fresh ICE-lite peer connection with two host candidates: the worker's
+/// UDP socket `udp` and the shared ICE-TCP port `tcp` (`tcptype passive`).
+/// Inbound packets must carry the matching candidate address as
+/// `TransportContext.local_addr` (rtc-ice `Agent::find_local_candidate`).
 pub fn new_peer_connection(
-    local: SocketAddr,
+    udp: SocketAddr,
+    tcp: SocketAddr,
     ufrag: &str,
     pwd: &str,
     now: Instant,
 ) -> Result<RTCPeerConnection, SfuError> {
-    build(local, ufrag, pwd, now).map_err(|e| SfuError::Internal(e.to_string()))
+    build(udp, tcp, ufrag, pwd, now).map_err(|e| SfuError::Internal(e.to_string()))
+}
+
+fn host_candidate(
+    pc: &mut RTCPeerConnection,
+    network: &str,
+    addr: SocketAddr,
+    tcp_type: TcpType,
+) -> Result<(), Error> {
+    let candidate = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: network.to_owned(),
+            address: addr.ip().to_string(),
+            port: addr.port(),
+            component: 1,
+            ..Default::default()
+        },
+        tcp_type,
+    }
+    .new_candidate_host()?;
+    pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)
 }
 
 fn build(
-    local: SocketAddr,
+    udp: SocketAddr,
+    tcp: SocketAddr,
     ufrag: &str,
     pwd: &str,
     now: Instant,
@@ -187,17 +223,7 @@ fn build(
         .with_interceptor_registry(registry)
         .build(now)?;
 
-    let candidate = CandidateHostConfig {
-        base_config: CandidateConfig {
-            network: "udp".to_owned(),
-            address: local.ip().to_string(),
-            port: local.port(),
-            component: 1,
-            ..Default::default()
-        },
-        ..Default::default()
-    }
-    .new_candidate_host()?;
-    pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)?;
+    host_candidate(&mut pc, "udp", udp, TcpType::Unspecified)?;
+    host_candidate(&mut pc, "tcp", tcp, TcpType::Passive)?;
     Ok(pc)
 }

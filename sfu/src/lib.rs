@@ -3,8 +3,12 @@
 //!
 //! Each media worker thread owns one UDP port and every room hashed to it;
 //! a packet from a publisher is fanned out to its subscribers inside that
-//! thread. [`Sfu`] is the handle the control plane holds.
+//! thread. One ICE-TCP port, shared, reaches the same workers: its acceptor
+//! routes each connection by the worker index at the front of the ICE ufrag
+//! its first STUN request names. [`Sfu`] is the handle the control plane holds.
 
+#[doc(hidden)]
+pub mod bench_support;
 mod config;
 mod engine;
 mod ids;
@@ -13,6 +17,7 @@ mod participant;
 mod session;
 mod shard;
 mod stun;
+mod tcp;
 mod worker;
 
 pub use config::SfuConfig;
@@ -34,19 +39,51 @@ use worker::{Command, WorkerHandle};
 /// The running media plane: its worker threads and their sockets.
 pub struct Sfu {
     workers: Vec<WorkerHandle>,
+    tcp_addr: SocketAddr,
+    stop_acceptor: std::sync::Mutex<Option<oneshot::Sender<()>>>,
     threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl Sfu {
-    /// Binds one UDP port per worker and starts the worker threads.
+    /// Binds the ICE-TCP port and one UDP port per worker, and starts the
+    /// worker threads and the ICE-TCP acceptor.
     pub fn start(config: SfuConfig, metrics: &SfuMetrics) -> io::Result<Sfu> {
         let count = config.workers.max(1);
+        if count > ids::MAX_WORKERS {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("at most {} media workers", ids::MAX_WORKERS),
+            ));
+        }
+        let listener = tcp::bind(&config)?;
+        let tcp_addr = SocketAddr::new(config.advertise_ip, listener.local_addr()?.port());
         let mut workers = (0..count)
-            .map(|i| worker::spawn(i, &config, metrics.for_worker(i)))
+            .map(|i| {
+                worker::spawn(
+                    i,
+                    &config,
+                    tcp_addr,
+                    metrics.for_worker(i),
+                    metrics.tcp_for_worker(i),
+                )
+            })
             .collect::<io::Result<Vec<_>>>()?;
-        let threads = workers.iter_mut().filter_map(|w| w.thread.take()).collect();
+        let mut threads: Vec<_> = workers.iter_mut().filter_map(|w| w.thread.take()).collect();
+        let senders = workers.iter().map(|w| w.tx.clone()).collect();
+        let (acceptor, stop) = match tcp::spawn_acceptor(listener, senders, metrics.clone()) {
+            Ok(started) => started,
+            Err(e) => {
+                for w in &workers {
+                    let _ = w.tx.send(Command::Shutdown);
+                }
+                return Err(e);
+            }
+        };
+        threads.push(acceptor);
         Ok(Sfu {
             workers,
+            tcp_addr,
+            stop_acceptor: std::sync::Mutex::new(Some(stop)),
             threads: std::sync::Mutex::new(threads),
         })
     }
@@ -54,6 +91,11 @@ impl Sfu {
     /// The advertised media address of every worker.
     pub fn media_addrs(&self) -> Vec<SocketAddr> {
         self.workers.iter().map(|w| w.local_addr).collect()
+    }
+
+    /// The advertised ICE-TCP address (passive candidates), shared by every worker.
+    pub fn tcp_addr(&self) -> SocketAddr {
+        self.tcp_addr
     }
 
     fn worker_for(&self, room: &str) -> &WorkerHandle {
@@ -122,6 +164,15 @@ impl Sfu {
     /// transport, and waits for the worker threads to end.
     /// Blocks: call it from a blocking context.
     pub fn shutdown(&self) {
+        // No new connections are handed over while the workers close.
+        if let Some(stop) = self
+            .stop_acceptor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let _ = stop.send(());
+        }
         for w in &self.workers {
             let _ = w.tx.send(Command::Shutdown);
         }

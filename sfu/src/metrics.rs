@@ -14,6 +14,9 @@ pub struct SfuMetrics {
     nacks: IntCounterVec,
     plis: IntCounterVec,
     drops: IntCounterVec,
+    tcp_connections: IntGaugeVec,
+    tcp_accepted: IntCounterVec,
+    tcp_refused: IntCounterVec,
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> prometheus::Result<IntGaugeVec> {
@@ -35,7 +38,7 @@ fn counter(
 
 impl SfuMetrics {
     pub fn new(registry: &Registry) -> prometheus::Result<Self> {
-        Ok(SfuMetrics {
+        let metrics = SfuMetrics {
             rooms: gauge(registry, "callgate_rooms", "Open rooms")?,
             participants: gauge(registry, "callgate_participants", "Participants in rooms")?,
             tracks: gauge(registry, "callgate_tracks", "Published tracks (producers)")?,
@@ -53,7 +56,7 @@ impl SfuMetrics {
             bytes: counter(
                 registry,
                 "callgate_bytes_total",
-                "UDP payload bytes received (in) and sent (out) on media ports",
+                "Payload bytes received (in) and sent (out) on media ports (UDP datagrams and ICE-TCP frames)",
                 &["worker", "direction"],
             )?,
             nacks: counter(
@@ -74,7 +77,29 @@ impl SfuMetrics {
                 "Datagrams or packets dropped, by reason",
                 &["worker", "reason"],
             )?,
-        })
+            tcp_connections: gauge(
+                registry,
+                "callgate_ice_tcp_connections",
+                "Open ICE-TCP connections, by the worker owning their transport",
+            )?,
+            tcp_accepted: counter(
+                registry,
+                "callgate_ice_tcp_accepted_total",
+                "ICE-TCP connections handed to a worker",
+                &["worker"],
+            )?,
+            tcp_refused: counter(
+                registry,
+                "callgate_ice_tcp_refused_total",
+                "ICE-TCP connections closed before reaching a transport, by reason",
+                &["reason"],
+            )?,
+        };
+        // Every reason shows from the start, at 0.
+        for reason in TcpRefusal::ALL {
+            metrics.tcp_refused(reason);
+        }
+        Ok(metrics)
     }
 
     pub(crate) fn for_worker(&self, worker: usize) -> WorkerMetrics {
@@ -96,6 +121,62 @@ impl SfuMetrics {
             drop_unroutable: drop("unroutable"),
             drop_send_failed: drop("send_failed"),
             drop_muted: drop("muted"),
+        }
+    }
+
+    /// What one worker counts about its ICE-TCP connections.
+    pub(crate) fn tcp_for_worker(&self, worker: usize) -> TcpMetrics {
+        let w = worker.to_string();
+        TcpMetrics {
+            open: self.tcp_connections.with_label_values(&[&w]),
+            accepted: self.tcp_accepted.with_label_values(&[&w]),
+            refused_unknown_ufrag: self.tcp_refused(TcpRefusal::UnknownUfrag),
+            drop_queue_full: self
+                .drops
+                .with_label_values(&[w.as_str(), "tcp_queue_full"]),
+            drop_malformed: self.drops.with_label_values(&[w.as_str(), "malformed"]),
+        }
+    }
+
+    pub(crate) fn tcp_refused(&self, reason: TcpRefusal) -> IntCounter {
+        self.tcp_refused.with_label_values(&[reason.as_str()])
+    }
+}
+
+/// Why an ICE-TCP connection was closed before (or instead of) carrying a
+/// transport's traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TcpRefusal {
+    /// No complete first frame within the time allowed.
+    Timeout,
+    /// Closed or failed before its first frame was complete.
+    Closed,
+    /// A first frame that is no STUN Binding request with a USERNAME of ours,
+    /// or a frame over the size cap at any time.
+    BadFrame,
+    /// A well-formed request for a ufrag no transport (or no worker) has, or
+    /// for a transport already holding its most connections.
+    UnknownUfrag,
+    /// Too many connections still sending their first frame.
+    Busy,
+}
+
+impl TcpRefusal {
+    const ALL: [TcpRefusal; 5] = [
+        TcpRefusal::Timeout,
+        TcpRefusal::Closed,
+        TcpRefusal::BadFrame,
+        TcpRefusal::UnknownUfrag,
+        TcpRefusal::Busy,
+    ];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            TcpRefusal::Timeout => "timeout",
+            TcpRefusal::Closed => "closed",
+            TcpRefusal::BadFrame => "bad_frame",
+            TcpRefusal::UnknownUfrag => "unknown_ufrag",
+            TcpRefusal::Busy => "busy",
         }
     }
 }
@@ -120,4 +201,18 @@ pub(crate) struct WorkerMetrics {
     pub drop_unroutable: IntCounter,
     pub drop_send_failed: IntCounter,
     pub drop_muted: IntCounter,
+}
+
+pub(crate) struct TcpMetrics {
+    /// Open ICE-TCP connections of this worker.
+    pub open: IntGauge,
+    /// Connections this worker took from the acceptor.
+    pub accepted: IntCounter,
+    /// Connections whose ufrag names this worker but no transport of it.
+    pub refused_unknown_ufrag: IntCounter,
+    /// Output for an ICE-TCP connection whose send queue was full (a slow
+    /// client). Output for a connection that is gone counts as `send_failed`.
+    pub drop_queue_full: IntCounter,
+    /// Frames over the size cap (the connection is closed).
+    pub drop_malformed: IntCounter,
 }

@@ -1,8 +1,8 @@
 //! The state one media worker owns: its rooms, their participants'
 //! transports, and the tables that route datagrams and RTP packets. No I/O
-//! happens here: the worker loop feeds datagrams, commands and time in, and
-//! takes datagrams out (`poll_transmit`), the way quinn-proto splits protocol
-//! state from sockets.
+//! happens here: the worker loop feeds datagrams (UDP, or ICE-TCP frames),
+//! commands and time in, and takes datagrams out (`poll_transmit`), the way
+//! quinn-proto splits protocol state from sockets.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -43,11 +43,21 @@ use crate::stun::ice_username;
 
 pub(crate) type TransportId = u64;
 
-/// A datagram for the worker loop to send.
+/// A datagram for the worker loop to send: on the UDP socket, or framed on
+/// the ICE-TCP connection from `to`.
 pub(crate) struct Transmit {
+    pub protocol: TransportProtocol,
     pub to: SocketAddr,
     pub payload: BytesMut,
 }
+
+/// Where a transport's traffic comes from: UDP and TCP ports are separate
+/// spaces, so an address alone could name two peers.
+type Route = (TransportProtocol, SocketAddr);
+
+/// Most ICE-TCP connections one transport may hold (a client opens one per
+/// candidate pair it checks; more is someone replaying a ufrag).
+const MAX_TCP_PER_TRANSPORT: usize = 4;
 
 /// One `rtc` peer connection of one participant.
 struct Transport {
@@ -56,7 +66,7 @@ struct Transport {
     participant_sid: String,
     pc: RTCPeerConnection,
     ufrag: String,
-    addrs: Vec<SocketAddr>,
+    addrs: Vec<Route>,
     next_timeout: Option<Instant>,
     /// Publisher transports: the client's track id → our producer's sid.
     producers: HashMap<String, String>,
@@ -116,14 +126,20 @@ struct Room {
 
 pub(crate) struct Shard {
     config: SfuConfig,
-    /// The address in our ICE candidates; `TransportContext.local_addr` must equal it.
+    /// Index of the worker owning this shard, the prefix of its ufrags.
+    worker: usize,
+    /// The address in our UDP ICE candidates; `TransportContext.local_addr` must equal it.
     local_addr: SocketAddr,
+    /// The address in our passive TCP ICE candidates; likewise for TCP frames.
+    tcp_addr: SocketAddr,
     rooms: HashMap<String, Room>,
     transports: HashMap<TransportId, Transport>,
-    by_addr: HashMap<SocketAddr, TransportId>,
+    by_addr: HashMap<Route, TransportId>,
     by_ufrag: HashMap<String, TransportId>,
     next_transport_id: TransportId,
     transmits: VecDeque<Transmit>,
+    /// ICE-TCP connections whose transport closed, for the worker to close.
+    closed_tcp: Vec<SocketAddr>,
     /// Transports that may have output since they were last drained.
     dirty: Vec<TransportId>,
     inbound_rtp: Vec<(String, rtp::Packet)>,
@@ -202,16 +218,25 @@ impl Room {
 }
 
 impl Shard {
-    pub(crate) fn new(config: SfuConfig, local_addr: SocketAddr, metrics: WorkerMetrics) -> Self {
+    pub(crate) fn new(
+        config: SfuConfig,
+        worker: usize,
+        local_addr: SocketAddr,
+        tcp_addr: SocketAddr,
+        metrics: WorkerMetrics,
+    ) -> Self {
         Shard {
             config,
+            worker,
             local_addr,
+            tcp_addr,
             rooms: HashMap::new(),
             transports: HashMap::new(),
             by_addr: HashMap::new(),
             by_ufrag: HashMap::new(),
             next_transport_id: 1,
             transmits: VecDeque::new(),
+            closed_tcp: Vec::new(),
             dirty: Vec::new(),
             inbound_rtp: Vec::new(),
             metrics,
@@ -226,6 +251,38 @@ impl Shard {
         self.transmits.pop_front()
     }
 
+    /// The next ICE-TCP connection (by peer address) whose transport is gone.
+    /// Poll after `poll_transmit` is drained, so its last output (the DTLS
+    /// close) is queued on the connection first.
+    pub(crate) fn poll_closed_tcp(&mut self) -> Option<SocketAddr> {
+        self.closed_tcp.pop()
+    }
+
+    /// Whether a new ICE-TCP connection whose first STUN request names our
+    /// `ufrag` may attach to its transport.
+    pub(crate) fn accepts_tcp(&self, ufrag: &str) -> bool {
+        self.by_ufrag
+            .get(ufrag)
+            .and_then(|id| self.transports.get(id))
+            .is_some_and(|t| {
+                t.addrs
+                    .iter()
+                    .filter(|(p, _)| *p == TransportProtocol::TCP)
+                    .count()
+                    < MAX_TCP_PER_TRANSPORT
+            })
+    }
+
+    /// An ICE-TCP connection ended: its address routes nowhere any more.
+    pub(crate) fn forget_tcp(&mut self, peer: SocketAddr) {
+        let route = (TransportProtocol::TCP, peer);
+        if let Some(id) = self.by_addr.remove(&route)
+            && let Some(t) = self.transports.get_mut(&id)
+        {
+            t.addrs.retain(|r| *r != route);
+        }
+    }
+
     /// Earliest instant at which `handle_timeout` has work.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         let transports = self.transports.values().filter_map(|t| t.next_timeout);
@@ -238,17 +295,26 @@ impl Shard {
 
     // ---- datagrams -------------------------------------------------------
 
-    pub(crate) fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+    /// One datagram, or one RFC 4571 frame of an ICE-TCP connection
+    /// (`protocol` TCP, `from` the connection's peer address).
+    pub(crate) fn handle_datagram(
+        &mut self,
+        now: Instant,
+        protocol: TransportProtocol,
+        from: SocketAddr,
+        data: &[u8],
+    ) {
         self.metrics.bytes_in.inc_by(data.len() as u64);
-        let id = match self.by_addr.get(&from) {
+        let route = (protocol, from);
+        let id = match self.by_addr.get(&route) {
             Some(id) => *id,
             None => match ice_username(data).and_then(|u| self.by_ufrag.get(&u)) {
                 Some(id) => {
                     let id = *id;
                     if let Some(t) = self.transports.get_mut(&id) {
-                        t.addrs.push(from);
+                        t.addrs.push(route);
                     }
-                    self.by_addr.insert(from, id);
+                    self.by_addr.insert(route, id);
                     id
                 }
                 None => {
@@ -261,13 +327,17 @@ impl Shard {
             self.metrics.drop_unknown_source.inc();
             return;
         };
+        let local_addr = match protocol {
+            TransportProtocol::TCP => self.tcp_addr,
+            _ => self.local_addr,
+        };
         let result = transport.pc.handle_read(TaggedBytesMut {
             now,
             transport: TransportContext {
-                local_addr: self.local_addr,
+                local_addr,
                 peer_addr: from,
                 ecn: None,
-                transport_protocol: TransportProtocol::UDP,
+                transport_protocol: protocol,
             },
             message: BytesMut::from(data),
         });
@@ -371,6 +441,7 @@ impl Shard {
             while let Some(out) = t.pc.poll_write() {
                 self.metrics.bytes_out.inc_by(out.message.len() as u64);
                 self.transmits.push_back(Transmit {
+                    protocol: out.transport.transport_protocol,
                     to: out.transport.peer_addr,
                     payload: out.message,
                 });
@@ -747,8 +818,8 @@ impl Shard {
         participant_sid: &str,
         role: TransportRole,
     ) -> Result<TransportId, SfuError> {
-        let (ufrag, pwd) = ids::ice_credentials();
-        let pc = new_peer_connection(self.local_addr, &ufrag, &pwd, now)?;
+        let (ufrag, pwd) = ids::ice_credentials(self.worker);
+        let pc = new_peer_connection(self.local_addr, self.tcp_addr, &ufrag, &pwd, now)?;
         let id = self.next_transport_id;
         self.next_transport_id += 1;
         self.by_ufrag.insert(ufrag.clone(), id);
@@ -968,17 +1039,24 @@ impl Shard {
             return;
         };
         self.by_ufrag.remove(&t.ufrag);
-        for addr in &t.addrs {
-            self.by_addr.remove(addr);
+        for route in &t.addrs {
+            self.by_addr.remove(route);
         }
         // Closing sends DTLS close_notify so the client learns at once.
         let _ = t.pc.close();
         while let Some(out) = t.pc.poll_write() {
             self.transmits.push_back(Transmit {
+                protocol: out.transport.transport_protocol,
                 to: out.transport.peer_addr,
                 payload: out.message,
             });
         }
+        self.closed_tcp.extend(
+            t.addrs
+                .iter()
+                .filter(|(p, _)| *p == TransportProtocol::TCP)
+                .map(|(_, addr)| *addr),
+        );
     }
 
     fn participant_transport(

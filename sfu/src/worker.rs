@@ -1,6 +1,7 @@
-//! A media worker: one thread, one UDP socket, the rooms hashed to it. The
-//! thread owns the socket and the clock and drives its `Shard`; everything
-//! else reaches it as a `Command` over a channel.
+//! A media worker: one thread, one UDP socket, the rooms hashed to it, and
+//! the ICE-TCP connections of their transports. The thread owns the sockets
+//! and the clock and drives its `Shard`; everything else reaches it as a
+//! `Command` over a channel (new ICE-TCP connections too, from the acceptor).
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
@@ -8,18 +9,20 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rtc::peer_connection::transport::RTCIceCandidateInit;
+use rtc::shared::TransportProtocol;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info_span, warn};
 
 use crate::config::SfuConfig;
-use crate::metrics::WorkerMetrics;
+use crate::metrics::{TcpMetrics, WorkerMetrics};
 use crate::session::{
     IceCandidate, JoinRequest, Joined, LeaveReason, ParticipantInfo, RoomInfo, SfuError,
     TransportRole,
 };
 use crate::shard::Shard;
+use crate::tcp::{SendError, TcpConns, TcpEvent, TcpHandoff};
 
 type Reply<T> = oneshot::Sender<Result<T, SfuError>>;
 
@@ -64,6 +67,8 @@ pub(crate) enum Command {
         reply: Reply<()>,
     },
     CloseRoom(String, Reply<()>),
+    /// An ICE-TCP connection whose first STUN request names one of our ufrags.
+    TcpConnection(TcpHandoff),
     Shutdown,
 }
 
@@ -103,16 +108,19 @@ fn bind(config: &SfuConfig, index: usize) -> io::Result<StdUdpSocket> {
     Ok(socket.into())
 }
 
+/// Starts worker `index`. `tcp_addr` is the advertised ICE-TCP address.
 pub(crate) fn spawn(
     index: usize,
     config: &SfuConfig,
+    tcp_addr: SocketAddr,
     metrics: WorkerMetrics,
+    tcp_metrics: TcpMetrics,
 ) -> io::Result<WorkerHandle> {
     let std_socket = bind(config, index)?;
     let bound = std_socket.local_addr()?;
     let local_addr = SocketAddr::new(config.advertise_ip, bound.port());
     let (tx, rx) = mpsc::unbounded_channel();
-    let shard = Shard::new(config.clone(), local_addr, metrics);
+    let shard = Shard::new(config.clone(), index, local_addr, tcp_addr, metrics);
     let thread = std::thread::Builder::new()
         .name(format!("media-worker-{index}"))
         .spawn(move || {
@@ -123,7 +131,7 @@ pub(crate) fn spawn(
             let _span = info_span!("worker", index).entered();
             runtime.block_on(async move {
                 match UdpSocket::from_std(std_socket) {
-                    Ok(socket) => run(shard, socket, rx).await,
+                    Ok(socket) => run(shard, socket, TcpConns::new(tcp_metrics), rx).await,
                     Err(e) => warn!(error = %e, "media socket unusable"),
                 }
             });
@@ -135,7 +143,12 @@ pub(crate) fn spawn(
     })
 }
 
-async fn run(mut shard: Shard, socket: UdpSocket, mut rx: mpsc::UnboundedReceiver<Command>) {
+async fn run(
+    mut shard: Shard,
+    socket: UdpSocket,
+    mut tcp: TcpConns,
+    mut rx: mpsc::UnboundedReceiver<Command>,
+) {
     let mut buf = vec![0u8; 2048];
     loop {
         let now = Instant::now();
@@ -147,39 +160,121 @@ async fn run(mut shard: Shard, socket: UdpSocket, mut rx: mpsc::UnboundedReceive
             command = rx.recv() => match command {
                 None | Some(Command::Shutdown) => {
                     shard.close_all(Instant::now(), LeaveReason::ServerShutdown);
-                    send_all(&mut shard, &socket);
+                    send_all(&mut shard, &socket, &mut tcp);
+                    tcp.shutdown().await;
                     return;
                 }
+                Some(Command::TcpConnection(handoff)) => open_tcp(&mut shard, &mut tcp, handoff),
                 Some(command) => handle(&mut shard, command),
             },
             ready = socket.readable() => {
                 if ready.is_ok() {
                     for _ in 0..READ_BATCH {
                         match socket.try_recv_from(&mut buf) {
-                            Ok((n, from)) => shard.handle_datagram(Instant::now(), from, &buf[..n]),
+                            Ok((n, from)) => shard.handle_datagram(
+                                Instant::now(),
+                                TransportProtocol::UDP,
+                                from,
+                                &buf[..n],
+                            ),
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                             // ICMP port unreachable from a client that went away.
                             Err(e) => { debug!(error = %e, "recv failed"); break; }
                         }
-                        send_all(&mut shard, &socket);
+                        send_all(&mut shard, &socket, &mut tcp);
                     }
                 }
+                // `biased` polls UDP first: give waiting ICE-TCP frames a
+                // turn too, so a busy UDP socket cannot starve them.
+                let next = tcp.try_recv();
+                tcp_batch(&mut shard, &socket, &mut tcp, next);
             }
+            event = tcp.recv() => tcp_batch(&mut shard, &socket, &mut tcp, event),
             _ = tokio::time::sleep_until(deadline.into()) => {
                 shard.handle_timeout(Instant::now());
             }
         }
-        send_all(&mut shard, &socket);
+        send_all(&mut shard, &socket, &mut tcp);
     }
 }
 
-fn send_all(shard: &mut Shard, socket: &UdpSocket) {
+fn send_all(shard: &mut Shard, socket: &UdpSocket, tcp: &mut TcpConns) {
     while let Some(t) = shard.poll_transmit() {
-        if let Err(e) = socket.try_send_to(&t.payload, t.to) {
-            // A full send buffer drops the datagram, as a router would;
-            // RTCP feedback recovers what matters.
-            debug!(error = %e, to = %t.to, "send failed");
-            shard.count_send_failure();
+        match t.protocol {
+            TransportProtocol::TCP => match tcp.send(t.to, t.payload) {
+                Ok(()) => {}
+                // A slow client loses packets rather than stalling the loop.
+                Err(SendError::QueueFull) => tcp.metrics.drop_queue_full.inc(),
+                // A closed connection's stragglers have nowhere to go.
+                Err(SendError::NoConnection | SendError::TooLarge) => shard.count_send_failure(),
+            },
+            _ => {
+                if let Err(e) = socket.try_send_to(&t.payload, t.to) {
+                    // A full send buffer drops the datagram, as a router would;
+                    // RTCP feedback recovers what matters.
+                    debug!(error = %e, to = %t.to, "send failed");
+                    shard.count_send_failure();
+                }
+            }
+        }
+    }
+    // After the transmits: a closed transport's DTLS close is queued first.
+    while let Some(peer) = shard.poll_closed_tcp() {
+        tcp.close(peer);
+    }
+}
+
+/// Takes over a connection from the acceptor if a transport of ours has
+/// its ufrag, and feeds it its first frame.
+fn open_tcp(shard: &mut Shard, tcp: &mut TcpConns, handoff: TcpHandoff) {
+    let TcpHandoff {
+        stream,
+        peer,
+        ufrag,
+        first_frame,
+    } = handoff;
+    if !shard.accepts_tcp(&ufrag) {
+        debug!(%peer, "ICE-TCP connection for no transport of ours");
+        tcp.metrics.refused_unknown_ufrag.inc();
+        return;
+    }
+    // A stale route from an earlier connection from this address must not
+    // survive into the new one.
+    shard.forget_tcp(peer);
+    if let Err(e) = tcp.open(stream, peer) {
+        debug!(%peer, error = %e, "ICE-TCP connection unusable");
+        return;
+    }
+    shard.handle_datagram(Instant::now(), TransportProtocol::TCP, peer, &first_frame);
+}
+
+/// Handles `first` and up to `READ_BATCH - 1` more waiting ICE-TCP events.
+fn tcp_batch(shard: &mut Shard, socket: &UdpSocket, tcp: &mut TcpConns, first: Option<TcpEvent>) {
+    let mut next = first;
+    for _ in 0..READ_BATCH {
+        let Some(event) = next else { break };
+        handle_tcp(shard, tcp, event);
+        send_all(shard, socket, tcp);
+        next = tcp.try_recv();
+    }
+}
+
+fn handle_tcp(shard: &mut Shard, tcp: &mut TcpConns, event: TcpEvent) {
+    match event {
+        TcpEvent::Frame { conn, peer, data } => {
+            if tcp.is_open(conn, peer) {
+                shard.handle_datagram(Instant::now(), TransportProtocol::TCP, peer, &data);
+            }
+        }
+        TcpEvent::Closed {
+            conn,
+            peer,
+            oversized,
+        } => {
+            if tcp.on_closed(conn, peer, oversized) {
+                debug!(%peer, oversized, "ICE-TCP connection closed");
+                shard.forget_tcp(peer);
+            }
         }
     }
 }
@@ -247,6 +342,7 @@ fn handle(shard: &mut Shard, command: Command) {
         Command::CloseRoom(room, reply) => {
             let _ = reply.send(shard.close_room(now, &room, LeaveReason::RoomClosed));
         }
-        Command::Shutdown => {}
+        // The loop handles these itself.
+        Command::TcpConnection(_) | Command::Shutdown => {}
     }
 }

@@ -4,7 +4,7 @@
 // must see him leave.
 //
 // Run from the repo root: node --test tests/browser/   (or tests/browser/run.sh)
-// Env: CALLGATE_BIN (default target/debug/callgate, relative to the repo root),
+// Env: TEST_CALLGATE_BIN (default target/debug/callgate, relative to the repo root),
 //      CHROMIUM (default /usr/bin/chromium).
 // Every address used is 127.0.0.1.
 
@@ -12,7 +12,6 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import dgram from 'node:dgram';
 import { accessSync, constants as fsConstants } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
@@ -22,7 +21,7 @@ import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const CALLGATE_BIN = path.resolve(REPO_ROOT, process.env.CALLGATE_BIN || 'target/debug/callgate');
+const CALLGATE_BIN = path.resolve(REPO_ROOT, process.env.TEST_CALLGATE_BIN || 'target/debug/callgate');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const HOST = '127.0.0.1';
 
@@ -53,18 +52,6 @@ function freeTcpPort() {
     srv.listen(0, HOST, () => {
       const { port } = /** @type {net.AddressInfo} */ (srv.address());
       srv.close(() => resolve(port));
-    });
-  });
-}
-
-/** A UDP port free on 127.0.0.1 right now. */
-function freeUdpPort() {
-  return new Promise((resolve, reject) => {
-    const sock = dgram.createSocket('udp4');
-    sock.once('error', reject);
-    sock.bind(0, HOST, () => {
-      const { port } = sock.address();
-      sock.close(() => resolve(port));
     });
   });
 }
@@ -175,7 +162,7 @@ test('alice and bob see and hear each other through callgate', { timeout: 180_00
   try {
     accessSync(CALLGATE_BIN, fsConstants.X_OK);
   } catch {
-    assert.fail(`no callgate binary at ${CALLGATE_BIN} (build it, or set CALLGATE_BIN)`);
+    assert.fail(`no callgate binary at ${CALLGATE_BIN} (build it, or set TEST_CALLGATE_BIN)`);
   }
 
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'callgate-browser-'));
@@ -192,14 +179,14 @@ test('alice and bob see and hear each other through callgate', { timeout: 180_00
 
   try {
     const httpPort = await freeTcpPort();
-    let udpPort = await freeUdpPort();
-    while (udpPort === httpPort) udpPort = await freeUdpPort();
 
     server = startServer([
       'serve', '--dev',
       '--data-dir', dataDir,
       '--http-port', String(httpPort),
-      '--udp-port', String(udpPort),
+      // Media and ICE-TCP ports: whatever is free.
+      '--udp-port', '0',
+      '--tcp-port', '0',
     ]);
     await waitForHealthy(server, httpPort);
 

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -27,7 +27,7 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
     RTCConfigurationBuilder, RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
-    RTCSessionDescription, Registry, register_default_interceptors,
+    RTCSessionDescription, Registry, SettingEngineBuilder, register_default_interceptors,
 };
 
 pub const DEV_KEY: &str = "devkey";
@@ -40,6 +40,8 @@ pub struct TestServer {
     child: Child,
     pub http: SocketAddr,
     pub media: Vec<SocketAddr>,
+    /// The ICE-TCP port (passive candidates).
+    pub tcp: SocketAddr,
     _data: tempdir::TempDir,
 }
 
@@ -68,7 +70,16 @@ impl TestServer {
     pub fn start(extra: &[&str]) -> TestServer {
         let data = tempdir::TempDir::new();
         let mut child = Command::new(env!("CARGO_BIN_EXE_callgate"))
-            .args(["serve", "--dev", "--http-port", "0", "--udp-port", "0"])
+            .args([
+                "serve",
+                "--dev",
+                "--http-port",
+                "0",
+                "--udp-port",
+                "0",
+                "--tcp-port",
+                "0",
+            ])
             .arg("--data-dir")
             .arg(&data.0)
             .args(extra)
@@ -95,17 +106,21 @@ impl TestServer {
         std::thread::spawn(move || for _ in lines {});
         let mut http = None;
         let mut media = Vec::new();
+        let mut tcp = None;
         for field in ready.split_whitespace() {
             if let Some(a) = field.strip_prefix("http=") {
                 http = Some(a.parse().unwrap());
             } else if let Some(list) = field.strip_prefix("media=") {
                 media = list.split(',').map(|a| a.parse().unwrap()).collect();
+            } else if let Some(a) = field.strip_prefix("tcp=") {
+                tcp = Some(a.parse().unwrap());
             }
         }
         TestServer {
             child,
             http: http.expect("ready line names http"),
             media,
+            tcp: tcp.expect("ready line names tcp"),
             _data: data,
         }
     }
@@ -364,11 +379,23 @@ impl PeerConnectionEventHandler for Handler {
     }
 }
 
+/// Which sockets a client's peer connections have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Network {
+    /// One loopback UDP socket each.
+    #[default]
+    Udp,
+    /// No UDP at all: ICE over TCP only (active candidates dialing the
+    /// server's passive one), as behind a firewall that blocks UDP.
+    TcpOnly,
+}
+
 async fn new_pc(
     out: mpsc::UnboundedSender<String>,
     target: &'static str,
     received: Arc<Received>,
     relay_only: Option<Vec<RTCIceServer>>,
+    network: Network,
 ) -> (
     Arc<dyn PeerConnection>,
     Arc<Mutex<Option<RTCPeerConnectionState>>>,
@@ -381,7 +408,7 @@ async fn new_pc(
         config = config.with_ice_servers(servers);
     }
     let state = Arc::new(Mutex::new(None));
-    let pc = PeerConnectionBuilder::new()
+    let builder = PeerConnectionBuilder::new()
         .with_configuration(config.build())
         .with_media_engine(media_engine)
         .with_interceptor_registry(registry)
@@ -390,8 +417,19 @@ async fn new_pc(
             target,
             received,
             state: state.clone(),
-        }))
-        .with_udp_addrs(vec!["127.0.0.1:0"])
+        }));
+    let builder = match network {
+        Network::Udp => builder.with_udp_addrs(vec!["127.0.0.1:0"]),
+        Network::TcpOnly => builder
+            .with_setting_engine(
+                SettingEngineBuilder::new()
+                    .with_network_types(vec![rtc::ice::network_type::NetworkType::Tcp4])
+                    .build(),
+            )
+            .with_udp_addrs(vec![])
+            .with_tcp_addrs(vec!["127.0.0.1:0"]),
+    };
+    let pc = builder
         .build()
         .await
         .expect("client peer connection builds");
@@ -404,6 +442,17 @@ pub fn vp8() -> RTCRtpCodec {
         clock_rate: 90000,
         channels: 0,
         sdp_fmtp_line: String::new(),
+        rtcp_feedback: vec![],
+    }
+}
+
+pub fn h264() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: "video/H264".into(),
+        clock_rate: 90000,
+        channels: 0,
+        sdp_fmtp_line: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f"
+            .into(),
         rtcp_feedback: vec![],
     }
 }
@@ -487,6 +536,46 @@ pub struct Client {
     out: mpsc::UnboundedSender<String>,
     publish_answers: tokio::sync::Mutex<mpsc::UnboundedReceiver<String>>,
     pub closed: Arc<Mutex<Option<Closed>>>,
+    network: Network,
+    /// Server TCP candidates already dialed, by transport.
+    tcp_dialed: Arc<Mutex<HashSet<String>>>,
+}
+
+/// The async `webrtc` client dials a passive TCP candidate only when it is
+/// trickled (`add_ice_candidate`), not when it comes in a description, and
+/// the server puts its candidates in its SDP only: trickle each server TCP
+/// candidate of `sdp` to `pc`, once per transport (every renegotiation
+/// repeats them, and every `add_ice_candidate` opens a new connection).
+async fn dial_tcp_candidates(
+    pc: &Arc<dyn PeerConnection>,
+    target: &str,
+    sdp: &str,
+    dialed: &Mutex<HashSet<String>>,
+) {
+    for line in sdp.lines() {
+        let Some(candidate) = line.trim().strip_prefix("a=") else {
+            continue;
+        };
+        // candidate:<foundation> <component> <transport> <priority> <ip> <port> typ …
+        let fields: Vec<&str> = candidate.split_whitespace().collect();
+        if !candidate.starts_with("candidate:")
+            || fields.len() < 6
+            || !fields[2].eq_ignore_ascii_case("tcp")
+            || !candidate.contains("tcptype passive")
+        {
+            continue;
+        }
+        let key = format!("{target} {}:{}", fields[4], fields[5]);
+        if !dialed.lock().unwrap().insert(key) {
+            continue;
+        }
+        pc.add_ice_candidate(webrtc::peer_connection::RTCIceCandidateInit {
+            candidate: candidate.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .expect("add the server's TCP candidate");
+    }
 }
 
 impl Client {
@@ -499,6 +588,20 @@ impl Client {
         token: &str,
         ice_servers: Option<Vec<RTCIceServer>>,
     ) -> Client {
+        Client::join_over(server, token, ice_servers, Network::Udp).await
+    }
+
+    /// A client with no UDP: both transports reach the server over ICE-TCP.
+    pub async fn join_tcp(server: &TestServer, token: &str) -> Client {
+        Client::join_over(server, token, None, Network::TcpOnly).await
+    }
+
+    pub async fn join_over(
+        server: &TestServer,
+        token: &str,
+        ice_servers: Option<Vec<RTCIceServer>>,
+        network: Network,
+    ) -> Client {
         let (signal, joined) = Signal::join(server, token).await;
         let (out_tx, mut out_rx) = mpsc::unbounded_channel::<String>();
         let received = Arc::new(Received::default());
@@ -507,10 +610,17 @@ impl Client {
             "publisher",
             received.clone(),
             ice_servers.clone(),
+            network,
         )
         .await;
-        let (subscriber, subscriber_state) =
-            new_pc(out_tx.clone(), "subscriber", received.clone(), ice_servers).await;
+        let (subscriber, subscriber_state) = new_pc(
+            out_tx.clone(),
+            "subscriber",
+            received.clone(),
+            ice_servers,
+            network,
+        )
+        .await;
         let (events_tx, events) = mpsc::unbounded_channel();
         let (answers_tx, answers_rx) = mpsc::unbounded_channel();
         let closed = Arc::new(Mutex::new(None));
@@ -527,6 +637,8 @@ impl Client {
         let publ = publisher.clone();
         let out = out_tx.clone();
         let closed_in = closed.clone();
+        let tcp_dialed = Arc::new(Mutex::new(HashSet::new()));
+        let dialed = tcp_dialed.clone();
         tokio::spawn(async move {
             while let Some(frame) = stream.next().await {
                 let text = match frame {
@@ -550,6 +662,10 @@ impl Client {
                         sub.set_remote_description(offer)
                             .await
                             .expect("apply subscribe offer");
+                        if network == Network::TcpOnly {
+                            let sdp = m["sdp"].as_str().unwrap_or("");
+                            dial_tcp_candidates(&sub, "subscriber", sdp, &dialed).await;
+                        }
                         let answer = sub.create_answer(None).await.unwrap();
                         sub.set_local_description(answer.clone()).await.unwrap();
                         let _ = out.send(
@@ -596,6 +712,8 @@ impl Client {
             out: out_tx,
             publish_answers: tokio::sync::Mutex::new(answers_rx),
             closed,
+            network,
+            tcp_dialed,
         }
     }
 
@@ -624,10 +742,14 @@ impl Client {
         .expect("publish_answer within the wait")
         .expect("signaling open");
         let answer = RTCSessionDescription::answer(answer).unwrap();
+        let sdp = answer.sdp.clone();
         self.publisher
             .set_remote_description(answer)
             .await
             .expect("apply publish answer");
+        if self.network == Network::TcpOnly {
+            dial_tcp_candidates(&self.publisher, "publisher", &sdp, &self.tcp_dialed).await;
+        }
     }
 
     /// The next event of `kind`, skipping others.

@@ -1,0 +1,353 @@
+//! A worker's `Shard` wired to in-memory `rtc` clients, with no sockets, so
+//! benchmarks can time the forwarding path alone: one SRTP datagram from a
+//! publisher in, one SRTP datagram per subscriber out. Not part of the API.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use rtc::interceptor::Registry;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
+use rtc::peer_connection::event::RTCPeerConnectionEvent;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtp;
+use rtc::rtp_transceiver::RTCRtpSenderId;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+
+use crate::config::SfuConfig;
+use crate::metrics::SfuMetrics;
+use crate::session::JoinRequest;
+use crate::shard::Shard;
+
+const ROOM: &str = "bench";
+
+struct Peer {
+    pc: RTCPeerConnection,
+    addr: SocketAddr,
+    connected: bool,
+}
+
+fn loopback(last: u8, port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)), port)
+}
+
+fn client(addr: SocketAddr, now: Instant) -> RTCPeerConnection {
+    let mut media_engine = MediaEngine::default();
+    media_engine
+        .register_default_codecs()
+        .expect("default codecs");
+    let registry =
+        register_default_interceptors(Registry::new(), &mut media_engine).expect("interceptors");
+    let mut pc = RTCPeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_media_engine(media_engine)
+        .with_interceptor_registry(registry)
+        .build(now)
+        .expect("client peer connection");
+    let candidate = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".to_owned(),
+            address: addr.ip().to_string(),
+            port: addr.port(),
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()
+    .expect("host candidate");
+    pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json().expect("json"))
+        .expect("local candidate");
+    pc
+}
+
+/// One publisher, `subscribers` subscribers, one VP8 track, all connected.
+pub struct ForwardingBench {
+    shard: Shard,
+    server: SocketAddr,
+    publisher: Peer,
+    sender: Option<RTCRtpSenderId>,
+    ssrc: u32,
+    subscribers: Vec<Peer>,
+    seq: u16,
+    timestamp: u32,
+    payload: Bytes,
+    since_keepalive: u32,
+}
+
+impl ForwardingBench {
+    pub fn new(subscribers: usize, payload_len: usize) -> ForwardingBench {
+        let now = Instant::now();
+        let server = loopback(1, 7882);
+        let registry = prometheus::Registry::new();
+        let metrics = SfuMetrics::new(&registry).expect("metrics").for_worker(0);
+        let config = SfuConfig::default();
+        let shard = Shard::new(config, 0, server, loopback(1, 7881), metrics);
+        let publisher_addr = loopback(2, 10_000);
+        let mut bench = ForwardingBench {
+            shard,
+            server,
+            publisher: Peer {
+                pc: client(publisher_addr, now),
+                addr: publisher_addr,
+                connected: false,
+            },
+            sender: None,
+            ssrc: 0x5eed,
+            subscribers: Vec::new(),
+            seq: 0,
+            timestamp: 0,
+            payload: Bytes::from(vec![0xab; payload_len]),
+            since_keepalive: 0,
+        };
+        bench.publish(now);
+        for i in 0..subscribers {
+            bench.subscribe(i);
+        }
+        bench
+    }
+
+    fn publish(&mut self, now: Instant) {
+        let (joined, sid) = self
+            .shard
+            .join(now, join_request("publisher"))
+            .expect("publisher joins");
+        drop(joined);
+        let track = MediaStreamTrack::new(
+            "stream".into(),
+            "video".into(),
+            "video".into(),
+            RtpCodecKind::Video,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(self.ssrc),
+                    ..Default::default()
+                },
+                codec: vp8(),
+                ..Default::default()
+            }],
+        );
+        self.sender = Some(self.publisher.pc.add_track(track).expect("add_track"));
+        let offer = self.publisher.pc.create_offer(None).expect("offer");
+        self.publisher
+            .pc
+            .set_local_description(now, offer)
+            .expect("local offer");
+        let sdp = self
+            .publisher
+            .pc
+            .local_description()
+            .expect("offer sdp")
+            .sdp;
+        let answer = self
+            .shard
+            .publish_offer(now, ROOM, &sid, sdp)
+            .expect("publish answer");
+        self.publisher
+            .pc
+            .set_remote_description(now, RTCSessionDescription::answer(answer).expect("sdp"))
+            .expect("remote answer");
+        self.pump_until(|b| b.publisher.connected);
+        // The producer opens with its first packet.
+        let datagrams = self.next_datagrams();
+        self.deliver(&datagrams);
+        self.pump_until(|_| true);
+    }
+
+    fn subscribe(&mut self, index: usize) {
+        let now = Instant::now();
+        let (mut joined, sid) = self
+            .shard
+            .join(now, join_request(&format!("subscriber-{index}")))
+            .expect("subscriber joins");
+        let offer = loop {
+            match joined.events.try_recv() {
+                Ok(crate::session::ParticipantEvent::SubscribeOffer(sdp)) => break sdp,
+                Ok(_) => continue,
+                Err(_) => panic!("no subscribe offer for subscriber {index}"),
+            }
+        };
+        let addr = loopback(3, 10_000 + index as u16);
+        let mut pc = client(addr, now);
+        pc.set_remote_description(now, RTCSessionDescription::offer(offer).expect("sdp"))
+            .expect("remote offer");
+        let answer = pc.create_answer(None).expect("answer");
+        pc.set_local_description(now, answer).expect("local answer");
+        let sdp = pc.local_description().expect("answer sdp").sdp;
+        self.shard
+            .subscribe_answer(now, ROOM, &sid, sdp)
+            .expect("subscribe answer");
+        self.subscribers.push(Peer {
+            pc,
+            addr,
+            connected: false,
+        });
+        self.pump_until(|b| b.subscribers.last().is_some_and(|p| p.connected));
+    }
+
+    /// Moves datagrams both ways and fires timers until `done` holds.
+    fn pump_until(&mut self, done: impl Fn(&ForwardingBench) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let moved = self.pump_once();
+            if done(self) && !moved {
+                return;
+            }
+            assert!(Instant::now() < deadline, "bench peers did not connect");
+            if !moved {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+
+    /// One round of traffic and timers; true when any datagram moved.
+    fn pump_once(&mut self) -> bool {
+        let now = Instant::now();
+        let mut moved = false;
+        let server = self.server;
+        let mut to_server = Vec::new();
+        for peer in std::iter::once(&mut self.publisher).chain(self.subscribers.iter_mut()) {
+            let _ = peer.pc.handle_timeout(now);
+            while let Some(out) = peer.pc.poll_write() {
+                to_server.push((peer.addr, out.message));
+            }
+            while let Some(event) = peer.pc.poll_event() {
+                if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) = event {
+                    peer.connected = state == RTCPeerConnectionState::Connected;
+                }
+            }
+            while peer.pc.poll_read().is_some() {}
+        }
+        for (from, payload) in to_server {
+            moved = true;
+            self.shard
+                .handle_datagram(now, TransportProtocol::UDP, from, &payload);
+        }
+        self.shard.handle_timeout(now);
+        let mut by_addr: HashMap<SocketAddr, &mut Peer> = std::iter::once(&mut self.publisher)
+            .chain(self.subscribers.iter_mut())
+            .map(|p| (p.addr, p))
+            .collect();
+        while let Some(t) = self.shard.poll_transmit() {
+            if let Some(peer) = by_addr.get_mut(&t.to) {
+                moved = true;
+                let _ = peer.pc.handle_read(TaggedBytesMut {
+                    now,
+                    transport: TransportContext {
+                        local_addr: peer.addr,
+                        peer_addr: server,
+                        ecn: None,
+                        transport_protocol: TransportProtocol::UDP,
+                    },
+                    message: t.payload,
+                });
+            }
+        }
+        moved
+    }
+
+    /// The SRTP datagrams of the next publisher packet (what a socket would
+    /// hand the server). Not part of what `deliver` times.
+    pub fn next_datagrams(&mut self) -> Vec<BytesMut> {
+        self.since_keepalive += 1;
+        if self.since_keepalive >= 2_000 {
+            // Keep ICE and DTLS alive: consent checks, reports.
+            self.since_keepalive = 0;
+            self.pump_once();
+        }
+        self.seq = self.seq.wrapping_add(1);
+        self.timestamp = self.timestamp.wrapping_add(3000);
+        let now = Instant::now();
+        let packet = rtp::Packet {
+            header: rtp::header::Header {
+                version: 2,
+                marker: true,
+                payload_type: 96,
+                sequence_number: self.seq,
+                timestamp: self.timestamp,
+                ssrc: self.ssrc,
+                ..Default::default()
+            },
+            payload: self.payload.clone(),
+        };
+        if let Some(mut sender) = self.sender.and_then(|id| self.publisher.pc.rtp_sender(id)) {
+            sender.write_rtp(now, packet).expect("publisher writes");
+        }
+        let mut out = Vec::new();
+        while let Some(d) = self.publisher.pc.poll_write() {
+            out.push(d.message);
+        }
+        out
+    }
+
+    /// The forwarding path: datagrams into the shard, and every datagram it
+    /// sends out taken from it. Returns how many went out.
+    pub fn deliver(&mut self, datagrams: &[BytesMut]) -> usize {
+        let now = Instant::now();
+        for d in datagrams {
+            self.shard
+                .handle_datagram(now, TransportProtocol::UDP, self.publisher.addr, d);
+        }
+        let mut sent = 0;
+        while self.shard.poll_transmit().is_some() {
+            sent += 1;
+        }
+        sent
+    }
+
+    pub fn subscribers(&self) -> usize {
+        self.subscribers.len()
+    }
+}
+
+fn join_request(identity: &str) -> JoinRequest {
+    JoinRequest {
+        room: ROOM.into(),
+        identity: identity.into(),
+        name: identity.into(),
+        can_publish: true,
+        can_subscribe: true,
+    }
+}
+
+fn vp8() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: "video/VP8".into(),
+        clock_rate: 90000,
+        channels: 0,
+        sdp_fmtp_line: String::new(),
+        rtcp_feedback: vec![],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_packet_in_is_one_packet_out_per_subscriber() {
+        let mut bench = ForwardingBench::new(3, 1000);
+        // The first packets may still meet a consumer whose payload type is
+        // being resolved; from then on it is exactly one out per subscriber.
+        for _ in 0..5 {
+            let d = bench.next_datagrams();
+            bench.deliver(&d);
+        }
+        for _ in 0..50 {
+            let d = bench.next_datagrams();
+            assert_eq!(d.len(), 1);
+            assert_eq!(bench.deliver(&d), 3);
+        }
+    }
+}
