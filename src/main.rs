@@ -113,7 +113,7 @@ fn load_config(args: &ConfigArgs) -> anyhow::Result<Config> {
 fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(format!(
-            "{level},rtc=warn,rtc_ice=warn,rtc_dtls=warn",
+            "{level},rtc=error,rtc_ice=error,rtc_dtls=error",
             level = config.logging.level
         ))
     });

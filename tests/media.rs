@@ -360,3 +360,29 @@ async fn a_peer_that_closes_its_transports_is_gone_at_once() {
     assert_eq!(alice.event("left").await["reason"], "disconnected");
     eprintln!("participant_left after {:?}", started.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_flows_over_ipv6() {
+    let config = std::env::temp_dir().join(format!("callgate-{}.toml", rand::random::<u64>()));
+    std::fs::write(
+        &config,
+        "[http]\nbind = \"::1\"\n[rtc]\nbind_ip = \"::1\"\n",
+    )
+    .unwrap();
+    let server = TestServer::start(&["--config", config.to_str().unwrap()]);
+    std::fs::remove_file(&config).unwrap();
+    assert!(
+        server.media.iter().all(|a| a.is_ipv6()),
+        "{:?}",
+        server.media
+    );
+    let room = unique_room();
+    let mut alice = Client::join_over(&server, &token(&room, "alice"), None, Network::UdpV6).await;
+    let bob = Client::join_over(&server, &token(&room, "bob"), None, Network::UdpV6).await;
+    let mut tracks = [(
+        LocalTrack::new(RtpCodecKind::Audio, opus(), 111),
+        "audio/opus",
+        160,
+    )];
+    publish_and_count(&mut alice, &mut tracks, &[&bob]).await;
+}

@@ -13,6 +13,7 @@ use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
+use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
@@ -36,6 +37,8 @@ struct Peer {
     pc: RTCPeerConnection,
     addr: SocketAddr,
     connected: bool,
+    /// Sequence numbers of the RTP packets this peer has read.
+    received: Vec<u16>,
 }
 
 fn loopback(last: u8, port: u16) -> SocketAddr {
@@ -88,11 +91,23 @@ pub struct ForwardingBench {
 
 impl ForwardingBench {
     pub fn new(subscribers: usize, payload_len: usize) -> ForwardingBench {
+        Self::with_keyframe_interval(subscribers, payload_len, Duration::from_millis(500))
+    }
+
+    fn with_keyframe_interval(
+        subscribers: usize,
+        payload_len: usize,
+        keyframe_request_interval: Duration,
+    ) -> ForwardingBench {
         let now = Instant::now();
         let server = loopback(1, 7882);
         let registry = prometheus::Registry::new();
         let metrics = SfuMetrics::new(&registry).expect("metrics").for_worker(0);
-        let config = SfuConfig::default();
+        let config = SfuConfig {
+            max_participants: usize::MAX,
+            keyframe_request_interval,
+            ..SfuConfig::default()
+        };
         let shard = Shard::new(config, 0, server, loopback(1, 7881), metrics);
         let publisher_addr = loopback(2, 10_000);
         let mut bench = ForwardingBench {
@@ -102,6 +117,7 @@ impl ForwardingBench {
                 pc: client(publisher_addr, now),
                 addr: publisher_addr,
                 connected: false,
+                received: Vec::new(),
             },
             sender: None,
             ssrc: 0x5eed,
@@ -192,6 +208,7 @@ impl ForwardingBench {
             pc,
             addr,
             connected: false,
+            received: Vec::new(),
         });
         self.pump_until(|b| b.subscribers.last().is_some_and(|p| p.connected));
     }
@@ -227,7 +244,11 @@ impl ForwardingBench {
                     peer.connected = state == RTCPeerConnectionState::Connected;
                 }
             }
-            while peer.pc.poll_read().is_some() {}
+            while let Some(message) = peer.pc.poll_read() {
+                if let RTCMessage::RtpPacket(_, packet) = message.message {
+                    peer.received.push(packet.header.sequence_number);
+                }
+            }
         }
         for (from, payload) in to_server {
             moved = true;
@@ -334,6 +355,88 @@ fn vp8() -> RTCRtpCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl ForwardingBench {
+        /// Forwards the next packet, delivering it to every subscriber but
+        /// those in `lose_for`; returns its sequence number.
+        fn forward_losing(&mut self, lose_for: &[usize]) -> u16 {
+            let datagrams = self.next_datagrams();
+            let now = Instant::now();
+            for d in &datagrams {
+                self.shard
+                    .handle_datagram(now, TransportProtocol::UDP, self.publisher.addr, d);
+            }
+            while let Some(t) = self.shard.poll_transmit() {
+                let Some(i) = self.subscribers.iter().position(|p| p.addr == t.to) else {
+                    continue;
+                };
+                if lose_for.contains(&i) {
+                    continue;
+                }
+                let peer = &mut self.subscribers[i];
+                let _ = peer.pc.handle_read(TaggedBytesMut {
+                    now,
+                    transport: TransportContext {
+                        local_addr: peer.addr,
+                        peer_addr: self.server,
+                        ecn: None,
+                        transport_protocol: TransportProtocol::UDP,
+                    },
+                    message: t.payload,
+                });
+            }
+            self.seq
+        }
+    }
+
+    /// Sends a PLI from subscriber `index` for the track it receives.
+    fn subscriber_sends_pli(bench: &mut ForwardingBench, index: usize) {
+        let now = Instant::now();
+        let peer = &mut bench.subscribers[index];
+        let receiver = peer.pc.get_receivers().next().expect("a receiver");
+        let mut receiver = peer.pc.rtp_receiver(receiver).expect("receiver");
+        let media_ssrc = receiver.track().ssrcs().next().expect("an ssrc");
+        let pli = rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication {
+            sender_ssrc: 1,
+            media_ssrc,
+        };
+        receiver.write_rtcp(now, vec![Box::new(pli)]).expect("pli");
+        bench.pump_once();
+    }
+
+    #[test]
+    fn keyframe_requests_from_subscribers_reach_the_publisher_throttled() {
+        let mut bench = ForwardingBench::with_keyframe_interval(2, 300, Duration::ZERO);
+        let before = bench.shard.metrics().plis.get();
+        subscriber_sends_pli(&mut bench, 0);
+        subscriber_sends_pli(&mut bench, 1);
+        assert_eq!(bench.shard.metrics().plis.get(), before + 2);
+
+        let mut bench = ForwardingBench::with_keyframe_interval(2, 300, Duration::from_secs(3600));
+        let before = bench.shard.metrics().plis.get();
+        subscriber_sends_pli(&mut bench, 0);
+        subscriber_sends_pli(&mut bench, 1);
+        assert_eq!(bench.shard.metrics().plis.get(), before, "throttled");
+    }
+
+    #[test]
+    fn a_lost_packet_is_resent_from_the_cache_when_the_subscriber_nacks() {
+        let mut bench = ForwardingBench::new(2, 300);
+        for _ in 0..5 {
+            bench.forward_losing(&[]);
+        }
+        let lost = bench.forward_losing(&[0]);
+        for _ in 0..5 {
+            bench.forward_losing(&[]);
+        }
+        bench.pump_once();
+        assert!(!bench.subscribers[0].received.contains(&lost));
+        assert!(bench.subscribers[1].received.contains(&lost));
+        // The subscriber's NACK generator asks for it; the server answers
+        // from the send cache of that subscriber's track.
+        bench.pump_until(|b| b.subscribers[0].received.contains(&lost));
+        assert!(bench.shard.metrics().nacks.get() >= 1);
+    }
 
     #[test]
     fn one_packet_in_is_one_packet_out_per_subscriber() {

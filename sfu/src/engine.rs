@@ -20,6 +20,7 @@ use rtc::peer_connection::transport::{
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
 };
@@ -101,7 +102,9 @@ fn register_codecs(media_engine: &mut MediaEngine) -> Result<(), Error> {
 }
 
 /// Lets keyframe requests (PLI, FIR) from subscribers reach the SFU, which
-/// relays them to the publisher; all other RTCP stays with the interceptors.
+/// relays them to the publisher, and NACKs, which it counts (the NACK
+/// responder still answers them: marking does not consume). All other RTCP
+/// stays with the interceptors.
 #[derive(Default)]
 struct DeliverKeyframeRequests {
     reads: VecDeque<TaggedPacket>,
@@ -119,7 +122,9 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for DeliverKeyframeRequests {
         if let Packet::Rtcp(packets) = &msg.message.packet {
             let wanted = packets.iter().any(|p| {
                 let any = p.as_any();
-                any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+                any.is::<PictureLossIndication>()
+                    || any.is::<FullIntraRequest>()
+                    || any.is::<TransportLayerNack>()
             });
             if wanted {
                 msg.message.add(Attribute::DeliverToApplication);

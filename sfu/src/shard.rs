@@ -71,6 +71,8 @@ struct Transport {
     /// Publisher transports: the client's track id → our producer's sid.
     producers: HashMap<String, String>,
     connected: bool,
+    /// In `Shard::dirty`, so a fan-out marks each subscriber once in O(1).
+    queued: bool,
 }
 
 /// A track received from a publisher, forwarded to its consumers.
@@ -241,6 +243,11 @@ impl Shard {
             inbound_rtp: Vec::new(),
             metrics,
         }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn metrics(&self) -> &WorkerMetrics {
+        &self.metrics
     }
 
     pub(crate) fn count_send_failure(&self) {
@@ -429,7 +436,16 @@ impl Shard {
         for ssrc in keyframe_ssrcs {
             self.relay_keyframe_request(now, id, ssrc);
         }
-        self.dirty.push(id);
+        self.mark_dirty(id);
+    }
+
+    fn mark_dirty(&mut self, id: TransportId) {
+        if let Some(t) = self.transports.get_mut(&id)
+            && !t.queued
+        {
+            t.queued = true;
+            self.dirty.push(id);
+        }
     }
 
     /// Sends what the dirty transports have queued, and learns their next timeouts.
@@ -438,6 +454,7 @@ impl Shard {
             let Some(t) = self.transports.get_mut(&id) else {
                 continue;
             };
+            t.queued = false;
             while let Some(out) = t.pc.poll_write() {
                 self.metrics.bytes_out.inc_by(out.message.len() as u64);
                 self.transmits.push_back(Transmit {
@@ -514,7 +531,8 @@ impl Shard {
                 Ok(()) => self.metrics.packets_out.inc(),
                 Err(_) => self.metrics.drop_send_failed.inc(),
             }
-            if !self.dirty.contains(&consumer.transport) {
+            if !sub.queued {
+                sub.queued = true;
                 self.dirty.push(consumer.transport);
             }
         }
@@ -570,9 +588,7 @@ impl Shard {
             }
         }
         let id = producer.transport;
-        if !self.dirty.contains(&id) {
-            self.dirty.push(id);
-        }
+        self.mark_dirty(id);
     }
 
     fn handle_pc_event(&mut self, now: Instant, id: TransportId, event: RTCPeerConnectionEvent) {
@@ -835,6 +851,7 @@ impl Shard {
                 next_timeout: None,
                 producers: HashMap::new(),
                 connected: false,
+                queued: false,
             },
         );
         Ok(id)
@@ -879,9 +896,7 @@ impl Shard {
                 warn!(room = %room_name, participant = %sid, error = %e, "could not create subscribe offer")
             }
         }
-        if !self.dirty.contains(&tid) {
-            self.dirty.push(tid);
-        }
+        self.mark_dirty(tid);
     }
 
     // ---- commands ----------------------------------------------------------

@@ -85,7 +85,8 @@ impl TestServer {
             .args(extra)
             .env(
                 "RUST_LOG",
-                std::env::var("TEST_SERVER_LOG").unwrap_or("warn".into()),
+                std::env::var("TEST_SERVER_LOG")
+                    .unwrap_or("warn,rtc=error,rtc_ice=error,rtc_dtls=error".into()),
             )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -385,6 +386,8 @@ pub enum Network {
     /// One loopback UDP socket each.
     #[default]
     Udp,
+    /// One IPv6 loopback UDP socket each.
+    UdpV6,
     /// No UDP at all: ICE over TCP only (active candidates dialing the
     /// server's passive one), as behind a firewall that blocks UDP.
     TcpOnly,
@@ -420,6 +423,7 @@ async fn new_pc(
         }));
     let builder = match network {
         Network::Udp => builder.with_udp_addrs(vec!["127.0.0.1:0"]),
+        Network::UdpV6 => builder.with_udp_addrs(vec!["[::1]:0"]),
         Network::TcpOnly => builder
             .with_setting_engine(
                 SettingEngineBuilder::new()
