@@ -181,21 +181,10 @@ async fn health_and_metrics() {
 
     let room = unique_room();
     let (_alice, _) = Signal::join(&server, &token(&room, "alice")).await;
-    let text = reqwest::get(server.api("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let value = |name: &str| -> f64 {
-        text.lines()
-            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
-    assert_eq!(value("callgate_rooms{"), 1.0);
-    assert_eq!(value("callgate_participants{"), 1.0);
-    assert_eq!(value("callgate_signaling_connections"), 1.0);
+    let text = metrics_text(&server).await;
+    assert_eq!(metric(&text, "callgate_rooms", ""), 1.0);
+    assert_eq!(metric(&text, "callgate_participants", ""), 1.0);
+    assert_eq!(metric(&text, "callgate_signaling_connections", ""), 1.0);
     for name in [
         "callgate_tracks",
         "callgate_subscriptions",

@@ -4,65 +4,12 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::*;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-const PACKETS: u32 = 400;
-
-/// The sum over all label sets of metric `name` (a line `name{…} value`).
-fn metric(text: &str, name: &str, labels: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (key, value) = l.rsplit_once(' ')?;
-            let series = key.strip_prefix(name)?;
-            (series.is_empty() || series.starts_with('{'))
-                .then_some(())
-                .filter(|()| series.contains(labels))?;
-            value.parse::<f64>().ok()
-        })
-        .sum()
-}
-
-async fn metrics(server: &TestServer) -> String {
-    reqwest::get(server.api("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
-async fn track_sids(publisher: &mut Client, n: usize) -> Vec<(String, String)> {
-    let mut sids = Vec::new();
-    while sids.len() < n {
-        let m = publisher.event("track_published").await;
-        if m["participant_sid"] == publisher.sid.as_str() {
-            sids.push((
-                m["track"]["sid"].as_str().unwrap().to_owned(),
-                m["track"]["kind"].as_str().unwrap().to_owned(),
-            ));
-        }
-    }
-    sids
-}
-
-/// Every counted payload a subscriber got on `track`, checked byte for byte.
-fn counted(client: &Client, publisher_sid: &str, track: &str, len: usize) -> BTreeSet<u32> {
-    let mut seen = BTreeSet::new();
-    for p in client.received.payloads(publisher_sid, track) {
-        if let Some(i) = payload_index(&p) {
-            assert_eq!(p, marked_payload(i, len), "payload {i} arrived altered");
-            seen.insert(i);
-        }
-    }
-    seen
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_only_clients_publish_and_subscribe_byte_identical() {
@@ -74,8 +21,8 @@ async fn tcp_only_clients_publish_and_subscribe_byte_identical() {
     let bob = Client::join_tcp(&server, &token(&room, "bob")).await;
     let carol = Client::join(&server, &token(&room, "carol")).await;
 
-    let mut video = LocalTrack::new(RtpCodecKind::Video, vp8(), 96);
-    let mut audio = LocalTrack::new(RtpCodecKind::Audio, opus(), 111);
+    let video = LocalTrack::new(RtpCodecKind::Video, vp8(), 96);
+    let audio = LocalTrack::new(RtpCodecKind::Audio, opus(), 111);
     alice.publish(&[&video, &audio]).await;
 
     // The answer offers both host candidates: the worker's UDP port and the
@@ -94,80 +41,21 @@ async fn tcp_only_clients_publish_and_subscribe_byte_identical() {
     );
     assert!(candidates.iter().any(|c| c.contains(" udp ")), "{answer}");
 
-    // Warm up until both subscribers get both tracks.
-    let mut tick = tokio::time::interval(Duration::from_millis(20));
-    let warm = async {
-        loop {
-            tick.tick().await;
-            video.send(bytes::Bytes::from_static(b"warm-up")).await;
-            audio.send(bytes::Bytes::from_static(b"warm-up")).await;
-            let all = [&bob, &carol].iter().all(|s| {
-                s.received
-                    .tracks()
-                    .iter()
-                    .filter(|(stream, _)| *stream == alice.sid)
-                    .count()
-                    >= 2
-            });
-            if all {
-                return;
-            }
-        }
-    };
-    tokio::time::timeout(WAIT, warm)
-        .await
-        .expect("every subscriber receives every track over its path");
-    let sids = track_sids(&mut alice, 2).await;
-    let sid_of = |kind: &str| sids.iter().find(|(_, k)| k == kind).unwrap().0.clone();
-    let (video_sid, audio_sid) = (sid_of("video"), sid_of("audio"));
+    let mut tracks = [(video, "video/VP8", 1000), (audio, "audio/opus", 120)];
+    forward_and_count(&mut alice, &mut tracks, &[&bob, &carol]).await;
 
     // Alice's publisher and Bob's subscriber hold one connection each.
-    let text = metrics(&server).await;
+    let text = metrics_text(&server).await;
     let open = metric(&text, "callgate_ice_tcp_connections", "");
     assert!(open >= 2.0, "open ICE-TCP connections: {open}\n{text}");
     assert!(metric(&text, "callgate_ice_tcp_accepted_total", "") >= 2.0);
-
-    let mut tick = tokio::time::interval(Duration::from_millis(2));
-    for i in 0..PACKETS {
-        tick.tick().await;
-        video.send(marked_payload(i, 1000)).await;
-        audio.send(marked_payload(i, 120)).await;
-    }
-    for sub in [&bob, &carol] {
-        let last = PACKETS - 1;
-        let (a, v, au) = (alice.sid.clone(), video_sid.clone(), audio_sid.clone());
-        sub.received
-            .wait_for("the last packet of both tracks", move |map| {
-                let has_last = |track: &str| {
-                    map.get(&(a.clone(), track.to_owned()))
-                        .is_some_and(|ps| ps.iter().any(|p| payload_index(p) == Some(last)))
-                };
-                has_last(&v) && has_last(&au)
-            })
-            .await;
-        let v = counted(sub, &alice.sid, &video_sid, 1000);
-        let a = counted(sub, &alice.sid, &audio_sid, 120);
-        let need = (PACKETS as usize * 99).div_ceil(100);
-        assert!(
-            v.len() >= need,
-            "{} got {}/{PACKETS} video packets",
-            sub.identity,
-            v.len()
-        );
-        assert!(
-            a.len() >= need,
-            "{} got {}/{PACKETS} audio packets",
-            sub.identity,
-            a.len()
-        );
-    }
 
     // Leaving closes the transports, and with them their TCP connections.
     alice.send(serde_json::json!({"type": "leave"}));
     bob.send(serde_json::json!({"type": "leave"}));
     let wait = async {
         loop {
-            let text = metrics(&server).await;
+            let text = metrics_text(&server).await;
             if metric(&text, "callgate_ice_tcp_connections", "") == 0.0 {
                 return;
             }
@@ -222,7 +110,7 @@ async fn foreign_tcp_connections_are_refused_and_counted() {
     framed.extend_from_slice(&m.raw);
     refused(&server, &framed).await;
 
-    let text = metrics(&server).await;
+    let text = metrics_text(&server).await;
     let refused = |reason: &str| {
         metric(
             &text,

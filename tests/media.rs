@@ -9,122 +9,6 @@ use std::time::Duration;
 use common::*;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 
-const PACKETS: u32 = 400;
-
-/// Sends warm-up packets until every subscriber has received from every
-/// track, so that the counted run starts with all paths connected.
-async fn warm_up(tracks: &mut [&mut LocalTrack], subscribers: &[&Client], publisher_sid: &str) {
-    let mut tick = tokio::time::interval(Duration::from_millis(20));
-    let wait = async {
-        loop {
-            tick.tick().await;
-            for t in tracks.iter_mut() {
-                t.send(bytes::Bytes::from_static(b"warm-up")).await;
-            }
-            let all = subscribers.iter().all(|s| {
-                s.received
-                    .tracks()
-                    .iter()
-                    .filter(|(stream, _)| stream == publisher_sid)
-                    .count()
-                    >= tracks.len()
-            });
-            if all {
-                return;
-            }
-        }
-    };
-    tokio::time::timeout(WAIT, wait)
-        .await
-        .expect("every subscriber receives every track");
-}
-
-/// Every counted payload a subscriber got on `track`, checked byte for byte.
-fn counted(client: &Client, publisher_sid: &str, track: &str, len: usize) -> BTreeSet<u32> {
-    let mut seen = BTreeSet::new();
-    for p in client.received.payloads(publisher_sid, track) {
-        if let Some(i) = payload_index(&p) {
-            assert_eq!(p, marked_payload(i, len), "payload {i} arrived altered");
-            seen.insert(i);
-        }
-    }
-    seen
-}
-
-async fn track_sids(publisher: &mut Client, n: usize) -> Vec<(String, String)> {
-    let mut sids = Vec::new();
-    while sids.len() < n {
-        let m = publisher.event("track_published").await;
-        if m["participant_sid"] == publisher.sid.as_str() {
-            sids.push((
-                m["track"]["sid"].as_str().unwrap().to_owned(),
-                m["track"]["codec"].as_str().unwrap().to_owned(),
-            ));
-        }
-    }
-    sids
-}
-
-/// Publishes `tracks` (with their payload lengths) from `publisher`, sends
-/// `PACKETS` marked payloads on each, and checks that every subscriber got at
-/// least 99% of them byte-identical.
-async fn publish_and_count(
-    publisher: &mut Client,
-    tracks: &mut [(LocalTrack, &str, usize)],
-    subscribers: &[&Client],
-) {
-    let locals: Vec<&LocalTrack> = tracks.iter().map(|(t, _, _)| t).collect();
-    publisher.publish(&locals).await;
-    {
-        // The server opens a producer when the first packet of a track arrives.
-        let mut locals: Vec<&mut LocalTrack> = tracks.iter_mut().map(|(t, _, _)| t).collect();
-        warm_up(&mut locals, subscribers, &publisher.sid).await;
-    }
-    let published = track_sids(publisher, tracks.len()).await;
-    let sids: Vec<String> = tracks
-        .iter()
-        .map(|(_, codec, _)| {
-            published
-                .iter()
-                .find(|(_, c)| c.eq_ignore_ascii_case(codec))
-                .unwrap_or_else(|| panic!("no {codec} track in {published:?}"))
-                .0
-                .clone()
-        })
-        .collect();
-
-    let mut tick = tokio::time::interval(Duration::from_millis(2));
-    for i in 0..PACKETS {
-        tick.tick().await;
-        for (track, _, len) in tracks.iter_mut() {
-            track.send(marked_payload(i, *len)).await;
-        }
-    }
-    for sub in subscribers {
-        let last = PACKETS - 1;
-        let from = publisher.sid.clone();
-        let wanted = sids.clone();
-        sub.received
-            .wait_for("the last packet of every track", move |map| {
-                wanted.iter().all(|track| {
-                    map.get(&(from.clone(), track.clone()))
-                        .is_some_and(|ps| ps.iter().any(|p| payload_index(p) == Some(last)))
-                })
-            })
-            .await;
-        let need = (PACKETS as usize * 99).div_ceil(100);
-        for (sid, (_, codec, len)) in sids.iter().zip(tracks.iter()) {
-            let got = counted(sub, &publisher.sid, sid, *len);
-            assert!(
-                got.len() >= need,
-                "{} got {}/{PACKETS} of the {codec} track",
-                sub.identity,
-                got.len()
-            );
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publisher_payloads_reach_every_subscriber_byte_identical() {
     let server = TestServer::start(&[]);
@@ -161,19 +45,6 @@ async fn h264_is_forwarded_too() {
         1100,
     )];
     publish_and_count(&mut alice, &mut tracks, &[&bob]).await;
-}
-
-async fn metric(server: &TestServer, name: &str) -> f64 {
-    let text = reqwest::get(server.api("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -247,7 +118,11 @@ async fn unpublishing_and_leaving_reach_the_others() {
     warm_up(&mut [&mut video, &mut audio], &[&bob], &alice.sid).await;
     let sids = track_sids(&mut alice, 2).await;
     assert!(
-        metric(&server, "callgate_keyframe_requests_total").await >= 1.0,
+        metric(
+            &metrics_text(&server).await,
+            "callgate_keyframe_requests_total",
+            ""
+        ) >= 1.0,
         "a new video subscriber makes the server ask for a keyframe"
     );
 
@@ -275,8 +150,14 @@ async fn unpublishing_and_leaving_reach_the_others() {
         (m["identity"].as_str(), m["reason"].as_str()),
         (Some("alice"), Some("left"))
     );
-    assert_eq!(metric(&server, "callgate_tracks{").await, 0.0);
-    assert_eq!(metric(&server, "callgate_participants{").await, 1.0);
+    assert_eq!(
+        metric(&metrics_text(&server).await, "callgate_tracks", ""),
+        0.0
+    );
+    assert_eq!(
+        metric(&metrics_text(&server).await, "callgate_participants", ""),
+        1.0
+    );
     alice.close().await;
 }
 
@@ -325,7 +206,11 @@ async fn garbage_on_media_ports_is_dropped_and_counted() {
     tokio::time::timeout(WAIT, wait)
         .await
         .expect("media flows after the garbage");
-    let dropped = metric(&server, "callgate_dropped_packets_total{").await;
+    let dropped = metric(
+        &metrics_text(&server).await,
+        "callgate_dropped_packets_total",
+        "",
+    );
     assert!(
         dropped >= (junk.len() * server.media.len()) as f64,
         "dropped {dropped}"

@@ -189,7 +189,7 @@ impl ForwardingBench {
             .expect("subscriber joins");
         let offer = loop {
             match joined.events.try_recv() {
-                Ok(crate::session::ParticipantEvent::SubscribeOffer(sdp)) => break sdp,
+                Ok(crate::session::ParticipantEvent::SubscribeOffer { sdp }) => break sdp,
                 Ok(_) => continue,
                 Err(_) => panic!("no subscribe offer for subscriber {index}"),
             }

@@ -77,10 +77,14 @@ impl LeaveReason {
     }
 }
 
-/// Everything the media plane tells one participant's client.
-#[derive(Debug, Clone, PartialEq)]
+/// Everything the media plane tells one participant's client, serialized
+/// as the signaling message of the same name (docs/protocol.md).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum ParticipantEvent {
-    ParticipantJoined(ParticipantInfo),
+    ParticipantJoined {
+        participant: ParticipantInfo,
+    },
     ParticipantLeft {
         participant_sid: String,
         identity: String,
@@ -99,9 +103,14 @@ pub enum ParticipantEvent {
         track_sid: String,
         muted: bool,
     },
-    SubscribeOffer(String),
+    SubscribeOffer {
+        sdp: String,
+    },
     /// The session is over; nothing follows.
-    Ended(LeaveReason),
+    #[serde(rename = "left")]
+    Ended {
+        reason: LeaveReason,
+    },
 }
 
 /// A participant asking to enter a room, after its token was verified.

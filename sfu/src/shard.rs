@@ -887,7 +887,7 @@ impl Shard {
             Ok(Some(sdp)) => {
                 p.offer_pending = true;
                 p.needs_offer = false;
-                p.send(ParticipantEvent::SubscribeOffer(sdp));
+                p.send(ParticipantEvent::SubscribeOffer { sdp });
             }
             Ok(None) => {
                 warn!(room = %room_name, participant = %sid, "offer has no local description")
@@ -967,7 +967,12 @@ impl Shard {
         let mut others: Vec<ParticipantInfo> =
             room.participants.values().map(|p| p.info(room)).collect();
         others.sort_by(|a, b| a.identity.cmp(&b.identity));
-        room.broadcast(None, &ParticipantEvent::ParticipantJoined(info.clone()));
+        room.broadcast(
+            None,
+            &ParticipantEvent::ParticipantJoined {
+                participant: info.clone(),
+            },
+        );
         room.participants.insert(sid.clone(), participant);
         self.metrics.participants.inc();
         info!(room = %req.room, participant = %sid, identity = %req.identity, "participant joined");
@@ -1009,7 +1014,7 @@ impl Shard {
         };
         self.metrics.participants.dec();
         info!(room = %room_name, participant = %sid, identity = %participant.identity, reason = reason.as_str(), "participant left");
-        participant.send(ParticipantEvent::Ended(reason));
+        participant.send(ParticipantEvent::Ended { reason });
         // Its consumers of others' tracks go with its subscriber transport.
         for producer in room.producers.values_mut() {
             let before = producer.consumers.len();

@@ -204,7 +204,7 @@ async fn session(
                 },
             },
             event = events.recv() => match event {
-                Some(ParticipantEvent::Ended(reason)) => {
+                Some(ParticipantEvent::Ended { reason }) => {
                     handle.mark_ended();
                     send(&mut socket, &ServerMessage::Left { reason }).await;
                     return close(socket, close::NORMAL, reason.as_str()).await;

@@ -1,8 +1,7 @@
 //! Signaling messages, version 1 (docs/protocol.md).
 
 use callgate_sfu::{
-    IceCandidate, LeaveReason, ParticipantEvent, ParticipantInfo, RoomInfo, TrackInfo,
-    TransportRole,
+    IceCandidate, LeaveReason, ParticipantEvent, ParticipantInfo, RoomInfo, TransportRole,
 };
 use serde::{Deserialize, Serialize};
 
@@ -99,30 +98,6 @@ pub enum ServerMessage {
     PublishAnswer {
         sdp: String,
     },
-    SubscribeOffer {
-        sdp: String,
-    },
-    ParticipantJoined {
-        participant: ParticipantInfo,
-    },
-    ParticipantLeft {
-        participant_sid: String,
-        identity: String,
-        reason: LeaveReason,
-    },
-    TrackPublished {
-        participant_sid: String,
-        track: TrackInfo,
-    },
-    TrackUnpublished {
-        participant_sid: String,
-        track_sid: String,
-    },
-    TrackMuted {
-        participant_sid: String,
-        track_sid: String,
-        muted: bool,
-    },
     Left {
         reason: LeaveReason,
     },
@@ -130,6 +105,9 @@ pub enum ServerMessage {
         code: &'static str,
         message: String,
     },
+    /// Events from the media plane carry their own `type`.
+    #[serde(untagged)]
+    Event(ParticipantEvent),
 }
 
 impl ServerMessage {
@@ -148,45 +126,7 @@ impl ServerMessage {
 
 impl From<ParticipantEvent> for ServerMessage {
     fn from(event: ParticipantEvent) -> Self {
-        match event {
-            ParticipantEvent::ParticipantJoined(participant) => {
-                ServerMessage::ParticipantJoined { participant }
-            }
-            ParticipantEvent::ParticipantLeft {
-                participant_sid,
-                identity,
-                reason,
-            } => ServerMessage::ParticipantLeft {
-                participant_sid,
-                identity,
-                reason,
-            },
-            ParticipantEvent::TrackPublished {
-                participant_sid,
-                track,
-            } => ServerMessage::TrackPublished {
-                participant_sid,
-                track,
-            },
-            ParticipantEvent::TrackUnpublished {
-                participant_sid,
-                track_sid,
-            } => ServerMessage::TrackUnpublished {
-                participant_sid,
-                track_sid,
-            },
-            ParticipantEvent::TrackMuted {
-                participant_sid,
-                track_sid,
-                muted,
-            } => ServerMessage::TrackMuted {
-                participant_sid,
-                track_sid,
-                muted,
-            },
-            ParticipantEvent::SubscribeOffer(sdp) => ServerMessage::SubscribeOffer { sdp },
-            ParticipantEvent::Ended(reason) => ServerMessage::Left { reason },
-        }
+        ServerMessage::Event(event)
     }
 }
 
@@ -257,5 +197,20 @@ mod tests {
         }
         .to_json();
         assert_eq!(json, r#"{"type":"left","reason":"removed"}"#);
+        let event = ServerMessage::from(ParticipantEvent::TrackMuted {
+            participant_sid: "PA_1".into(),
+            track_sid: "TR_1".into(),
+            muted: true,
+        });
+        assert_eq!(
+            event.to_json(),
+            r#"{"type":"track_muted","participant_sid":"PA_1","track_sid":"TR_1","muted":true}"#
+        );
+        let ended = ServerMessage::from(ParticipantEvent::Ended {
+            reason: LeaveReason::RoomClosed,
+        });
+        assert_eq!(ended.to_json(), r#"{"type":"left","reason":"room_closed"}"#);
+        let offer = ServerMessage::from(ParticipantEvent::SubscribeOffer { sdp: "v=0".into() });
+        assert_eq!(offer.to_json(), r#"{"type":"subscribe_offer","sdp":"v=0"}"#);
     }
 }

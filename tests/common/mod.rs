@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -793,5 +793,156 @@ pub fn payload_index(p: &[u8]) -> Option<u32> {
         Some(u32::from_be_bytes([p[2], p[3], p[4], p[5]]))
     } else {
         None
+    }
+}
+
+/// The text of the server's /metrics.
+pub async fn metrics_text(server: &TestServer) -> String {
+    reqwest::get(server.api("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The sum over the label sets of metric `name` that contain `labels`.
+pub fn metric(text: &str, name: &str, labels: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            let series = key.strip_prefix(name)?;
+            (series.is_empty() || series.starts_with('{'))
+                .then_some(())
+                .filter(|()| series.contains(labels))?;
+            value.parse::<f64>().ok()
+        })
+        .sum()
+}
+
+/// Packets a counted media run sends on each track.
+pub const PACKETS: u32 = 400;
+
+/// Sends warm-up packets until every subscriber has received from every
+/// track, so that the counted run starts with all paths connected.
+pub async fn warm_up(tracks: &mut [&mut LocalTrack], subscribers: &[&Client], publisher_sid: &str) {
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let wait = async {
+        loop {
+            tick.tick().await;
+            for t in tracks.iter_mut() {
+                t.send(bytes::Bytes::from_static(b"warm-up")).await;
+            }
+            let all = subscribers.iter().all(|s| {
+                s.received
+                    .tracks()
+                    .iter()
+                    .filter(|(stream, _)| stream == publisher_sid)
+                    .count()
+                    >= tracks.len()
+            });
+            if all {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, wait)
+        .await
+        .expect("every subscriber receives every track");
+}
+
+/// Every counted payload a subscriber got on `track`, checked byte for byte.
+pub fn counted(client: &Client, publisher_sid: &str, track: &str, len: usize) -> BTreeSet<u32> {
+    let mut seen = BTreeSet::new();
+    for p in client.received.payloads(publisher_sid, track) {
+        if let Some(i) = payload_index(&p) {
+            assert_eq!(p, marked_payload(i, len), "payload {i} arrived altered");
+            seen.insert(i);
+        }
+    }
+    seen
+}
+
+pub async fn track_sids(publisher: &mut Client, n: usize) -> Vec<(String, String)> {
+    let mut sids = Vec::new();
+    while sids.len() < n {
+        let m = publisher.event("track_published").await;
+        if m["participant_sid"] == publisher.sid.as_str() {
+            sids.push((
+                m["track"]["sid"].as_str().unwrap().to_owned(),
+                m["track"]["codec"].as_str().unwrap().to_owned(),
+            ));
+        }
+    }
+    sids
+}
+
+/// Publishes `tracks` (with their codec and payload length) from
+/// `publisher`, then checks they are forwarded (`forward_and_count`).
+pub async fn publish_and_count(
+    publisher: &mut Client,
+    tracks: &mut [(LocalTrack, &str, usize)],
+    subscribers: &[&Client],
+) {
+    let locals: Vec<&LocalTrack> = tracks.iter().map(|(t, _, _)| t).collect();
+    publisher.publish(&locals).await;
+    forward_and_count(publisher, tracks, subscribers).await;
+}
+
+/// For tracks already published: sends `PACKETS` marked payloads on each,
+/// and checks that every subscriber got at least 99% of them byte-identical.
+pub async fn forward_and_count(
+    publisher: &mut Client,
+    tracks: &mut [(LocalTrack, &str, usize)],
+    subscribers: &[&Client],
+) {
+    {
+        // The server opens a producer when the first packet of a track arrives.
+        let mut locals: Vec<&mut LocalTrack> = tracks.iter_mut().map(|(t, _, _)| t).collect();
+        warm_up(&mut locals, subscribers, &publisher.sid).await;
+    }
+    let published = track_sids(publisher, tracks.len()).await;
+    let sids: Vec<String> = tracks
+        .iter()
+        .map(|(_, codec, _)| {
+            published
+                .iter()
+                .find(|(_, c)| c.eq_ignore_ascii_case(codec))
+                .unwrap_or_else(|| panic!("no {codec} track in {published:?}"))
+                .0
+                .clone()
+        })
+        .collect();
+
+    let mut tick = tokio::time::interval(Duration::from_millis(2));
+    for i in 0..PACKETS {
+        tick.tick().await;
+        for (track, _, len) in tracks.iter_mut() {
+            track.send(marked_payload(i, *len)).await;
+        }
+    }
+    for sub in subscribers {
+        let last = PACKETS - 1;
+        let from = publisher.sid.clone();
+        let wanted = sids.clone();
+        sub.received
+            .wait_for("the last packet of every track", move |map| {
+                wanted.iter().all(|track| {
+                    map.get(&(from.clone(), track.clone()))
+                        .is_some_and(|ps| ps.iter().any(|p| payload_index(p) == Some(last)))
+                })
+            })
+            .await;
+        let need = (PACKETS as usize * 99).div_ceil(100);
+        for (sid, (_, codec, len)) in sids.iter().zip(tracks.iter()) {
+            let got = counted(sub, &publisher.sid, sid, *len);
+            assert!(
+                got.len() >= need,
+                "{} got {}/{PACKETS} of the {codec} track",
+                sub.identity,
+                got.len()
+            );
+        }
     }
 }
