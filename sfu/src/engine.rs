@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
+use rtc::ice::mdns::MulticastDnsMode;
 use rtc::ice::tcp_type::TcpType;
 use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
@@ -214,6 +215,9 @@ fn build(
             SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm,
             SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80,
         ])
+        // ICE-lite needs no remote candidates (checks arrive peer-reflexive),
+        // and resolving `.local` names would send multicast from media ports.
+        .with_multicast_dns_mode(MulticastDnsMode::Disabled)
         .with_ice_timeouts(
             Some(Duration::from_secs(3)),
             Some(Duration::from_secs(6)),

@@ -13,6 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use callgate_signaling::token::{Claims, Grants, KeyRing, unix_now};
 use futures_util::{SinkExt, StreamExt};
+use rtc::ice::mdns::MulticastDnsMode;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
@@ -421,12 +422,19 @@ async fn new_pc(
             received,
             state: state.clone(),
         }));
+    // No mDNS: it would send multicast off loopback (and fails outright in
+    // a network namespace that has only `lo`).
+    let settings = SettingEngineBuilder::new().with_multicast_dns_mode(MulticastDnsMode::Disabled);
     let builder = match network {
-        Network::Udp => builder.with_udp_addrs(vec!["127.0.0.1:0"]),
-        Network::UdpV6 => builder.with_udp_addrs(vec!["[::1]:0"]),
+        Network::Udp => builder
+            .with_setting_engine(settings.build())
+            .with_udp_addrs(vec!["127.0.0.1:0"]),
+        Network::UdpV6 => builder
+            .with_setting_engine(settings.build())
+            .with_udp_addrs(vec!["[::1]:0"]),
         Network::TcpOnly => builder
             .with_setting_engine(
-                SettingEngineBuilder::new()
+                settings
                     .with_network_types(vec![rtc::ice::network_type::NetworkType::Tcp4])
                     .build(),
             )
