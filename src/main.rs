@@ -184,13 +184,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "development mode: the dev key pair is public, never use --dev in production"
         );
     }
-    callgate::server::run(config, shutdown_signal(), |http, media, tcp| {
-        // One plain line on stdout for scripts and tests to wait on.
-        let media: Vec<String> = media.iter().map(|a| a.to_string()).collect();
-        println!(
-            "callgate ready http={http} media={} tcp={tcp}",
-            media.join(",")
-        );
+    callgate::server::run(config, shutdown_signal(), |listening| {
+        println!("{listening}");
         let _ = std::io::stdout().flush();
     })
     .await

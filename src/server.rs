@@ -12,13 +12,35 @@ use tracing::info;
 
 use crate::config::Config;
 
-/// Runs the server until `shutdown` completes. `on_ready` gets the bound
-/// HTTP address, the media (UDP) addresses and the ICE-TCP address once
-/// clients can connect.
+/// Where a started node listens.
+#[derive(Debug, Clone)]
+pub struct Listening {
+    pub http: SocketAddr,
+    /// One UDP media port per worker.
+    pub media: Vec<SocketAddr>,
+    pub ice_tcp: SocketAddr,
+}
+
+impl std::fmt::Display for Listening {
+    /// The one line `serve` prints on stdout when ready, for scripts and tests.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let media: Vec<String> = self.media.iter().map(|a| a.to_string()).collect();
+        write!(
+            f,
+            "callgate ready http={} media={} tcp={}",
+            self.http,
+            media.join(","),
+            self.ice_tcp
+        )
+    }
+}
+
+/// Runs the server until `shutdown` completes. `on_ready` learns where it
+/// listens once clients can connect.
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    on_ready: impl FnOnce(SocketAddr, Vec<SocketAddr>, SocketAddr),
+    on_ready: impl FnOnce(&Listening),
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
@@ -43,7 +65,11 @@ pub async fn run(
         .with_context(|| format!("binding http {addr}"))?;
     let bound = listener.local_addr()?;
     info!(http = %bound, media = ?media, tcp = %tcp, "callgate listening");
-    on_ready(bound, media, tcp);
+    on_ready(&Listening {
+        http: bound,
+        media,
+        ice_tcp: tcp,
+    });
 
     // Sessions end first (every client gets `left`, every peer a DTLS
     // close), then the HTTP server stops taking requests.
