@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use callgate::config::{Config, DEV_API_KEY, DEV_API_SECRET, LogFormat};
-use callgate_signaling::token::{Claims, Grants, KeyRing, unix_now};
+use callgate_signaling::token::{BillingClaims, Claims, Grants, KeyRing, unix_now};
 use clap::{Args, Parser, Subcommand};
 use tracing::warn;
 
@@ -98,6 +98,55 @@ struct TokenArgs {
     /// Its secret (default: from the configuration).
     #[arg(long, env = "CALLGATE_API_SECRET", hide_env_values = true)]
     api_secret: Option<String>,
+    #[command(flatten)]
+    billing: BillingArgs,
+}
+
+/// Billing terms signed into the token (docs/metering.md).
+#[derive(Args)]
+struct BillingArgs {
+    /// Identity whose wallet pays for the call.
+    #[arg(long)]
+    payer: Option<String>,
+    /// Identity who earns (a host).
+    #[arg(long)]
+    payee: Option<String>,
+    /// Coins per minute.
+    #[arg(long)]
+    rate: Option<i64>,
+    /// audio or video.
+    #[arg(long, value_parser = ["audio", "video"])]
+    call_type: Option<String>,
+    /// Rating increments in seconds, <initial>/<increment>, e.g. 60/60 or 1/1.
+    #[arg(long)]
+    increments: Option<String>,
+    /// Platform commission, e.g. 20%.
+    #[arg(long)]
+    commission: Option<String>,
+    /// A rate plan from the server's configuration instead of --rate etc.
+    #[arg(long)]
+    plan: Option<String>,
+}
+
+impl BillingArgs {
+    fn claims(&self) -> Option<BillingClaims> {
+        let any = self.payer.is_some()
+            || self.payee.is_some()
+            || self.rate.is_some()
+            || self.call_type.is_some()
+            || self.increments.is_some()
+            || self.commission.is_some()
+            || self.plan.is_some();
+        any.then(|| BillingClaims {
+            payer: self.payer.clone(),
+            payee: self.payee.clone(),
+            rate: self.rate,
+            call_type: self.call_type.clone(),
+            increments: self.increments.clone(),
+            commission: self.commission.clone(),
+            plan: self.plan.clone(),
+        })
+    }
 }
 
 fn load_config(args: &ConfigArgs) -> anyhow::Result<Config> {
@@ -222,6 +271,7 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
             can_subscribe: !args.no_subscribe,
             admin: args.admin,
         },
+        billing: args.billing.claims(),
     };
     let ring = KeyRing::new([(key.as_str(), secret.as_str())]);
     let token = ring.sign(&claims).context("signing the token")?;

@@ -12,6 +12,9 @@ use tracing::info;
 
 use crate::config::Config;
 
+/// How long a shutdown waits for clients to be told their session ended.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Where a started node listens.
 #[derive(Debug, Clone)]
 pub struct Listening {
@@ -58,6 +61,9 @@ pub async fn run(
         metrics: signaling_metrics,
         registry,
         join_timeout: config.signaling.join_timeout,
+        observer: Arc::new(callgate_signaling::calls::NoObserver),
+        participants: callgate_signaling::calls::Participants::default(),
+        connections: Default::default(),
     });
     let addr = SocketAddr::new(config.http.bind, config.http.port);
     let listener = tokio::net::TcpListener::bind(addr)
@@ -75,10 +81,19 @@ pub async fn run(
     // close), then the HTTP server stops taking requests.
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let stopping = sfu.clone();
+    let draining = state.clone();
     tokio::spawn(async move {
         shutdown.await;
         info!("shutting down: closing every session");
         let _ = tokio::task::spawn_blocking(move || stopping.shutdown()).await;
+        // Each connection task now sends `left` and a close frame; give
+        // them a bounded time to do it before the process goes.
+        if tokio::time::timeout(DRAIN_TIMEOUT, draining.connections.all_closed())
+            .await
+            .is_err()
+        {
+            tracing::warn!("signaling connections still open after {DRAIN_TIMEOUT:?}");
+        }
         let _ = stop_tx.send(true);
     });
     axum::serve(listener, callgate_signaling::router(state))

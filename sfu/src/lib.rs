@@ -144,19 +144,26 @@ impl Sfu {
             .await
     }
 
-    /// Ends the session of `identity` in `room` with reason `removed`.
-    pub async fn remove_participant(&self, room: &str, identity: &str) -> Result<(), SfuError> {
+    /// Ends the session of `identity` in `room` (`removed` by the server
+    /// API, `insufficient_balance` by metering).
+    pub async fn remove_participant(
+        &self,
+        room: &str,
+        identity: &str,
+        reason: LeaveReason,
+    ) -> Result<(), SfuError> {
         self.ask(room, |reply| Command::RemoveParticipant {
             room: room.to_owned(),
             identity: identity.to_owned(),
+            reason,
             reply,
         })
         .await
     }
 
-    /// Ends every session in `room` with reason `room_closed`, and the room.
-    pub async fn close_room(&self, room: &str) -> Result<(), SfuError> {
-        self.ask(room, |tx| Command::CloseRoom(room.to_owned(), tx))
+    /// Ends every session in `room`, and the room.
+    pub async fn close_room(&self, room: &str, reason: LeaveReason) -> Result<(), SfuError> {
+        self.ask(room, |tx| Command::CloseRoom(room.to_owned(), reason, tx))
             .await
     }
 

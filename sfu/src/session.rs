@@ -62,6 +62,8 @@ pub enum LeaveReason {
     RoomClosed,
     DuplicateIdentity,
     ServerShutdown,
+    /// The payer's wallet ran dry (metering cut the call).
+    InsufficientBalance,
 }
 
 impl LeaveReason {
@@ -73,6 +75,7 @@ impl LeaveReason {
             LeaveReason::RoomClosed => "room_closed",
             LeaveReason::DuplicateIdentity => "duplicate_identity",
             LeaveReason::ServerShutdown => "server_shutdown",
+            LeaveReason::InsufficientBalance => "insufficient_balance",
         }
     }
 }
@@ -106,6 +109,10 @@ pub enum ParticipantEvent {
     SubscribeOffer {
         sdp: String,
     },
+    /// The participant's media (a transport's DTLS) connected for the first
+    /// time. For the control plane (billing starts on it); not a message.
+    #[serde(skip)]
+    MediaConnected,
     /// The session is over; nothing follows.
     #[serde(rename = "left")]
     Ended {

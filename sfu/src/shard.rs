@@ -116,6 +116,8 @@ struct Participant {
     needs_offer: bool,
     /// Producer sid → the consumer's sender on this participant's subscriber transport.
     subscriptions: HashMap<String, RTCRtpSenderId>,
+    /// One of its transports has connected.
+    media_connected: bool,
 }
 
 struct Room {
@@ -607,9 +609,18 @@ impl Shard {
                 match state {
                     RTCPeerConnectionState::Connected => {
                         t.connected = true;
+                        let (room, sid) = (t.room.clone(), t.participant_sid.clone());
                         if t.role == TransportRole::Subscriber {
-                            let (room, sid) = (t.room.clone(), t.participant_sid.clone());
                             self.request_keyframes_for(now, &room, &sid);
+                        }
+                        if let Some(p) = self
+                            .rooms
+                            .get_mut(&room)
+                            .and_then(|r| r.participants.get_mut(&sid))
+                            && !p.media_connected
+                        {
+                            p.media_connected = true;
+                            p.send(ParticipantEvent::MediaConnected);
                         }
                     }
                     RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
@@ -957,6 +968,7 @@ impl Shard {
             offer_pending: false,
             needs_offer: false,
             subscriptions: HashMap::new(),
+            media_connected: false,
         };
         let room = self
             .rooms
@@ -1278,6 +1290,7 @@ impl Shard {
         now: Instant,
         room_name: &str,
         identity: &str,
+        reason: LeaveReason,
     ) -> Result<(), SfuError> {
         let room = self.rooms.get(room_name).ok_or(SfuError::RoomNotFound)?;
         let sid = room
@@ -1286,7 +1299,7 @@ impl Shard {
             .find(|p| p.identity == identity)
             .map(|p| p.sid.clone())
             .ok_or(SfuError::ParticipantNotFound)?;
-        self.remove_participant(now, room_name, &sid, LeaveReason::Removed);
+        self.remove_participant(now, room_name, &sid, reason);
         Ok(())
     }
 

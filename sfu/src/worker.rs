@@ -64,9 +64,10 @@ pub(crate) enum Command {
     RemoveParticipant {
         room: String,
         identity: String,
+        reason: LeaveReason,
         reply: Reply<()>,
     },
-    CloseRoom(String, Reply<()>),
+    CloseRoom(String, LeaveReason, Reply<()>),
     /// An ICE-TCP connection whose first STUN request names one of our ufrags.
     TcpConnection(TcpHandoff),
     Shutdown,
@@ -335,12 +336,13 @@ fn handle(shard: &mut Shard, command: Command) {
         Command::RemoveParticipant {
             room,
             identity,
+            reason,
             reply,
         } => {
-            let _ = reply.send(shard.remove_identity(now, &room, &identity));
+            let _ = reply.send(shard.remove_identity(now, &room, &identity, reason));
         }
-        Command::CloseRoom(room, reply) => {
-            let _ = reply.send(shard.close_room(now, &room, LeaveReason::RoomClosed));
+        Command::CloseRoom(room, reason, reply) => {
+            let _ = reply.send(shard.close_room(now, &room, reason));
         }
         // The loop handles these itself.
         Command::TcpConnection(_) | Command::Shutdown => {}

@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
-use callgate_sfu::SfuError;
+use callgate_sfu::{LeaveReason, SfuError};
 use serde_json::json;
 
 use crate::AppState;
@@ -105,7 +105,10 @@ async fn remove_participant(
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     authorize(&state, &headers)?;
-    state.sfu.remove_participant(&room, &identity).await?;
+    state
+        .sfu
+        .remove_participant(&room, &identity, LeaveReason::Removed)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -115,7 +118,7 @@ async fn close_room(
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     authorize(&state, &headers)?;
-    state.sfu.close_room(&room).await?;
+    state.sfu.close_room(&room, LeaveReason::RoomClosed).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

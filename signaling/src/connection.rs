@@ -4,15 +4,18 @@
 use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use callgate_sfu::{JoinRequest, LeaveReason, ParticipantEvent, ParticipantHandle, SfuError};
+use callgate_sfu::{
+    JoinRequest, LeaveReason, ParticipantEvent, ParticipantHandle, SfuError, TrackKind,
+};
 use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info, info_span};
 
 use crate::AppState;
+use crate::calls::{CallObserver, CallParticipant, MediaUsage};
 use crate::protocol::{
     ClientMessage, MAX_FRAME_BYTES, PROTOCOL_VERSION, ParseError, ServerMessage,
 };
-use crate::token::{TokenError, unix_now};
+use crate::token::{TokenError, unix_now, unix_now_ms};
 
 /// Close codes (docs/protocol.md, "Close codes").
 pub mod close {
@@ -26,6 +29,7 @@ pub mod close {
     pub const TOKEN_NOT_FOR_JOINING: u16 = 4004;
     pub const ROOM_FULL: u16 = 4005;
     pub const PROTOCOL_UNSUPPORTED: u16 = 4006;
+    pub const BILLING_INVALID: u16 = 4007;
 }
 
 fn token_close_code(e: TokenError) -> u16 {
@@ -76,7 +80,6 @@ async fn next_text(socket: &mut WebSocket) -> Incoming {
 }
 
 pub(crate) async fn serve(mut socket: WebSocket, state: Arc<AppState>) {
-    state.metrics.connections.inc();
     let _guard = scopeguard(&state);
 
     let first = tokio::time::timeout(state.join_timeout, next_text(&mut socket)).await;
@@ -122,6 +125,18 @@ pub(crate) async fn serve(mut socket: WebSocket, state: Arc<AppState>) {
             .await;
         }
     };
+    if let Err(refusal) = state
+        .observer
+        .check(&room, &claims.sub, claims.billing.as_ref())
+    {
+        debug!(message = %refusal.message, "billing terms refused");
+        send(
+            &mut socket,
+            &ServerMessage::error("billing_invalid", refusal.message),
+        )
+        .await;
+        return close(socket, close::BILLING_INVALID, "billing_invalid").await;
+    }
     let request = JoinRequest {
         room: room.clone(),
         identity: claims.sub.clone(),
@@ -135,7 +150,7 @@ pub(crate) async fn serve(mut socket: WebSocket, state: Arc<AppState>) {
         Err(_) => return close(socket, close::INTERNAL, "internal").await,
     };
     let span = info_span!("participant", room = %room, sid = %handle.sid(), identity = %claims.sub);
-    async move {
+    async {
         info!("joined");
         let welcome = ServerMessage::Joined {
             protocol: PROTOCOL_VERSION,
@@ -144,33 +159,79 @@ pub(crate) async fn serve(mut socket: WebSocket, state: Arc<AppState>) {
             participants: joined.others,
             ice_servers: Vec::new(),
         };
-        if !send(&mut socket, &welcome).await {
-            return;
+        let call = CallParticipant {
+            room: room.clone(),
+            identity: claims.sub.clone(),
+            sid: handle.sid().to_owned(),
+            billing: claims.billing.clone(),
+        };
+        let mut usage = MediaUsage {
+            connected_at_ms: None,
+            video: welcome_has_video(&welcome),
+        };
+        let notices = state.participants.register(&call.sid);
+        state.observer.joined(&call);
+        if send(&mut socket, &welcome).await {
+            let watch = Watch {
+                observer: state.observer.as_ref(),
+                call: &call,
+                usage: &mut usage,
+            };
+            session(socket, handle, joined.events, notices, watch).await;
+        } else {
+            handle.leave(LeaveReason::Left);
         }
-        session(socket, handle, joined.events).await;
+        state.participants.unregister(&call.sid);
+        state.observer.left(&call, usage);
     }
     .instrument(span)
     .await
 }
 
-/// Decrements the connection gauge however the connection ends.
+/// Counts the connection as open until it ends, however it ends.
 fn scopeguard(state: &Arc<AppState>) -> impl Drop + '_ {
-    struct Guard<'a>(&'a AppState);
+    struct Guard<'a>(&'a AppState, #[allow(dead_code)] crate::drain::Open<'a>);
     impl Drop for Guard<'_> {
         fn drop(&mut self) {
             self.0.metrics.connections.dec();
         }
     }
-    Guard(state)
+    state.metrics.connections.inc();
+    Guard(state, state.connections.open())
+}
+
+/// Whether `joined` already shows video in the room.
+fn welcome_has_video(welcome: &ServerMessage) -> bool {
+    match welcome {
+        ServerMessage::Joined { participants, .. } => participants
+            .iter()
+            .flat_map(|p| &p.tracks)
+            .any(|t| t.kind == TrackKind::Video),
+        _ => false,
+    }
+}
+
+/// The call watcher's view of this connection.
+struct Watch<'a> {
+    observer: &'a dyn CallObserver,
+    call: &'a CallParticipant,
+    usage: &'a mut MediaUsage,
 }
 
 async fn session(
     mut socket: WebSocket,
     mut handle: ParticipantHandle,
     mut events: mpsc::UnboundedReceiver<ParticipantEvent>,
+    mut notices: mpsc::UnboundedReceiver<ServerMessage>,
+    watch: Watch<'_>,
 ) {
     loop {
         tokio::select! {
+            Some(notice) = notices.recv() => {
+                if !send(&mut socket, &notice).await {
+                    break;
+                }
+            }
             incoming = next_text(&mut socket) => match incoming {
                 Incoming::Gone => break,
                 Incoming::TooBig => {
@@ -204,12 +265,21 @@ async fn session(
                 },
             },
             event = events.recv() => match event {
+                Some(ParticipantEvent::MediaConnected) => {
+                    watch.usage.connected_at_ms = Some(unix_now_ms());
+                    watch.observer.media_connected(watch.call);
+                }
                 Some(ParticipantEvent::Ended { reason }) => {
                     handle.mark_ended();
                     send(&mut socket, &ServerMessage::Left { reason }).await;
                     return close(socket, close::NORMAL, reason.as_str()).await;
                 }
                 Some(event) => {
+                    if let ParticipantEvent::TrackPublished { track, .. } = &event
+                        && track.kind == TrackKind::Video
+                    {
+                        watch.usage.video = true;
+                    }
                     if !send(&mut socket, &ServerMessage::from(event)).await {
                         break;
                     }

@@ -2,6 +2,8 @@
 //! server API, health, metrics and the demo page.
 
 mod api;
+pub mod calls;
+pub mod drain;
 mod connection;
 mod metrics;
 pub mod protocol;
@@ -20,6 +22,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use callgate_sfu::Sfu;
 
+use calls::{CallObserver, Participants};
 use protocol::MAX_FRAME_BYTES;
 use token::KeyRing;
 
@@ -31,6 +34,12 @@ pub struct AppState {
     pub registry: prometheus::Registry,
     /// How long a new WebSocket may take to send `join`.
     pub join_timeout: Duration,
+    /// Who watches calls (metering); `NoObserver` when nobody does.
+    pub observer: Arc<dyn CallObserver>,
+    /// Open signaling connections, for the observer to message.
+    pub participants: Participants,
+    /// Open signaling connections, counted for a clean shutdown.
+    pub connections: drain::Connections,
 }
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");

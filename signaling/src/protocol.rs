@@ -98,6 +98,15 @@ pub enum ServerMessage {
     PublishAnswer {
         sdp: String,
     },
+    /// To the payer and payee of a billed call whenever the time the payer's
+    /// wallet still covers changes.
+    Balance {
+        seconds_left: u64,
+    },
+    /// To the payer and payee at the configured thresholds before the cut.
+    BalanceWarning {
+        seconds_left: u64,
+    },
     Left {
         reason: LeaveReason,
     },

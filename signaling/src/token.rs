@@ -29,6 +29,33 @@ fn yes() -> bool {
     true
 }
 
+/// Who pays for a call and how, as the app's backend signed it
+/// (docs/metering.md). Checked by the metering module at join.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct BillingClaims {
+    /// The identity whose wallet pays. Required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payer: Option<String>,
+    /// The identity who earns (a host); none: any other participant answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payee: Option<String>,
+    /// Coins per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<i64>,
+    /// `audio` or `video`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_type: Option<String>,
+    /// Rating increments, `<initial>/<increment>` seconds, e.g. `60/60`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub increments: Option<String>,
+    /// The platform's share, e.g. `20%`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commission: Option<String>,
+    /// A rate plan named in the server's configuration, instead of the terms above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Claims {
     pub iss: String,
@@ -41,6 +68,8 @@ pub struct Claims {
     pub exp: u64,
     #[serde(default)]
     pub grants: Grants,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billing: Option<BillingClaims>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone, Copy)]
@@ -144,6 +173,13 @@ impl KeyRing {
     }
 }
 
+pub fn unix_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -174,6 +210,7 @@ mod tests {
                 can_subscribe: true,
                 admin: false,
             },
+            billing: None,
         }
     }
 

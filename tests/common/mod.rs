@@ -180,6 +180,7 @@ pub fn claims(room: &str, identity: &str) -> Claims {
             can_subscribe: true,
             admin: false,
         },
+        billing: None,
     }
 }
 

@@ -1,0 +1,97 @@
+//! What the control plane tells whoever watches calls (metering), and how
+//! that watcher talks back to participants. Signaling knows nothing of money:
+//! the binary plugs a `CallObserver` in.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+
+use crate::protocol::ServerMessage;
+use crate::token::BillingClaims;
+
+/// One participant's session as a watcher sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallParticipant {
+    pub room: String,
+    pub identity: String,
+    /// The session (participant sid): an identity that rejoins is a new one.
+    pub sid: String,
+    /// Billing terms from the participant's token, if any.
+    pub billing: Option<BillingClaims>,
+}
+
+/// What a participant did while in the room, told when it leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MediaUsage {
+    /// Unix milliseconds when its media first connected; `None` if never.
+    pub connected_at_ms: Option<i64>,
+    /// It sent or received video (else audio only).
+    pub video: bool,
+}
+
+/// Why a watcher refuses a participant at join.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub message: String,
+}
+
+/// Watches participants come, connect and go. Calls are made from
+/// signaling tasks; implementations must not block.
+pub trait CallObserver: Send + Sync + 'static {
+    /// Before the participant enters the room; an error closes the
+    /// WebSocket with 4007 `billing_invalid` and nothing changes.
+    fn check(
+        &self,
+        room: &str,
+        identity: &str,
+        billing: Option<&BillingClaims>,
+    ) -> Result<(), Refusal>;
+    fn joined(&self, participant: &CallParticipant);
+    fn media_connected(&self, participant: &CallParticipant);
+    fn left(&self, participant: &CallParticipant, usage: MediaUsage);
+}
+
+/// Watches nothing: a node without metering.
+pub struct NoObserver;
+
+impl CallObserver for NoObserver {
+    fn check(&self, _: &str, _: &str, _: Option<&BillingClaims>) -> Result<(), Refusal> {
+        Ok(())
+    }
+    fn joined(&self, _: &CallParticipant) {}
+    fn media_connected(&self, _: &CallParticipant) {}
+    fn left(&self, _: &CallParticipant, _: MediaUsage) {}
+}
+
+/// The open signaling connections by participant sid, so a watcher can
+/// send a participant a message.
+#[derive(Clone, Default)]
+pub struct Participants {
+    inner: Arc<Mutex<HashMap<String, mpsc::UnboundedSender<ServerMessage>>>>,
+}
+
+impl Participants {
+    pub(crate) fn register(&self, sid: &str) -> mpsc::UnboundedReceiver<ServerMessage> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.lock().insert(sid.to_owned(), tx);
+        rx
+    }
+
+    pub(crate) fn unregister(&self, sid: &str) {
+        self.lock().remove(sid);
+    }
+
+    /// Queues `message` for participant `sid`; false if it is gone.
+    pub fn send(&self, sid: &str, message: ServerMessage) -> bool {
+        self.lock()
+            .get(sid)
+            .is_some_and(|tx| tx.send(message).is_ok())
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<ServerMessage>>> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
