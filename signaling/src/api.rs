@@ -12,7 +12,7 @@ use callgate_sfu::{LeaveReason, SfuError};
 use serde_json::json;
 
 use crate::AppState;
-use crate::token::unix_now;
+use crate::token::{KeyRing, unix_now};
 
 /// An API error: an HTTP status and a stable `code` (docs/operations.md).
 #[derive(Debug)]
@@ -23,7 +23,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -55,7 +55,9 @@ impl From<SfuError> for ApiError {
     }
 }
 
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+/// Checks `Authorization: Bearer <token>`: signed by a configured key pair,
+/// unexpired, with the admin grant. Shared by every `/v1/` route.
+pub fn require_admin(keys: &KeyRing, headers: &HeaderMap) -> Result<(), ApiError> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -67,8 +69,7 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
                 "missing Authorization: Bearer <token>",
             )
         })?;
-    let claims = state
-        .keys
+    let claims = keys
         .verify(token.trim(), unix_now())
         .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()))?;
     if !claims.grants.admin {
@@ -85,7 +86,7 @@ async fn list_rooms(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
-    authorize(&state, &headers)?;
+    require_admin(&state.keys, &headers)?;
     Ok(Json(json!({"rooms": state.sfu.list_rooms().await})))
 }
 
@@ -94,7 +95,7 @@ async fn list_participants(
     Path(room): Path<String>,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
-    authorize(&state, &headers)?;
+    require_admin(&state.keys, &headers)?;
     let participants = state.sfu.list_participants(&room).await?;
     Ok(Json(json!({"participants": participants})))
 }
@@ -104,7 +105,7 @@ async fn remove_participant(
     Path((room, identity)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    authorize(&state, &headers)?;
+    require_admin(&state.keys, &headers)?;
     state
         .sfu
         .remove_participant(&room, &identity, LeaveReason::Removed)
@@ -117,7 +118,7 @@ async fn close_room(
     Path(room): Path<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    authorize(&state, &headers)?;
+    require_admin(&state.keys, &headers)?;
     state.sfu.close_room(&room, LeaveReason::RoomClosed).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,7 +1,7 @@
 //! callgate's control plane: the HTTP server with WebSocket signaling, the
 //! server API, health, metrics and the demo page.
 
-mod api;
+pub mod api;
 pub mod calls;
 pub mod drain;
 mod connection;
