@@ -14,7 +14,7 @@ use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent, RTCTrackEventInit};
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::sdp::RTCSessionDescription;
-use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -600,6 +600,17 @@ impl Shard {
             }
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnClose(track_id)) => {
                 self.close_producer(now, id, &track_id);
+            }
+            RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(
+                RTCIceConnectionState::Connected,
+            ) => {
+                // The DTLS handshake starts on the next timer tick; run it
+                // now rather than up to a tick later (measured: 200 ms of
+                // join time when the server is the DTLS client).
+                if let Some(t) = self.transports.get_mut(&id) {
+                    let _ = t.pc.handle_timeout(now);
+                    self.drive(now, id);
+                }
             }
             RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
                 let Some(t) = self.transports.get_mut(&id) else {
