@@ -29,6 +29,13 @@ fi
 if [ ! -d tests/browser/node_modules/playwright-core ]; then
   (cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
 fi
+# PostgreSQL (Debian's) for the metering tests' PostgreSQL half.
+pg_bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)"
+if [ -z "$pg_bin" ] || [ ! -x "$pg_bin/initdb" ]; then
+  apt_install postgresql
+  pg_bin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)"
+fi
+export pg_bin
 
 step "format and lints"
 cargo fmt --all -- --check
@@ -48,8 +55,32 @@ run_isolated() {
   fi
 }
 
-step "Rust tests (unit, end-to-end with webrtc clients)"
-run_isolated cargo nextest run --workspace --locked --offline --no-fail-fast
+# A throwaway PostgreSQL cluster on 127.0.0.1 (a free port, as the
+# postgres user when run as root) for the duration of "$@", which sees it
+# as CALLGATE_TEST_POSTGRES_URL (the metering tests create a database per
+# test in it). Stopped and deleted on exit. Runs inside the loopback-only
+# namespace, where the tests can reach it.
+with_postgres() {
+  pg_dir="$(mktemp -d /tmp/callgate-pg.XXXXXX)"
+  pg_as=()
+  if [ "$(id -u)" -eq 0 ]; then chown postgres "$pg_dir"; pg_as=(runuser -u postgres --); fi
+  trap stop_postgres EXIT
+  local port=55432
+  while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
+  "${pg_as[@]}" "$pg_bin/initdb" -D "$pg_dir/data" -U postgres --auth=trust -E UTF8 --no-sync >/dev/null || return 1
+  "${pg_as[@]}" "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/log" -w -o \
+    "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories=$pg_dir -c fsync=off -c max_connections=300" \
+    start >/dev/null || { cat "$pg_dir/log" >&2; return 1; }
+  CALLGATE_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$port/postgres" "$@"
+}
+stop_postgres() {
+  "${pg_as[@]}" "$pg_bin/pg_ctl" -D "$pg_dir/data" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$pg_dir"
+}
+export -f with_postgres stop_postgres
+
+step "Rust tests (unit, end-to-end with webrtc clients; metering on SQLite and PostgreSQL)"
+run_isolated bash -c 'with_postgres "$@"' _ cargo nextest run --workspace --locked --offline --no-fail-fast
 
 step "browser test (headless Chromium, fake camera and microphone)"
 TEST_CALLGATE_BIN="$root/target/debug/callgate" run_isolated node --test tests/browser/

@@ -11,6 +11,9 @@ use serde::Deserialize;
 /// The API key pair `--dev` uses, as LiveKit's dev mode does. Refused without `--dev`.
 pub const DEV_API_KEY: &str = "devkey";
 pub const DEV_API_SECRET: &str = "secret";
+/// The TURN REST secret `--dev` uses when none is configured. Public, so
+/// refused without `--dev`.
+pub const DEV_TURN_SECRET: &str = "callgate-dev-turn-secret";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -41,8 +44,63 @@ pub struct Config {
     pub room: RoomConfig,
     pub signaling: SignalingConfig,
     pub logging: LoggingConfig,
+    pub turn: TurnRelayConfig,
+    pub metering: MeteringConfig,
     /// API key → secret. Several pairs let an operator rotate keys.
     pub keys: BTreeMap<String, String>,
+}
+
+/// `[metering]`: the ledger, paid calls, exports and billing hooks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MeteringConfig {
+    pub enabled: bool,
+    /// Empty: a SQLite file `ledger.db` under `data_dir`.
+    pub database_url: String,
+    #[serde(with = "humantime_serde_compat")]
+    pub checkpoint_interval: Duration,
+    #[serde(with = "humantime_list")]
+    pub warnings: Vec<Duration>,
+    #[serde(with = "humantime_serde_compat")]
+    pub hold_expiry: Duration,
+    pub node_id: String,
+    pub webhooks: Option<WebhooksConfig>,
+    pub razorpay: Option<RazorpaySection>,
+    /// Named rate plans a token can ask for with `billing.plan`.
+    pub plans: BTreeMap<String, callgate_metering::BillingTerms>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    pub url: String,
+    pub secret: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RazorpaySection {
+    pub webhook_secret: String,
+    /// Amount in paise → coins, for payments whose notes carry no `coins`.
+    #[serde(default)]
+    pub prices: BTreeMap<String, i64>,
+}
+
+impl Default for MeteringConfig {
+    fn default() -> Self {
+        let meter = callgate_metering::MeterConfig::default();
+        MeteringConfig {
+            enabled: true,
+            database_url: String::new(),
+            checkpoint_interval: meter.checkpoint_interval,
+            warnings: meter.warnings,
+            hold_expiry: meter.hold_expiry,
+            node_id: meter.node_id,
+            webhooks: None,
+            razorpay: None,
+            plans: BTreeMap::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -103,6 +161,8 @@ impl Default for Config {
             room: RoomConfig::default(),
             signaling: SignalingConfig::default(),
             logging: LoggingConfig::default(),
+            turn: TurnRelayConfig::default(),
+            metering: MeteringConfig::default(),
             keys: BTreeMap::new(),
         }
     }
@@ -148,6 +208,315 @@ impl Default for SignalingConfig {
     }
 }
 
+/// A listener of the TURN relay.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TurnListener {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+/// `[turn]`: the embedded TURN relay (turn-relay/).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TurnRelayConfig {
+    /// Unset: on with `--dev`, off otherwise.
+    pub enabled: Option<bool>,
+    pub bind_ip: IpAddr,
+    pub external_ip: Option<IpAddr>,
+    pub domain: Option<String>,
+    pub listeners: Vec<TurnListener>,
+    pub udp_port: u16,
+    pub tcp_port: u16,
+    pub tls_port: u16,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub relay_ip: Option<IpAddr>,
+    pub relay_port_min: u16,
+    pub relay_port_max: u16,
+    pub realm: String,
+    pub auth_secret: Option<String>,
+    #[serde(with = "humantime_serde_compat")]
+    pub credential_ttl: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub default_lifetime: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub max_lifetime: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub nonce_lifetime: Duration,
+    pub max_allocations: usize,
+    pub max_allocations_per_user: usize,
+    pub max_permissions_per_allocation: usize,
+    pub max_bytes_per_second: u64,
+    pub allow_peer_cidrs: Vec<String>,
+    pub deny_peer_cidrs: Vec<String>,
+    pub socket_buffer_bytes: usize,
+    /// Set by `--dev`: a self-signed TLS certificate when none is configured.
+    #[serde(skip)]
+    pub dev: bool,
+}
+
+impl Default for TurnRelayConfig {
+    fn default() -> Self {
+        TurnRelayConfig {
+            enabled: None,
+            bind_ip: IpAddr::from([127, 0, 0, 1]),
+            external_ip: None,
+            domain: None,
+            listeners: vec![TurnListener::Udp, TurnListener::Tcp, TurnListener::Tls],
+            udp_port: 3478,
+            tcp_port: 3478,
+            tls_port: 5349,
+            tls_cert: None,
+            tls_key: None,
+            relay_ip: None,
+            relay_port_min: 49152,
+            relay_port_max: 65535,
+            realm: "callgate".into(),
+            auth_secret: None,
+            credential_ttl: Duration::from_secs(24 * 3600),
+            default_lifetime: Duration::from_secs(600),
+            max_lifetime: Duration::from_secs(3600),
+            nonce_lifetime: Duration::from_secs(600),
+            max_allocations: 10_000,
+            max_allocations_per_user: 32,
+            max_permissions_per_allocation: 64,
+            max_bytes_per_second: 1_000_000,
+            allow_peer_cidrs: Vec::new(),
+            deny_peer_cidrs: Vec::new(),
+            socket_buffer_bytes: 4 << 20,
+            dev: false,
+        }
+    }
+}
+
+impl TurnRelayConfig {
+    pub fn is_enabled(&self) -> bool {
+        self.enabled.unwrap_or(self.dev)
+    }
+
+    pub fn has(&self, l: TurnListener) -> bool {
+        self.listeners.contains(&l)
+    }
+
+    /// `--dev`: on unless configured off, the dev secret unless one is
+    /// configured, a self-signed certificate unless one is configured.
+    pub fn apply_dev(&mut self) {
+        self.dev = true;
+        if self.auth_secret.is_none() {
+            self.auth_secret = Some(DEV_TURN_SECRET.to_owned());
+        }
+    }
+
+    /// The host put in `turn:` URLs: `domain`, else the advertised address.
+    pub fn url_host(&self) -> String {
+        match (&self.domain, self.external_ip.unwrap_or(self.bind_ip)) {
+            (Some(d), _) => d.clone(),
+            (None, IpAddr::V6(ip)) => format!("[{ip}]"),
+            (None, ip) => ip.to_string(),
+        }
+    }
+
+    fn cidrs(list: &[String], key: &'static str) -> Result<Vec<callgate_turn::IpNet>, ConfigError> {
+        list.iter()
+            .map(|s| {
+                let s = s.trim();
+                s.parse::<callgate_turn::IpNet>()
+                    .or_else(|_| s.parse::<IpAddr>().map(callgate_turn::IpNet::from))
+                    .map_err(|_| {
+                        invalid(
+                            key,
+                            format!("`{s}` is not an address or CIDR like 10.0.0.0/8"),
+                        )
+                    })
+            })
+            .collect()
+    }
+
+    fn validate(&self, dev: bool, http: &HttpConfig, rtc: &RtcConfig) -> Result<(), ConfigError> {
+        if !self.is_enabled() {
+            return Ok(());
+        }
+        match self.auth_secret.as_deref() {
+            None => {
+                return Err(invalid(
+                    "turn.auth_secret",
+                    "the TURN relay is enabled: set the shared secret of its REST credentials (or turn.enabled = false)",
+                ));
+            }
+            Some(DEV_TURN_SECRET) if !dev => {
+                return Err(invalid(
+                    "turn.auth_secret",
+                    "the dev TURN secret is only allowed with --dev",
+                ));
+            }
+            Some(s) if s.len() < 16 => {
+                return Err(invalid("turn.auth_secret", "must be at least 16 bytes"));
+            }
+            _ => {}
+        }
+        if self.listeners.is_empty() {
+            return Err(invalid(
+                "turn.listeners",
+                "no listener; name at least one of \"udp\", \"tcp\", \"tls\" (or turn.enabled = false)",
+            ));
+        }
+        if self.has(TurnListener::Tls)
+            && !dev
+            && (self.tls_cert.is_none() || self.tls_key.is_none())
+        {
+            return Err(invalid(
+                "turn.tls_cert",
+                "the \"tls\" listener needs turn.tls_cert and turn.tls_key (PEM files)",
+            ));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(invalid(
+                "turn.tls_key",
+                "set both turn.tls_cert and turn.tls_key, or neither",
+            ));
+        }
+        if self.has(TurnListener::Tcp)
+            && self.has(TurnListener::Tls)
+            && self.tcp_port != 0
+            && self.tcp_port == self.tls_port
+        {
+            return Err(invalid(
+                "turn.tls_port",
+                "is turn.tcp_port too; pick another port",
+            ));
+        }
+        let tcp_ports = [
+            (self.has(TurnListener::Tcp), self.tcp_port, "turn.tcp_port"),
+            (self.has(TurnListener::Tls), self.tls_port, "turn.tls_port"),
+        ];
+        for (on, port, key) in tcp_ports {
+            if on && port != 0 && (port == http.port || port == rtc.tcp_port) {
+                return Err(invalid(
+                    key,
+                    format!("{port} is http.port or rtc.tcp_port too; pick another port"),
+                ));
+            }
+        }
+        if self.relay_port_min == 0 || self.relay_port_min > self.relay_port_max {
+            return Err(invalid(
+                "turn.relay_port_min",
+                format!(
+                    "the relay port range {}..{} is empty or starts at 0",
+                    self.relay_port_min, self.relay_port_max
+                ),
+            ));
+        }
+        if self.bind_ip.is_unspecified() && self.external_ip.is_none() {
+            return Err(invalid(
+                "turn.external_ip",
+                format!(
+                    "turn.bind_ip is {}, so set the address clients reach the relay at",
+                    self.bind_ip
+                ),
+            ));
+        }
+        if self.relay_ip.is_some_and(|ip| ip.is_unspecified()) && self.external_ip.is_none() {
+            return Err(invalid(
+                "turn.external_ip",
+                "turn.relay_ip is unspecified, so set the address peers reach the relay at",
+            ));
+        }
+        if self.realm.is_empty() || self.realm.len() > 127 {
+            return Err(invalid("turn.realm", "must be 1 to 127 bytes"));
+        }
+        if self.default_lifetime < Duration::from_secs(1) {
+            return Err(invalid("turn.default_lifetime", "must be at least 1s"));
+        }
+        if self.max_lifetime < self.default_lifetime {
+            return Err(invalid(
+                "turn.max_lifetime",
+                "must be at least turn.default_lifetime",
+            ));
+        }
+        if self.nonce_lifetime < Duration::from_secs(1) {
+            return Err(invalid("turn.nonce_lifetime", "must be at least 1s"));
+        }
+        if self.credential_ttl < Duration::from_secs(60) {
+            return Err(invalid("turn.credential_ttl", "must be at least 1m"));
+        }
+        if self.max_allocations == 0 {
+            return Err(invalid("turn.max_allocations", "must be at least 1"));
+        }
+        if self.max_allocations_per_user == 0 {
+            return Err(invalid(
+                "turn.max_allocations_per_user",
+                "must be at least 1",
+            ));
+        }
+        if self.max_permissions_per_allocation == 0 {
+            return Err(invalid(
+                "turn.max_permissions_per_allocation",
+                "must be at least 1",
+            ));
+        }
+        if self.socket_buffer_bytes < 65536 {
+            return Err(invalid(
+                "turn.socket_buffer_bytes",
+                "must be at least 65536",
+            ));
+        }
+        Self::cidrs(&self.allow_peer_cidrs, "turn.allow_peer_cidrs")?;
+        Self::cidrs(&self.deny_peer_cidrs, "turn.deny_peer_cidrs")?;
+        Ok(())
+    }
+
+    /// The relay's own configuration; `always_allowed` are the SFU's media
+    /// addresses. Reads the TLS certificate (or makes one in dev).
+    pub fn relay(
+        &self,
+        always_allowed: Vec<std::net::SocketAddr>,
+    ) -> Result<callgate_turn::TurnConfig, ConfigError> {
+        use std::net::SocketAddr;
+        let secret = self.auth_secret.clone().unwrap_or_default();
+        let mut c = callgate_turn::TurnConfig::new(self.bind_ip, secret);
+        c.realm = self.realm.clone();
+        c.udp = self
+            .has(TurnListener::Udp)
+            .then(|| SocketAddr::new(self.bind_ip, self.udp_port));
+        c.tcp = self
+            .has(TurnListener::Tcp)
+            .then(|| SocketAddr::new(self.bind_ip, self.tcp_port));
+        c.tls = if self.has(TurnListener::Tls) {
+            let identity = match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => callgate_turn::TlsIdentity::from_pem_files(cert, key)
+                    .map_err(|e| invalid("turn.tls_cert", e.to_string()))?,
+                _ => {
+                    let mut names = vec!["localhost".to_owned(), self.bind_ip.to_string()];
+                    names.extend(self.domain.clone());
+                    names.extend(self.external_ip.map(|ip| ip.to_string()));
+                    callgate_turn::TlsIdentity::self_signed(&names)
+                        .map_err(|e| invalid("turn.tls_cert", e.to_string()))?
+                }
+            };
+            Some((SocketAddr::new(self.bind_ip, self.tls_port), identity))
+        } else {
+            None
+        };
+        c.relay_ip = self.relay_ip.unwrap_or(self.bind_ip);
+        c.advertised_ip = self.external_ip.unwrap_or(c.relay_ip);
+        c.relay_ports = self.relay_port_min..=self.relay_port_max;
+        c.default_lifetime = self.default_lifetime;
+        c.max_lifetime = self.max_lifetime;
+        c.nonce_lifetime = self.nonce_lifetime;
+        c.max_allocations = self.max_allocations;
+        c.max_allocations_per_user = self.max_allocations_per_user;
+        c.max_permissions_per_allocation = self.max_permissions_per_allocation;
+        c.max_bytes_per_second = self.max_bytes_per_second;
+        c.allow_peers = Self::cidrs(&self.allow_peer_cidrs, "turn.allow_peer_cidrs")?;
+        c.deny_peers = Self::cidrs(&self.deny_peer_cidrs, "turn.deny_peer_cidrs")?;
+        c.always_allowed = always_allowed;
+        c.socket_buffer_bytes = self.socket_buffer_bytes;
+        Ok(c)
+    }
+}
+
 impl Default for LoggingConfig {
     fn default() -> Self {
         LoggingConfig {
@@ -158,6 +527,25 @@ impl Default for LoggingConfig {
 }
 
 /// Durations written the way people write them: "500ms", "20s", "2h".
+/// A list of durations: `["60s", "10s"]`.
+mod humantime_list {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|text| {
+                humantime::parse_duration(text).map_err(|e| {
+                    serde::de::Error::custom(format!(
+                        "`{text}` is not a duration like \"10s\": {e}"
+                    ))
+                })
+            })
+            .collect()
+    }
+}
+
 mod humantime_serde_compat {
     use serde::{Deserialize, Deserializer};
     use std::time::Duration;
@@ -340,7 +728,15 @@ impl Config {
                 ),
             ));
         }
+        self.turn.validate(dev, &self.http, &self.rtc)?;
         Ok(())
+    }
+
+    /// What `callgate turn` (a relay-only host) needs: the `[turn]` section,
+    /// which is on there whatever `turn.enabled` says.
+    pub fn validate_turn_only(&mut self, dev: bool) -> Result<(), ConfigError> {
+        self.turn.enabled = Some(true);
+        self.turn.validate(dev, &self.http, &self.rtc)
     }
 
     /// Media worker threads: the configured number, or one per core.
@@ -350,6 +746,50 @@ impl Config {
         } else {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         }
+    }
+
+    /// The meter's configuration; the ledger defaults to `data_dir/ledger.db`.
+    pub fn meter(&self) -> Result<callgate_metering::MeterConfig, ConfigError> {
+        let m = &self.metering;
+        let database_url = if m.database_url.is_empty() {
+            callgate_metering::sqlite_url(&self.data_dir.join("ledger.db"))
+        } else {
+            m.database_url.clone()
+        };
+        let mut prices = BTreeMap::new();
+        if let Some(r) = &m.razorpay {
+            for (paise, coins) in &r.prices {
+                let paise = paise.parse::<i64>().map_err(|_| {
+                    invalid(
+                        "metering.razorpay.prices",
+                        format!("`{paise}` is not an amount in paise"),
+                    )
+                })?;
+                prices.insert(paise, *coins);
+            }
+        }
+        let config = callgate_metering::MeterConfig {
+            database_url,
+            checkpoint_interval: m.checkpoint_interval,
+            warnings: m.warnings.clone(),
+            hold_expiry: m.hold_expiry,
+            node_id: m.node_id.clone(),
+            webhooks: m
+                .webhooks
+                .as_ref()
+                .map(|w| callgate_metering::WebhookConfig::new(&w.url, &w.secret)),
+            razorpay: m.razorpay.as_ref().map(|r| {
+                let mut c = callgate_metering::RazorpayConfig::new(&r.webhook_secret);
+                c.prices = prices.clone();
+                c
+            }),
+            plans: m.plans.clone(),
+            ..callgate_metering::MeterConfig::default()
+        };
+        config
+            .validate()
+            .map_err(|e| invalid("metering", e.to_string()))?;
+        Ok(config)
     }
 
     pub fn sfu(&self) -> callgate_sfu::SfuConfig {
@@ -392,6 +832,72 @@ mod tests {
             format!("{:?}", defaults.signaling)
         );
         assert_eq!(file.data_dir, defaults.data_dir);
+        assert_eq!(format!("{:?}", file.turn), format!("{:?}", defaults.turn));
+    }
+
+    #[test]
+    fn turn_settings_are_checked_by_name() {
+        let mut c = Config::default();
+        c.keys.insert(DEV_API_KEY.into(), DEV_API_SECRET.into());
+        c.validate(true).unwrap();
+        c.turn.apply_dev();
+        c.validate(true).unwrap();
+        assert!(c.turn.is_enabled());
+        let err = c.validate(false).unwrap_err().to_string();
+        assert!(
+            err.contains("turn.auth_secret") || err.contains("keys"),
+            "{err}"
+        );
+
+        let mut c = Config::default();
+        c.keys.insert("k".into(), "secret-of-k".into());
+        c.turn.enabled = Some(true);
+        let err = c.validate(false).unwrap_err().to_string();
+        assert!(err.contains("turn.auth_secret"), "{err}");
+        c.turn.auth_secret = Some(DEV_TURN_SECRET.into());
+        let err = c.validate(false).unwrap_err().to_string();
+        assert!(err.contains("--dev"), "{err}");
+        c.turn.auth_secret = Some("short".into());
+        let err = c.validate(false).unwrap_err().to_string();
+        assert!(err.contains("16 bytes"), "{err}");
+        c.turn.auth_secret = Some("a-long-enough-secret".into());
+        let err = c.validate(false).unwrap_err().to_string();
+        assert!(err.contains("turn.tls_cert"), "{err}");
+        c.turn.listeners = vec![TurnListener::Udp, TurnListener::Tcp];
+        c.validate(false).unwrap();
+        c.turn.allow_peer_cidrs = vec!["10.0.0.0/33".into()];
+        let err = c.validate(false).unwrap_err().to_string();
+        assert!(
+            err.contains("turn.allow_peer_cidrs") && err.contains("10.0.0.0/33"),
+            "{err}"
+        );
+        c.turn.allow_peer_cidrs = vec!["127.0.0.1".into(), "10.0.0.0/8".into()];
+        let relay = c.turn.relay(vec![]).unwrap();
+        assert_eq!(relay.allow_peers.len(), 2);
+        c.turn.relay_port_min = 60000;
+        c.turn.relay_port_max = 50000;
+        let err = c.validate(false).unwrap_err().to_string();
+        assert!(err.contains("turn.relay_port_min"), "{err}");
+        c.turn.relay_port_min = 50000;
+        c.turn.max_lifetime = Duration::from_secs(60);
+        let err = c.validate(false).unwrap_err().to_string();
+        assert!(err.contains("turn.max_lifetime"), "{err}");
+
+        let err = Config::load(None, env(&[("CALLGATE_TURN_LISTENER", "[\"udp\"]")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listener"), "{err}");
+        let c = Config::load(
+            None,
+            env(&[
+                ("CALLGATE_TURN_LISTENERS", "[\"udp\", \"tcp\"]"),
+                ("CALLGATE_TURN_ALLOW_PEER_CIDRS", "[\"127.0.0.1/32\"]"),
+                ("CALLGATE_TURN_UDP_PORT", "0"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.turn.listeners, vec![TurnListener::Udp, TurnListener::Tcp]);
+        assert_eq!(c.turn.udp_port, 0);
     }
 
     #[test]

@@ -1,5 +1,8 @@
-//! The `callgate` binary's library half: configuration and wiring the media
-//! plane, signaling and (later) TURN and metering into one server.
+//! The `callgate` binary's library half: configuration, and wiring the media
+//! plane, signaling, the TURN relay and metering into one server.
 
+mod billing;
 pub mod config;
+pub mod loadtest;
+mod money_api;
 pub mod server;

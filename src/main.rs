@@ -28,6 +28,39 @@ enum Command {
     Serve(ServeArgs),
     /// Print an access token.
     Token(TokenArgs),
+    /// Run only the TURN relay (a relay-only host), with /metrics and /healthz.
+    Turn(TurnArgs),
+    /// Simulate participants against a server and report what it costs.
+    Loadtest(callgate::loadtest::cli::LoadtestArgs),
+    /// Export billed sessions, ledger postings or usage for finance.
+    Export(ExportArgs),
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// sessions, ledger or usage (columns: docs/metering.md).
+    #[arg(value_parser = ["sessions", "ledger", "usage"])]
+    kind: String,
+    /// Start of the range, inclusive: RFC 3339 or unix milliseconds.
+    #[arg(long)]
+    from: Option<String>,
+    /// End of the range, exclusive.
+    #[arg(long)]
+    to: Option<String>,
+    /// csv (RFC 4180) or jsonl.
+    #[arg(long, default_value = "csv", value_parser = ["csv", "jsonl"])]
+    format: String,
+    /// Only this user's rows.
+    #[arg(long)]
+    user: Option<String>,
+    /// Data directory holding the ledger (data_dir).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Write here instead of standard output.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -65,6 +98,56 @@ struct ServeArgs {
     /// Log format: human or json (logging.format).
     #[arg(long, value_parser = ["human", "json"])]
     log_format: Option<String>,
+    #[command(flatten)]
+    turn: TurnFlags,
+}
+
+/// Flags of the embedded TURN relay, for `serve` and `turn`.
+#[derive(Args)]
+struct TurnFlags {
+    /// TURN UDP port (turn.udp_port); 0 picks a free port.
+    #[arg(long)]
+    turn_udp_port: Option<u16>,
+    /// TURN TCP port (turn.tcp_port); 0 picks a free port.
+    #[arg(long)]
+    turn_tcp_port: Option<u16>,
+    /// TURN TLS port (turn.tls_port); 0 picks a free port.
+    #[arg(long)]
+    turn_tls_port: Option<u16>,
+    /// Run without the TURN relay, --dev included (turn.enabled = false).
+    #[arg(long)]
+    no_turn: bool,
+}
+
+impl TurnFlags {
+    fn apply(&self, config: &mut Config) {
+        if let Some(p) = self.turn_udp_port {
+            config.turn.udp_port = p;
+        }
+        if let Some(p) = self.turn_tcp_port {
+            config.turn.tcp_port = p;
+        }
+        if let Some(p) = self.turn_tls_port {
+            config.turn.tls_port = p;
+        }
+        if self.no_turn {
+            config.turn.enabled = Some(false);
+        }
+    }
+}
+
+#[derive(Args)]
+struct TurnArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// HTTP port for /metrics and /healthz (http.port).
+    #[arg(long)]
+    http_port: Option<u16>,
+    /// Log format: human or json (logging.format).
+    #[arg(long, value_parser = ["human", "json"])]
+    log_format: Option<String>,
+    #[command(flatten)]
+    turn: TurnFlags,
 }
 
 #[derive(Args)]
@@ -156,6 +239,9 @@ fn load_config(args: &ConfigArgs) -> anyhow::Result<Config> {
             .keys
             .insert(DEV_API_KEY.to_owned(), DEV_API_SECRET.to_owned());
     }
+    if args.dev {
+        config.turn.apply_dev();
+    }
     Ok(config)
 }
 
@@ -223,6 +309,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             LogFormat::Human
         };
     }
+    args.turn.apply(&mut config);
     config.validate(args.config.dev)?;
     init_logging(&config);
     if args.config.dev {
@@ -238,6 +325,73 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let _ = std::io::stdout().flush();
     })
     .await
+}
+
+async fn turn(args: TurnArgs) -> anyhow::Result<()> {
+    let mut config = load_config(&args.config)?;
+    if let Some(p) = args.http_port {
+        config.http.port = p;
+    }
+    if let Some(f) = args.log_format.as_deref() {
+        config.logging.format = if f == "json" {
+            LogFormat::Json
+        } else {
+            LogFormat::Human
+        };
+    }
+    args.turn.apply(&mut config);
+    if args.turn.no_turn {
+        bail!("--no-turn leaves `callgate turn` nothing to run");
+    }
+    config.validate_turn_only(args.config.dev)?;
+    init_logging(&config);
+    if args.config.dev {
+        warn!(
+            auth_secret = config.turn.auth_secret.as_deref().unwrap_or_default(),
+            "development mode: the TURN secret is public, never use --dev in production"
+        );
+    }
+    callgate::server::run_turn(config, shutdown_signal(), |line| {
+        println!("{line}");
+        let _ = std::io::stdout().flush();
+    })
+    .await
+}
+
+/// Streams an export from the ledger, read-only: a running server on the
+/// same ledger is not disturbed.
+async fn export(args: ExportArgs) -> anyhow::Result<()> {
+    use callgate_metering::{Clock, ExportFormat, ExportKind, Meter, TimeRange};
+    let mut config = load_config(&args.config)?;
+    if let Some(d) = args.data_dir {
+        config.data_dir = d;
+    }
+    let kind: ExportKind = args.kind.parse()?;
+    let format: ExportFormat = args.format.parse()?;
+    let range = TimeRange::parse(args.from.as_deref(), args.to.as_deref())?;
+    let meter = Meter::open_reader(config.meter()?, Clock::system())
+        .await
+        .context("opening the ledger")?;
+    let out: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = match &args.output {
+        Some(path) => Box::new(
+            tokio::fs::File::create(path)
+                .await
+                .with_context(|| format!("creating {}", path.display()))?,
+        ),
+        None => Box::new(tokio::io::stdout()),
+    };
+    let out = tokio::io::BufWriter::new(out);
+    let rows = match &args.user {
+        Some(user) => {
+            meter
+                .export_for_user(kind, range, format, user, out)
+                .await?
+        }
+        None => meter.export(kind, range, format, out).await?,
+    };
+    meter.shutdown().await;
+    eprintln!("{rows} rows");
+    Ok(())
 }
 
 fn token(args: TokenArgs) -> anyhow::Result<()> {
@@ -287,5 +441,14 @@ fn main() -> anyhow::Result<()> {
             .build()?
             .block_on(serve(args)),
         Command::Token(args) => token(args),
+        Command::Turn(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(turn(args)),
+        Command::Loadtest(args) => Ok(callgate::loadtest::cli::main(args)?),
+        Command::Export(args) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(export(args)),
     }
 }

@@ -6,9 +6,13 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use callgate_sfu::{Sfu, SfuMetrics};
+use callgate_signaling::protocol::IceServer;
 use callgate_signaling::token::KeyRing;
-use callgate_signaling::{AppState, SignalingMetrics};
+use callgate_signaling::{AppState, IceServerProvider, SignalingMetrics};
+use callgate_turn::{TurnAddrs, TurnMetrics, TurnServer};
 use tracing::info;
+
+use callgate_metering::{Clock, EndReason, Meter};
 
 use crate::config::Config;
 
@@ -22,6 +26,10 @@ pub struct Listening {
     /// One UDP media port per worker.
     pub media: Vec<SocketAddr>,
     pub ice_tcp: SocketAddr,
+    /// The embedded TURN relay's listeners, when it runs.
+    pub turn_udp: Option<SocketAddr>,
+    pub turn_tcp: Option<SocketAddr>,
+    pub turn_tls: Option<SocketAddr>,
 }
 
 impl std::fmt::Display for Listening {
@@ -34,8 +42,137 @@ impl std::fmt::Display for Listening {
             self.http,
             media.join(","),
             self.ice_tcp
-        )
+        )?;
+        write_turn_addrs(f, self.turn_udp, self.turn_tcp, self.turn_tls)
     }
+}
+
+fn write_turn_addrs(
+    f: &mut std::fmt::Formatter<'_>,
+    udp: Option<SocketAddr>,
+    tcp: Option<SocketAddr>,
+    tls: Option<SocketAddr>,
+) -> std::fmt::Result {
+    for (name, addr) in [("turn_udp", udp), ("turn_tcp", tcp), ("turn_tls", tls)] {
+        if let Some(a) = addr {
+            write!(f, " {name}={a}")?;
+        }
+    }
+    Ok(())
+}
+
+/// The embedded relay's URLs, with REST credentials minted per join.
+pub struct TurnIceServers {
+    secret: String,
+    ttl: std::time::Duration,
+    urls: Vec<String>,
+}
+
+impl TurnIceServers {
+    /// `turn:` URLs for the UDP and TCP listeners and a `turns:` one for
+    /// TLS, at `host` (the configured domain or advertised address).
+    pub fn new(secret: String, ttl: std::time::Duration, host: &str, addrs: TurnAddrs) -> Self {
+        let mut urls = Vec::new();
+        if let Some(a) = addrs.udp {
+            urls.push(format!("turn:{host}:{}?transport=udp", a.port()));
+        }
+        if let Some(a) = addrs.tcp {
+            urls.push(format!("turn:{host}:{}?transport=tcp", a.port()));
+        }
+        if let Some(a) = addrs.tls {
+            urls.push(format!("turns:{host}:{}?transport=tcp", a.port()));
+        }
+        TurnIceServers { secret, ttl, urls }
+    }
+}
+
+impl IceServerProvider for TurnIceServers {
+    fn ice_servers(&self, identity: &str) -> Vec<IceServer> {
+        let (username, credential) = callgate_turn::rest_credential(
+            self.secret.as_bytes(),
+            identity,
+            callgate_signaling::token::unix_now(),
+            self.ttl,
+        );
+        vec![IceServer {
+            urls: self.urls.clone(),
+            username: Some(username),
+            credential: Some(credential),
+        }]
+    }
+}
+
+/// Starts the embedded TURN relay when `[turn]` enables it; the SFU's
+/// media addresses are always reachable through it.
+fn start_turn(
+    config: &Config,
+    registry: &prometheus::Registry,
+    media: &[SocketAddr],
+) -> anyhow::Result<Option<(TurnServer, Arc<dyn IceServerProvider>)>> {
+    if !config.turn.is_enabled() {
+        return Ok(None);
+    }
+    let relay = config.turn.relay(media.to_vec())?;
+    let server =
+        TurnServer::start(relay, TurnMetrics::new(registry)?).context("starting the TURN relay")?;
+    let ice: Arc<dyn IceServerProvider> = Arc::new(TurnIceServers::new(
+        config.turn.auth_secret.clone().unwrap_or_default(),
+        config.turn.credential_ttl,
+        &config.turn.url_host(),
+        server.addrs(),
+    ));
+    Ok(Some((server, ice)))
+}
+
+/// `callgate turn`: the relay alone (a relay-only host), with `/metrics`
+/// and `/healthz` on the HTTP port. Prints
+/// `callgate turn ready http=… turn_udp=… turn_tcp=… turn_tls=…`.
+pub async fn run_turn(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_ready: impl FnOnce(&str),
+) -> anyhow::Result<()> {
+    let registry = prometheus::Registry::new();
+    let relay = config.turn.relay(Vec::new())?;
+    let mut server = TurnServer::start(relay, TurnMetrics::new(&registry)?)
+        .context("starting the TURN relay")?;
+    let addr = SocketAddr::new(config.http.bind, config.http.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding http {addr}"))?;
+    let http = listener.local_addr()?;
+    let addrs = server.addrs();
+    struct Line(SocketAddr, TurnAddrs);
+    impl std::fmt::Display for Line {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "callgate turn ready http={}", self.0)?;
+            write_turn_addrs(f, self.1.udp, self.1.tcp, self.1.tls)
+        }
+    }
+    on_ready(&Line(http, addrs).to_string());
+    let router = axum::Router::new()
+        .route(
+            "/healthz",
+            axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let families = registry.gather();
+                async move {
+                    prometheus::TextEncoder::new()
+                        .encode_to_string(&families)
+                        .unwrap_or_else(|e| format!("# {e}"))
+                }
+            }),
+        );
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("http server")?;
+    info!("shutting down the TURN relay");
+    tokio::task::spawn_blocking(move || server.shutdown()).await?;
+    Ok(())
 }
 
 /// Runs the server until `shutdown` completes. `on_ready` learns where it
@@ -54,15 +191,41 @@ pub async fn run(
     let sfu = Arc::new(Sfu::start(config.sfu(), &sfu_metrics).context("starting media workers")?);
     let media = sfu.media_addrs();
     let tcp = sfu.tcp_addr();
+    let (turn, ice_servers) = match start_turn(&config, &registry, &media)? {
+        Some((server, ice)) => (Some(server), Some(ice)),
+        None => (None, None),
+    };
+    let turn_addrs = turn.as_ref().map(|t| t.addrs()).unwrap_or_default();
+
+    let participants = callgate_signaling::calls::Participants::default();
+    let meter = match config.metering.enabled {
+        true => Some(
+            Meter::open(config.meter()?, Clock::system())
+                .await
+                .context("opening the ledger")?,
+        ),
+        false => None,
+    };
+    let observer: Arc<dyn callgate_signaling::calls::CallObserver> = match &meter {
+        Some(meter) => Arc::new(crate::billing::start(
+            meter.clone(),
+            sfu.clone(),
+            participants.clone(),
+            config.metering.plans.clone().into_iter().collect(),
+        )),
+        None => Arc::new(callgate_signaling::calls::NoObserver),
+    };
+    let keys = KeyRing::new(config.keys.iter().map(|(k, s)| (k.as_str(), s.as_str())));
 
     let state = Arc::new(AppState {
         sfu: sfu.clone(),
-        keys: KeyRing::new(config.keys.iter().map(|(k, s)| (k.as_str(), s.as_str()))),
+        keys: keys.clone(),
         metrics: signaling_metrics,
         registry,
         join_timeout: config.signaling.join_timeout,
-        observer: Arc::new(callgate_signaling::calls::NoObserver),
-        participants: callgate_signaling::calls::Participants::default(),
+        ice_servers,
+        observer,
+        participants,
         connections: Default::default(),
     });
     let addr = SocketAddr::new(config.http.bind, config.http.port);
@@ -75,6 +238,9 @@ pub async fn run(
         http: bound,
         media,
         ice_tcp: tcp,
+        turn_udp: turn_addrs.udp,
+        turn_tcp: turn_addrs.tcp,
+        turn_tls: turn_addrs.tls,
     });
 
     // Sessions end first (every client gets `left`, every peer a DTLS
@@ -82,10 +248,23 @@ pub async fn run(
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let stopping = sfu.clone();
     let draining = state.clone();
+    let settling = meter.clone();
     tokio::spawn(async move {
         shutdown.await;
         info!("shutting down: closing every session");
         let _ = tokio::task::spawn_blocking(move || stopping.shutdown()).await;
+        // Paid calls still open end here, charged up to now.
+        if let Some(meter) = settling {
+            for result in meter.end_all(EndReason::Shutdown).await {
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "a billed session did not settle at shutdown");
+                }
+            }
+            meter.shutdown().await;
+        }
+        if let Some(mut relay) = turn {
+            let _ = tokio::task::spawn_blocking(move || relay.shutdown()).await;
+        }
         // Each connection task now sends `left` and a close frame; give
         // them a bounded time to do it before the process goes.
         if tokio::time::timeout(DRAIN_TIMEOUT, draining.connections.all_closed())
@@ -96,7 +275,11 @@ pub async fn run(
         }
         let _ = stop_tx.send(true);
     });
-    axum::serve(listener, callgate_signaling::router(state))
+    let mut app = callgate_signaling::router(state);
+    if let Some(meter) = meter {
+        app = app.merge(crate::money_api::routes(keys, meter));
+    }
+    axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = stop_rx.wait_for(|stop| *stop).await;
         })

@@ -228,6 +228,8 @@ class Transport {
  * - `trackUnsubscribed` `{participantSid, participant, trackSid, kind, track, stream}`
  * - `trackMuted` `{participantSid, participant, trackSid, muted}` (also for our own tracks)
  * - `connectionStateChanged` `{target: 'publisher'|'subscriber', state}`
+ * - `balance` `{secondsLeft}` (paid calls: what the payer's wallet still covers)
+ * - `balanceWarning` `{secondsLeft}` (paid calls: the cut is near)
  * - `disconnected` `{reason, code}` (reason: the server's `left` reason or close reason)
  * - `error` `{code, message, error?}` (server `error` messages and local failures)
  */
@@ -534,6 +536,11 @@ export class Room extends Emitter {
         return this._onTrackUnpublished(msg);
       case 'track_muted':
         return this._onTrackMuted(msg);
+      case 'balance':
+        // Paid calls: how long the payer's wallet still covers this call.
+        return this.emit('balance', { secondsLeft: msg.seconds_left });
+      case 'balance_warning':
+        return this.emit('balanceWarning', { secondsLeft: msg.seconds_left });
       case 'left':
         this._leftReason = typeof msg.reason === 'string' ? msg.reason : 'left';
         return;

@@ -64,6 +64,8 @@ pub enum LeaveReason {
     ServerShutdown,
     /// The payer's wallet ran dry (metering cut the call).
     InsufficientBalance,
+    /// Metering could not go on charging for the call.
+    BillingStopped,
 }
 
 impl LeaveReason {
@@ -76,6 +78,7 @@ impl LeaveReason {
             LeaveReason::DuplicateIdentity => "duplicate_identity",
             LeaveReason::ServerShutdown => "server_shutdown",
             LeaveReason::InsufficientBalance => "insufficient_balance",
+            LeaveReason::BillingStopped => "billing_stopped",
         }
     }
 }

@@ -157,7 +157,11 @@ pub(crate) async fn serve(mut socket: WebSocket, state: Arc<AppState>) {
             room: joined.room,
             participant: joined.participant,
             participants: joined.others,
-            ice_servers: Vec::new(),
+            ice_servers: state
+                .ice_servers
+                .as_ref()
+                .map(|p| p.ice_servers(&claims.sub))
+                .unwrap_or_default(),
         };
         let call = CallParticipant {
             room: room.clone(),

@@ -3,8 +3,8 @@
 
 pub mod api;
 pub mod calls;
-pub mod drain;
 mod connection;
+pub mod drain;
 mod metrics;
 pub mod protocol;
 pub mod token;
@@ -26,6 +26,13 @@ use calls::{CallObserver, Participants};
 use protocol::MAX_FRAME_BYTES;
 use token::KeyRing;
 
+/// Hands each joining participant the ICE servers (TURN URLs with fresh
+/// credentials) for its `joined` message. Implemented by the binary, which
+/// owns the TURN relay, so signaling depends on no relay crate.
+pub trait IceServerProvider: Send + Sync {
+    fn ice_servers(&self, identity: &str) -> Vec<protocol::IceServer>;
+}
+
 /// What every request handler shares.
 pub struct AppState {
     pub sfu: Arc<Sfu>,
@@ -34,6 +41,8 @@ pub struct AppState {
     pub registry: prometheus::Registry,
     /// How long a new WebSocket may take to send `join`.
     pub join_timeout: Duration,
+    /// ICE servers for `joined`; `None` when no TURN relay is configured.
+    pub ice_servers: Option<Arc<dyn IceServerProvider>>,
     /// Who watches calls (metering); `NoObserver` when nobody does.
     pub observer: Arc<dyn CallObserver>,
     /// Open signaling connections, for the observer to message.

@@ -27,8 +27,9 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCConfigurationBuilder, RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
-    RTCSessionDescription, Registry, SettingEngineBuilder, register_default_interceptors,
+    RTCConfigurationBuilder, RTCIceServer, RTCIceTransportPolicy, RTCPeerConnectionIceEvent,
+    RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
+    register_default_interceptors,
 };
 
 pub const DEV_KEY: &str = "devkey";
@@ -43,10 +44,15 @@ pub struct TestServer {
     pub media: Vec<SocketAddr>,
     /// The ICE-TCP port (passive candidates).
     pub tcp: SocketAddr,
-    _data: tempdir::TempDir,
+    /// Removed on drop, unless the test brought its own data directory.
+    _data: Option<tempdir::TempDir>,
+    /// The embedded TURN relay's listeners (on, with free ports, in --dev).
+    pub turn_udp: Option<SocketAddr>,
+    pub turn_tcp: Option<SocketAddr>,
+    pub turn_tls: Option<SocketAddr>,
 }
 
-mod tempdir {
+pub mod tempdir {
     /// A directory removed on drop.
     pub struct TempDir(pub std::path::PathBuf);
     impl TempDir {
@@ -70,6 +76,13 @@ mod tempdir {
 impl TestServer {
     pub fn start(extra: &[&str]) -> TestServer {
         let data = tempdir::TempDir::new();
+        let mut server = TestServer::start_in(&data.0, extra);
+        server._data = Some(data);
+        server
+    }
+
+    /// A server on a data directory the test keeps, e.g. to restart it.
+    pub fn start_in(data_dir: &std::path::Path, extra: &[&str]) -> TestServer {
         let mut child = Command::new(env!("CARGO_BIN_EXE_callgate"))
             .args([
                 "serve",
@@ -82,8 +95,13 @@ impl TestServer {
                 "0",
             ])
             .arg("--data-dir")
-            .arg(&data.0)
+            .arg(data_dir)
             .args(extra)
+            // Free TURN ports, so that servers run side by side; variables,
+            // so that `extra` flags still win.
+            .env("CALLGATE_TURN_UDP_PORT", "0")
+            .env("CALLGATE_TURN_TCP_PORT", "0")
+            .env("CALLGATE_TURN_TLS_PORT", "0")
             .env(
                 "RUST_LOG",
                 std::env::var("TEST_SERVER_LOG")
@@ -109,6 +127,7 @@ impl TestServer {
         let mut http = None;
         let mut media = Vec::new();
         let mut tcp = None;
+        let (mut turn_udp, mut turn_tcp, mut turn_tls) = (None, None, None);
         for field in ready.split_whitespace() {
             if let Some(a) = field.strip_prefix("http=") {
                 http = Some(a.parse().unwrap());
@@ -116,6 +135,12 @@ impl TestServer {
                 media = list.split(',').map(|a| a.parse().unwrap()).collect();
             } else if let Some(a) = field.strip_prefix("tcp=") {
                 tcp = Some(a.parse().unwrap());
+            } else if let Some(a) = field.strip_prefix("turn_udp=") {
+                turn_udp = Some(a.parse().unwrap());
+            } else if let Some(a) = field.strip_prefix("turn_tcp=") {
+                turn_tcp = Some(a.parse().unwrap());
+            } else if let Some(a) = field.strip_prefix("turn_tls=") {
+                turn_tls = Some(a.parse().unwrap());
             }
         }
         TestServer {
@@ -123,7 +148,10 @@ impl TestServer {
             http: http.expect("ready line names http"),
             media,
             tcp: tcp.expect("ready line names tcp"),
-            _data: data,
+            _data: None,
+            turn_udp,
+            turn_tcp,
+            turn_tls,
         }
     }
 
@@ -137,6 +165,12 @@ impl TestServer {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// SIGKILL: the process dies mid-flight, as in a crash.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Sends SIGTERM and waits for the exit status.
@@ -393,6 +427,10 @@ pub enum Network {
     /// No UDP at all: ICE over TCP only (active candidates dialing the
     /// server's passive one), as behind a firewall that blocks UDP.
     TcpOnly,
+    /// One loopback UDP socket each, and relay candidates only
+    /// (`RTCIceTransportPolicy::Relay`): every packet goes through the TURN
+    /// servers given to `join_over`.
+    RelayOnly,
 }
 
 async fn new_pc(
@@ -412,6 +450,9 @@ async fn new_pc(
     if let Some(servers) = relay_only {
         config = config.with_ice_servers(servers);
     }
+    if network == Network::RelayOnly {
+        config = config.with_ice_transport_policy(RTCIceTransportPolicy::Relay);
+    }
     let state = Arc::new(Mutex::new(None));
     let builder = PeerConnectionBuilder::new()
         .with_configuration(config.build())
@@ -427,7 +468,7 @@ async fn new_pc(
     // a network namespace that has only `lo`).
     let settings = SettingEngineBuilder::new().with_multicast_dns_mode(MulticastDnsMode::Disabled);
     let builder = match network {
-        Network::Udp => builder
+        Network::Udp | Network::RelayOnly => builder
             .with_setting_engine(settings.build())
             .with_udp_addrs(vec!["127.0.0.1:0"]),
         Network::UdpV6 => builder

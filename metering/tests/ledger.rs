@@ -1,0 +1,110 @@
+//! Credits, accounts and the ledger's invariants, on both databases.
+
+mod common;
+
+use callgate_metering::{MAX_COINS, WalletView};
+use common::*;
+
+async fn credits_are_idempotent_on_their_reference(db: TestDb) {
+    let meter = db.open().await;
+    let first = meter.credit("u1", 100, "pay_1").await.unwrap();
+    assert!(first.applied);
+    assert_eq!((first.balance, first.available), (100, 100));
+    let again = meter.credit("u1", 100, "pay_1").await.unwrap();
+    assert!(!again.applied, "the same payment credits once");
+    assert_eq!(again.balance, 100);
+    assert_eq!(again.posting_id, first.posting_id);
+    let postings = meter.count("postings").await.unwrap();
+    let accounts = meter.count("accounts").await.unwrap();
+    // Same reference, other coins or other user: a conflict, nothing changes.
+    for (user, coins) in [("u1", 99), ("u2", 100)] {
+        let e = meter.credit(user, coins, "pay_1").await.unwrap_err();
+        assert_eq!(e.code(), "conflict", "{e}");
+        assert_eq!(e.http_status(), 409);
+    }
+    // Bad input: refused, nothing changes (not even an empty wallet).
+    for (user, coins, reference, code) in [
+        ("u3", 0, "pay_2", "invalid_amount"),
+        ("u3", -5, "pay_2", "invalid_amount"),
+        ("u3", MAX_COINS + 1, "pay_2", "invalid_amount"),
+        ("", 5, "pay_2", "invalid_identifier"),
+        ("u3", 5, "", "invalid_identifier"),
+        ("u\n3", 5, "pay_2", "invalid_identifier"),
+    ] {
+        let e = meter.credit(user, coins, reference).await.unwrap_err();
+        assert_eq!(e.code(), code, "{user:?} {coins} {reference:?}");
+    }
+    assert_eq!(meter.count("postings").await.unwrap(), postings);
+    assert_eq!(meter.count("accounts").await.unwrap(), accounts);
+    assert_eq!(meter.wallet("u1").await.unwrap().balance, 100);
+    assert_eq!(
+        meter.wallet("u2").await.unwrap(),
+        WalletView {
+            user: "u2".into(),
+            balance: 0,
+            held: 0,
+            available: 0
+        }
+    );
+    meter.credit("u1", 50, "pay_3").await.unwrap();
+    assert_eq!(meter.account("wallet:u1").await.unwrap(), 150);
+    assert_eq!(meter.account("funding").await.unwrap(), -150);
+    assert_eq!(meter.account("platform").await.unwrap(), 0);
+    assert_eq!(meter.account("earnings:nobody").await.unwrap(), 0);
+    for bad in ["bogus", "wallet:", "earnings", "cash:u1", "wallet:\u{7}"] {
+        assert_eq!(
+            meter.account(bad).await.unwrap_err().code(),
+            "unknown_account",
+            "{bad}"
+        );
+    }
+    assert_clean(&meter).await;
+}
+on_both!(
+    idempotent_credits,
+    credits_are_idempotent_on_their_reference
+);
+
+async fn concurrent_credits_with_one_reference_apply_once(db: TestDb) {
+    let meter = db.open().await;
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let m = meter.clone();
+        tasks.push(tokio::spawn(async move {
+            let same = m.credit("u1", 10, "pay_same").await.unwrap();
+            let own = m.credit("u1", 1, &format!("pay_{i}")).await.unwrap();
+            (same.applied, own.applied)
+        }));
+    }
+    let mut applied = 0;
+    for t in tasks {
+        let (same, own) = t.await.unwrap();
+        applied += i32::from(same);
+        assert!(own);
+    }
+    assert_eq!(applied, 1);
+    assert_eq!(meter.wallet("u1").await.unwrap().balance, 10 + 12);
+    assert_eq!(meter.count("credits").await.unwrap(), 13);
+    assert_clean(&meter).await;
+}
+on_both!(
+    concurrent_credits,
+    concurrent_credits_with_one_reference_apply_once
+);
+
+async fn the_books_survive_a_reopen(db: TestDb) {
+    let meter = db.open().await;
+    meter.credit("u1", 70, "pay_1").await.unwrap();
+    meter.shutdown().await;
+    assert_eq!(
+        meter.credit("u1", 1, "pay_x").await.unwrap_err().code(),
+        "shutting_down"
+    );
+    let meter = db.open().await;
+    assert_eq!(meter.wallet("u1").await.unwrap().balance, 70);
+    assert!(!meter.credit("u1", 70, "pay_1").await.unwrap().applied);
+    let report = meter.audit().await.unwrap();
+    assert!(report.is_clean(), "{report:#?}");
+    assert_eq!((report.accounts, report.postings), (3, 1));
+}
+on_both!(reopen, the_books_survive_a_reopen);

@@ -1,0 +1,194 @@
+//! The money routes of the server API: wallets, accounts, exports for
+//! finance, and the payment provider's webhook. They live in the binary
+//! because they join signaling's API auth to the meter.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use callgate_metering::{ExportFormat, ExportKind, Meter, MeterError, TimeRange};
+use callgate_signaling::api::{ApiError, require_admin};
+use callgate_signaling::token::KeyRing;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::io::AsyncReadExt;
+
+#[derive(Clone)]
+struct MoneyState {
+    keys: KeyRing,
+    meter: Meter,
+}
+
+fn meter_error(e: MeterError) -> ApiError {
+    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    ApiError::new(status, e.code(), e.to_string())
+}
+
+fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, code, message)
+}
+
+#[derive(Deserialize)]
+struct CreditRequest {
+    coins: i64,
+    reference: String,
+}
+
+async fn credit(
+    State(state): State<Arc<MoneyState>>,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    require_admin(&state.keys, &headers)?;
+    let request: CreditRequest = serde_json::from_slice(&body)
+        .map_err(|e| bad_request("malformed", format!("expected {{coins, reference}}: {e}")))?;
+    if request.reference.trim().is_empty() {
+        return Err(bad_request("malformed", "reference must not be empty"));
+    }
+    let credited = state
+        .meter
+        .credit(&user, request.coins, &request.reference)
+        .await
+        .map_err(meter_error)?;
+    Ok(Json(json!({
+        "user": user,
+        "coins": request.coins,
+        "reference": request.reference,
+        "applied": credited.applied,
+        "balance": credited.balance,
+    })))
+}
+
+async fn wallet(
+    State(state): State<Arc<MoneyState>>,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    require_admin(&state.keys, &headers)?;
+    let w = state.meter.wallet(&user).await.map_err(meter_error)?;
+    Ok(Json(json!({
+        "user": user,
+        "balance": w.balance,
+        "held": w.held,
+        "available": w.available,
+    })))
+}
+
+async fn account(
+    State(state): State<Arc<MoneyState>>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    require_admin(&state.keys, &headers)?;
+    let balance = state.meter.account(&account).await.map_err(meter_error)?;
+    Ok(Json(json!({"account": account, "balance": balance})))
+}
+
+#[derive(Deserialize)]
+struct ExportQuery {
+    from: Option<String>,
+    to: Option<String>,
+    format: Option<String>,
+    /// Only this user's rows (as payer or payee, or its usage).
+    user: Option<String>,
+}
+
+async fn export(
+    State(state): State<Arc<MoneyState>>,
+    Path(kind): Path<String>,
+    Query(query): Query<ExportQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    require_admin(&state.keys, &headers)?;
+    let kind: ExportKind = kind.parse().map_err(meter_error)?;
+    let format: ExportFormat = query
+        .format
+        .as_deref()
+        .unwrap_or("csv")
+        .parse()
+        .map_err(meter_error)?;
+    let range =
+        TimeRange::parse(query.from.as_deref(), query.to.as_deref()).map_err(meter_error)?;
+    // The export writes into one end of a pipe while the response streams
+    // the other, so a year of rows never sits in memory.
+    let (writer, mut reader) = tokio::io::duplex(64 * 1024);
+    let meter = state.meter.clone();
+    let user = query.user.clone();
+    let mut task = Some(tokio::spawn(async move {
+        match user {
+            Some(user) => {
+                meter
+                    .export_for_user(kind, range, format, &user, writer)
+                    .await
+            }
+            None => meter.export(kind, range, format, writer).await,
+        }
+    }));
+    // A request the meter refuses (an unknown user) fails before its first
+    // byte; wait for that byte, or for the refusal, before answering.
+    let mut first = vec![0u8; 16 * 1024];
+    let read = tokio::select! {
+        done = task.as_mut().expect("just spawned") => {
+            task = None;
+            match done {
+                Ok(Err(e)) => return Err(meter_error(e)),
+                Err(e) => return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())),
+                Ok(Ok(_)) => reader.read(&mut first).await,
+            }
+        }
+        read = reader.read(&mut first) => read,
+    };
+    let n = read
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    if n == 0
+        && let Some(task) = task
+        && let Ok(Err(e)) = task.await
+    {
+        return Err(meter_error(e));
+    }
+    first.truncate(n);
+    let head = futures_util::stream::once(std::future::ready(Ok::<_, std::io::Error>(
+        Bytes::from(first),
+    )));
+    let body = Body::from_stream(head.chain(tokio_util::io::ReaderStream::new(reader)));
+    Ok(([(header::CONTENT_TYPE, format.content_type())], body).into_response())
+}
+
+async fn razorpay(
+    State(state): State<Arc<MoneyState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let signature = headers
+        .get("x-razorpay-signature")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "bad_signature",
+                "missing X-Razorpay-Signature",
+            )
+        })?;
+    let outcome = state
+        .meter
+        .razorpay_webhook(signature, &body)
+        .await
+        .map_err(meter_error)?;
+    Ok(Json(json!({"status": outcome.to_string()})))
+}
+
+pub fn routes(keys: KeyRing, meter: Meter) -> Router {
+    Router::new()
+        .route("/v1/wallets/{user}", get(wallet))
+        .route("/v1/wallets/{user}/credits", post(credit))
+        .route("/v1/accounts/{account}", get(account))
+        .route("/v1/exports/{kind}", get(export))
+        .route("/v1/hooks/razorpay", post(razorpay))
+        .with_state(Arc::new(MoneyState { keys, meter }))
+}

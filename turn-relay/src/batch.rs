@@ -1,0 +1,342 @@
+//! Batched UDP I/O: `recvmmsg` into preallocated slots, `sendmmsg` of
+//! slices of those slots. Nothing here allocates after construction.
+//!
+//! Why libc and not a crate: quinn-udp batches receives but sends one
+//! destination per call (GSO), and relayed packets go to many destinations
+//! from one socket (to clients) or to one destination each from many
+//! sockets (to peers); what is needed is `sendmmsg` over scattered
+//! (fd, destination, bytes) triples, which is a few lines over libc.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::RawFd;
+
+/// Datagrams per syscall.
+pub(crate) const BATCH: usize = 32;
+/// Bytes per slot. TURN traffic is MTU-sized; larger datagrams are dropped.
+pub(crate) const SLOT: usize = 2048;
+
+pub(crate) fn to_storage(addr: &SocketAddr, out: &mut libc::sockaddr_storage) -> libc::socklen_t {
+    match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in.
+            let sin = unsafe { &mut *(out as *mut _ as *mut libc::sockaddr_in) };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr = libc::in_addr {
+                s_addr: u32::from_ne_bytes(a.ip().octets()),
+            };
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: as above, for sockaddr_in6.
+            let sin6 = unsafe { &mut *(out as *mut _ as *mut libc::sockaddr_in6) };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_flowinfo = a.flowinfo();
+            sin6.sin6_addr = libc::in6_addr {
+                s6_addr: a.ip().octets(),
+            };
+            sin6.sin6_scope_id = a.scope_id();
+            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t
+        }
+    }
+}
+
+pub(crate) fn from_storage(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match s.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the family says it is a sockaddr_in.
+            let sin = unsafe { &*(s as *const _ as *const libc::sockaddr_in) };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes()),
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says it is a sockaddr_in6.
+            let sin6 = unsafe { &*(s as *const _ as *const libc::sockaddr_in6) };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(sin6.sin6_addr.s6_addr),
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// `BATCH` receive slots, each `SLOT` bytes, of which the first `headroom`
+/// bytes are left free so a header can be put in front of the payload.
+pub(crate) struct RecvBatch {
+    bufs: Box<[u8]>,
+    names: Box<[libc::sockaddr_storage]>,
+    /// Owned here because `hdrs` point at them.
+    _iovs: Box<[libc::iovec]>,
+    hdrs: Box<[libc::mmsghdr]>,
+    /// Filled slots: (bytes, source).
+    pub(crate) got: Box<[(usize, Option<SocketAddr>)]>,
+    /// Slots in use, from 0.
+    pub(crate) filled: usize,
+}
+
+impl RecvBatch {
+    /// `tailroom` bytes at the end of each slot stay free too (padding).
+    pub(crate) fn new(headroom: usize, tailroom: usize) -> RecvBatch {
+        let mut bufs = vec![0u8; BATCH * SLOT].into_boxed_slice();
+        // SAFETY: all-zero is a valid sockaddr_storage / iovec / mmsghdr.
+        let mut names: Box<[libc::sockaddr_storage]> = (0..BATCH)
+            .map(|_| unsafe { MaybeUninit::zeroed().assume_init() })
+            .collect();
+        let mut iovs: Box<[libc::iovec]> = (0..BATCH)
+            .map(|_| unsafe { MaybeUninit::zeroed().assume_init() })
+            .collect();
+        let mut hdrs: Box<[libc::mmsghdr]> = (0..BATCH)
+            .map(|_| unsafe { MaybeUninit::zeroed().assume_init() })
+            .collect();
+        for i in 0..BATCH {
+            iovs[i].iov_base = bufs[i * SLOT + headroom..].as_mut_ptr().cast();
+            iovs[i].iov_len = SLOT - headroom - tailroom;
+        }
+        for i in 0..BATCH {
+            hdrs[i].msg_hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
+            hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
+            hdrs[i].msg_hdr.msg_iovlen = 1;
+        }
+        RecvBatch {
+            bufs,
+            names,
+            _iovs: iovs,
+            hdrs,
+            got: vec![(0, None); BATCH].into_boxed_slice(),
+            filled: 0,
+        }
+    }
+
+    pub(crate) fn free(&self) -> usize {
+        BATCH - self.filled
+    }
+
+    /// Receives up to `free()` datagrams from `fd` into the next slots.
+    /// Returns how many (0 when the socket had nothing: WouldBlock).
+    /// Truncated datagrams come back with length `usize::MAX`.
+    pub(crate) fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+        let start = self.filled;
+        let want = BATCH - start;
+        if want == 0 {
+            return Ok(0);
+        }
+        for h in &mut self.hdrs[start..] {
+            h.msg_hdr.msg_namelen =
+                std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_hdr.msg_flags = 0;
+            h.msg_len = 0;
+        }
+        // SAFETY: hdrs[start..] point at live iovecs and names owned by self.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.hdrs[start..].as_mut_ptr(),
+                want as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
+                _ => Err(e),
+            };
+        }
+        let n = n as usize;
+        for i in start..start + n {
+            let truncated = self.hdrs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+            let len = if truncated {
+                usize::MAX
+            } else {
+                self.hdrs[i].msg_len as usize
+            };
+            self.got[i] = (len, from_storage(&self.names[i]));
+        }
+        self.filled += n;
+        Ok(n)
+    }
+
+    /// The whole slot `i`: headroom, then the payload at `headroom()`.
+    pub(crate) fn slot_mut(&mut self, i: usize) -> &mut [u8] {
+        &mut self.bufs[i * SLOT..(i + 1) * SLOT]
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.filled = 0;
+    }
+}
+
+/// Outgoing datagrams, each a slice of some buffer that outlives the next
+/// [`SendBatch::flush`]. Runs of the same socket go out in one `sendmmsg`.
+pub(crate) struct SendBatch {
+    fds: Box<[RawFd]>,
+    names: Box<[libc::sockaddr_storage]>,
+    iovs: Box<[libc::iovec]>,
+    hdrs: Box<[libc::mmsghdr]>,
+    len: usize,
+}
+
+/// What one flush did.
+#[derive(Default, Debug, Clone, Copy)]
+pub(crate) struct Sent {
+    pub(crate) ok: u64,
+    pub(crate) failed: u64,
+}
+
+impl SendBatch {
+    pub(crate) fn new() -> SendBatch {
+        // SAFETY: all-zero is a valid sockaddr_storage / iovec / mmsghdr.
+        let names: Box<[libc::sockaddr_storage]> = (0..BATCH)
+            .map(|_| unsafe { MaybeUninit::zeroed().assume_init() })
+            .collect();
+        let iovs: Box<[libc::iovec]> = (0..BATCH)
+            .map(|_| unsafe { MaybeUninit::zeroed().assume_init() })
+            .collect();
+        let hdrs: Box<[libc::mmsghdr]> = (0..BATCH)
+            .map(|_| unsafe { MaybeUninit::zeroed().assume_init() })
+            .collect();
+        SendBatch {
+            fds: vec![-1; BATCH].into_boxed_slice(),
+            names,
+            iovs,
+            hdrs,
+            len: 0,
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Queues `data` for `to` on `fd`.
+    ///
+    /// # Safety
+    /// `data` must stay valid and unmoved until the next `flush` (it lives
+    /// in a [`RecvBatch`] that is not refilled before then).
+    /// Callers push at most one datagram per received one, so a batch
+    /// never overflows; if it would, the datagram is dropped (false).
+    pub(crate) unsafe fn push(&mut self, fd: RawFd, to: &SocketAddr, data: &[u8]) -> bool {
+        if self.len == BATCH {
+            return false;
+        }
+        let i = self.len;
+        self.fds[i] = fd;
+        let namelen = to_storage(to, &mut self.names[i]);
+        self.iovs[i].iov_base = data.as_ptr() as *mut libc::c_void;
+        self.iovs[i].iov_len = data.len();
+        let h = &mut self.hdrs[i].msg_hdr;
+        h.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
+        h.msg_namelen = namelen;
+        h.msg_iov = &mut self.iovs[i];
+        h.msg_iovlen = 1;
+        self.len += 1;
+        true
+    }
+
+    /// Sends everything queued. A datagram the kernel refuses (buffer full,
+    /// unreachable) is counted as failed and skipped, as UDP would lose it.
+    pub(crate) fn flush(&mut self) -> Sent {
+        let mut sent = Sent::default();
+        let mut i = 0;
+        while i < self.len {
+            let fd = self.fds[i];
+            let mut end = i + 1;
+            while end < self.len && self.fds[end] == fd {
+                end += 1;
+            }
+            while i < end {
+                // SAFETY: hdrs[i..end] point at names/iovs owned by self and at
+                // payloads the caller keeps alive until this flush (see push).
+                let n = unsafe {
+                    libc::sendmmsg(
+                        fd,
+                        self.hdrs[i..end].as_mut_ptr(),
+                        (end - i) as libc::c_uint,
+                        libc::MSG_DONTWAIT,
+                    )
+                };
+                if n <= 0 {
+                    let e = io::Error::last_os_error();
+                    if n < 0 && e.kind() == io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    // The first one failed: skip it, try the rest.
+                    sent.failed += 1;
+                    i += 1;
+                } else {
+                    sent.ok += n as u64;
+                    i += n as usize;
+                }
+            }
+        }
+        self.len = 0;
+        sent
+    }
+}
+
+/// One datagram on a non-blocking socket, for the slow paths.
+pub(crate) fn send_one(fd: RawFd, to: &SocketAddr, data: &[u8]) -> bool {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut name: libc::sockaddr_storage = unsafe { MaybeUninit::zeroed().assume_init() };
+    let len = to_storage(to, &mut name);
+    // SAFETY: data and name are valid for the call.
+    let n = unsafe {
+        libc::sendto(
+            fd,
+            data.as_ptr().cast(),
+            data.len(),
+            libc::MSG_DONTWAIT,
+            (&name as *const libc::sockaddr_storage).cast(),
+            len,
+        )
+    };
+    n >= 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn batches_round_trip_on_loopback() {
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        b.set_nonblocking(true).unwrap();
+        let to = b.local_addr().unwrap();
+        let payloads: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 10 + i as usize]).collect();
+        let mut out = SendBatch::new();
+        let mut total = 0;
+        for chunk in payloads.chunks(BATCH) {
+            for p in chunk {
+                // SAFETY: payloads outlive the flush below.
+                assert!(unsafe { out.push(a.as_raw_fd(), &to, p) });
+            }
+            total += out.flush().ok;
+        }
+        assert_eq!(total, 40);
+        let mut rb = RecvBatch::new(8, 4);
+        let mut got = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while got.len() < 40 && std::time::Instant::now() < deadline {
+            rb.clear();
+            let n = rb.recv(b.as_raw_fd()).unwrap();
+            for i in 0..n {
+                let (len, from) = rb.got[i];
+                assert_eq!(from, Some(a.local_addr().unwrap()));
+                let h = 8;
+                got.push(rb.slot_mut(i)[h..h + len].to_vec());
+            }
+        }
+        assert_eq!(got, payloads);
+    }
+}

@@ -1,0 +1,230 @@
+//! TURN over TCP and TLS-over-TCP (RFC 8656 §3.1): tokio tasks that split
+//! the byte stream into STUN messages and ChannelData frames for the relay
+//! thread, and write back what it answers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_rustls::TlsAcceptor;
+use tracing::{Instrument, debug, info_span, warn};
+
+use crate::metrics::TurnMetrics;
+use crate::relay::{Control, ControlTx};
+use crate::{TurnConfig, TurnError};
+
+const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
+/// A connection with no allocation yet must send something this often.
+const FIRST_FRAME: Duration = Duration::from_secs(30);
+/// Frames queued to a slow reader before new ones are dropped.
+const QUEUE: usize = 512;
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+#[derive(Clone)]
+pub(crate) struct Limits {
+    connections: Arc<Semaphore>,
+    idle: Duration,
+}
+
+impl Limits {
+    pub(crate) fn new(cfg: &TurnConfig) -> Limits {
+        Limits {
+            connections: Arc::new(Semaphore::new(cfg.max_allocations.saturating_add(256))),
+            // An allocation is refreshed within its lifetime; twice that
+            // without a byte means the client is gone.
+            idle: (cfg.max_lifetime * 2).max(FIRST_FRAME),
+        }
+    }
+}
+
+pub(crate) fn bind(
+    addr: SocketAddr,
+    what: &'static str,
+) -> Result<std::net::TcpListener, TurnError> {
+    let bind = || -> std::io::Result<std::net::TcpListener> {
+        let s = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        if addr.is_ipv6() {
+            s.set_only_v6(true)?;
+        }
+        s.set_reuse_address(true)?;
+        s.set_nonblocking(true)?;
+        s.bind(&addr.into())?;
+        s.listen(1024)?;
+        Ok(s.into())
+    };
+    bind().map_err(|source| TurnError::Bind { what, addr, source })
+}
+
+pub(crate) async fn accept_loop(
+    listener: std::net::TcpListener,
+    tls: Option<TlsAcceptor>,
+    control: ControlTx,
+    metrics: TurnMetrics,
+    limits: Limits,
+) {
+    let transport = if tls.is_some() { "tls" } else { "tcp" };
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(error = %e, transport, "TURN listener unusable");
+            return;
+        }
+    };
+    loop {
+        let (stream, remote) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                debug!(error = %e, "accepting a TURN connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = limits.connections.clone().try_acquire_owned() else {
+            metrics.dropped("connection_limit", 1);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let control = control.clone();
+        let metrics = metrics.clone();
+        let tls = tls.clone();
+        let idle = limits.idle;
+        let span = info_span!("connection", %remote, transport);
+        tokio::spawn(
+            async move {
+                let _permit = permit;
+                let gauge = metrics.stream_connections.with_label_values(&[transport]);
+                gauge.inc();
+                match tls {
+                    None => serve(stream, remote, control, &metrics, idle).await,
+                    Some(acceptor) => {
+                        match tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream)).await {
+                            Ok(Ok(s)) => serve(s, remote, control, &metrics, idle).await,
+                            Ok(Err(e)) => debug!(error = %e, "TLS handshake failed"),
+                            Err(_) => debug!("TLS handshake timed out"),
+                        }
+                    }
+                }
+                gauge.dec();
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// Length of the first frame of `buf` when it is complete; `Err` when the
+/// stream is not TURN.
+pub(crate) fn frame_len(buf: &[u8]) -> Result<Option<usize>, ()> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let len = u16::from_be_bytes([buf[2], buf[3]]) as usize;
+    let total = match buf[0] >> 6 {
+        // ChannelData, padded to 4 bytes over streams (RFC 8656 §12.5).
+        1 => 4 + ((len + 3) & !3),
+        0 => {
+            if len % 4 != 0 {
+                return Err(());
+            }
+            if buf.len() >= 8 && buf[4..8] != rtc::stun::message::MAGIC_COOKIE.to_be_bytes() {
+                return Err(());
+            }
+            20 + len
+        }
+        _ => return Err(()),
+    };
+    Ok((buf.len() >= total).then_some(total))
+}
+
+async fn serve<S>(
+    stream: S,
+    remote: SocketAddr,
+    control: ControlTx,
+    metrics: &TurnMetrics,
+    idle: Duration,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(QUEUE);
+    if !control.send(Control::StreamOpen { id, remote, tx }) {
+        return;
+    }
+    let writer = tokio::spawn(async move {
+        while let Some(frame) = rx.recv().await {
+            if wr.write_all(&frame).await.is_err() {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut first = true;
+    'read: loop {
+        loop {
+            match frame_len(&buf) {
+                Ok(Some(n)) => {
+                    let rest = buf.split_off(n);
+                    let frame = std::mem::replace(&mut buf, rest);
+                    first = false;
+                    if !control.send(Control::StreamFrame { id, frame }) {
+                        break 'read;
+                    }
+                }
+                Ok(None) => break,
+                Err(()) => {
+                    debug!("not a TURN stream; closing");
+                    metrics.dropped("malformed", 1);
+                    break 'read;
+                }
+            }
+        }
+        let wait = if first { FIRST_FRAME } else { idle };
+        buf.reserve(4096);
+        match tokio::time::timeout(wait, rd.read_buf(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(_)) => {}
+            Err(_) => {
+                debug!("idle; closing");
+                break;
+            }
+        }
+    }
+    control.send(Control::StreamClosed { id });
+    // The relay drops its sender on StreamClosed, which ends the writer.
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames() {
+        assert_eq!(frame_len(&[0x40, 0, 0]), Ok(None));
+        assert_eq!(
+            frame_len(&[0x40, 0x01, 0, 5, 1, 2, 3, 4, 5, 0, 0]),
+            Ok(None)
+        );
+        assert_eq!(
+            frame_len(&[0x40, 0x01, 0, 5, 1, 2, 3, 4, 5, 0, 0, 0]),
+            Ok(Some(12))
+        );
+        let mut stun = vec![0, 1, 0, 0, 0x21, 0x12, 0xA4, 0x42];
+        stun.extend_from_slice(&[0; 12]);
+        assert_eq!(frame_len(&stun), Ok(Some(20)));
+        stun[7] = 0;
+        assert_eq!(frame_len(&stun), Err(()));
+        // A TLS ClientHello sent to the plain TCP port.
+        assert_eq!(frame_len(&[0x16, 3, 1, 2, 0, 1, 0, 1]), Err(()));
+        assert_eq!(frame_len(&[0x80, 0, 0, 0]), Err(()));
+    }
+}
