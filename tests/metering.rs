@@ -275,3 +275,157 @@ async fn bad_money_requests_change_nothing() {
     );
     assert_eq!(get(&server, "/v1/wallets/dave").await["balance"], 50);
 }
+
+fn razorpay_body(payment: &str, user: &str, coins: i64) -> String {
+    json!({
+        "entity": "event",
+        "event": "payment.captured",
+        "payload": {"payment": {"entity": {
+            "id": payment, "entity": "payment", "amount": coins * 100, "currency": "INR",
+            "status": "captured", "notes": {"user": user, "coins": coins.to_string()}
+        }}}
+    })
+    .to_string()
+}
+
+fn razorpay_signature(secret: &str, body: &str) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    ring::hmac::sign(&key, body.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payments_usage_and_exports_through_the_server() {
+    let data = common::tempdir::TempDir::new();
+    let config = data.0.join("callgate.toml");
+    std::fs::write(
+        &config,
+        "[metering.razorpay]\nwebhook_secret = \"rzp_test_secret\"\n",
+    )
+    .unwrap();
+    let server = TestServer::start_in(&data.0, &["--config", config.to_str().unwrap()]);
+
+    // Razorpay's payment.captured credits the wallet once, whatever the retries.
+    let hook = |body: String, signature: String| {
+        let url = server.api("/v1/hooks/razorpay");
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .header("X-Razorpay-Signature", signature)
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let body = razorpay_body("pay_R1", "alice", 120);
+    let good = razorpay_signature("rzp_test_secret", &body);
+    assert_eq!(hook(body.clone(), good.clone()).await, 200);
+    assert_eq!(
+        hook(body.clone(), good).await,
+        200,
+        "a redelivery is acknowledged"
+    );
+    assert_eq!(get(&server, "/v1/wallets/alice").await["balance"], 120);
+    let forged = razorpay_signature("not_the_secret", &body);
+    assert_eq!(hook(body.clone(), forged).await, 401);
+    let tampered = body.replace("120", "999");
+    assert_eq!(hook(tampered, razorpay_signature("x", "y")).await, 401);
+    assert_eq!(get(&server, "/v1/wallets/alice").await["balance"], 120);
+
+    // A short paid call; everyone's minutes go to `usage`.
+    let room = unique_room();
+    let (mut alice, _a) = join_with_media(
+        &server,
+        &paid_token(&room, "alice", "alice", Some("bob"), 60),
+    )
+    .await;
+    let (mut bob, _b) = join_with_media(&server, &token(&room, "bob")).await;
+    assert_eq!(alice.event("balance").await["seconds_left"], 120);
+    alice.send(json!({"type": "leave"}));
+    left_at(&mut alice, "left").await;
+    bob.send(json!({"type": "leave"}));
+    left_at(&mut bob, "left").await;
+
+    // The session is settled and exported; its coins reconcile with the ledger.
+    let export = |path: String| {
+        let url = server.api(&path);
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(admin_token())
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    let mut sessions = Vec::new();
+    for _ in 0..200 {
+        sessions = export("/v1/exports/sessions?format=jsonl".into())
+            .await
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .collect();
+        if !sessions.is_empty() {
+            break;
+        }
+        // Settling follows the leave asynchronously; nothing signals it.
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(sessions.len(), 1);
+    let s = &sessions[0];
+    assert_eq!(
+        (s["payer"].as_str(), s["payee"].as_str()),
+        (Some("alice"), Some("bob"))
+    );
+    assert_eq!(s["end_reason"], "payer_left");
+    let coins = s["coins"].as_i64().unwrap();
+    assert_eq!(
+        get(&server, "/v1/wallets/alice").await["balance"],
+        120 - coins
+    );
+    let ledger = export("/v1/exports/ledger?format=jsonl".into()).await;
+    let charged: i64 = ledger
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|p| p["debit"] == "wallet:alice" && p["session_id"] == s["session_id"])
+        .map(|p| p["coins"].as_i64().unwrap())
+        .sum();
+    assert_eq!(charged, coins, "sessions reconcile with the ledger");
+
+    let usage = export("/v1/exports/usage?format=csv".into()).await;
+    let mut readers = usage.lines();
+    let header = readers.next().unwrap();
+    assert!(header.contains("identity"), "{header}");
+    let who: Vec<&str> = usage.lines().skip(1).collect();
+    assert!(who.iter().any(|l| l.contains(",alice,")), "{usage}");
+    assert!(who.iter().any(|l| l.contains(",bob,")), "{usage}");
+
+    // The command line reads the same ledger, read-only, while the server runs.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_callgate"))
+        .args(["export", "sessions", "--format", "csv", "--data-dir"])
+        .arg(&data.0)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let csv = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(csv.lines().count(), 2, "{csv}");
+    assert!(
+        csv.lines()
+            .nth(1)
+            .unwrap()
+            .contains(s["session_id"].as_str().unwrap())
+    );
+}
