@@ -558,6 +558,10 @@ mod humantime_serde_compat {
     }
 }
 
+/// `CALLGATE_*` variables that flags read (`--config`, `--api-key`,
+/// `--api-secret`), left alone by the configuration.
+const NOT_CONFIG_VARS: &[&str] = &["config", "api_key", "api_secret"];
+
 /// Top-level keys, so `CALLGATE_DATA_DIR` is not read as section `data`.
 const TOP_LEVEL_KEYS: &[&str] = &["data_dir"];
 
@@ -572,7 +576,8 @@ fn apply_env(
             continue;
         };
         let rest = rest.to_ascii_lowercase();
-        if rest == "config" {
+        // Variables of the command line itself, not configuration keys.
+        if NOT_CONFIG_VARS.contains(&rest.as_str()) {
             continue;
         }
         if rest == "keys" {
@@ -911,6 +916,8 @@ mod tests {
                 ("CALLGATE_DATA_DIR", "/tmp/x"),
                 ("CALLGATE_KEYS", "k1:secret1,k2:secret2"),
                 ("UNRELATED", "1"),
+                ("CALLGATE_API_SECRET", "for the token command"),
+                ("CALLGATE_CONFIG", "/etc/callgate.toml"),
             ]),
         )
         .unwrap();

@@ -73,7 +73,12 @@ struct Transport {
     connected: bool,
     /// In `Shard::dirty`, so a fan-out marks each subscriber once in O(1).
     queued: bool,
+    /// Datagrams that arrived before the remote description (see `handle_datagram`).
+    early: Vec<(TransportProtocol, SocketAddr, BytesMut)>,
 }
+
+/// Datagrams kept per transport while its remote description is on its way.
+const MAX_EARLY_DATAGRAMS: usize = 8;
 
 /// A track received from a publisher, forwarded to its consumers.
 struct Producer {
@@ -336,6 +341,17 @@ impl Shard {
             self.metrics.drop_unknown_source.inc();
             return;
         };
+        // A client starts its checks as soon as it has our offer, before
+        // its answer reaches us; the ICE agent cannot judge them yet and
+        // would drop them, costing a retransmission (200 ms of join time).
+        // Keep the first few and replay them once the answer is applied.
+        if !transport.connected
+            && transport.early.len() < MAX_EARLY_DATAGRAMS
+            && transport.pc.remote_description().is_none()
+        {
+            transport.early.push((protocol, from, BytesMut::from(data)));
+            return;
+        }
         let local_addr = match protocol {
             TransportProtocol::TCP => self.tcp_addr,
             _ => self.local_addr,
@@ -355,6 +371,32 @@ impl Shard {
         }
         self.drive(now, id);
         self.flush(now);
+    }
+
+    /// Feeds a transport the datagrams that came before its remote description.
+    fn replay_early(&mut self, now: Instant, id: TransportId) {
+        let Some(t) = self.transports.get_mut(&id) else {
+            return;
+        };
+        for (protocol, from, message) in std::mem::take(&mut t.early) {
+            let local_addr = match protocol {
+                TransportProtocol::TCP => self.tcp_addr,
+                _ => self.local_addr,
+            };
+            let result = t.pc.handle_read(TaggedBytesMut {
+                now,
+                transport: TransportContext {
+                    local_addr,
+                    peer_addr: from,
+                    ecn: None,
+                    transport_protocol: protocol,
+                },
+                message,
+            });
+            if result.is_err() {
+                self.metrics.drop_malformed.inc();
+            }
+        }
     }
 
     // ---- time ------------------------------------------------------------
@@ -874,6 +916,7 @@ impl Shard {
                 producers: HashMap::new(),
                 connected: false,
                 queued: false,
+                early: Vec::new(),
             },
         );
         Ok(id)
@@ -1147,6 +1190,7 @@ impl Shard {
             t.pc.local_description()
                 .map(|d| d.sdp)
                 .ok_or_else(|| SfuError::Internal("answer has no local description".into()))?;
+        self.replay_early(now, id);
         self.drive(now, id);
         self.close_stopped_producers(now, id);
         self.flush(now);
@@ -1222,6 +1266,7 @@ impl Shard {
         if again {
             self.negotiate_subscriber(now, room_name, sid);
         }
+        self.replay_early(now, id);
         self.request_keyframes_for(now, room_name, sid);
         self.drive(now, id);
         self.flush(now);
