@@ -819,3 +819,51 @@ async fn two_allocations_relay_to_each_other() {
         "{to_peer} {to_client}"
     );
 }
+
+#[tokio::test]
+async fn send_indications_come_back_as_data_indications() {
+    // Without a channel, data goes out in Send indications and comes back
+    // in Data indications that the codec reads.
+    let (server, _cfg) = start("");
+    let echo = EchoPeer::start().await;
+    let (user, pass) = credentials("ida");
+    let mut raw = Raw::new(server.turn_udp.unwrap(), &user, &pass).await;
+    assert_eq!(raw.allocate().await.typ.class, CLASS_SUCCESS_RESPONSE);
+    let r = raw
+        .request(METHOD_CREATE_PERMISSION, vec![peer(echo.addr)])
+        .await;
+    assert_eq!(r.typ.class, CLASS_SUCCESS_RESPONSE, "{r}");
+    let body = payload(7, 333);
+    let mut m = Message::new();
+    m.build(&[
+        Box::new(TransactionId::new()),
+        Box::new(MessageType::new(METHOD_SEND, CLASS_INDICATION)),
+        peer(echo.addr),
+        Box::new(Data(body.clone())),
+    ])
+    .unwrap();
+    let mut buf = vec![0u8; 2048];
+    let deadline = Instant::now() + WAIT;
+    let data = loop {
+        assert!(Instant::now() < deadline, "no Data indication came back");
+        raw.sock
+            .send_to(&m.raw, server.turn_udp.unwrap())
+            .await
+            .unwrap();
+        let Ok(Ok((n, _))) =
+            tokio::time::timeout(Duration::from_millis(500), raw.sock.recv_from(&mut buf)).await
+        else {
+            continue;
+        };
+        let mut d = Message::new();
+        d.unmarshal_binary(&buf[..n]).expect("a STUN message");
+        break d;
+    };
+    assert_eq!(data.typ, MessageType::new(METHOD_DATA, CLASS_INDICATION));
+    let mut from = rtc::turn::proto::peeraddr::PeerAddress::default();
+    from.get_from(&data).unwrap();
+    assert_eq!(SocketAddr::new(from.ip, from.port), echo.addr);
+    let mut d = Data::default();
+    d.get_from(&data).unwrap();
+    assert_eq!(d.0, body);
+}

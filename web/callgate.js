@@ -59,6 +59,8 @@ const WS_OPEN = 1;
  * @property {typeof RTCPeerConnection} [RTCPeerConnection] Defaults to `globalThis.RTCPeerConnection`.
  * @property {typeof WebSocket} [WebSocket] Defaults to `globalThis.WebSocket`.
  * @property {RTCIceServer[]} [iceServers] Used in addition to (before) the server's `ice_servers`.
+ * @property {RTCIceTransportPolicy} [iceTransportPolicy] `relay` to send media only through the
+ *   TURN servers (as behind a firewall that lets nothing else out); default: the browser's (`all`).
  * @property {number} [connectTimeout] ms to wait for `joined` (default 15000).
  * @property {number} [negotiationTimeout] ms to wait for a `publish_answer` (default 15000).
  */
@@ -245,6 +247,7 @@ export class Room extends Emitter {
     this._WebSocket = options.WebSocket ?? globalThis.WebSocket;
     this._RTCPeerConnection = options.RTCPeerConnection ?? globalThis.RTCPeerConnection;
     this._extraIceServers = options.iceServers ?? [];
+    this._iceTransportPolicy = options.iceTransportPolicy;
     this._connectTimeout = options.connectTimeout ?? 15000;
     this._negotiationTimeout = options.negotiationTimeout ?? 15000;
 
@@ -575,7 +578,10 @@ export class Room extends Emitter {
   /** @param {'publisher'|'subscriber'} target */
   _createTransport(target) {
     const PC = this._RTCPeerConnection;
-    const pc = new PC({ iceServers: this.iceServers, bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
+    /** @type {RTCConfiguration} */
+    const config = { iceServers: this.iceServers, bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' };
+    if (this._iceTransportPolicy) config.iceTransportPolicy = this._iceTransportPolicy;
+    const pc = new PC(config);
     const transport = new Transport(target, pc, (m) => this._send(m));
     pc.addEventListener('icecandidate', (ev) => {
       const c = ev.candidate;

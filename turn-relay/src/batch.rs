@@ -253,6 +253,27 @@ impl SendBatch {
             while end < self.len && self.fds[end] == fd {
                 end += 1;
             }
+            if end - i == 1 {
+                // One datagram: sendto copies no msghdr.
+                // SAFETY: as below, for one entry.
+                let n = unsafe {
+                    libc::sendto(
+                        fd,
+                        self.iovs[i].iov_base,
+                        self.iovs[i].iov_len,
+                        libc::MSG_DONTWAIT,
+                        self.hdrs[i].msg_hdr.msg_name as *const libc::sockaddr,
+                        self.hdrs[i].msg_hdr.msg_namelen,
+                    )
+                };
+                if n >= 0 {
+                    sent.ok += 1;
+                } else {
+                    sent.failed += 1;
+                }
+                i = end;
+                continue;
+            }
             while i < end {
                 // SAFETY: hdrs[i..end] point at names/iovs owned by self and at
                 // payloads the caller keeps alive until this flush (see push).

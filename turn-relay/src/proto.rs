@@ -15,6 +15,8 @@ use rtc::stun::message::{
 pub(crate) static CRYPTO: RingCrypto = RingCrypto;
 
 pub(crate) const HEADER: usize = 20;
+/// The type of a Data indication (method 0x007, class indication).
+const DATA_INDICATION: u16 = 0x0017;
 /// Room in front of a relayed payload for the largest header put there: a
 /// Data indication with an IPv6 XOR-PEER-ADDRESS (20 + 24 + 4 bytes).
 pub(crate) const HEADROOM: usize = 48;
@@ -257,7 +259,7 @@ pub(crate) fn frame_data_indication(
     buf[HEADROOM + len..HEADROOM + padded].fill(0);
     let body = 4 + alen + 4 + padded;
     let h = &mut buf[start..HEADROOM];
-    h[0..2].copy_from_slice(&0x0117u16.to_be_bytes());
+    h[0..2].copy_from_slice(&DATA_INDICATION.to_be_bytes());
     h[2..4].copy_from_slice(&(body as u16).to_be_bytes());
     h[4..8].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
     h[8..20].copy_from_slice(txid);
@@ -291,7 +293,7 @@ pub(crate) fn frame_data_indication(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rtc::stun::message::Getter;
+    use rtc::stun::message::{CLASS_INDICATION, Getter, METHOD_DATA};
     use rtc::turn::proto::data::Data;
     use rtc::turn::proto::peeraddr::PeerAddress;
 
@@ -304,7 +306,7 @@ mod tests {
             buf[HEADROOM..HEADROOM + payload.len()].copy_from_slice(payload);
             let r = frame_data_indication(&mut buf, peer, payload.len(), &[7; 12]);
             let m = decode(&buf[r]).expect("decodes");
-            assert_eq!(m.typ.value(), 0x0117);
+            assert_eq!(m.typ, MessageType::new(METHOD_DATA, CLASS_INDICATION));
             let mut pa = PeerAddress::default();
             pa.get_from(&m).unwrap();
             assert_eq!(SocketAddr::new(pa.ip, pa.port), peer);
@@ -313,6 +315,14 @@ mod tests {
             assert_eq!(&d.0, payload);
             assert_eq!(peer_addresses(&m).unwrap(), vec![peer]);
         }
+    }
+
+    #[test]
+    fn the_data_indication_type_is_the_codecs() {
+        assert_eq!(
+            MessageType::new(METHOD_DATA, CLASS_INDICATION).value(),
+            DATA_INDICATION
+        );
     }
 
     #[test]

@@ -61,20 +61,23 @@ pub(crate) enum Control {
         remote: SocketAddr,
         tx: tokio::sync::mpsc::Sender<Vec<u8>>,
     },
-    /// One whole STUN message or ChannelData frame.
-    StreamFrame {
-        id: u64,
-        frame: Vec<u8>,
-    },
     StreamClosed {
         id: u64,
     },
     Shutdown,
 }
 
+/// Frames from TCP/TLS clients waiting for the relay thread; a full
+/// queue holds the connections back (TCP flow control) rather than drop.
+const FRAME_QUEUE: usize = 4096;
+/// Frames handled per loop turn before the UDP sockets get theirs.
+const FRAMES_PER_TURN: usize = 1024;
+
 #[derive(Clone)]
 pub(crate) struct ControlTx {
     tx: mpsc::Sender<Control>,
+    /// One whole STUN message or ChannelData frame of a connection.
+    frames: tokio::sync::mpsc::Sender<(u64, Vec<u8>)>,
     waker: Arc<Waker>,
 }
 
@@ -82,6 +85,13 @@ impl ControlTx {
     /// False when the relay thread is gone.
     pub(crate) fn send(&self, c: Control) -> bool {
         let ok = self.tx.send(c).is_ok();
+        let _ = self.waker.wake();
+        ok
+    }
+
+    /// Waits for room in the frame queue; false when the relay is gone.
+    pub(crate) async fn frame(&self, id: u64, frame: Vec<u8>) -> bool {
+        let ok = self.frames.send((id, frame)).await.is_ok();
         let _ = self.waker.wake();
         ok
     }
@@ -123,6 +133,7 @@ pub(crate) fn spawn(
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let (tx, rx) = mpsc::channel();
+    let (frames, frames_rx) = tokio::sync::mpsc::channel(FRAME_QUEUE);
     let mut listener = udp.map(mio::net::UdpSocket::from_std);
     if let Some(l) = listener.as_mut() {
         poll.registry().register(l, LISTENER, Interest::READABLE)?;
@@ -132,9 +143,20 @@ pub(crate) fn spawn(
         .spawn(move || {
             let span = info_span!("relay");
             let _enter = span.enter();
-            Relay::new(config, poll, listener, rx, metrics).run();
+            let relay = Relay::new(config, poll, listener, rx, frames_rx, metrics);
+            // A bug must not take the relay down silently.
+            if catch_unwind(AssertUnwindSafe(|| relay.run())).is_err() {
+                error!("the TURN relay thread panicked and stopped");
+            }
         })?;
-    Ok((ControlTx { tx, waker }, thread))
+    Ok((
+        ControlTx {
+            tx,
+            frames,
+            waker,
+        },
+        thread,
+    ))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -239,6 +261,9 @@ struct Relay {
     filter: PeerFilter,
     metrics: TurnMetrics,
     control: mpsc::Receiver<Control>,
+    frames: tokio::sync::mpsc::Receiver<(u64, Vec<u8>)>,
+    /// Frames were left in the queue at the end of a turn.
+    frames_pending: bool,
     from_clients: Option<RecvBatch>,
     to_peers: SendBatch,
     from_peers: Option<RecvBatch>,
@@ -262,6 +287,7 @@ impl Relay {
         poll: Poll,
         listener: Option<mio::net::UdpSocket>,
         control: mpsc::Receiver<Control>,
+        frames: tokio::sync::mpsc::Receiver<(u64, Vec<u8>)>,
         metrics: TurnMetrics,
     ) -> Relay {
         let filter = PeerFilter::new(
@@ -284,6 +310,8 @@ impl Relay {
             filter,
             metrics,
             control,
+            frames,
+            frames_pending: false,
             from_clients: Some(RecvBatch::new(CLIENT_AT, TAILROOM)),
             to_peers: SendBatch::new(),
             from_peers: Some(RecvBatch::new(HEADROOM, TAILROOM)),
@@ -300,7 +328,7 @@ impl Relay {
         let mut events = Events::with_capacity(1024);
         let mut next_sweep = Instant::now() + SWEEP_EVERY;
         loop {
-            let timeout = if self.listener_ready || !self.ready.is_empty() {
+            let timeout = if self.listener_ready || !self.ready.is_empty() || self.frames_pending {
                 Duration::ZERO
             } else {
                 next_sweep.saturating_duration_since(Instant::now())
@@ -365,18 +393,26 @@ impl Relay {
                 Ok(Control::StreamOpen { id, remote, tx }) => {
                     self.streams.insert(id, StreamClient { tx, remote });
                 }
-                Ok(Control::StreamFrame { id, frame }) => self.on_stream_frame(id, frame, now),
                 Ok(Control::StreamClosed { id }) => {
                     self.streams.remove(&id);
                     if let Some(&slot) = self.by_stream.get(&id) {
                         self.remove(slot);
                     }
                 }
-                Err(mpsc::TryRecvError::Empty) => return true,
+                Err(mpsc::TryRecvError::Empty) => break,
                 // Every sender is gone only once the server handle is.
                 Err(mpsc::TryRecvError::Disconnected) => return false,
             }
         }
+        self.frames_pending = false;
+        for _ in 0..FRAMES_PER_TURN {
+            match self.frames.try_recv() {
+                Ok((id, frame)) => self.on_stream_frame(id, frame, now),
+                Err(_) => return true,
+            }
+        }
+        self.frames_pending = true;
+        true
     }
 
     /// Reads client datagrams; true when the listener may have more.
@@ -473,7 +509,7 @@ impl Relay {
                 return;
             }
         };
-        if !a.perms.get(&peer.ip()).is_some_and(|&e| e > now) {
+        if !permitted(&a.perms, peer.ip(), now) {
             self.tally.no_permission += 1;
             return;
         }
@@ -487,7 +523,7 @@ impl Relay {
         if let Some(&other) = self.by_relay.get(&peer) {
             // The peer is another allocation here: what its relay socket
             // would receive from ours goes straight to its client.
-            self.to_client(other, slot, size, source, now, batched);
+            self.deliver(other, slot, size, source, now, batched);
             return;
         }
         let payload = &slot[HEADROOM..HEADROOM + size];
@@ -528,7 +564,7 @@ impl Relay {
                     let (len, from) = batch.got[i];
                     match from {
                         Some(from) if len != usize::MAX => {
-                            self.to_client(slot, batch.slot_mut(i), len, from, now, true)
+                            self.deliver(slot, batch.slot_mut(i), len, from, now, true)
                         }
                         _ => self.tally.malformed += 1,
                     }
@@ -560,7 +596,7 @@ impl Relay {
     /// and sent, batched in `to_clients` when `batched` (the buffer then
     /// lives until the next flush).
     #[inline]
-    fn to_client(
+    fn deliver(
         &mut self,
         slot: usize,
         buf: &mut [u8],
@@ -572,7 +608,7 @@ impl Relay {
         let Some(a) = self.allocs.get_mut(slot) else {
             return;
         };
-        if !a.perms.get(&from.ip()).is_some_and(|&e| e > now) {
+        if !permitted(&a.perms, from.ip(), now) {
             self.tally.no_permission += 1;
             return;
         }
@@ -1082,7 +1118,7 @@ impl Relay {
             return;
         }
         let a = &mut self.allocs[slot];
-        if !a.perms.get(&peer.ip()).is_some_and(|&e| e > now) {
+        if !permitted(&a.perms, peer.ip(), now) {
             self.tally.no_permission += 1;
             return;
         }
@@ -1097,7 +1133,7 @@ impl Relay {
         if let Some(&other) = self.by_relay.get(&peer) {
             let mut buf = vec![0u8; HEADROOM + len + TAILROOM];
             buf[HEADROOM..HEADROOM + len].copy_from_slice(&data.0);
-            self.to_client(other, &mut buf, len, source, now, false);
+            self.deliver(other, &mut buf, len, source, now, false);
         } else if !send_one(fd, &peer, &data.0) {
             self.metrics.dropped("send_failed", 1);
         }
@@ -1156,6 +1192,12 @@ impl Relay {
         self.metrics.permissions.sub(perms_gone);
         self.metrics.channels.sub(channels_gone);
     }
+}
+
+/// Does `perms` hold an unexpired permission for `ip`?
+#[inline]
+fn permitted(perms: &FxHashMap<IpAddr, Instant>, ip: IpAddr, now: Instant) -> bool {
+    perms.get(&ip).is_some_and(|&e| e > now)
 }
 
 /// A relay socket on a free port of the range (even when asked).

@@ -130,7 +130,7 @@ pub(crate) fn frame_len(buf: &[u8]) -> Result<Option<usize>, ()> {
         // ChannelData, padded to 4 bytes over streams (RFC 8656 §12.5).
         1 => 4 + ((len + 3) & !3),
         0 => {
-            if len % 4 != 0 {
+            if !len.is_multiple_of(4) {
                 return Err(());
             }
             if buf.len() >= 8 && buf[4..8] != rtc::stun::message::MAGIC_COOKIE.to_be_bytes() {
@@ -175,7 +175,7 @@ async fn serve<S>(
                     let rest = buf.split_off(n);
                     let frame = std::mem::replace(&mut buf, rest);
                     first = false;
-                    if !control.send(Control::StreamFrame { id, frame }) {
+                    if !control.frame(id, frame).await {
                         break 'read;
                     }
                 }
