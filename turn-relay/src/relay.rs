@@ -149,14 +149,7 @@ pub(crate) fn spawn(
                 error!("the TURN relay thread panicked and stopped");
             }
         })?;
-    Ok((
-        ControlTx {
-            tx,
-            frames,
-            waker,
-        },
-        thread,
-    ))
+    Ok((ControlTx { tx, frames, waker }, thread))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
