@@ -576,8 +576,9 @@ fn apply_env(
             continue;
         };
         let rest = rest.to_ascii_lowercase();
-        // Variables of the command line itself, not configuration keys.
-        if NOT_CONFIG_VARS.contains(&rest.as_str()) {
+        // Variables of the command line itself, not configuration keys;
+        // `CALLGATE_TEST_*` belong to the test harness (scripts/test.sh).
+        if NOT_CONFIG_VARS.contains(&rest.as_str()) || rest.starts_with("test_") {
             continue;
         }
         if rest == "keys" {
@@ -916,6 +917,7 @@ mod tests {
                 ("CALLGATE_DATA_DIR", "/tmp/x"),
                 ("CALLGATE_KEYS", "k1:secret1,k2:secret2"),
                 ("UNRELATED", "1"),
+                ("CALLGATE_TEST_POSTGRES_URL", "postgres://127.0.0.1/x"),
                 ("CALLGATE_API_SECRET", "for the token command"),
                 ("CALLGATE_CONFIG", "/etc/callgate.toml"),
             ]),

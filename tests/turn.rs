@@ -618,15 +618,15 @@ async fn joined_hands_out_working_turn_servers() {
         credential,
         callgate_turn::rest_password(b"callgate-dev-turn-secret", username)
     );
-    let mut c = TurnClient::connect(
-        Transport::Udp,
-        server.turn_udp.unwrap(),
-        username,
-        credential,
-        None,
-    )
-    .await;
-    c.allocate().await;
+    // Every listener works with them, TLS with the self-signed dev certificate.
+    for (transport, addr) in [
+        (Transport::Udp, server.turn_udp),
+        (Transport::Tcp, server.turn_tcp),
+        (Transport::Tls, server.turn_tls),
+    ] {
+        let mut c = TurnClient::connect(transport, addr.unwrap(), username, credential, None).await;
+        c.allocate().await;
+    }
 }
 
 #[tokio::test]

@@ -54,30 +54,38 @@ const ROUNDS: usize = 8;
 /// can be written in front of it.
 const CLIENT_AT: usize = HEADROOM - 4;
 
-/// What the TCP/TLS side tells the relay thread.
+/// What the server handle tells the relay thread.
 pub(crate) enum Control {
-    StreamOpen {
+    Shutdown,
+}
+
+/// What a TCP/TLS connection tells the relay thread, in order.
+pub(crate) enum StreamEvent {
+    Open {
         id: u64,
         remote: SocketAddr,
         tx: tokio::sync::mpsc::Sender<Vec<u8>>,
     },
-    StreamClosed {
+    /// One whole STUN message or ChannelData frame.
+    Frame {
+        id: u64,
+        frame: Vec<u8>,
+    },
+    Closed {
         id: u64,
     },
-    Shutdown,
 }
 
-/// Frames from TCP/TLS clients waiting for the relay thread; a full
-/// queue holds the connections back (TCP flow control) rather than drop.
-const FRAME_QUEUE: usize = 4096;
-/// Frames handled per loop turn before the UDP sockets get theirs.
-const FRAMES_PER_TURN: usize = 1024;
+/// Connection events waiting for the relay thread; a full queue holds the
+/// connections back (TCP flow control) rather than drop.
+const STREAM_QUEUE: usize = 4096;
+/// Connection events handled per loop turn before the UDP sockets get theirs.
+const STREAM_EVENTS_PER_TURN: usize = 1024;
 
 #[derive(Clone)]
 pub(crate) struct ControlTx {
     tx: mpsc::Sender<Control>,
-    /// One whole STUN message or ChannelData frame of a connection.
-    frames: tokio::sync::mpsc::Sender<(u64, Vec<u8>)>,
+    streams: tokio::sync::mpsc::Sender<StreamEvent>,
     waker: Arc<Waker>,
 }
 
@@ -89,9 +97,9 @@ impl ControlTx {
         ok
     }
 
-    /// Waits for room in the frame queue; false when the relay is gone.
-    pub(crate) async fn frame(&self, id: u64, frame: Vec<u8>) -> bool {
-        let ok = self.frames.send((id, frame)).await.is_ok();
+    /// Waits for room in the connection queue; false when the relay is gone.
+    pub(crate) async fn stream(&self, e: StreamEvent) -> bool {
+        let ok = self.streams.send(e).await.is_ok();
         let _ = self.waker.wake();
         ok
     }
@@ -133,7 +141,7 @@ pub(crate) fn spawn(
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let (tx, rx) = mpsc::channel();
-    let (frames, frames_rx) = tokio::sync::mpsc::channel(FRAME_QUEUE);
+    let (streams, streams_rx) = tokio::sync::mpsc::channel(STREAM_QUEUE);
     let mut listener = udp.map(mio::net::UdpSocket::from_std);
     if let Some(l) = listener.as_mut() {
         poll.registry().register(l, LISTENER, Interest::READABLE)?;
@@ -143,13 +151,13 @@ pub(crate) fn spawn(
         .spawn(move || {
             let span = info_span!("relay");
             let _enter = span.enter();
-            let relay = Relay::new(config, poll, listener, rx, frames_rx, metrics);
+            let relay = Relay::new(config, poll, listener, rx, streams_rx, metrics);
             // A bug must not take the relay down silently.
             if catch_unwind(AssertUnwindSafe(|| relay.run())).is_err() {
                 error!("the TURN relay thread panicked and stopped");
             }
         })?;
-    Ok((ControlTx { tx, frames, waker }, thread))
+    Ok((ControlTx { tx, streams, waker }, thread))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -254,9 +262,9 @@ struct Relay {
     filter: PeerFilter,
     metrics: TurnMetrics,
     control: mpsc::Receiver<Control>,
-    frames: tokio::sync::mpsc::Receiver<(u64, Vec<u8>)>,
-    /// Frames were left in the queue at the end of a turn.
-    frames_pending: bool,
+    stream_events: tokio::sync::mpsc::Receiver<StreamEvent>,
+    /// Connection events were left in the queue at the end of a turn.
+    streams_pending: bool,
     from_clients: Option<RecvBatch>,
     to_peers: SendBatch,
     from_peers: Option<RecvBatch>,
@@ -280,7 +288,7 @@ impl Relay {
         poll: Poll,
         listener: Option<mio::net::UdpSocket>,
         control: mpsc::Receiver<Control>,
-        frames: tokio::sync::mpsc::Receiver<(u64, Vec<u8>)>,
+        stream_events: tokio::sync::mpsc::Receiver<StreamEvent>,
         metrics: TurnMetrics,
     ) -> Relay {
         let filter = PeerFilter::new(
@@ -303,8 +311,8 @@ impl Relay {
             filter,
             metrics,
             control,
-            frames,
-            frames_pending: false,
+            stream_events,
+            streams_pending: false,
             from_clients: Some(RecvBatch::new(CLIENT_AT, TAILROOM)),
             to_peers: SendBatch::new(),
             from_peers: Some(RecvBatch::new(HEADROOM, TAILROOM)),
@@ -321,7 +329,7 @@ impl Relay {
         let mut events = Events::with_capacity(1024);
         let mut next_sweep = Instant::now() + SWEEP_EVERY;
         loop {
-            let timeout = if self.listener_ready || !self.ready.is_empty() || self.frames_pending {
+            let timeout = if self.listener_ready || !self.ready.is_empty() || self.streams_pending {
                 Duration::ZERO
             } else {
                 next_sweep.saturating_duration_since(Instant::now())
@@ -380,31 +388,29 @@ impl Relay {
 
     /// False on shutdown.
     fn drain_control(&mut self, now: Instant) -> bool {
-        loop {
-            match self.control.try_recv() {
-                Ok(Control::Shutdown) => return false,
-                Ok(Control::StreamOpen { id, remote, tx }) => {
+        match self.control.try_recv() {
+            Ok(Control::Shutdown) => return false,
+            Err(mpsc::TryRecvError::Empty) => {}
+            // Every sender is gone only once the server handle is.
+            Err(mpsc::TryRecvError::Disconnected) => return false,
+        }
+        self.streams_pending = false;
+        for _ in 0..STREAM_EVENTS_PER_TURN {
+            match self.stream_events.try_recv() {
+                Ok(StreamEvent::Open { id, remote, tx }) => {
                     self.streams.insert(id, StreamClient { tx, remote });
                 }
-                Ok(Control::StreamClosed { id }) => {
+                Ok(StreamEvent::Frame { id, frame }) => self.on_stream_frame(id, frame, now),
+                Ok(StreamEvent::Closed { id }) => {
                     self.streams.remove(&id);
                     if let Some(&slot) = self.by_stream.get(&id) {
                         self.remove(slot);
                     }
                 }
-                Err(mpsc::TryRecvError::Empty) => break,
-                // Every sender is gone only once the server handle is.
-                Err(mpsc::TryRecvError::Disconnected) => return false,
-            }
-        }
-        self.frames_pending = false;
-        for _ in 0..FRAMES_PER_TURN {
-            match self.frames.try_recv() {
-                Ok((id, frame)) => self.on_stream_frame(id, frame, now),
                 Err(_) => return true,
             }
         }
-        self.frames_pending = true;
+        self.streams_pending = true;
         true
     }
 
@@ -434,6 +440,10 @@ impl Relay {
                 if proto::is_channel_data(slot[CLIENT_AT]) {
                     self.channel_data_to_peer(ClientKey::Udp(from), slot, len, now, true);
                 } else {
+                    // A request may close a relay socket whose descriptor a
+                    // new one then reuses: what is queued goes out first.
+                    self.flush_to_peers();
+                    self.flush_to_clients();
                     let data = &slot[CLIENT_AT..CLIENT_AT + len];
                     let reply = self.on_stun(ClientKey::Udp(from), from, data, now);
                     if let Some(reply) = reply {

@@ -13,7 +13,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::metrics::TurnMetrics;
-use crate::relay::{Control, ControlTx};
+use crate::relay::{ControlTx, StreamEvent};
 use crate::{TurnConfig, TurnError};
 
 const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
@@ -155,7 +155,7 @@ async fn serve<S>(
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(QUEUE);
-    if !control.send(Control::StreamOpen { id, remote, tx }) {
+    if !control.stream(StreamEvent::Open { id, remote, tx }).await {
         return;
     }
     let writer = tokio::spawn(async move {
@@ -175,7 +175,7 @@ async fn serve<S>(
                     let rest = buf.split_off(n);
                     let frame = std::mem::replace(&mut buf, rest);
                     first = false;
-                    if !control.frame(id, frame).await {
+                    if !control.stream(StreamEvent::Frame { id, frame }).await {
                         break 'read;
                     }
                 }
@@ -198,7 +198,7 @@ async fn serve<S>(
             }
         }
     }
-    control.send(Control::StreamClosed { id });
+    control.stream(StreamEvent::Closed { id }).await;
     // The relay drops its sender on StreamClosed, which ends the writer.
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
 }
