@@ -867,3 +867,35 @@ async fn send_indications_come_back_as_data_indications() {
     d.get_from(&data).unwrap();
     assert_eq!(d.0, body);
 }
+
+#[tokio::test]
+async fn relays_over_ipv6() {
+    // The relay on ::1 (allowed explicitly: loopback is denied by default),
+    // IPv6 relayed addresses, an IPv6 echo peer.
+    let (server, _cfg) = start(
+        "bind_ip = \"::1\"\nlisteners = [\"udp\", \"tcp\"]\nallow_peer_cidrs = [\"::1/128\"]",
+    );
+    let udp = server.turn_udp.unwrap();
+    assert!(udp.is_ipv6(), "{udp}");
+    let echo = EchoPeer::start_on("[::1]:0").await;
+    let (user, pass) = credentials("ivan");
+    let mut c = TurnClient::connect(Transport::Udp, udp, &user, &pass, None).await;
+    let relay = c.allocate().await;
+    assert_eq!(relay.ip(), "::1".parse::<std::net::IpAddr>().unwrap());
+    round_trip(&mut c, relay, &echo, 20, 200).await;
+
+    // An IPv4 peer on an IPv6 allocation: 403 before family (the filter
+    // refuses 127.0.0.2 here), and 443 for an allowed IPv4 peer (a
+    // documentation address: nothing is sent to it either way).
+    let mut raw = Raw::new(udp, &user, &pass).await;
+    raw.sock = tokio::net::UdpSocket::bind("[::1]:0").await.unwrap();
+    assert_eq!(raw.allocate().await.typ.class, CLASS_SUCCESS_RESPONSE);
+    let v4: SocketAddr = "127.0.0.2:9".parse().unwrap();
+    let r = raw.request(METHOD_CREATE_PERMISSION, vec![peer(v4)]).await;
+    assert_eq!(error_code(&r), Some(403), "{r}");
+    let public_v4: SocketAddr = "192.0.2.10:9".parse().unwrap();
+    let r = raw
+        .request(METHOD_CREATE_PERMISSION, vec![peer(public_v4)])
+        .await;
+    assert_eq!(error_code(&r), Some(443), "{r}");
+}

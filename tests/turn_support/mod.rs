@@ -87,7 +87,12 @@ pub struct EchoPeer {
 
 impl EchoPeer {
     pub async fn start() -> EchoPeer {
-        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        EchoPeer::start_on("127.0.0.1:0").await
+    }
+
+    /// On another loopback address, e.g. "[::1]:0".
+    pub async fn start_on(addr: &str) -> EchoPeer {
+        let sock = UdpSocket::bind(addr).await.unwrap();
         let addr = sock.local_addr().unwrap();
         let received = Arc::new(AtomicU64::new(0));
         let count = received.clone();
@@ -242,7 +247,12 @@ impl TurnClient {
     ) -> TurnClient {
         let (io, local, proto) = match transport {
             Transport::Udp => {
-                let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                let local = if server.is_ipv6() {
+                    "[::1]:0"
+                } else {
+                    "127.0.0.1:0"
+                };
+                let s = UdpSocket::bind(local).await.unwrap();
                 let local = s.local_addr().unwrap();
                 (Io::Udp(s), local, TransportProtocol::UDP)
             }
