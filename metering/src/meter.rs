@@ -289,32 +289,14 @@ impl Inner {
     /// Same, and waits until each session has taken it in (a credit
     /// extends running calls before `credit` returns; a new session
     /// shortens the others' projections before `start_session` returns).
-    /// Asks the payer's open sessions to release part of their holds for a
-    /// new session at `rate`, and waits until they have.
-    async fn make_room(&self, payer: &str, rate: i64, except: &str) {
-        let acks: Vec<oneshot::Receiver<()>> = {
-            let registry = self.registry.lock().unwrap();
-            registry
-                .by_payer
-                .get(payer)
-                .map(|sessions| {
-                    sessions
-                        .iter()
-                        .filter(|(id, _)| id.as_str() != except)
-                        .filter_map(|(_, entry)| {
-                            let (ack, done) = oneshot::channel();
-                            entry.tx.send(Msg::Yield { rate, ack }).ok().map(|_| done)
-                        })
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        for done in acks {
-            let _ = done.await;
-        }
-    }
-
-    async fn wallet_changed_acked(&self, payer: &str, snap: WalletSnap, except: Option<&str>) {
+    /// Sends every open session of `payer` but `except` the message `make`
+    /// builds around an acknowledgement, and waits for all of them.
+    async fn tell_sessions(
+        &self,
+        payer: &str,
+        except: Option<&str>,
+        make: impl Fn(oneshot::Sender<()>) -> Msg,
+    ) {
         let acks: Vec<oneshot::Receiver<()>> = {
             let registry = self.registry.lock().unwrap();
             registry
@@ -326,14 +308,7 @@ impl Inner {
                         .filter(|(id, _)| Some(id.as_str()) != except)
                         .filter_map(|(_, entry)| {
                             let (ack, done) = oneshot::channel();
-                            entry
-                                .tx
-                                .send(Msg::Wallet {
-                                    snap,
-                                    ack: Some(ack),
-                                })
-                                .ok()
-                                .map(|_| done)
+                            entry.tx.send(make(ack)).ok().map(|_| done)
                         })
                         .collect()
                 })
@@ -342,6 +317,21 @@ impl Inner {
         for done in acks {
             let _ = done.await;
         }
+    }
+
+    /// Asks the payer's open sessions to release part of their holds for a
+    /// new session at `rate`, and waits until they have.
+    async fn make_room(&self, payer: &str, rate: i64, except: &str) {
+        self.tell_sessions(payer, Some(except), |ack| Msg::Yield { rate, ack })
+            .await;
+    }
+
+    async fn wallet_changed_acked(&self, payer: &str, snap: WalletSnap, except: Option<&str>) {
+        self.tell_sessions(payer, except, |ack| Msg::Wallet {
+            snap,
+            ack: Some(ack),
+        })
+        .await;
     }
 
     pub fn unregister(&self, payer: &str, id: &str) {

@@ -337,6 +337,7 @@ impl Shard {
                 }
             },
         };
+        let local_addr = self.local_addr_for(protocol);
         let Some(transport) = self.transports.get_mut(&id) else {
             self.metrics.drop_unknown_source.inc();
             return;
@@ -352,25 +353,30 @@ impl Shard {
             transport.early.push((protocol, from, BytesMut::from(data)));
             return;
         }
-        let local_addr = match protocol {
-            TransportProtocol::TCP => self.tcp_addr,
-            _ => self.local_addr,
-        };
-        let result = transport.pc.handle_read(TaggedBytesMut {
-            now,
-            transport: TransportContext {
+        if transport
+            .pc
+            .handle_read(tagged(
+                now,
+                protocol,
                 local_addr,
-                peer_addr: from,
-                ecn: None,
-                transport_protocol: protocol,
-            },
-            message: BytesMut::from(data),
-        });
-        if result.is_err() {
+                from,
+                BytesMut::from(data),
+            ))
+            .is_err()
+        {
             self.metrics.drop_malformed.inc();
         }
         self.drive(now, id);
         self.flush(now);
+    }
+
+    /// The address our candidate for `protocol` has: what rtc must see as
+    /// the local address of a datagram (rtc-notes.md).
+    fn local_addr_for(&self, protocol: TransportProtocol) -> SocketAddr {
+        match protocol {
+            TransportProtocol::TCP => self.tcp_addr,
+            _ => self.local_addr,
+        }
     }
 
     /// Feeds a transport the datagrams that came before its remote description.
@@ -378,22 +384,16 @@ impl Shard {
         let Some(t) = self.transports.get_mut(&id) else {
             return;
         };
-        for (protocol, from, message) in std::mem::take(&mut t.early) {
-            let local_addr = match protocol {
-                TransportProtocol::TCP => self.tcp_addr,
-                _ => self.local_addr,
+        let early = std::mem::take(&mut t.early);
+        for (protocol, from, message) in early {
+            let local_addr = self.local_addr_for(protocol);
+            let Some(t) = self.transports.get_mut(&id) else {
+                return;
             };
-            let result = t.pc.handle_read(TaggedBytesMut {
-                now,
-                transport: TransportContext {
-                    local_addr,
-                    peer_addr: from,
-                    ecn: None,
-                    transport_protocol: protocol,
-                },
-                message,
-            });
-            if result.is_err() {
+            if t.pc
+                .handle_read(tagged(now, protocol, local_addr, from, message))
+                .is_err()
+            {
                 self.metrics.drop_malformed.inc();
             }
         }
@@ -1381,6 +1381,26 @@ impl Shard {
         for name in names {
             let _ = self.close_room(now, &name, reason);
         }
+    }
+}
+
+/// A datagram as rtc takes it.
+fn tagged(
+    now: Instant,
+    protocol: TransportProtocol,
+    local_addr: SocketAddr,
+    peer_addr: SocketAddr,
+    message: BytesMut,
+) -> TaggedBytesMut {
+    TaggedBytesMut {
+        now,
+        transport: TransportContext {
+            local_addr,
+            peer_addr,
+            ecn: None,
+            transport_protocol: protocol,
+        },
+        message,
     }
 }
 
