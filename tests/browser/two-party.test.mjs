@@ -10,94 +10,20 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { accessSync, constants as fsConstants } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
-const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const CALLGATE_BIN = path.resolve(REPO_ROOT, process.env.TEST_CALLGATE_BIN || 'target/debug/callgate');
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const HOST = '127.0.0.1';
+import {
+  REPO_ROOT, CALLGATE_BIN, CHROMIUM, HOST, CHROMIUM_ARGS,
+  freeTcpPort, runCallgate, startServer, stopServer, mediaFlowing, waitForStats,
+} from './harness.mjs';
 
 const MEDIA_TIMEOUT_MS = 30_000;
 const LEAVE_TIMEOUT_MS = 20_000;
-
-const CHROMIUM_ARGS = [
-  '--allow-loopback-in-peer-connection',
-  '--use-fake-device-for-media-stream',
-  '--use-fake-ui-for-media-stream',
-  '--disable-features=WebRtcHideLocalIpsWithMdns',
-  '--disable-background-networking',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-component-update',
-  '--disable-sync',
-  // remote tiles play with sound; without a user gesture autoplay would be refused
-  '--autoplay-policy=no-user-gesture-required',
-];
-
-/** A TCP port free on 127.0.0.1 right now. */
-function freeTcpPort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, HOST, () => {
-      const { port } = /** @type {net.AddressInfo} */ (srv.address());
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-/** Runs the callgate binary to completion; resolves with its stdout. */
-function runCallgate(args) {
-  return new Promise((resolve, reject) => {
-    execFile(CALLGATE_BIN, args, { cwd: REPO_ROOT, timeout: 20_000 }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`callgate ${args.join(' ')} failed: ${err.message}\n${stderr}`));
-      else resolve(stdout);
-    });
-  });
-}
-
-/** Starts `callgate serve`; the returned object collects its output and knows when it exits. */
-function startServer(args) {
-  const child = spawn(CALLGATE_BIN, args, {
-    cwd: REPO_ROOT,
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' },
-  });
-  const server = {
-    child,
-    log: '',
-    /** @type {{code: number|null, signal: string|null, error?: Error}|null} */
-    exit: null,
-    exited: /** @type {Promise<void>} */ (null),
-  };
-  const append = (chunk) => {
-    server.log += chunk;
-    if (server.log.length > 200_000) server.log = server.log.slice(-150_000);
-  };
-  child.stdout.setEncoding('utf8').on('data', append);
-  child.stderr.setEncoding('utf8').on('data', append);
-  server.exited = new Promise((resolve) => {
-    child.once('exit', (code, signal) => {
-      server.exit = { code, signal };
-      resolve();
-    });
-    child.once('error', (error) => {
-      server.exit = { code: null, signal: null, error };
-      resolve();
-    });
-  });
-  return server;
-}
 
 /** Polls /healthz until it answers 200 (bounded), failing early if the server died. */
 async function waitForHealthy(server, httpPort) {
@@ -118,44 +44,6 @@ async function waitForHealthy(server, httpPort) {
     await new Promise((r) => setTimeout(r, 200));
   }
   throw new Error(`${url} not healthy after ${tries} tries (last: ${last})`);
-}
-
-async function stopServer(server) {
-  if (!server || server.exit) return;
-  server.child.kill('SIGTERM');
-  const timer = new Promise((r) => setTimeout(r, 5000).unref());
-  await Promise.race([server.exited, timer]);
-  if (!server.exit) {
-    server.child.kill('SIGKILL');
-    await server.exited;
-  }
-}
-
-/** True when the stats show decoded video and received audio from the other side. */
-function mediaFlowing(s) {
-  const video = s.remote.some((r) => r.kind === 'video' && r.framesDecoded > 10);
-  const audio = s.remote.some((r) => r.kind === 'audio' && (r.totalSamplesReceived > 0 || r.packetsReceived > 20));
-  return s.joined && video && audio;
-}
-
-/**
- * Polls `window.callgateStats()` in the page until `done(stats)` holds, for at
- * most `timeoutMs` (page.waitForFunction does not await an async predicate).
- * Resolves with the stats; rejects with the last stats seen.
- */
-async function waitForStats(page, done, timeoutMs) {
-  const deadline = Date.now() + timeoutMs;
-  let last = null;
-  for (;;) {
-    last = await page.evaluate(() =>
-      typeof window.callgateStats === 'function' ? window.callgateStats() : null,
-    );
-    if (last && done(last)) return last;
-    if (Date.now() >= deadline) {
-      throw new Error(`timed out after ${timeoutMs} ms; last stats: ${JSON.stringify(last)}`);
-    }
-    await new Promise((r) => setTimeout(r, 500));
-  }
 }
 
 test('alice and bob see and hear each other through callgate', { timeout: 180_000 }, async (t) => {
