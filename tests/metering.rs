@@ -82,18 +82,36 @@ async fn left_at(client: &mut Client, reason: &str) -> Instant {
     Instant::now()
 }
 
+/// A 1:1 call in `room` that alice pays bob for at 60 coins a minute, per
+/// second, after crediting her `coins`; both with media.
+async fn paid_call(server: &TestServer, room: &str, coins: i64) -> (Caller, Caller) {
+    credit(server, "alice", coins, "pay_1").await;
+    let alice = join_with_media(server, &paid_token(room, "alice", "alice", Some("bob"), 60)).await;
+    let bob = join_with_media(server, &token(room, "bob")).await;
+    (Caller(alice.0, alice.1), Caller(bob.0, bob.1))
+}
+
+/// A participant and the track that keeps its media connected.
+struct Caller(Client, #[allow(dead_code)] LocalTrack);
+
+impl std::ops::Deref for Caller {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Caller {
+    fn deref_mut(&mut self) -> &mut Client {
+        &mut self.0
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payer_with_five_coins_at_sixty_a_minute_is_cut_after_five_seconds() {
     let server = TestServer::start(&[]);
     let room = unique_room();
-    credit(&server, "alice", 5, "pay_1").await;
-
-    let (mut alice, _a) = join_with_media(
-        &server,
-        &paid_token(&room, "alice", "alice", Some("bob"), 60),
-    )
-    .await;
-    let (mut bob, _b) = join_with_media(&server, &token(&room, "bob")).await;
+    let (mut alice, mut bob) = paid_call(&server, &room, 5).await;
     let first = alice.event("balance").await;
     let answered = Instant::now();
     assert_eq!(first["seconds_left"], 5, "{first}");
@@ -125,13 +143,7 @@ async fn a_payer_with_five_coins_at_sixty_a_minute_is_cut_after_five_seconds() {
 async fn a_credit_during_the_call_extends_it_at_once() {
     let server = TestServer::start(&[]);
     let room = unique_room();
-    credit(&server, "alice", 5, "pay_1").await;
-    let (mut alice, _a) = join_with_media(
-        &server,
-        &paid_token(&room, "alice", "alice", Some("bob"), 60),
-    )
-    .await;
-    let (_bob, _b) = join_with_media(&server, &token(&room, "bob")).await;
+    let (mut alice, _bob) = paid_call(&server, &room, 5).await;
     assert_eq!(alice.event("balance").await["seconds_left"], 5);
     let answered = Instant::now();
 
