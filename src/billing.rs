@@ -3,6 +3,15 @@
 //! the payee both have media, relays the meter's news to their clients, and
 //! cuts the call when the meter says the wallet ran dry.
 //!
+//! Billing fails closed. The participant whose token carries billing terms
+//! (the terms' holder) joins with its media held: the SFU forwards nothing
+//! from or to it until the meter has written the hold for the first block of
+//! call time, and a session that cannot start ends the holder's part in the
+//! call (the whole call when it is one to one) with `insufficient_balance`,
+//! `billing_invalid` or `billing_stopped`. When a billed session ends while
+//! its holder stays (the other side left), the holder's media is held again
+//! until a new session starts.
+//!
 //! One task owns all call state; observer calls and meter events reach it
 //! over channels, so nothing here takes a lock.
 
@@ -10,11 +19,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use callgate_metering::{
-    BillingTerms, CallType, EndReason, Meter, MeterEvent, SessionHandle, SessionStart, UsageKind,
-    UsageRecord,
+    BillingTerms, CallType, EndReason, Meter, MeterError, MeterEvent, SessionHandle, SessionStart,
+    UsageKind, UsageRecord,
 };
 use callgate_sfu::{LeaveReason, Sfu};
-use callgate_signaling::calls::{CallObserver, CallParticipant, MediaUsage, Participants, Refusal};
+use callgate_signaling::calls::{
+    Admission, CallObserver, CallParticipant, MediaUsage, Participants, Refusal,
+};
 use callgate_signaling::protocol::ServerMessage;
 use callgate_signaling::token::{BillingClaims, unix_now_ms};
 use tokio::sync::{broadcast, mpsc};
@@ -33,11 +44,23 @@ pub struct BillingObserver {
     plans: Arc<HashMap<String, BillingTerms>>,
 }
 
-/// Billing terms a token asks for, resolved against the configured plans.
-fn resolve(
+/// Billing terms a token asks for, resolved against the configured plans and
+/// checked against every limit the meter enforces (`SessionStart::validate`).
+pub struct ResolvedTerms {
+    pub payer: String,
+    /// `None`: whoever else connects in the room is paid.
+    pub payee: Option<String>,
+    pub terms: BillingTerms,
+    pub call_type: CallType,
+}
+
+/// Resolves and checks the billing terms of a token for `room`: what the
+/// server checks at join and `callgate token` before it signs.
+pub fn resolve_terms(
+    room: &str,
     claims: &BillingClaims,
     plans: &HashMap<String, BillingTerms>,
-) -> Result<(String, Option<String>, BillingTerms, CallType), Refusal> {
+) -> Result<ResolvedTerms, Refusal> {
     let refuse = |message: &str| Refusal {
         message: message.to_owned(),
     };
@@ -47,9 +70,6 @@ fn resolve(
         .filter(|p| !p.is_empty())
         .ok_or_else(|| refuse("billing terms need a payer"))?;
     let payee = claims.payee.clone().filter(|p| !p.is_empty());
-    if payee.as_deref() == Some(payer.as_str()) {
-        return Err(refuse("payer and payee are the same identity"));
-    }
     let mut terms = match &claims.plan {
         Some(name) => plans
             .get(name)
@@ -58,9 +78,6 @@ fn resolve(
         None => BillingTerms::default(),
     };
     match (claims.rate, &claims.plan) {
-        (Some(rate), _) if rate <= 0 => {
-            return Err(refuse("rate must be a positive number of coins per minute"));
-        }
         (Some(rate), _) => terms.rate_per_minute = rate,
         (None, None) => return Err(refuse("billing terms need a rate or a plan")),
         (None, Some(_)) => {}
@@ -79,24 +96,38 @@ fn resolve(
         None | Some("audio") => CallType::Audio,
         Some("video") => CallType::Video,
         Some(other) => {
+            let shown: String = other.chars().take(32).collect();
             return Err(refuse(&format!(
-                "call_type `{other}` is not audio or video"
+                "call_type `{shown}` is not audio or video"
             )));
         }
     };
-    Ok((payer, payee, terms, call_type))
+    let start = SessionStart {
+        room: room.to_owned(),
+        payer,
+        payee,
+        terms,
+        call_type,
+    };
+    start.validate().map_err(|e| refuse(&e.to_string()))?;
+    Ok(ResolvedTerms {
+        payer: start.payer,
+        payee: start.payee,
+        terms: start.terms,
+        call_type: start.call_type,
+    })
 }
 
 impl CallObserver for BillingObserver {
     fn check(
         &self,
-        _room: &str,
+        room: &str,
         _identity: &str,
         billing: Option<&BillingClaims>,
-    ) -> Result<(), Refusal> {
+    ) -> Result<Admission, Refusal> {
         match billing {
-            Some(claims) => resolve(claims, &self.plans).map(|_| ()),
-            None => Ok(()),
+            Some(claims) => resolve_terms(room, claims, &self.plans).map(|_| Admission::MediaHeld),
+            None => Ok(Admission::Open),
         }
     }
     fn joined(&self, p: &CallParticipant) {
@@ -111,9 +142,11 @@ impl CallObserver for BillingObserver {
 }
 
 /// Terms signed into a participant's token, waiting for both sides' media.
+/// Its holder's media is held while it waits.
+#[derive(Clone)]
 struct Offer {
     /// The session (participant sid) whose token carried the terms.
-    from_sid: String,
+    holder_sid: String,
     payer: String,
     payee: Option<String>,
     terms: BillingTerms,
@@ -122,11 +155,17 @@ struct Offer {
 
 struct Billed {
     session: SessionHandle,
-    payer: String,
+    /// What started it, to wait again if the call goes on without a session.
+    offer: Offer,
     payer_sid: String,
     /// The session of the payee named in the terms, or of whoever answered.
     payee_sid: String,
-    one_to_one: bool,
+}
+
+impl Billed {
+    fn one_to_one(&self) -> bool {
+        self.offer.payee.is_some()
+    }
 }
 
 #[derive(Default)]
@@ -141,6 +180,18 @@ struct Room {
 fn notify(participants: &Participants, billed: &Billed, message: ServerMessage) {
     participants.send(&billed.payer_sid, message.clone());
     participants.send(&billed.payee_sid, message);
+}
+
+/// Why a paid session that could not start ends its holder's call.
+fn refusal_reason(e: &MeterError) -> LeaveReason {
+    match e {
+        MeterError::InsufficientBalance(_) => LeaveReason::InsufficientBalance,
+        MeterError::InvalidTerms(_)
+        | MeterError::InvalidIdentifier(_)
+        | MeterError::UnknownPlan(_)
+        | MeterError::InvalidAmount(_) => LeaveReason::BillingInvalid,
+        _ => LeaveReason::BillingStopped,
+    }
 }
 
 struct Biller {
@@ -180,7 +231,7 @@ impl Biller {
         loop {
             tokio::select! {
                 call = calls.recv() => match call {
-                    Some(CallEvent::Joined(p)) => self.joined(p),
+                    Some(CallEvent::Joined(p)) => self.joined(p).await,
                     Some(CallEvent::MediaConnected(p)) => self.media_connected(p).await,
                     Some(CallEvent::Left(p, usage)) => self.left(p, usage).await,
                     None => return,
@@ -196,25 +247,34 @@ impl Biller {
         }
     }
 
-    fn joined(&mut self, p: CallParticipant) {
+    async fn joined(&mut self, p: CallParticipant) {
         let Some(claims) = &p.billing else {
             return;
         };
-        // Checked at join already; a plan removed since is skipped.
-        let Ok((payer, payee, terms, call_type)) = resolve(claims, &self.plans) else {
-            return;
-        };
-        self.rooms
-            .entry(p.room.clone())
-            .or_default()
-            .offers
-            .push(Offer {
-                from_sid: p.sid.clone(),
-                payer,
-                payee,
-                terms,
-                call_type,
-            });
+        match resolve_terms(&p.room, claims, &self.plans) {
+            Ok(resolved) => self
+                .rooms
+                .entry(p.room.clone())
+                .or_default()
+                .offers
+                .push(Offer {
+                    holder_sid: p.sid.clone(),
+                    payer: resolved.payer,
+                    payee: resolved.payee,
+                    terms: resolved.terms,
+                    call_type: resolved.call_type,
+                }),
+            // Checked at join already; a plan removed since: the holder's
+            // media stays held, so it leaves rather than calls unbilled.
+            Err(refusal) => {
+                self.participants.send(
+                    &p.sid,
+                    ServerMessage::error("billing_invalid", refusal.message),
+                );
+                self.sfu
+                    .end_session(&p.room, &p.sid, LeaveReason::BillingInvalid);
+            }
+        }
     }
 
     async fn media_connected(&mut self, p: CallParticipant) {
@@ -223,58 +283,80 @@ impl Biller {
         self.start_ready(&p.room).await;
     }
 
-    /// Starts every offer whose payer and payee both have media.
+    /// Starts every offer whose payer and payee both have media, and lets
+    /// its holder's media flow once the meter holds the first block.
     async fn start_ready(&mut self, room_name: &str) {
-        let Some(room) = self.rooms.get_mut(room_name) else {
-            return;
-        };
-        let mut i = 0;
-        while i < room.offers.len() {
-            let offer = &room.offers[i];
-            let Some(payer_sid) = room.connected.get(&offer.payer).cloned() else {
-                i += 1;
-                continue;
+        loop {
+            let Some(room) = self.rooms.get_mut(room_name) else {
+                return;
             };
-            let answered = match &offer.payee {
-                Some(payee) => room
-                    .connected
-                    .get(payee)
-                    .map(|sid| (payee.clone(), sid.clone())),
-                None => room
-                    .connected
-                    .iter()
-                    .find(|(identity, _)| **identity != offer.payer)
-                    .map(|(i, s)| (i.clone(), s.clone())),
+            let ready = room.offers.iter().enumerate().find_map(|(i, offer)| {
+                let payer_sid = room.connected.get(&offer.payer)?.clone();
+                let (payee, payee_sid) = match &offer.payee {
+                    Some(payee) => (payee.clone(), room.connected.get(payee)?.clone()),
+                    None => room
+                        .connected
+                        .iter()
+                        .find(|(identity, _)| **identity != offer.payer)
+                        .map(|(i, s)| (i.clone(), s.clone()))?,
+                };
+                Some((i, payer_sid, payee, payee_sid))
+            });
+            let Some((index, payer_sid, payee, payee_sid)) = ready else {
+                return;
             };
-            let Some((payee, payee_sid)) = answered else {
-                i += 1;
-                continue;
-            };
-            let offer = room.offers.remove(i);
+            let offer = room.offers.remove(index);
             let start = SessionStart {
                 room: room_name.to_owned(),
                 payer: offer.payer.clone(),
                 payee: offer.payee.clone().or(Some(payee.clone())),
-                terms: offer.terms,
+                terms: offer.terms.clone(),
                 call_type: offer.call_type,
             };
             match self.meter.start_session(start).await {
                 Ok(session) => {
                     info!(room = %room_name, payer = %offer.payer, payee = %payee, session = %session.id(), "billed session started");
-                    // The meter announces the first `SecondsLeft` itself.
+                    // The hold is in the ledger: media may flow. (The meter
+                    // announces the first `SecondsLeft` itself.)
+                    if let Err(e) = self
+                        .sfu
+                        .hold_media(room_name, &offer.holder_sid, false)
+                        .await
+                    {
+                        warn!(room = %room_name, error = %e, "holder gone before its media was released");
+                    }
                     let billed = Billed {
                         session,
-                        payer: offer.payer.clone(),
+                        offer,
                         payer_sid,
                         payee_sid,
-                        one_to_one: offer.payee.is_some(),
                     };
-                    room.billed.push(billed);
+                    if let Some(room) = self.rooms.get_mut(room_name) {
+                        room.billed.push(billed);
+                    } else {
+                        self.end(billed, EndReason::PayerLeft).await;
+                    }
                 }
-                Err(e) => {
-                    warn!(room = %room_name, payer = %offer.payer, error = %e, "could not start a billed session")
-                }
+                Err(e) => self.refuse(room_name, offer, &e).await,
             }
+        }
+    }
+
+    /// A paid session that cannot start: the holder's part in the call
+    /// ends (the whole call when it is one to one), with the reason told.
+    async fn refuse(&mut self, room_name: &str, offer: Offer, e: &MeterError) {
+        let reason = refusal_reason(e);
+        warn!(room = %room_name, payer = %offer.payer, error = %e, reason = reason.as_str(), "billed session refused; ending the call");
+        self.participants.send(
+            &offer.holder_sid,
+            ServerMessage::error(reason.as_str(), e.to_string()),
+        );
+        if offer.payee.is_some() {
+            if let Err(e) = self.sfu.close_room(room_name, reason).await {
+                warn!(room = %room_name, error = %e, "refused call already gone");
+            }
+        } else {
+            self.sfu.end_session(room_name, &offer.holder_sid, reason);
         }
     }
 
@@ -301,23 +383,50 @@ impl Biller {
         if room.connected.get(&p.identity) == Some(&p.sid) {
             room.connected.remove(&p.identity);
         }
-        room.offers.retain(|o| o.from_sid != p.sid);
+        room.offers.retain(|o| o.holder_sid != p.sid);
         let (ended, kept): (Vec<Billed>, Vec<Billed>) = room
             .billed
             .drain(..)
             .partition(|b| b.payer_sid == p.sid || b.payee_sid == p.sid);
         room.billed = kept;
-        let empty = room.connected.is_empty() && room.offers.is_empty() && room.billed.is_empty();
-        if empty {
-            self.rooms.remove(&p.room);
-        }
         for b in ended {
             let reason = if b.payer_sid == p.sid {
                 EndReason::PayerLeft
             } else {
                 EndReason::PayeeLeft
             };
+            if b.offer.holder_sid != p.sid {
+                self.wait_again(&p.room, b.offer.clone()).await;
+            }
             self.end(b, reason).await;
+        }
+        if let Some(room) = self.rooms.get(&p.room)
+            && room.connected.is_empty()
+            && room.offers.is_empty()
+            && room.billed.is_empty()
+        {
+            self.rooms.remove(&p.room);
+        }
+    }
+
+    /// A billed session ends while its holder stays in the room: hold the
+    /// holder's media again (before the session ends, so no moment goes
+    /// unbilled) and wait for the other side as at the start.
+    async fn wait_again(&mut self, room_name: &str, offer: Offer) {
+        match self
+            .sfu
+            .hold_media(room_name, &offer.holder_sid, true)
+            .await
+        {
+            Ok(()) => self
+                .rooms
+                .entry(room_name.to_owned())
+                .or_default()
+                .offers
+                .push(offer),
+            Err(e) => {
+                info!(room = %room_name, error = %e, "holder gone; its terms go with it")
+            }
         }
     }
 
@@ -387,7 +496,8 @@ impl Biller {
             return;
         };
         let billed = room.billed.remove(index);
-        let (payer, one_to_one) = (billed.payer.clone(), billed.one_to_one);
+        let payer = billed.offer.payer.clone();
+        let one_to_one = billed.one_to_one();
         let leave = match reason {
             EndReason::InsufficientBalance => LeaveReason::InsufficientBalance,
             // The ledger can no longer pay for the call (another node closed
@@ -395,6 +505,10 @@ impl Biller {
             _ => LeaveReason::BillingStopped,
         };
         info!(room = %room_name, payer = %payer, session, reason = leave.as_str(), "cutting the call");
+        // A holder who is not the payer stays: nothing flows until someone pays again.
+        if !one_to_one && billed.offer.holder_sid != billed.payer_sid {
+            self.wait_again(&room_name, billed.offer.clone()).await;
+        }
         self.end(billed, reason).await;
         let result = if one_to_one {
             self.sfu.close_room(&room_name, leave).await

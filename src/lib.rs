@@ -1,7 +1,7 @@
 //! The `callgate` binary's library half: configuration, and wiring the media
 //! plane, signaling, the TURN relay and metering into one server.
 
-mod billing;
+pub mod billing;
 pub mod config;
 pub mod loadtest;
 mod money_api;

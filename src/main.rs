@@ -410,6 +410,15 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
     if !args.admin && (args.room.is_none() || args.identity.is_none()) {
         bail!("--room and --identity are required (or --admin for a server API token)");
     }
+    let billing = args.billing.claims();
+    if let Some(terms) = &billing {
+        // Terms the server would refuse at join (4007) are refused here.
+        let room = args.room.as_deref().unwrap_or_default();
+        let plans = config.metering.plans.clone().into_iter().collect();
+        if let Err(refusal) = callgate::billing::resolve_terms(room, terms, &plans) {
+            bail!("billing terms refused: {}", refusal.message);
+        }
+    }
     let now = unix_now();
     let claims = Claims {
         iss: key.clone(),
@@ -425,7 +434,7 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
             can_subscribe: !args.no_subscribe,
             admin: args.admin,
         },
-        billing: args.billing.claims(),
+        billing,
     };
     let ring = KeyRing::new([(key.as_str(), secret.as_str())]);
     let token = ring.sign(&claims).context("signing the token")?;

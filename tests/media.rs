@@ -4,10 +4,12 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use webrtc::media_stream::track_local::TrackLocal;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publisher_payloads_reach_every_subscriber_byte_identical() {
@@ -270,4 +272,263 @@ async fn media_flows_over_ipv6() {
         160,
     )];
     publish_and_count(&mut alice, &mut tracks, &[&bob]).await;
+}
+
+/// Lines of `sdp`, less those starting with `prefix`.
+fn without(sdp: &str, prefix: &str) -> String {
+    sdp.split_inclusive('\n')
+        .filter(|l| !l.starts_with(prefix))
+        .collect()
+}
+
+/// `sdp` with `line` added after every m-line's first line.
+fn with_media_line(sdp: &str, line: &str) -> String {
+    sdp.split_inclusive('\n')
+        .flat_map(|l| {
+            if l.starts_with("m=") {
+                vec![l.to_owned(), format!("{line}\r\n")]
+            } else {
+                vec![l.to_owned()]
+            }
+        })
+        .collect()
+}
+
+/// Sends `sdp` as a publish offer and expects `invalid_sdp`.
+async fn refused_offer(client: &mut Client, what: &str, sdp: String) {
+    client.send(serde_json::json!({"type": "publish_offer", "sdp": sdp}));
+    let e = client.event("error").await;
+    assert_eq!(e["code"], "invalid_sdp", "{what}: {e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_offer_leaves_the_publisher_ready_for_the_next() {
+    let server = TestServer::start(&[]);
+    let room = unique_room();
+    let mut alice = Client::join(&server, &token(&room, "alice")).await;
+    let bob = Client::join(&server, &token(&room, "bob")).await;
+    let audio = LocalTrack::new(RtpCodecKind::Audio, opus(), 111);
+    alice
+        .publisher
+        .add_track(audio.track.clone() as Arc<dyn TrackLocal>)
+        .await
+        .unwrap();
+    let offer = alice.publisher.create_offer(None).await.unwrap().sdp;
+    let fingerprint = offer
+        .lines()
+        .find_map(|l| l.strip_prefix("a=fingerprint:"))
+        .expect("the client's offer has a fingerprint")
+        .to_owned();
+    let hex = fingerprint.split_once(' ').unwrap().1.to_owned();
+    let bad = [
+        ("no ice-ufrag", without(&offer, "a=ice-ufrag:")),
+        ("no ice-pwd", without(&offer, "a=ice-pwd:")),
+        ("no fingerprint", without(&offer, "a=fingerprint:")),
+        (
+            "an unknown hash",
+            offer.replace(&fingerprint, &format!("sha-3 {hex}")),
+        ),
+        (
+            "a short fingerprint",
+            offer.replace(&fingerprint, &format!("sha-256 {}", &hex[..hex.len() - 3])),
+        ),
+        (
+            "a non-hex fingerprint",
+            offer.replace(&fingerprint, &format!("sha-256 ZZ{}", &hex[2..])),
+        ),
+        (
+            "an absurd fingerprint",
+            offer.replace(&fingerprint, &format!("sha-256 {}", ["AB"; 4000].join(":"))),
+        ),
+        (
+            "extmap id 0",
+            with_media_line(
+                &offer,
+                "a=extmap:0 urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+            ),
+        ),
+        (
+            "a hostname candidate",
+            with_media_line(
+                &offer,
+                "a=candidate:1 1 udp 2122260223 example.invalid 9 typ host",
+            ),
+        ),
+        // Passes every check of ours; rtc refuses it after it has changed
+        // the transport's signaling state (the fresh-transport path).
+        ("no mid", without(&offer, "a=mid:")),
+    ];
+    for (what, sdp) in bad {
+        refused_offer(&mut alice, what, sdp).await;
+    }
+    // Nothing was published by the refused offers.
+    assert_eq!(
+        listed_tracks(&server, &room, "alice").await,
+        Vec::<serde_json::Value>::new()
+    );
+
+    alice.negotiate_publisher().await;
+    let mut audio_only = [(audio, "audio/opus", 120)];
+    forward_and_count(&mut alice, &mut audio_only, &[&bob]).await;
+
+    // A refused renegotiation is rolled back: the next one works, and the
+    // track already published keeps flowing.
+    let video = LocalTrack::new(RtpCodecKind::Video, vp8(), 96);
+    alice
+        .publisher
+        .add_track(video.track.clone() as Arc<dyn TrackLocal>)
+        .await
+        .unwrap();
+    let renegotiation = alice.publisher.create_offer(None).await.unwrap().sdp;
+    refused_offer(&mut alice, "no mid", without(&renegotiation, "a=mid:")).await;
+    alice.negotiate_publisher().await;
+    let mut video_only = [(video, "video/VP8", 900)];
+    forward_and_count(&mut alice, &mut video_only, &[&bob]).await;
+
+    let audio_sid = listed_tracks(&server, &room, "alice")
+        .await
+        .iter()
+        .find(|t| t["kind"] == "audio")
+        .and_then(|t| t["sid"].as_str().map(str::to_owned))
+        .expect("the audio track is still published");
+    let [(mut audio, ..)] = audio_only;
+    let before = counted(&bob, &alice.sid, &audio_sid, 120).len();
+    let mut tick = tokio::time::interval(Duration::from_millis(5));
+    let wait = async {
+        let mut i = PACKETS;
+        while counted(&bob, &alice.sid, &audio_sid, 120).len() < before + 20 {
+            tick.tick().await;
+            audio.send(marked_payload(i, 120)).await;
+            i += 1;
+        }
+    };
+    tokio::time::timeout(WAIT, wait)
+        .await
+        .expect("audio still flows after the rolled-back offer");
+}
+
+/// The tracks `identity` has published in `room`, from the server API.
+async fn listed_tracks(server: &TestServer, room: &str, identity: &str) -> Vec<serde_json::Value> {
+    let listed = reqwest::Client::new()
+        .get(server.api(&format!("/v1/rooms/{room}/participants")))
+        .bearer_auth(admin_token())
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    listed["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["identity"] == identity)
+        .and_then(|p| p["tracks"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+/// A STUN Binding request naming `username`, signed with `password`.
+fn binding_request(username: &str, password: &str) -> Vec<u8> {
+    use rtc::stun::message::{BINDING_REQUEST, Message, Setter, TransactionId};
+    let crypto = rtc::crypto::default_provider().unwrap();
+    let mut m = Message::new();
+    let setters: Vec<Box<dyn Setter>> = vec![
+        Box::new(BINDING_REQUEST),
+        Box::new(TransactionId::new()),
+        Box::new(rtc::stun::textattrs::Username::new(
+            rtc::stun::attributes::ATTR_USERNAME,
+            username.into(),
+        )),
+        Box::new(
+            rtc::stun::integrity::MessageIntegrity::new_short_term_integrity_with_provider(
+                password.into(),
+                crypto.crypto(),
+            ),
+        ),
+    ];
+    m.build(&setters).unwrap();
+    m.raw
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_ice_check_is_counted_and_moves_nothing() {
+    let server = TestServer::start(&[]);
+    let room = unique_room();
+    let mut alice = Client::join(&server, &token(&room, "alice")).await;
+    let bob = Client::join(&server, &token(&room, "bob")).await;
+    let mut audio = LocalTrack::new(RtpCodecKind::Audio, opus(), 111);
+    alice
+        .publisher
+        .add_track(audio.track.clone() as Arc<dyn TrackLocal>)
+        .await
+        .unwrap();
+    let answer = alice.negotiate_publisher().await;
+    warm_up(&mut [&mut audio], &[&bob], &alice.sid).await;
+    let (track_sid, _) = track_sids(&mut alice, 1).await.remove(0);
+
+    // The server's ufrag for alice's publisher and its UDP port, from the answer.
+    let ufrag = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("a=ice-ufrag:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let port: u16 = answer
+        .lines()
+        .filter_map(|l| l.strip_prefix("a=candidate:"))
+        .map(|c| c.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f[2].eq_ignore_ascii_case("udp"))
+        .map(|f| f[5].parse().unwrap())
+        .unwrap();
+    let forger = tokio::net::UdpSocket::bind("127.0.0.7:0").await.unwrap();
+    let counter = |text: &str| {
+        metric(
+            text,
+            "callgate_dropped_packets_total",
+            "reason=\"stun_unauthenticated\"",
+        )
+    };
+    let before = counter(&metrics_text(&server).await);
+    let forged = [
+        binding_request(&format!("{ufrag}:forger"), "not-the-servers-password"),
+        // Right password space, wrong transport: a ufrag prefix.
+        binding_request(&format!("{}:forger", &ufrag[..ufrag.len() - 1]), "x"),
+    ];
+    for f in &forged {
+        forger.send_to(f, ("127.0.0.1", port)).await.unwrap();
+    }
+    let wait = async {
+        loop {
+            if counter(&metrics_text(&server).await) >= before + 1.0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, wait)
+        .await
+        .expect("the forged check is counted");
+
+    // Media still flows on alice's real path, and the forger heard nothing.
+    let already = bob.received.payloads(&alice.sid, &track_sid).len();
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let flows = async {
+        let mut i = 0;
+        while bob.received.payloads(&alice.sid, &track_sid).len() < already + 20 {
+            tick.tick().await;
+            audio.send(marked_payload(i, 100)).await;
+            i += 1;
+        }
+    };
+    tokio::time::timeout(WAIT, flows)
+        .await
+        .expect("media flows after the forged checks");
+    let mut buf = [0u8; 2048];
+    assert!(
+        forger.try_recv_from(&mut buf).is_err(),
+        "the server answered a forged check"
+    );
+    // The one with our ufrag is `stun_unauthenticated`; the prefix names no
+    // transport at all and is `unknown_source`.
+    assert_eq!(counter(&metrics_text(&server).await), before + 1.0);
 }

@@ -251,6 +251,26 @@ pub(crate) fn check_id(what: &str, value: &str) -> Result<(), MeterError> {
     Ok(())
 }
 
+impl SessionStart {
+    /// Everything `Meter::start_session` checks before it touches the
+    /// ledger: identifiers, payer ≠ payee, and the terms. Signaling runs it
+    /// when a participant joins, so terms the meter would refuse are refused
+    /// at the door (4007 `billing_invalid`) rather than when the call starts.
+    pub fn validate(&self) -> Result<(), MeterError> {
+        check_id("room", &self.room)?;
+        check_id("payer", &self.payer)?;
+        if let Some(payee) = &self.payee {
+            check_id("payee", payee)?;
+            if payee == &self.payer {
+                return Err(MeterError::InvalidIdentifier(
+                    "payer and payee are the same user".into(),
+                ));
+            }
+        }
+        self.terms.validate()
+    }
+}
+
 impl Inner {
     pub fn webhooks_on(&self) -> bool {
         self.config.webhooks.is_some()
@@ -772,17 +792,7 @@ impl Meter {
     /// has nothing available (nothing is written then).
     pub async fn start_session(&self, start: SessionStart) -> Result<SessionHandle, MeterError> {
         self.inner.closing()?;
-        check_id("room", &start.room)?;
-        check_id("payer", &start.payer)?;
-        if let Some(payee) = &start.payee {
-            check_id("payee", payee)?;
-            if payee == &start.payer {
-                return Err(MeterError::InvalidIdentifier(
-                    "payer and payee are the same user".into(),
-                ));
-            }
-        }
-        start.terms.validate()?;
+        start.validate()?;
         let inner = &self.inner;
         let id = session::new_session_id();
         let started = Instant::now();

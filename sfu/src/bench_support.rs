@@ -339,6 +339,7 @@ fn join_request(identity: &str) -> JoinRequest {
         name: identity.into(),
         can_publish: true,
         can_subscribe: true,
+        media_held: false,
     }
 }
 

@@ -14,6 +14,7 @@ mod engine;
 mod ids;
 mod metrics;
 mod participant;
+mod sdp_check;
 mod session;
 mod shard;
 mod stun;
@@ -156,6 +157,29 @@ impl Sfu {
             room: room.to_owned(),
             identity: identity.to_owned(),
             reason,
+            reply,
+        })
+        .await
+    }
+
+    /// Ends the session `sid` in `room` (metering: a paid session that
+    /// could not start). Nothing happens if it has ended already.
+    pub fn end_session(&self, room: &str, sid: &str, reason: LeaveReason) {
+        let _ = self.worker_for(room).tx.send(Command::Leave {
+            room: room.to_owned(),
+            sid: sid.to_owned(),
+            reason,
+        });
+    }
+
+    /// Holds or releases the media of session `sid` in `room` (see
+    /// `JoinRequest::media_held`). Answers once the worker has applied it:
+    /// after a release returns, the next packet is forwarded.
+    pub async fn hold_media(&self, room: &str, sid: &str, held: bool) -> Result<(), SfuError> {
+        self.ask(room, |reply| Command::HoldMedia {
+            room: room.to_owned(),
+            sid: sid.to_owned(),
+            held,
             reply,
         })
         .await

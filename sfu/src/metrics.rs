@@ -121,6 +121,8 @@ impl SfuMetrics {
             drop_unroutable: drop("unroutable"),
             drop_send_failed: drop("send_failed"),
             drop_muted: drop("muted"),
+            drop_media_held: drop("media_held"),
+            drop_stun_unauthenticated: drop("stun_unauthenticated"),
         }
     }
 
@@ -201,6 +203,12 @@ pub(crate) struct WorkerMetrics {
     pub drop_unroutable: IntCounter,
     pub drop_send_failed: IntCounter,
     pub drop_muted: IntCounter,
+    /// RTP from or to a participant whose media is held (a paid call
+    /// waiting for its first hold in the ledger); one per packet and leg.
+    pub drop_media_held: IntCounter,
+    /// STUN requests whose USERNAME or MESSAGE-INTEGRITY does not match the
+    /// transport's ICE credentials.
+    pub drop_stun_unauthenticated: IntCounter,
 }
 
 pub(crate) struct TcpMetrics {

@@ -66,6 +66,9 @@ pub enum LeaveReason {
     InsufficientBalance,
     /// Metering could not go on charging for the call.
     BillingStopped,
+    /// The billing terms the participant's call needs were refused by the
+    /// meter, so its paid session could not start.
+    BillingInvalid,
 }
 
 impl LeaveReason {
@@ -79,6 +82,7 @@ impl LeaveReason {
             LeaveReason::ServerShutdown => "server_shutdown",
             LeaveReason::InsufficientBalance => "insufficient_balance",
             LeaveReason::BillingStopped => "billing_stopped",
+            LeaveReason::BillingInvalid => "billing_invalid",
         }
     }
 }
@@ -131,6 +135,10 @@ pub struct JoinRequest {
     pub name: String,
     pub can_publish: bool,
     pub can_subscribe: bool,
+    /// Forward nothing from or to this participant until the control plane
+    /// releases it (`Sfu::hold_media`): a paid call's media waits for the
+    /// ledger's first hold.
+    pub media_held: bool,
 }
 
 /// What a successful join hands back to the control plane.

@@ -35,11 +35,12 @@ use crate::config::SfuConfig;
 use crate::engine::new_peer_connection;
 use crate::ids;
 use crate::metrics::WorkerMetrics;
+use crate::sdp_check;
 use crate::session::{
     JoinRequest, Joined, LeaveReason, ParticipantEvent, ParticipantInfo, RoomInfo, SfuError,
     TrackInfo, TrackKind, TransportRole,
 };
-use crate::stun::ice_username;
+use crate::stun::{self, ice_username};
 
 pub(crate) type TransportId = u64;
 
@@ -66,6 +67,8 @@ struct Transport {
     participant_sid: String,
     pc: RTCPeerConnection,
     ufrag: String,
+    /// Our ICE password, to check the client's requests before the agent does.
+    pwd: String,
     addrs: Vec<Route>,
     next_timeout: Option<Instant>,
     /// Publisher transports: the client's track id → our producer's sid.
@@ -75,6 +78,9 @@ struct Transport {
     queued: bool,
     /// Datagrams that arrived before the remote description (see `handle_datagram`).
     early: Vec<(TransportProtocol, SocketAddr, BytesMut)>,
+    /// Its participant's media is held (`Participant::media_held`): kept
+    /// here too, so the forwarding loop reads it from the transport it holds.
+    media_held: bool,
 }
 
 /// Datagrams kept per transport while its remote description is on its way.
@@ -123,6 +129,9 @@ struct Participant {
     subscriptions: HashMap<String, RTCRtpSenderId>,
     /// One of its transports has connected.
     media_connected: bool,
+    /// Nothing is forwarded from or to it until the control plane releases
+    /// it (a paid call waiting for its first hold in the ledger).
+    media_held: bool,
 }
 
 struct Room {
@@ -320,28 +329,31 @@ impl Shard {
     ) {
         self.metrics.bytes_in.inc_by(data.len() as u64);
         let route = (protocol, from);
-        let id = match self.by_addr.get(&route) {
-            Some(id) => *id,
-            None => match ice_username(data).and_then(|u| self.by_ufrag.get(&u)) {
-                Some(id) => {
-                    let id = *id;
-                    if let Some(t) = self.transports.get_mut(&id) {
-                        t.addrs.push(route);
-                    }
-                    self.by_addr.insert(route, id);
-                    id
-                }
-                None => {
-                    self.metrics.drop_unknown_source.inc();
-                    return;
-                }
-            },
+        let known = self.by_addr.get(&route).copied();
+        let Some(id) = known
+            .or_else(|| ice_username(data).and_then(|ufrag| self.by_ufrag.get(&ufrag).copied()))
+        else {
+            self.metrics.drop_unknown_source.inc();
+            return;
         };
         let local_addr = self.local_addr_for(protocol);
         let Some(transport) = self.transports.get_mut(&id) else {
             self.metrics.drop_unknown_source.inc();
             return;
         };
+        // The ICE agent would drop a request with the wrong credentials
+        // without a trace; check it here so the drop is counted, and so a
+        // forged request never routes a new address to the transport.
+        if stun::is_binding_request(data)
+            && !stun::authenticates(data, &transport.ufrag, &transport.pwd)
+        {
+            self.metrics.drop_stun_unauthenticated.inc();
+            return;
+        }
+        if known.is_none() {
+            transport.addrs.push(route);
+            self.by_addr.insert(route, id);
+        }
         // A client starts its checks as soon as it has our offer, before
         // its answer reaches us; the ICE agent cannot judge them yet and
         // would drop them, costing a retransmission (200 ms of join time).
@@ -522,6 +534,10 @@ impl Shard {
         let Some(t) = self.transports.get(&from) else {
             return;
         };
+        if t.media_held {
+            self.metrics.drop_media_held.inc();
+            return;
+        }
         let Some(producer_sid) = t.producers.get(track_id) else {
             self.metrics.drop_unroutable.inc();
             return;
@@ -547,6 +563,10 @@ impl Shard {
                 continue;
             };
             if !sub.connected {
+                continue;
+            }
+            if sub.media_held {
+                self.metrics.drop_media_held.inc();
                 continue;
             }
             let payload_type = match consumer.payload_type {
@@ -876,12 +896,13 @@ impl Shard {
         room_name: &str,
         sid: &str,
     ) -> Option<TransportId> {
-        let existing = self.rooms.get(room_name)?.participants.get(sid)?.subscriber;
-        if existing.is_some() {
-            return existing;
+        let participant = self.rooms.get(room_name)?.participants.get(sid)?;
+        if participant.subscriber.is_some() {
+            return participant.subscriber;
         }
+        let held = participant.media_held;
         let id = self
-            .new_transport(now, room_name, sid, TransportRole::Subscriber)
+            .new_transport(now, room_name, sid, TransportRole::Subscriber, held)
             .ok()?;
         self.rooms
             .get_mut(room_name)?
@@ -897,6 +918,7 @@ impl Shard {
         room: &str,
         participant_sid: &str,
         role: TransportRole,
+        media_held: bool,
     ) -> Result<TransportId, SfuError> {
         let (ufrag, pwd) = ids::ice_credentials(self.worker);
         let pc = new_peer_connection(self.local_addr, self.tcp_addr, &ufrag, &pwd, now)?;
@@ -911,12 +933,14 @@ impl Shard {
                 participant_sid: participant_sid.to_owned(),
                 pc,
                 ufrag,
+                pwd,
                 addrs: Vec::new(),
                 next_timeout: None,
                 producers: HashMap::new(),
                 connected: false,
                 queued: false,
                 early: Vec::new(),
+                media_held,
             },
         );
         Ok(id)
@@ -1005,7 +1029,13 @@ impl Shard {
         }
         let sid = ids::participant_sid();
         let publisher = if req.can_publish {
-            Some(self.new_transport(now, &req.room, &sid, TransportRole::Publisher)?)
+            Some(self.new_transport(
+                now,
+                &req.room,
+                &sid,
+                TransportRole::Publisher,
+                req.media_held,
+            )?)
         } else {
             None
         };
@@ -1023,6 +1053,7 @@ impl Shard {
             needs_offer: false,
             subscriptions: HashMap::new(),
             media_connected: false,
+            media_held: req.media_held,
         };
         let room = self
             .rooms
@@ -1173,28 +1204,50 @@ impl Shard {
         sdp: String,
     ) -> Result<String, SfuError> {
         let id = self.participant_transport(room, sid, TransportRole::Publisher)?;
+        let sdp = sdp_check::check_remote(&sdp)?;
         let t = self
             .transports
             .get_mut(&id)
             .ok_or(SfuError::ParticipantNotFound)?;
-        let offer =
-            RTCSessionDescription::offer(sdp).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
-        t.pc.set_remote_description(now, offer)
-            .map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
-        let answer =
-            t.pc.create_answer(None)
-                .map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
-        t.pc.set_local_description(now, answer)
-            .map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
-        let sdp =
-            t.pc.local_description()
-                .map(|d| d.sdp)
-                .ok_or_else(|| SfuError::Internal("answer has no local description".into()))?;
+        let sdp = match answer_offer(&mut t.pc, now, sdp) {
+            Ok(answer) => answer,
+            Err(e) => {
+                self.undo_offer(now, id);
+                return Err(e);
+            }
+        };
         self.replay_early(now, id);
         self.drive(now, id);
         self.close_stopped_producers(now, id);
         self.flush(now);
         Ok(sdp)
+    }
+
+    /// Puts a publisher transport back where it was before an offer `rtc`
+    /// refused half-way, so the client's next offer is taken: a first offer
+    /// leaves a fresh peer connection with the same ICE credentials (nothing
+    /// was negotiated yet), a later one is rolled back (RFC 9429 §5.7).
+    fn undo_offer(&mut self, now: Instant, id: TransportId) {
+        let (local_addr, tcp_addr) = (self.local_addr, self.tcp_addr);
+        let Some(t) = self.transports.get_mut(&id) else {
+            return;
+        };
+        if t.pc.current_remote_description().is_some() {
+            let rolled_back = RTCSessionDescription::rollback(None)
+                .and_then(|rollback| t.pc.set_remote_description(now, rollback));
+            if let Err(e) = rolled_back {
+                warn!(transport = id, error = %e, "could not roll a refused offer back");
+            }
+            return;
+        }
+        match new_peer_connection(local_addr, tcp_addr, &t.ufrag, &t.pwd, now) {
+            Ok(pc) => {
+                let _ = std::mem::replace(&mut t.pc, pc).close();
+                t.early.clear();
+                t.next_timeout = None;
+            }
+            Err(e) => warn!(transport = id, error = %e, "could not renew a transport"),
+        }
     }
 
     /// A renegotiation that stops a track (`removeTrack` makes its m-line
@@ -1249,6 +1302,7 @@ impl Shard {
             .transports
             .get_mut(&id)
             .ok_or(SfuError::ParticipantNotFound)?;
+        let sdp = sdp_check::check_remote(&sdp)?;
         let answer =
             RTCSessionDescription::answer(sdp).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
         t.pc.set_remote_description(now, answer)
@@ -1326,6 +1380,51 @@ impl Shard {
         Ok(())
     }
 
+    /// Holds (`held`) or releases the media of participant `sid`: while
+    /// held, nothing it publishes is forwarded and nothing is forwarded to
+    /// it. On release, its subscriptions and its subscribers ask for
+    /// keyframes, so video starts at once rather than at the next one.
+    pub(crate) fn hold_media(
+        &mut self,
+        now: Instant,
+        room_name: &str,
+        sid: &str,
+        held: bool,
+    ) -> Result<(), SfuError> {
+        let room = self
+            .rooms
+            .get_mut(room_name)
+            .ok_or(SfuError::RoomNotFound)?;
+        let p = room
+            .participants
+            .get_mut(sid)
+            .ok_or(SfuError::ParticipantNotFound)?;
+        if p.media_held == held {
+            return Ok(());
+        }
+        p.media_held = held;
+        for id in [p.publisher, p.subscriber].into_iter().flatten() {
+            if let Some(t) = self.transports.get_mut(&id) {
+                t.media_held = held;
+            }
+        }
+        if !held {
+            let own: Vec<String> = room
+                .producers
+                .values()
+                .filter(|p| p.owner_sid == sid)
+                .map(|p| p.sid.clone())
+                .collect();
+            for producer in own {
+                self.request_keyframe(now, room_name, &producer);
+            }
+            self.request_keyframes_for(now, room_name, sid);
+            self.flush(now);
+        }
+        info!(room = %room_name, participant = %sid, held, "media hold changed");
+        Ok(())
+    }
+
     pub(crate) fn list_rooms(&self) -> Vec<RoomInfo> {
         self.rooms
             .values()
@@ -1382,6 +1481,18 @@ impl Shard {
             let _ = self.close_room(now, &name, reason);
         }
     }
+}
+
+/// Applies a client's offer and returns our answer.
+fn answer_offer(pc: &mut RTCPeerConnection, now: Instant, sdp: String) -> Result<String, SfuError> {
+    let invalid = |e: rtc::shared::error::Error| SfuError::InvalidSdp(e.to_string());
+    let offer = RTCSessionDescription::offer(sdp).map_err(invalid)?;
+    pc.set_remote_description(now, offer).map_err(invalid)?;
+    let answer = pc.create_answer(None).map_err(invalid)?;
+    pc.set_local_description(now, answer).map_err(invalid)?;
+    pc.local_description()
+        .map(|d| d.sdp)
+        .ok_or_else(|| SfuError::Internal("answer has no local description".into()))
 }
 
 /// A datagram as rtc takes it.

@@ -1,7 +1,11 @@
 //! The one thing the demultiplexer reads from a datagram itself: the ICE
 //! username of a STUN binding request from an address no transport knows yet.
 
+use std::sync::{Arc, LazyLock};
+
+use rtc::crypto::{RTCCryptoProvider, default_provider};
 use rtc::stun::attributes::ATTR_USERNAME;
+use rtc::stun::integrity::MessageIntegrity;
 use rtc::stun::message::Message;
 
 const MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
@@ -33,6 +37,35 @@ pub(crate) fn ice_username(data: &[u8]) -> Option<String> {
     Some(server.to_owned())
 }
 
+/// Whether a STUN Binding request is one the ICE agent of the transport
+/// with credentials `ufrag`/`pwd` would answer: its USERNAME names `ufrag`
+/// first (`<ufrag>:<client ufrag>`) and its MESSAGE-INTEGRITY is the
+/// HMAC-SHA1 of the message under `pwd` (RFC 8445 §7.2.2, short-term
+/// credentials). Checked before a new address is routed to the transport,
+/// so a forged request cannot move a call, and so a refused request is
+/// counted rather than dropped in silence by the agent.
+pub(crate) fn authenticates(data: &[u8], ufrag: &str, pwd: &str) -> bool {
+    static CRYPTO: LazyLock<Option<Arc<dyn RTCCryptoProvider>>> =
+        LazyLock::new(|| default_provider().ok());
+    let Some(crypto) = CRYPTO.as_ref() else {
+        // No way to check: fail closed.
+        return false;
+    };
+    if !is_message(data) {
+        return false;
+    }
+    let mut message = Message::new();
+    if message.unmarshal_binary(data).is_err() {
+        return false;
+    }
+    let names_us = message.get(ATTR_USERNAME).ok().is_some_and(|username| {
+        username
+            .strip_prefix(ufrag.as_bytes())
+            .is_some_and(|rest| rest.first() == Some(&b':'))
+    });
+    names_us && MessageIntegrity::check(&mut message, pwd.as_bytes(), crypto.crypto()).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,6 +84,59 @@ mod tests {
         m.build(&setters).unwrap();
         assert_eq!(ice_username(&m.raw).as_deref(), Some("srv123"));
         assert!(is_binding_request(&m.raw));
+    }
+
+    fn signed_request(username: &str, pwd: &str) -> Vec<u8> {
+        let crypto = default_provider().unwrap();
+        let mut m = Message::new();
+        let setters: Vec<Box<dyn Setter>> = vec![
+            Box::new(BINDING_REQUEST),
+            Box::new(TransactionId::new()),
+            Box::new(Username::new(ATTR_USERNAME, username.into())),
+            Box::new(MessageIntegrity::new_short_term_integrity_with_provider(
+                pwd.into(),
+                crypto.crypto(),
+            )),
+        ];
+        m.build(&setters).unwrap();
+        m.raw
+    }
+
+    #[test]
+    fn authenticates_only_our_ufrag_signed_with_our_password() {
+        let pwd = "a-password-of-22-chars-or-more";
+        assert!(authenticates(&signed_request("srv1:cli", pwd), "srv1", pwd));
+        // Signed with another password.
+        assert!(!authenticates(
+            &signed_request("srv1:cli", "wrong-password-of-22chars"),
+            "srv1",
+            pwd
+        ));
+        // Another transport's ufrag, or ours as a mere prefix.
+        assert!(!authenticates(
+            &signed_request("srv2:cli", pwd),
+            "srv1",
+            pwd
+        ));
+        assert!(!authenticates(
+            &signed_request("srv12:cli", pwd),
+            "srv1",
+            pwd
+        ));
+        // No integrity at all.
+        let mut m = Message::new();
+        let setters: Vec<Box<dyn Setter>> = vec![
+            Box::new(BINDING_REQUEST),
+            Box::new(TransactionId::new()),
+            Box::new(Username::new(ATTR_USERNAME, "srv1:cli".into())),
+        ];
+        m.build(&setters).unwrap();
+        assert!(!authenticates(&m.raw, "srv1", pwd));
+        // One flipped bit anywhere before the integrity attribute.
+        let mut tampered = signed_request("srv1:cli", pwd);
+        tampered[9] ^= 1;
+        assert!(!authenticates(&tampered, "srv1", pwd));
+        assert!(!authenticates(b"not stun at all, just bytes", "srv1", pwd));
     }
 
     #[test]

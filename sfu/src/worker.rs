@@ -68,6 +68,12 @@ pub(crate) enum Command {
         reply: Reply<()>,
     },
     CloseRoom(String, LeaveReason, Reply<()>),
+    HoldMedia {
+        room: String,
+        sid: String,
+        held: bool,
+        reply: Reply<()>,
+    },
     /// An ICE-TCP connection whose first STUN request names one of our ufrags.
     TcpConnection(TcpHandoff),
     Shutdown,
@@ -343,6 +349,14 @@ fn handle(shard: &mut Shard, command: Command) {
         }
         Command::CloseRoom(room, reason, reply) => {
             let _ = reply.send(shard.close_room(now, &room, reason));
+        }
+        Command::HoldMedia {
+            room,
+            sid,
+            held,
+            reply,
+        } => {
+            let _ = reply.send(shard.hold_media(now, &room, &sid, held));
         }
         // The loop handles these itself.
         Command::TcpConnection(_) | Command::Shutdown => {}

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info, info_span};
 
 use crate::AppState;
-use crate::calls::{CallObserver, CallParticipant, MediaUsage};
+use crate::calls::{Admission, CallObserver, CallParticipant, MediaUsage};
 use crate::protocol::{
     ClientMessage, MAX_FRAME_BYTES, PROTOCOL_VERSION, ParseError, ServerMessage,
 };
@@ -57,6 +57,40 @@ async fn close(mut socket: WebSocket, code: u16, reason: &'static str) {
         .await;
 }
 
+/// How long a connection closed for an oversized frame stays open after
+/// the close frame: the rest of that frame is still unread, and closing
+/// the TCP connection at once would reset it (RST), which can destroy the
+/// close frame in flight before the client reads it.
+const TOO_BIG_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Closes with 1009 `message_too_big`, at any frame size.
+async fn close_too_big(mut socket: WebSocket) {
+    debug!("closing signaling connection: message_too_big");
+    let sent = socket
+        .send(Message::Close(Some(CloseFrame {
+            code: close::TOO_BIG,
+            reason: Utf8Bytes::from_static("message_too_big"),
+        })))
+        .await;
+    if sent.is_ok() {
+        // Frames the codec could still read are dropped; a reader that
+        // already failed ends at once, and the timer bounds the rest.
+        let _ = tokio::time::timeout(TOO_BIG_LINGER, async {
+            while socket.recv().await.is_some() {}
+        })
+        .await;
+    }
+}
+
+/// Whether a read error is the codec refusing a frame over its size limit
+/// (it reads only the frame's header before refusing).
+fn is_too_big(e: axum::Error) -> bool {
+    matches!(
+        e.into_inner().downcast_ref::<tungstenite::Error>(),
+        Some(tungstenite::Error::Capacity(_))
+    )
+}
+
 /// What the next client frame turned out to be.
 enum Incoming {
     Text(String),
@@ -74,7 +108,14 @@ async fn next_text(socket: &mut WebSocket) -> Incoming {
                 return Incoming::Text(String::from_utf8_lossy(&b).into_owned());
             }
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return Incoming::Gone,
+            Some(Err(e)) => {
+                return if is_too_big(e) {
+                    Incoming::TooBig
+                } else {
+                    Incoming::Gone
+                };
+            }
+            Some(Ok(Message::Close(_))) | None => return Incoming::Gone,
         }
     }
 }
@@ -85,7 +126,7 @@ pub(crate) async fn serve(mut socket: WebSocket, state: Arc<AppState>) {
     let first = tokio::time::timeout(state.join_timeout, next_text(&mut socket)).await;
     let text = match first {
         Err(_) => return close(socket, close::POLICY, "join_timeout").await,
-        Ok(Incoming::TooBig) => return close(socket, close::TOO_BIG, "message_too_big").await,
+        Ok(Incoming::TooBig) => return close_too_big(socket).await,
         Ok(Incoming::Gone) => return,
         Ok(Incoming::Text(t)) => t,
     };
@@ -125,24 +166,28 @@ pub(crate) async fn serve(mut socket: WebSocket, state: Arc<AppState>) {
             .await;
         }
     };
-    if let Err(refusal) = state
+    let admission = match state
         .observer
         .check(&room, &claims.sub, claims.billing.as_ref())
     {
-        debug!(message = %refusal.message, "billing terms refused");
-        send(
-            &mut socket,
-            &ServerMessage::error("billing_invalid", refusal.message),
-        )
-        .await;
-        return close(socket, close::BILLING_INVALID, "billing_invalid").await;
-    }
+        Ok(admission) => admission,
+        Err(refusal) => {
+            debug!(message = %refusal.message, "billing terms refused");
+            send(
+                &mut socket,
+                &ServerMessage::error("billing_invalid", refusal.message),
+            )
+            .await;
+            return close(socket, close::BILLING_INVALID, "billing_invalid").await;
+        }
+    };
     let request = JoinRequest {
         room: room.clone(),
         identity: claims.sub.clone(),
         name: claims.name.clone().unwrap_or_else(|| claims.sub.clone()),
         can_publish: claims.grants.can_publish,
         can_subscribe: claims.grants.can_subscribe,
+        media_held: admission == Admission::MediaHeld,
     };
     let (handle, joined) = match state.sfu.join(request).await {
         Ok(j) => j,
@@ -240,7 +285,7 @@ async fn session(
                 Incoming::Gone => break,
                 Incoming::TooBig => {
                     handle.leave(LeaveReason::Left);
-                    return close(socket, close::TOO_BIG, "message_too_big").await;
+                    return close_too_big(socket).await;
                 }
                 Incoming::Text(text) => match ClientMessage::parse(&text) {
                     Ok(ClientMessage::Leave) => {

@@ -55,10 +55,10 @@ const INDEX_HTML: &str = include_str!("../../web/index.html");
 const CLIENT_JS: &str = include_str!("../../web/callgate.js");
 
 async fn rtc(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -> Response {
-    // Frames up to this size are read whole so that an oversized one gets a
-    // 1009 close from us rather than a dropped connection from the codec.
-    ws.max_message_size(MAX_FRAME_BYTES * 4)
-        .max_frame_size(MAX_FRAME_BYTES * 4)
+    // The codec refuses a larger frame from its header, before reading it;
+    // the connection turns that into a 1009 close.
+    ws.max_message_size(MAX_FRAME_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
         .on_upgrade(move |socket| connection::serve(socket, state))
 }
 

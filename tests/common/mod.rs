@@ -783,6 +783,12 @@ impl Client {
                 .await
                 .expect("add_track");
         }
+        self.negotiate_publisher().await;
+    }
+
+    /// Offers the publisher transport as it is, applies the server's answer
+    /// and returns it.
+    pub async fn negotiate_publisher(&self) -> String {
         let offer = self.publisher.create_offer(None).await.unwrap();
         self.publisher
             .set_local_description(offer.clone())
@@ -804,6 +810,7 @@ impl Client {
         if self.network == Network::TcpOnly {
             dial_tcp_candidates(&self.publisher, "publisher", &sdp, &self.tcp_dialed).await;
         }
+        sdp
     }
 
     /// The next event of `kind`, skipping others.
