@@ -310,7 +310,7 @@ impl Biller {
                 room: room_name.to_owned(),
                 payer: offer.payer.clone(),
                 payee: offer.payee.clone().or(Some(payee.clone())),
-                terms: offer.terms.clone(),
+                terms: offer.terms,
                 call_type: offer.call_type,
             };
             match self.meter.start_session(start).await {

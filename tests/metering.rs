@@ -8,72 +8,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use callgate_signaling::token::BillingClaims;
+use common::money::*;
 use common::*;
-use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use serde_json::{Value, json};
-
-fn paid_token(room: &str, identity: &str, payer: &str, payee: Option<&str>, rate: i64) -> String {
-    let mut c = claims(room, identity);
-    c.billing = Some(BillingClaims {
-        payer: Some(payer.into()),
-        payee: payee.map(Into::into),
-        rate: Some(rate),
-        increments: Some("1/1".into()),
-        commission: Some("20%".into()),
-        ..BillingClaims::default()
-    });
-    sign(&c)
-}
-
-async fn post(server: &TestServer, path: &str, body: Value) -> (u16, Value) {
-    let resp = reqwest::Client::new()
-        .post(server.api(path))
-        .bearer_auth(admin_token())
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
-
-async fn get(server: &TestServer, path: &str) -> Value {
-    reqwest::Client::new()
-        .get(server.api(path))
-        .bearer_auth(admin_token())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-async fn credit(server: &TestServer, user: &str, coins: i64, reference: &str) {
-    let (status, body) = post(
-        server,
-        &format!("/v1/wallets/{user}/credits"),
-        json!({"coins": coins, "reference": reference}),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-}
-
-async fn balance(server: &TestServer, account: &str) -> i64 {
-    get(server, &format!("/v1/accounts/{account}")).await["balance"]
-        .as_i64()
-        .unwrap()
-}
-
-/// Joins and publishes one audio track, so the participant's media connects.
-async fn join_with_media(server: &TestServer, token: &str) -> (Client, LocalTrack) {
-    let client = Client::join(server, token).await;
-    let mut track = LocalTrack::new(RtpCodecKind::Audio, opus(), 111);
-    client.publish(&[&track]).await;
-    // A first packet opens the producer; media is connected by then.
-    track.send(bytes::Bytes::from_static(b"hello")).await;
-    (client, track)
-}
 
 /// Waits for `left` with `reason` and returns when it came.
 async fn left_at(client: &mut Client, reason: &str) -> Instant {

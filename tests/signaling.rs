@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 
 fn config_file(body: &str) -> (std::path::PathBuf, impl Drop) {
@@ -226,6 +227,35 @@ async fn oversized_frames_close_with_1009() {
     let mut s = Signal::connect(&server).await;
     s.send_raw("x".repeat(65 * 1024)).await;
     assert_eq!(s.recv().await.unwrap_err(), closed(1009, "message_too_big"));
+
+    // Frames far over the limit, before and after join: the server reads
+    // only their header, and the close still reaches a client that keeps
+    // writing the rest.
+    for (size, joined) in [(300 * 1024, false), (4 << 20, true), (32 << 20, false)] {
+        let s = if joined {
+            Signal::join(&server, &token(&unique_room(), "bob")).await.0
+        } else {
+            Signal::connect(&server).await
+        };
+        let (mut sink, mut stream) = s.ws.split();
+        let writer = tokio::spawn(async move {
+            let _ = sink
+                .send(tokio_tungstenite::tungstenite::Message::text(
+                    "x".repeat(size),
+                ))
+                .await;
+            sink
+        });
+        assert_eq!(
+            recv_from(&mut stream).await.unwrap_err(),
+            closed(1009, "message_too_big"),
+            "a frame of {size} bytes"
+        );
+        writer.abort();
+    }
+    // The server carries on.
+    let (_s, joined) = Signal::join(&server, &token(&unique_room(), "carol")).await;
+    assert_eq!(joined["type"], "joined");
 }
 
 #[tokio::test]

@@ -62,10 +62,10 @@ pub(crate) fn check_remote(sdp: &str) -> Result<String, SfuError> {
         for a in &media.attributes {
             match a.key.as_str() {
                 "extmap" => check_extmap(a.value.as_deref().unwrap_or(""), allow_mixed, index)?,
-                "candidate" => {
-                    if candidate_address(a.value.as_deref().unwrap_or(""), index)?.is_none() {
-                        mdns_candidates = true;
-                    }
+                "candidate"
+                    if candidate_address(a.value.as_deref().unwrap_or(""), index)?.is_none() =>
+                {
+                    mdns_candidates = true;
                 }
                 _ => {}
             }

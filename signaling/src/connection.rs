@@ -73,12 +73,9 @@ async fn close_too_big(mut socket: WebSocket) {
         })))
         .await;
     if sent.is_ok() {
-        // Frames the codec could still read are dropped; a reader that
-        // already failed ends at once, and the timer bounds the rest.
-        let _ = tokio::time::timeout(TOO_BIG_LINGER, async {
-            while socket.recv().await.is_some() {}
-        })
-        .await;
+        // The codec has stopped reading (its stream ends after the error),
+        // so there is nothing to wait on but time.
+        tokio::time::sleep(TOO_BIG_LINGER).await;
     }
 }
 
@@ -320,6 +317,11 @@ async fn session(
                 }
                 Some(ParticipantEvent::Ended { reason }) => {
                     handle.mark_ended();
+                    // What the watcher said before ending the session (why
+                    // billing refused the call) goes out before `left`.
+                    while let Ok(notice) = notices.try_recv() {
+                        send(&mut socket, &notice).await;
+                    }
                     send(&mut socket, &ServerMessage::Left { reason }).await;
                     return close(socket, close::NORMAL, reason.as_str()).await;
                 }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod money;
+
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -272,27 +274,7 @@ impl Signal {
 
     /// The next JSON message, or how the socket closed.
     pub async fn recv(&mut self) -> Result<Value, Closed> {
-        loop {
-            let frame = tokio::time::timeout(WAIT, self.ws.next())
-                .await
-                .expect("a frame within the wait");
-            match frame {
-                Some(Ok(Message::Text(t))) => return Ok(serde_json::from_str(&t).unwrap()),
-                Some(Ok(Message::Close(Some(f)))) => {
-                    return Err(Closed {
-                        code: f.code.into(),
-                        reason: f.reason.to_string(),
-                    });
-                }
-                Some(Ok(Message::Close(None))) | None | Some(Err(_)) => {
-                    return Err(Closed {
-                        code: 1006,
-                        reason: String::new(),
-                    });
-                }
-                Some(Ok(_)) => continue,
-            }
-        }
+        recv_from(&mut self.ws).await
     }
 
     /// Messages until one of `kind`, skipping others.
@@ -318,10 +300,41 @@ impl Signal {
     }
 }
 
+/// The next JSON message of a signaling stream (or the read half of one),
+/// or how the socket closed.
+pub async fn recv_from<S>(stream: &mut S) -> Result<Value, Closed>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        let frame = tokio::time::timeout(WAIT, stream.next())
+            .await
+            .expect("a frame within the wait");
+        match frame {
+            Some(Ok(Message::Text(t))) => return Ok(serde_json::from_str(&t).unwrap()),
+            Some(Ok(Message::Close(Some(f)))) => {
+                return Err(Closed {
+                    code: f.code.into(),
+                    reason: f.reason.to_string(),
+                });
+            }
+            Some(Ok(Message::Close(None))) | None | Some(Err(_)) => {
+                return Err(Closed {
+                    code: 1006,
+                    reason: String::new(),
+                });
+            }
+            Some(Ok(_)) => continue,
+        }
+    }
+}
+
 /// RTP payloads a participant received, by (publisher participant sid, track sid).
 #[derive(Default)]
 pub struct Received {
     payloads: Mutex<HashMap<(String, String), Vec<Bytes>>>,
+    /// Unix milliseconds of the first packet from each publisher (stream).
+    first_at_ms: Mutex<HashMap<String, i64>>,
     changed: Notify,
 }
 
@@ -361,7 +374,17 @@ impl Received {
             .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
     }
 
+    /// When the first packet from publisher `stream` arrived (Unix ms).
+    pub fn first_at_ms(&self, stream: &str) -> Option<i64> {
+        self.first_at_ms.lock().unwrap().get(stream).copied()
+    }
+
     fn push(&self, stream: String, track: String, payload: Bytes) {
+        self.first_at_ms
+            .lock()
+            .unwrap()
+            .entry(stream.clone())
+            .or_insert_with(callgate_signaling::token::unix_now_ms);
         self.payloads
             .lock()
             .unwrap()
