@@ -122,6 +122,8 @@ impl SfuMetrics {
             drop_send_failed: drop("send_failed"),
             drop_muted: drop("muted"),
             drop_media_held: drop("media_held"),
+            drop_not_connected: drop("not_connected"),
+            drop_not_negotiated: drop("not_negotiated"),
             drop_stun_unauthenticated: drop("stun_unauthenticated"),
         }
     }
@@ -206,6 +208,12 @@ pub(crate) struct WorkerMetrics {
     /// RTP from or to a participant whose media is held (a paid call
     /// waiting for its first hold in the ledger); one per packet and leg.
     pub drop_media_held: IntCounter,
+    /// RTP for a consumer whose subscriber transport has not connected yet
+    /// (or has disconnected); one per packet and leg.
+    pub drop_not_connected: IntCounter,
+    /// RTP for a consumer whose subscriber has not yet answered with the
+    /// producer's codec; one per packet and leg.
+    pub drop_not_negotiated: IntCounter,
     /// STUN requests whose USERNAME or MESSAGE-INTEGRITY does not match the
     /// transport's ICE credentials.
     pub drop_stun_unauthenticated: IntCounter,

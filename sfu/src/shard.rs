@@ -532,6 +532,7 @@ impl Shard {
     ) {
         self.metrics.packets_in.inc();
         let Some(t) = self.transports.get(&from) else {
+            self.metrics.drop_unroutable.inc();
             return;
         };
         if t.media_held {
@@ -543,6 +544,7 @@ impl Shard {
             return;
         };
         let Some(room) = self.rooms.get_mut(&t.room) else {
+            self.metrics.drop_unroutable.inc();
             return;
         };
         let Some(producer) = room.producers.get_mut(producer_sid) else {
@@ -560,9 +562,11 @@ impl Shard {
         packet.header.extension_profile = 0;
         for consumer in &mut producer.consumers {
             let Some(sub) = self.transports.get_mut(&consumer.transport) else {
+                self.metrics.drop_unroutable.inc();
                 continue;
             };
             if !sub.connected {
+                self.metrics.drop_not_connected.inc();
                 continue;
             }
             if sub.media_held {
@@ -578,7 +582,10 @@ impl Shard {
                             consumer.payload_type = Some(pt);
                             pt
                         }
-                        None => continue,
+                        None => {
+                            self.metrics.drop_not_negotiated.inc();
+                            continue;
+                        }
                     }
                 }
             };
