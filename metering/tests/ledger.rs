@@ -43,7 +43,8 @@ async fn credits_are_idempotent_on_their_reference(db: TestDb) {
             user: "u2".into(),
             balance: 0,
             held: 0,
-            available: 0
+            available: 0,
+            debt: 0,
         }
     );
     meter.credit("u1", 50, "pay_3").await.unwrap();
