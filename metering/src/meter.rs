@@ -687,6 +687,20 @@ impl Meter {
             };
             return Ok((credited, w));
         }
+        if let Some(order) = order {
+            let paid_by: Option<String> =
+                sqlx::query_scalar("SELECT payment_id FROM razorpay_payments WHERE order_id = $1")
+                    .bind(&order.order_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some(paid_by) = paid_by {
+                tx.rollback().await?;
+                return Err(MeterError::Conflict {
+                    reference: format!("order {}", order.order_id),
+                    existing: format!("for payment {paid_by}"),
+                });
+            }
+        }
         let posting_id = ledger::insert_posting(
             &mut tx,
             &Posting {
@@ -1093,6 +1107,7 @@ impl Meter {
         signature: &str,
         body: &[u8],
     ) -> Result<crate::RazorpayOutcome, MeterError> {
+        self.inner.closing()?;
         let config = self
             .inner
             .config

@@ -297,7 +297,19 @@ async fn a_payment_credits_once_whatever_the_events(db: TestDb) {
         )
     );
     assert_eq!(books(&meter, &["u1", "u2"]).await, after);
-    assert_eq!(refused_total(&registry, "conflict"), 1);
+    // A second payment Razorpay reports for the same order.
+    let mut twice = order_paid("pay_2", 49_900, "INR", json!({"user": "u1"}));
+    payment_of(&mut twice)["order_id"] = json!("order_pay_1");
+    order_of(&mut twice)["id"] = json!("order_pay_1");
+    assert_eq!(
+        hook(&meter, &twice).await,
+        refused(
+            RefusalReason::Conflict,
+            "payment pay_2: order order_pay_1 was already credited for payment pay_1"
+        )
+    );
+    assert_eq!(books(&meter, &["u1", "u2"]).await, after);
+    assert_eq!(refused_total(&registry, "conflict"), 2);
     assert_eq!(meter.wallet("u1").await.unwrap(), wallet("u1", 500, 0, 0));
     assert_eq!(meter.count("credits").await.unwrap(), 1);
     assert_eq!(meter.count("razorpay_payments").await.unwrap(), 1);

@@ -10,7 +10,8 @@
 ALTER TABLE accounts ADD COLUMN debt BIGINT NOT NULL DEFAULT 0 CHECK (debt >= 0);
 
 -- One row per Razorpay payment that credited a wallet, written in the
--- credit's transaction (its credit is `razorpay:<payment_id>`).
+-- credit's transaction (its credit is `razorpay:<payment_id>`). An order
+-- buys its coins once, whatever number of payments Razorpay reports for it.
 -- `reversed_coins` is what refunds have reversed so far: taken from the
 -- wallet (`refund` postings) or left as the wallet's debt.
 CREATE TABLE razorpay_payments (
@@ -25,6 +26,7 @@ CREATE TABLE razorpay_payments (
     CHECK (reversed_coins >= 0 AND reversed_coins <= coins)
 );
 CREATE INDEX razorpay_payments_wallet ON razorpay_payments (wallet);
+CREATE UNIQUE INDEX razorpay_payments_order ON razorpay_payments (order_id);
 
 -- One row per Razorpay refund id (refund.created and payment.refunded both
 -- report a refund: it is applied once). A refund may arrive before its
