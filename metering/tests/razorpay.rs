@@ -480,6 +480,7 @@ async fn a_refund_delivered_twice_reverses_once(db: TestDb) {
 }
 on_both!(refund_once, a_refund_delivered_twice_reverses_once);
 
+/// docs/metering.md "Refunds", the example, figure by figure.
 async fn a_refund_of_spent_coins_leaves_a_debt_not_a_negative_wallet(db: TestDb) {
     let meter = db.open_with(razorpay_config(&db)).await;
     hook(
@@ -496,14 +497,24 @@ async fn a_refund_of_spent_coins_leaves_a_debt_not_a_negative_wallet(db: TestDb)
     assert_eq!(call.end(EndReason::Hangup).await.unwrap().coins, 120);
     assert_eq!(meter.wallet("u1").await.unwrap(), wallet("u1", 380, 0, 0));
 
-    // Refunded in full: 380 coins are there to take, 120 are owed.
+    // A fifth of the money back: 100 coins, all there.
     assert_eq!(
         hook(
             &meter,
-            &refund("refund.created", "rfnd_1", "pay_1", 49_900, 49_900, "INR")
+            &refund("refund.created", "rfnd_1", "pay_1", 9_980, 49_900, "INR")
         )
         .await,
-        refunded("rfnd_1", "pay_1", "u1", (500, 380, 120), true)
+        refunded("rfnd_1", "pay_1", "u1", (100, 100, 0), true)
+    );
+    assert_eq!(meter.wallet("u1").await.unwrap(), wallet("u1", 280, 0, 0));
+    // The rest: 400 more coins, of which 280 are there and 120 are owed.
+    assert_eq!(
+        hook(
+            &meter,
+            &refund("refund.created", "rfnd_2", "pay_1", 39_920, 49_900, "INR")
+        )
+        .await,
+        refunded("rfnd_2", "pay_1", "u1", (400, 280, 120), true)
     );
     assert_eq!(meter.wallet("u1").await.unwrap(), wallet("u1", 0, 0, 120));
     assert_eq!(meter.account("earnings:host").await.unwrap(), 120);
@@ -539,7 +550,34 @@ async fn a_refund_of_spent_coins_leaves_a_debt_not_a_negative_wallet(db: TestDb)
         "credited 500 coins to u1 (razorpay:pay_2), 20 of them repaid a refund's debt"
     );
     assert_eq!(meter.wallet("u1").await.unwrap(), wallet("u1", 480, 0, 0));
-    // Every coin of the refund came back: 380 at once, 100 and 20 later.
+    // Every coin the payment bought came back: 100 and 280 at the refunds,
+    // 100 and 20 from the next credits.
+    let ledger = export_string(
+        &meter,
+        callgate_metering::ExportKind::Ledger,
+        callgate_metering::ExportFormat::JsonLines,
+    )
+    .await;
+    let refund_postings: Vec<(i64, String)> = ledger
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["kind"] == "refund" && v["debit"] == "wallet:u1" && v["credit"] == "funding")
+        .map(|v| {
+            (
+                v["coins"].as_i64().unwrap(),
+                v["reference"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        refund_postings,
+        [
+            (100, "razorpay-refund:rfnd_1".to_owned()),
+            (280, "razorpay-refund:rfnd_2".to_owned()),
+            (100, "topup-1".to_owned()),
+            (20, "razorpay:pay_2".to_owned()),
+        ]
+    );
     assert_eq!(meter.account("funding").await.unwrap(), -600);
     let call = meter
         .start_session(start("u1", Some("host"), BillingTerms::new(60)))
