@@ -371,6 +371,23 @@ fn read_event(config: &RazorpayConfig, body: &[u8]) -> Result<Intake, Refusal> {
     match event.as_str() {
         "order.paid" => read_paid_order(config, &v, event),
         "refund.created" | "payment.refunded" => read_refund(&v, &event),
+        "refund.failed" => {
+            let id = |field: &str| {
+                v.pointer(&format!("/payload/refund/entity/{field}"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("?")
+                    .to_owned()
+            };
+            Ok(Intake::Ignore {
+                reason: format!(
+                    "refund {} of {} failed: the coins it took stay taken; credit them back \
+                     by hand if Razorpay does not refund again",
+                    id("id"),
+                    id("payment_id")
+                ),
+                event,
+            })
+        }
         "payment.captured" => Ok(Intake::Ignore {
             event,
             reason: "a payment's notes are the client's, so payment.captured credits nothing; \
@@ -521,7 +538,12 @@ pub(crate) async fn handle(
         Intake::Credit(order) => credit(meter, &order).await?,
         Intake::Refund(notice) => refund::intake(&meter.inner, &notice).await?,
         Intake::Ignore { event, reason } => {
-            info!(%event, %reason, "razorpay event ignored");
+            if event == "refund.failed" {
+                // Money-relevant: someone may have to credit by hand.
+                warn!(%event, %reason, "razorpay refund failed");
+            } else {
+                info!(%event, %reason, "razorpay event ignored");
+            }
             RazorpayOutcome::Ignored { event, reason }
         }
         Intake::Refuse { reason, detail } => RazorpayOutcome::Refused { reason, detail },
@@ -764,6 +786,18 @@ mod tests {
             parse_event(&c, br#"{"event":"refund.processed","payload":{}}"#),
             Intake::Ignore { .. }
         ));
+        assert_eq!(
+            parse_event(
+                &c,
+                br#"{"event":"refund.failed","payload":{"refund":{"entity":{"id":"rfnd_9","payment_id":"pay_9"}}}}"#
+            ),
+            Intake::Ignore {
+                event: "refund.failed".into(),
+                reason: "refund rfnd_9 of pay_9 failed: the coins it took stay taken; credit them \
+                         back by hand if Razorpay does not refund again"
+                    .into()
+            }
+        );
         let refund = json!({"id": "rfnd_1", "entity": "refund", "amount": 10_000, "currency": "INR",
                             "payment_id": "pay_1", "notes": [], "status": "processed"});
         for event in ["refund.created", "payment.refunded"] {
