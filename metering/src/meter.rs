@@ -249,6 +249,9 @@ pub(crate) struct Inner {
     pub metrics: MeterMetrics,
 }
 
+/// The prefix of the credits the Razorpay intake makes.
+pub(crate) const RAZORPAY_REFERENCE: &str = "razorpay:";
+
 /// Refuses empty, over-long or unprintable identifiers.
 pub(crate) fn check_id(what: &str, value: &str) -> Result<(), MeterError> {
     if value.is_empty() || value.len() > 256 || value.chars().any(char::is_control) {
@@ -601,13 +604,20 @@ impl Meter {
         coins: i64,
         reference: &str,
     ) -> Result<Credited, MeterError> {
+        // `razorpay:<payment id>` credits come with their payment's row
+        // (what its refunds reverse): only the intake writes them.
+        if reference.starts_with(RAZORPAY_REFERENCE) {
+            return Err(MeterError::InvalidIdentifier(format!(
+                "references starting with `{RAZORPAY_REFERENCE}` belong to the Razorpay intake"
+            )));
+        }
         self.credit_once(user, coins, reference, None).await
     }
 
     /// A checked Razorpay order: the credit `razorpay:<payment id>` and the
     /// payment's row (what was paid, for its refunds), in one transaction.
     pub(crate) async fn credit_razorpay(&self, order: &PaidOrder) -> Result<Credited, MeterError> {
-        let reference = format!("razorpay:{}", order.payment_id);
+        let reference = format!("{RAZORPAY_REFERENCE}{}", order.payment_id);
         self.credit_once(&order.user, order.coins, &reference, Some(order))
             .await
     }

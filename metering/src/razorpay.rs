@@ -26,7 +26,7 @@ use tracing::{info, warn};
 
 use crate::error::MeterError;
 use crate::ledger::MAX_COINS;
-use crate::meter::{Credited, Meter, check_id};
+use crate::meter::{Credited, Meter, RAZORPAY_REFERENCE, check_id};
 use crate::refund::{self, RefundNotice, Refunded};
 use crate::webhook::unhex;
 
@@ -482,7 +482,7 @@ fn read_paid_order(config: &RazorpayConfig, v: &Value, event: String) -> Result<
             }
         },
     };
-    let reference = format!("razorpay:{payment_id}");
+    let reference = format!("{RAZORPAY_REFERENCE}{payment_id}");
     if check_id("reference", &reference).is_err() {
         return Err(malformed(format!(
             "payment id of {} bytes is not an id",

@@ -30,6 +30,8 @@ async fn credits_are_idempotent_on_their_reference(db: TestDb) {
         ("", 5, "pay_2", "invalid_identifier"),
         ("u3", 5, "", "invalid_identifier"),
         ("u\n3", 5, "pay_2", "invalid_identifier"),
+        // The Razorpay intake's own references.
+        ("u3", 5, "razorpay:pay_2", "invalid_identifier"),
     ] {
         let e = meter.credit(user, coins, reference).await.unwrap_err();
         assert_eq!(e.code(), code, "{user:?} {coins} {reference:?}");
