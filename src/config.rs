@@ -81,9 +81,31 @@ pub struct WebhooksConfig {
 #[serde(deny_unknown_fields)]
 pub struct RazorpaySection {
     pub webhook_secret: String,
-    /// Amount in paise → coins, for payments whose notes carry no `coins`.
-    #[serde(default)]
-    pub prices: BTreeMap<String, i64>,
+    /// What a paid order whose notes carry no `coins` credits:
+    /// `[{ amount = 49900, currency = "INR", coins = 500 }]` (amount in the
+    /// smallest unit of the currency).
+    #[serde(default, deserialize_with = "price_list")]
+    pub prices: Vec<RazorpayPrice>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RazorpayPrice {
+    pub amount: i64,
+    pub currency: String,
+    pub coins: i64,
+}
+
+/// The price list, with a pointer to the new form for the old one (a table
+/// of paise → coins, which said nothing about the currency).
+fn price_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<RazorpayPrice>, D::Error> {
+    match toml::Value::deserialize(d)? {
+        toml::Value::Table(_) => Err(serde::de::Error::custom(
+            "metering.razorpay.prices is a list of prices with their currency now: \
+             prices = [{ amount = 49900, currency = \"INR\", coins = 500 }]",
+        )),
+        other => Vec::<RazorpayPrice>::deserialize(other).map_err(serde::de::Error::custom),
+    }
 }
 
 impl Default for MeteringConfig {
@@ -762,18 +784,6 @@ impl Config {
         } else {
             m.database_url.clone()
         };
-        let mut prices = BTreeMap::new();
-        if let Some(r) = &m.razorpay {
-            for (paise, coins) in &r.prices {
-                let paise = paise.parse::<i64>().map_err(|_| {
-                    invalid(
-                        "metering.razorpay.prices",
-                        format!("`{paise}` is not an amount in paise"),
-                    )
-                })?;
-                prices.insert(paise, *coins);
-            }
-        }
         let config = callgate_metering::MeterConfig {
             database_url,
             checkpoint_interval: m.checkpoint_interval,
@@ -785,9 +795,10 @@ impl Config {
                 .as_ref()
                 .map(|w| callgate_metering::WebhookConfig::new(&w.url, &w.secret)),
             razorpay: m.razorpay.as_ref().map(|r| {
-                let mut c = callgate_metering::RazorpayConfig::new(&r.webhook_secret);
-                c.prices = prices.clone();
-                c
+                r.prices.iter().fold(
+                    callgate_metering::RazorpayConfig::new(&r.webhook_secret),
+                    |c, p| c.with_price(p.amount, &p.currency, p.coins),
+                )
             }),
             plans: m.plans.clone(),
             ..callgate_metering::MeterConfig::default()
@@ -929,6 +940,41 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(c.keys.len(), 2);
         c.validate(false).unwrap();
+    }
+
+    #[test]
+    fn razorpay_prices_are_a_list_with_currencies() {
+        let load = |text: &str| {
+            let dir =
+                std::env::temp_dir().join(format!("callgate-config-{}", rand::random::<u64>()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join("callgate.toml");
+            std::fs::write(&path, text).unwrap();
+            let loaded = Config::load(Some(&path), env(&[]));
+            std::fs::remove_dir_all(&dir).unwrap();
+            loaded
+        };
+        let c = load(
+            "[metering.razorpay]\nwebhook_secret = \"s\"\nprices = [\n  { amount = 49900, currency = \"INR\", coins = 500 },\n  { amount = 600, currency = \"USD\", coins = 500 },\n]\n",
+        )
+        .unwrap();
+        let razorpay = c.meter().unwrap().razorpay.unwrap();
+        assert_eq!(razorpay.coins_for(49_900, "INR"), Some(500));
+        assert_eq!(razorpay.coins_for(600, "USD"), Some(500));
+        assert_eq!(razorpay.coins_for(600, "INR"), None);
+        // The old form (paise → coins, no currency) says what to write now.
+        let err =
+            load("[metering.razorpay]\nwebhook_secret = \"s\"\nprices = { \"49900\" = 500 }\n")
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("prices = [{ amount = 49900"), "{err}");
+        // A price the meter cannot use stops start-up, naming it.
+        let c = load(
+            "[metering.razorpay]\nwebhook_secret = \"s\"\nprices = [{ amount = 100, currency = \"inr\", coins = 1 }]\n",
+        )
+        .unwrap();
+        let err = c.meter().unwrap_err().to_string();
+        assert!(err.contains("`inr`"), "{err}");
     }
 
     #[test]

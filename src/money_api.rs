@@ -61,6 +61,7 @@ async fn credit(
         "coins": request.coins,
         "reference": request.reference,
         "applied": credited.applied,
+        "debt_repaid": credited.debt_repaid,
         "balance": credited.balance,
     })))
 }
@@ -77,6 +78,7 @@ async fn wallet(
         "balance": w.balance,
         "held": w.held,
         "available": w.available,
+        "debt": w.debt,
     })))
 }
 
@@ -180,7 +182,13 @@ async fn razorpay(
         .razorpay_webhook(signature, &body)
         .await
         .map_err(meter_error)?;
-    Ok(Json(json!({"status": outcome.to_string()})))
+    // Every signed event is answered 200, refusals too: Razorpay redelivers
+    // anything else for a day, and a refused payment stays refused.
+    Ok(Json(json!({
+        "status": outcome.status(),
+        "reason": outcome.refusal().map(|r| r.as_str()),
+        "detail": outcome.to_string(),
+    })))
 }
 
 pub fn routes(keys: KeyRing, meter: Meter) -> Router {

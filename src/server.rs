@@ -206,6 +206,9 @@ pub async fn run(
         ),
         false => None,
     };
+    if let Some(meter) = &meter {
+        meter.register_metrics(&registry)?;
+    }
     let observer: Arc<dyn callgate_signaling::calls::CallObserver> = match &meter {
         Some(meter) => Arc::new(crate::billing::start(
             meter.clone(),

@@ -225,14 +225,36 @@ async fn bad_money_requests_change_nothing() {
     assert_eq!(get(&server, "/v1/wallets/dave").await["balance"], 50);
 }
 
-fn razorpay_body(payment: &str, user: &str, coins: i64) -> String {
+/// Razorpay's `order.paid` (payment and order entities) for an order the
+/// backend made for `user` and `coins`, paid in full; the payment's notes
+/// are the client's.
+fn order_paid(
+    payment: &str,
+    user: &str,
+    amount: i64,
+    coins: Option<i64>,
+    client_notes: Value,
+) -> String {
+    let mut order_notes = json!({"user": user});
+    if let Some(coins) = coins {
+        order_notes["coins"] = json!(coins.to_string());
+    }
     json!({
         "entity": "event",
-        "event": "payment.captured",
-        "payload": {"payment": {"entity": {
-            "id": payment, "entity": "payment", "amount": coins * 100, "currency": "INR",
-            "status": "captured", "notes": {"user": user, "coins": coins.to_string()}
-        }}}
+        "event": "order.paid",
+        "contains": ["payment", "order"],
+        "payload": {
+            "payment": {"entity": {
+                "id": payment, "entity": "payment", "amount": amount, "currency": "INR",
+                "status": "captured", "order_id": format!("order_{payment}"), "captured": true,
+                "notes": client_notes
+            }},
+            "order": {"entity": {
+                "id": format!("order_{payment}"), "entity": "order", "amount": amount,
+                "amount_paid": amount, "amount_due": 0, "currency": "INR", "status": "paid",
+                "notes": order_notes
+            }}
+        }
     })
     .to_string()
 }
@@ -257,7 +279,7 @@ async fn payments_usage_and_exports_through_the_server() {
     .unwrap();
     let server = TestServer::start_in(&data.0, &["--config", config.to_str().unwrap()]);
 
-    // Razorpay's payment.captured credits the wallet once, whatever the retries.
+    // Razorpay's order.paid credits the wallet once, whatever the retries.
     let hook = |body: String, signature: String| {
         let url = server.api("/v1/hooks/razorpay");
         async move {
@@ -272,7 +294,7 @@ async fn payments_usage_and_exports_through_the_server() {
                 .as_u16()
         }
     };
-    let body = razorpay_body("pay_R1", "alice", 120);
+    let body = order_paid("pay_R1", "alice", 12_000, Some(120), json!([]));
     let good = razorpay_signature("rzp_test_secret", &body);
     assert_eq!(hook(body.clone(), good.clone()).await, 200);
     assert_eq!(
@@ -283,7 +305,8 @@ async fn payments_usage_and_exports_through_the_server() {
     assert_eq!(get(&server, "/v1/wallets/alice").await["balance"], 120);
     let forged = razorpay_signature("not_the_secret", &body);
     assert_eq!(hook(body.clone(), forged).await, 401);
-    let tampered = body.replace("120", "999");
+    let tampered = body.replace("\"120\"", "\"999\"");
+    assert_ne!(tampered, body);
     assert_eq!(hook(tampered, razorpay_signature("x", "y")).await, 401);
     assert_eq!(get(&server, "/v1/wallets/alice").await["balance"], 120);
 
@@ -377,4 +400,135 @@ async fn payments_usage_and_exports_through_the_server() {
             .unwrap()
             .contains(s["session_id"].as_str().unwrap())
     );
+}
+
+/// POSTs a body to the Razorpay hook; the answer's status and JSON.
+async fn razorpay_hook(server: &TestServer, body: &str, signature: Option<&str>) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .post(server.api("/v1/hooks/razorpay"))
+        .body(body.to_owned());
+    if let Some(signature) = signature {
+        request = request.header("X-Razorpay-Signature", signature);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn razorpay_answers_refusals_with_200_and_counts_them() {
+    let data = common::tempdir::TempDir::new();
+    let config = data.0.join("callgate.toml");
+    std::fs::write(
+        &config,
+        "[metering.razorpay]\nwebhook_secret = \"rzp_test_secret\"\n\
+         prices = [{ amount = 49900, currency = \"INR\", coins = 500 }]\n",
+    )
+    .unwrap();
+    let server = TestServer::start_in(&data.0, &["--config", config.to_str().unwrap()]);
+    let sign = |body: &str| razorpay_signature("rzp_test_secret", body);
+    let wallet = |user: &'static str| {
+        let path = format!("/v1/wallets/{user}");
+        let server = &server;
+        async move { get(server, &path).await }
+    };
+
+    // A purchase at the table's price, then its redelivery.
+    let paid = order_paid("pay_H1", "carol", 49_900, None, json!([]));
+    let (status, answer) = razorpay_hook(&server, &paid, Some(&sign(&paid))).await;
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (200, Some("credited")),
+        "{answer}"
+    );
+    assert_eq!(answer["reason"], Value::Null);
+    let (status, answer) = razorpay_hook(&server, &paid, Some(&sign(&paid))).await;
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (200, Some("duplicate")),
+        "{answer}"
+    );
+    assert_eq!(wallet("carol").await["balance"], 500);
+
+    // 100 paise whose client notes ask for a million coins: refused with
+    // 200 so Razorpay stops redelivering it; nothing credited; counted.
+    let attack = order_paid(
+        "pay_H2",
+        "carol",
+        100,
+        None,
+        json!({"user": "carol", "coins": "1000000"}),
+    );
+    for _ in 0..2 {
+        let (status, answer) = razorpay_hook(&server, &attack, Some(&sign(&attack))).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            answer,
+            json!({"status": "refused", "reason": "unknown_price", "detail":
+                "refused (unknown_price): payment pay_H2: order order_pay_H2 of 100 INR has no \
+                 notes.coins and no price in the table"})
+        );
+    }
+    assert_eq!(wallet("carol").await["balance"], 500);
+    let metrics = metrics_text(&server).await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "callgate_razorpay_refused_total",
+            "reason=\"unknown_price\""
+        ),
+        2.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "callgate_razorpay_refused_total",
+            "reason=\"amount_mismatch\""
+        ),
+        0.0
+    );
+
+    // Not from Razorpay: 401, nothing credited, not counted as a refusal.
+    let (status, answer) = razorpay_hook(&server, &attack, Some(&sign("other"))).await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (401, Some("bad_signature"))
+    );
+    let (status, answer) = razorpay_hook(&server, &attack, None).await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (401, Some("bad_signature"))
+    );
+
+    // A refund of a fifth: 100 coins back, and its second report changes nothing.
+    let refund = json!({
+        "entity": "event", "event": "refund.created", "contains": ["refund", "payment"],
+        "payload": {
+            "refund": {"entity": {"id": "rfnd_H1", "entity": "refund", "amount": 9_980,
+                                  "currency": "INR", "payment_id": "pay_H1", "notes": [],
+                                  "status": "processed"}},
+            "payment": {"entity": {"id": "pay_H1", "entity": "payment", "amount": 49_900,
+                                   "currency": "INR", "status": "captured", "notes": []}}
+        }
+    })
+    .to_string();
+    let (status, answer) = razorpay_hook(&server, &refund, Some(&sign(&refund))).await;
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (200, Some("refunded")),
+        "{answer}"
+    );
+    let again = refund.replace("refund.created", "payment.refunded");
+    let (status, answer) = razorpay_hook(&server, &again, Some(&sign(&again))).await;
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (200, Some("duplicate")),
+        "{answer}"
+    );
+    assert_eq!(
+        wallet("carol").await,
+        json!({"user": "carol", "balance": 400, "held": 0, "available": 400, "debt": 0})
+    );
+    assert_eq!(balance(&server, "funding").await, -400);
 }

@@ -130,6 +130,8 @@ pub(crate) async fn audit(inner: &Inner) -> Result<AuditReport, MeterError> {
         ));
     }
 
+    refund_invariants(pool, &mut r).await?;
+
     // Each session: its postings are its figures, its figures its rating.
     let sql = format!(
         "SELECT {SESSION_COLUMNS}, \
@@ -207,4 +209,100 @@ pub(crate) async fn audit(inner: &Inner) -> Result<AuditReport, MeterError> {
         ));
     }
     Ok(r)
+}
+
+/// Refunds (docs/metering.md "Refunds"): a `refund` posting goes from a
+/// wallet to funding; what each payment's refunds reversed is what its
+/// refund rows say and what the rounding rule says; per wallet, the coins
+/// reversed are exactly the coins taken back plus the debt.
+async fn refund_invariants(pool: &sqlx::AnyPool, r: &mut AuditReport) -> Result<(), MeterError> {
+    r.wallet_debt =
+        sqlx::query_scalar::<_, i64>("SELECT CAST(COALESCE(SUM(debt), 0) AS BIGINT) FROM accounts")
+            .fetch_one(pool)
+            .await?;
+    let n: i64 = sqlx::query_scalar(
+        "SELECT CAST(COUNT(*) AS BIGINT) FROM postings WHERE kind = 'refund' \
+         AND (credit <> 'funding' OR debit NOT LIKE 'wallet:%' OR session_id IS NOT NULL)",
+    )
+    .fetch_one(pool)
+    .await?;
+    let not_wallets: i64 = sqlx::query_scalar(
+        "SELECT CAST(COUNT(*) AS BIGINT) FROM accounts WHERE debt <> 0 AND (kind <> 'wallet' OR debt < 0)",
+    )
+    .fetch_one(pool)
+    .await?;
+    if n + not_wallets > 0 {
+        r.problems.push(format!(
+            "{n} refund postings between the wrong accounts, {not_wallets} debts on non-wallets"
+        ));
+    }
+    let n: i64 = sqlx::query_scalar(
+        "SELECT CAST(COUNT(*) AS BIGINT) FROM razorpay_payments r WHERE NOT EXISTS \
+         (SELECT 1 FROM credits c WHERE c.reference = 'razorpay:' || r.payment_id \
+          AND c.wallet = r.wallet AND c.coins = r.coins)",
+    )
+    .fetch_one(pool)
+    .await?;
+    let unposted: i64 = sqlx::query_scalar(
+        "SELECT CAST(COUNT(*) AS BIGINT) FROM razorpay_refunds f WHERE f.taken > 0 AND NOT EXISTS \
+         (SELECT 1 FROM postings p WHERE p.idempotency_key = 'refund/' || f.refund_id \
+          AND p.kind = 'refund' AND p.coins = f.taken)",
+    )
+    .fetch_one(pool)
+    .await?;
+    if n + unposted > 0 {
+        r.problems.push(format!(
+            "{n} razorpay payments without their credit, {unposted} refunds without their posting"
+        ));
+    }
+    let mut rows = sqlx::query(
+        "SELECT p.payment_id, p.amount, p.coins, p.reversed_coins, \
+           CAST(COALESCE((SELECT SUM(f.amount) FROM razorpay_refunds f \
+             WHERE f.payment_id = p.payment_id AND f.coins IS NOT NULL), 0) AS BIGINT) AS refunded, \
+           CAST(COALESCE((SELECT SUM(f.coins) FROM razorpay_refunds f \
+             WHERE f.payment_id = p.payment_id AND f.coins IS NOT NULL), 0) AS BIGINT) AS refund_coins \
+         FROM razorpay_payments p WHERE p.reversed_coins > 0 OR EXISTS \
+           (SELECT 1 FROM razorpay_refunds f WHERE f.payment_id = p.payment_id AND f.coins IS NOT NULL)",
+    )
+    .fetch(pool);
+    let mut wrong = 0;
+    while let Some(row) = rows.try_next().await? {
+        let payment: String = get(&row, "payment_id")?;
+        let amount: i64 = get(&row, "amount")?;
+        let coins: i64 = get(&row, "coins")?;
+        let reversed: i64 = get(&row, "reversed_coins")?;
+        let refunded: i64 = get(&row, "refunded")?;
+        let refund_coins: i64 = get(&row, "refund_coins")?;
+        let want = crate::refund::reversed_coins(coins, amount, refunded);
+        if reversed != want || refund_coins != reversed {
+            wrong += 1;
+            if wrong <= EXAMPLES {
+                r.problems.push(format!(
+                    "razorpay payment {payment}: {refunded} of {amount} refunded reversed {reversed} \
+                     of {coins} coins (want {want}); its refunds say {refund_coins}"
+                ));
+            }
+        }
+    }
+    drop(rows);
+    let rows = sqlx::query(&format!(
+        "SELECT a.id, a.debt, {taken} AS taken, {reversed} AS reversed FROM accounts a \
+         WHERE a.kind = 'wallet' AND a.debt + {taken} <> {reversed} LIMIT {EXAMPLES}",
+        taken = "CAST(COALESCE((SELECT SUM(p.coins) FROM postings p \
+                   WHERE p.kind = 'refund' AND p.debit = a.id), 0) AS BIGINT)",
+        reversed = "CAST(COALESCE((SELECT SUM(f.reversed_coins) FROM razorpay_payments f \
+                   WHERE f.wallet = a.id), 0) AS BIGINT)",
+    ))
+    .fetch_all(pool)
+    .await?;
+    for row in rows {
+        r.problems.push(format!(
+            "wallet {}: refunds reversed {} coins but {} were taken back and {} are owed",
+            get::<String>(&row, "id")?,
+            get::<i64>(&row, "reversed")?,
+            get::<i64>(&row, "taken")?,
+            get::<i64>(&row, "debt")?
+        ));
+    }
+    Ok(())
 }

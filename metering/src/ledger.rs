@@ -200,6 +200,8 @@ pub struct AuditReport {
     pub open_holds: u64,
     /// Coins held by open holds, over all wallets.
     pub held: i64,
+    /// Coins refunds could not take back, over all wallets.
+    pub wallet_debt: i64,
     /// Each broken invariant, in words.
     pub problems: Vec<String>,
 }

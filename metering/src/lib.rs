@@ -9,7 +9,7 @@
 //!   SessionHandle::end(reason)        capture the used part, release the rest
 //!   .events()                         SecondsLeft, Warning, Cut, Ended
 //!   .export(kind, range, format, w)   sessions | ledger | usage as CSV / JSON lines
-//!   .razorpay_webhook(sig, body)      payment.captured → credit
+//!   .razorpay_webhook(sig, body)      order.paid → credit; refund.created → reverse
 //! ```
 //!
 //! The crate depends on no other callgate crate.
@@ -21,7 +21,9 @@ mod error;
 mod export;
 mod ledger;
 mod meter;
+mod metrics;
 mod razorpay;
+mod refund;
 mod session;
 mod terms;
 mod webhook;
@@ -37,9 +39,10 @@ pub use ledger::{AuditReport, FUNDING, MAX_COINS, PLATFORM, earnings_id, wallet_
 pub(crate) use meter::check_id;
 pub use meter::{Credited, Meter, MeterConfig, MeterEvent, UsageKind, UsageRecord, WalletView};
 pub use razorpay::{
-    Intake as RazorpayIntake, RazorpayConfig, RazorpayOutcome, parse_event as parse_razorpay_event,
-    verify_razorpay_signature,
+    Intake as RazorpayIntake, PaidOrder, Price, RazorpayConfig, RazorpayOutcome, RefusalReason,
+    parse_event as parse_razorpay_event, verify_razorpay_signature,
 };
+pub use refund::{RefundNotice, Refunded, reversed_coins};
 pub use session::{EndReason, SessionHandle, SessionStart, SessionSummary};
 pub use terms::{
     BillingTerms, CallType, FULL_BPS, MAX_INCREMENT, MAX_RATE_PER_MINUTE, Split, parse_commission,

@@ -16,7 +16,8 @@ use crate::clock::Clock;
 use crate::db::{Db, get, is_unique_violation};
 use crate::error::MeterError;
 use crate::ledger::{self, AuditReport, MAX_COINS, Posting, WalletSnap};
-use crate::razorpay::RazorpayConfig;
+use crate::metrics::MeterMetrics;
+use crate::razorpay::{PaidOrder, RazorpayConfig};
 use crate::session::{
     self, Actor, Core, EndReason, Ledgered, Msg, SESSION_COLUMNS, SessionHandle, SessionStart,
     SessionSummary, Shared,
@@ -156,6 +157,9 @@ pub struct WalletView {
     pub balance: i64,
     pub held: i64,
     pub available: i64,
+    /// Coins a refund could not take back (docs/metering.md "Refunds"):
+    /// the next credit repays them first; no paid call starts meanwhile.
+    pub debt: i64,
 }
 
 /// What `credit` did. `applied` is false when the reference was already
@@ -167,6 +171,9 @@ pub struct Credited {
     pub reference: String,
     pub applied: bool,
     pub posting_id: i64,
+    /// Of `coins`, what went straight to repaying the wallet's debt (a
+    /// `refund` posting in the same transaction).
+    pub debt_repaid: i64,
     pub balance: i64,
     pub held: i64,
     pub available: i64,
@@ -239,7 +246,11 @@ pub(crate) struct Inner {
     outbox_wake: Arc<Notify>,
     /// Checkpoints written (for tests and metrics).
     pub checkpoints: AtomicI64,
+    pub metrics: MeterMetrics,
 }
+
+/// The prefix of the credits the Razorpay intake makes.
+pub(crate) const RAZORPAY_REFERENCE: &str = "razorpay:";
 
 /// Refuses empty, over-long or unprintable identifiers.
 pub(crate) fn check_id(what: &str, value: &str) -> Result<(), MeterError> {
@@ -346,7 +357,12 @@ impl Inner {
             .await;
     }
 
-    async fn wallet_changed_acked(&self, payer: &str, snap: WalletSnap, except: Option<&str>) {
+    pub(crate) async fn wallet_changed_acked(
+        &self,
+        payer: &str,
+        snap: WalletSnap,
+        except: Option<&str>,
+    ) {
         self.tell_sessions(payer, except, |ack| Msg::Wallet {
             snap,
             ack: Some(ack),
@@ -547,6 +563,8 @@ impl Meter {
             tasks: Mutex::new(Vec::new()),
             outbox_wake: Arc::new(Notify::new()),
             checkpoints: AtomicI64::new(0),
+            metrics: MeterMetrics::new()
+                .map_err(|e| MeterError::Internal(format!("metrics: {e}")))?,
         });
         Ok(inner)
     }
@@ -597,13 +615,39 @@ impl Meter {
     /// Adds `coins` to `user`'s wallet from `funding`, once per
     /// `reference` (a payment id): the same reference again with the same
     /// user and coins changes nothing (`applied: false`); with other coins
-    /// or another user it is a `Conflict`. Sessions of the user running
-    /// here are extended before this returns.
+    /// or another user it is a `Conflict`. A wallet in debt (a refund of
+    /// coins it had spent) repays the debt from the credit first. Sessions
+    /// of the user running here are extended before this returns.
     pub async fn credit(
         &self,
         user: &str,
         coins: i64,
         reference: &str,
+    ) -> Result<Credited, MeterError> {
+        // `razorpay:<payment id>` credits come with their payment's row
+        // (what its refunds reverse): only the intake writes them.
+        if reference.starts_with(RAZORPAY_REFERENCE) {
+            return Err(MeterError::InvalidIdentifier(format!(
+                "references starting with `{RAZORPAY_REFERENCE}` belong to the Razorpay intake"
+            )));
+        }
+        self.credit_once(user, coins, reference, None).await
+    }
+
+    /// A checked Razorpay order: the credit `razorpay:<payment id>` and the
+    /// payment's row (what was paid, for its refunds), in one transaction.
+    pub(crate) async fn credit_razorpay(&self, order: &PaidOrder) -> Result<Credited, MeterError> {
+        let reference = format!("{RAZORPAY_REFERENCE}{}", order.payment_id);
+        self.credit_once(&order.user, order.coins, &reference, Some(order))
+            .await
+    }
+
+    async fn credit_once(
+        &self,
+        user: &str,
+        coins: i64,
+        reference: &str,
+        order: Option<&PaidOrder>,
     ) -> Result<Credited, MeterError> {
         self.inner.closing()?;
         check_id("user", user)?;
@@ -613,10 +657,10 @@ impl Meter {
                 "coins must be 1..={MAX_COINS}, not {coins}"
             )));
         }
-        let (credited, snap) = match self.credit_tx(user, coins, reference).await {
+        let (credited, snap) = match self.credit_tx(user, coins, reference, order).await {
             Err(e) if is_unique_violation(&e) => {
                 // A concurrent credit with this reference won: read it.
-                self.credit_tx(user, coins, reference).await?
+                self.credit_tx(user, coins, reference, order).await?
             }
             other => other?,
         };
@@ -632,6 +676,7 @@ impl Meter {
         user: &str,
         coins: i64,
         reference: &str,
+        order: Option<&PaidOrder>,
     ) -> Result<(Credited, WalletSnap), MeterError> {
         let inner = &self.inner;
         let _io = inner.clock.io_guard();
@@ -665,11 +710,26 @@ impl Meter {
                 reference: reference.into(),
                 applied: false,
                 posting_id,
+                debt_repaid: 0,
                 balance: w.balance,
                 held: w.held,
                 available: w.available(),
             };
             return Ok((credited, w));
+        }
+        if let Some(order) = order {
+            let paid_by: Option<String> =
+                sqlx::query_scalar("SELECT payment_id FROM razorpay_payments WHERE order_id = $1")
+                    .bind(&order.order_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some(paid_by) = paid_by {
+                tx.rollback().await?;
+                return Err(MeterError::Conflict {
+                    reference: format!("order {}", order.order_id),
+                    existing: format!("for payment {paid_by}"),
+                });
+            }
         }
         let posting_id = ledger::insert_posting(
             &mut tx,
@@ -695,7 +755,51 @@ impl Meter {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        let w = ledger::change_wallet(&mut tx, &wallet, coins, 0).await?;
+        let mut w = ledger::change_wallet(&mut tx, &wallet, coins, 0).await?;
+        // A refund of coins the wallet had already spent left a debt: the
+        // new coins repay it first.
+        let debt: i64 = sqlx::query_scalar("SELECT debt FROM accounts WHERE id = $1")
+            .bind(&wallet)
+            .fetch_one(&mut *tx)
+            .await?;
+        let debt_repaid = debt.min(w.available()).max(0);
+        if debt_repaid > 0 {
+            ledger::insert_posting(
+                &mut tx,
+                &Posting {
+                    at_ms: now,
+                    debit: &wallet,
+                    credit: ledger::FUNDING,
+                    coins: debt_repaid,
+                    kind: "refund",
+                    session: None,
+                    reference: Some(reference),
+                    key: format!("credit/{reference}/debt"),
+                },
+            )
+            .await?;
+            w = ledger::change_wallet(&mut tx, &wallet, -debt_repaid, 0).await?;
+            sqlx::query("UPDATE accounts SET debt = debt - $2 WHERE id = $1")
+                .bind(&wallet)
+                .bind(debt_repaid)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(order) = order {
+            sqlx::query(
+                "INSERT INTO razorpay_payments (payment_id, order_id, wallet, amount, currency, coins, credited_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&order.payment_id)
+            .bind(&order.order_id)
+            .bind(&wallet)
+            .bind(order.amount)
+            .bind(&order.currency)
+            .bind(coins)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
         if inner.webhooks_on() {
             webhook::enqueue(
                 &mut tx,
@@ -705,6 +809,7 @@ impl Meter {
                     "coins": coins,
                     "reference": reference,
                     "posting_id": posting_id,
+                    "debt_repaid": debt_repaid,
                     "balance": w.balance,
                     "held": w.held,
                     "available": w.available(),
@@ -713,7 +818,7 @@ impl Meter {
             )
             .await?;
         }
-        ledger::change_balance(&mut tx, ledger::FUNDING, -coins).await?;
+        ledger::change_balance(&mut tx, ledger::FUNDING, debt_repaid - coins).await?;
         tx.commit().await?;
         let credited = Credited {
             user: user.into(),
@@ -721,6 +826,7 @@ impl Meter {
             reference: reference.into(),
             applied: true,
             posting_id,
+            debt_repaid,
             balance: w.balance,
             held: w.held,
             available: w.available(),
@@ -732,19 +838,20 @@ impl Meter {
     pub async fn wallet(&self, user: &str) -> Result<WalletView, MeterError> {
         check_id("user", user)?;
         let _io = self.inner.clock.io_guard();
-        let row = sqlx::query("SELECT balance, held FROM accounts WHERE id = $1")
+        let row = sqlx::query("SELECT balance, held, debt FROM accounts WHERE id = $1")
             .bind(ledger::wallet_id(user))
             .fetch_optional(&self.inner.db.read)
             .await?;
-        let (balance, held) = match row {
-            Some(r) => (get(&r, "balance")?, get(&r, "held")?),
-            None => (0, 0),
+        let (balance, held, debt) = match row {
+            Some(r) => (get(&r, "balance")?, get(&r, "held")?, get(&r, "debt")?),
+            None => (0, 0, 0),
         };
         Ok(WalletView {
             user: user.into(),
             balance,
             held,
             available: balance - held,
+            debt,
         })
     }
 
@@ -1010,12 +1117,17 @@ impl Meter {
 
     /// Razorpay's webhook (`POST /v1/hooks/razorpay`): checks
     /// `X-Razorpay-Signature` over the raw body, credits the wallet on
-    /// `payment.captured` (idempotent on the payment id).
+    /// `order.paid` (idempotent on the payment id), reverses it on
+    /// `refund.created` / `payment.refunded` (idempotent on the refund id).
+    /// A signed event that must not credit is `Ok(Refused)`, counted in
+    /// `callgate_razorpay_refused_total`; only a bad signature, a missing
+    /// config and failures are errors.
     pub async fn razorpay_webhook(
         &self,
         signature: &str,
         body: &[u8],
     ) -> Result<crate::RazorpayOutcome, MeterError> {
+        self.inner.closing()?;
         let config = self
             .inner
             .config
@@ -1023,6 +1135,12 @@ impl Meter {
             .as_ref()
             .ok_or(MeterError::NotConfigured("razorpay"))?;
         crate::razorpay::handle(self, config, signature, body).await
+    }
+
+    /// Registers the meter's Prometheus series
+    /// (`callgate_razorpay_refused_total{reason}`) in `registry`.
+    pub fn register_metrics(&self, registry: &prometheus::Registry) -> prometheus::Result<()> {
+        self.inner.metrics.register(registry)
     }
 
     /// Internal: counts of rows, for tests and the bench.
@@ -1036,6 +1154,8 @@ impl Meter {
             "credits",
             "participant_usage",
             "outbox",
+            "razorpay_payments",
+            "razorpay_refunds",
         ];
         if !allowed.contains(&table) {
             return Err(MeterError::Malformed(format!("table {table}")));

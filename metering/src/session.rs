@@ -645,6 +645,18 @@ pub(crate) async fn start_tx(
             core.payer
         )));
     };
+    // Coins a refund could not take back are owed first: a wallet in debt
+    // funds no new call (its next credit repays the debt).
+    let debt: i64 = sqlx::query_scalar("SELECT debt FROM accounts WHERE id = $1")
+        .bind(&core.wallet)
+        .fetch_one(&mut *tx)
+        .await?;
+    if debt > 0 {
+        return Err(MeterError::InsufficientBalance(format!(
+            "{} owes {debt} coins of a refund",
+            core.payer
+        )));
+    }
     if w.available() <= 0 {
         return Err(MeterError::InsufficientBalance(format!(
             "{} has {} coins, all of them held",

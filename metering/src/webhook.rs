@@ -84,6 +84,7 @@ pub mod events {
     pub const SESSION_STARTED: &str = "session.started";
     pub const SESSION_ENDED: &str = "session.ended";
     pub const WALLET_CREDITED: &str = "wallet.credited";
+    pub const WALLET_REFUNDED: &str = "wallet.refunded";
     pub const WALLET_LOW_BALANCE: &str = "wallet.low_balance";
 }
 

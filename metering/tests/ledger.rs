@@ -30,6 +30,8 @@ async fn credits_are_idempotent_on_their_reference(db: TestDb) {
         ("", 5, "pay_2", "invalid_identifier"),
         ("u3", 5, "", "invalid_identifier"),
         ("u\n3", 5, "pay_2", "invalid_identifier"),
+        // The Razorpay intake's own references.
+        ("u3", 5, "razorpay:pay_2", "invalid_identifier"),
     ] {
         let e = meter.credit(user, coins, reference).await.unwrap_err();
         assert_eq!(e.code(), code, "{user:?} {coins} {reference:?}");
@@ -43,7 +45,8 @@ async fn credits_are_idempotent_on_their_reference(db: TestDb) {
             user: "u2".into(),
             balance: 0,
             held: 0,
-            available: 0
+            available: 0,
+            debt: 0,
         }
     );
     meter.credit("u1", 50, "pay_3").await.unwrap();
@@ -108,3 +111,102 @@ async fn the_books_survive_a_reopen(db: TestDb) {
     assert_eq!((report.accounts, report.postings), (3, 1));
 }
 on_both!(reopen, the_books_survive_a_reopen);
+
+/// Writes a ledger as the first schema (before refunds) made it: one
+/// credit of 7 coins to u1 with reference `old-1`. Returns its posting id.
+fn ledger_before_refunds(db: &TestDb) -> i64 {
+    let dialect = if db.postgres { "postgres" } else { "sqlite" };
+    let first = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(dialect)
+        .join("0001_ledger.sql");
+    let dir = std::env::temp_dir()
+        .join("callgate-metering-tests")
+        .join(format!("m{:016x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(&first, dir.join("0001_ledger.sql")).unwrap();
+    let url = db.url.clone();
+    // Its own runtime, so tokio's paused clock stays still meanwhile.
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            sqlx::any::install_default_drivers();
+            let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+            sqlx::migrate::Migrator::new(dir)
+                .await
+                .unwrap()
+                .run(&pool)
+                .await
+                .unwrap();
+            let mut tx = pool.begin().await.unwrap();
+            sqlx::query(
+                "INSERT INTO accounts (id, kind, balance, created_ms) VALUES ('wallet:u1', 'wallet', 7, 0)",
+            )
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+            sqlx::query("UPDATE accounts SET balance = -7 WHERE id = 'funding'")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            let posting: i64 = sqlx::query_scalar(
+                "INSERT INTO postings (at_ms, debit, credit, coins, kind, reference, idempotency_key) \
+                 VALUES (0, 'funding', 'wallet:u1', 7, 'credit', 'old-1', 'credit/old-1') RETURNING id",
+            )
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+            sqlx::query(
+                "INSERT INTO credits (reference, wallet, coins, posting_id, at_ms) VALUES ('old-1', 'wallet:u1', 7, $1, 0)",
+            )
+            .bind(posting)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+            tx.commit().await.unwrap();
+            pool.close().await;
+            posting
+        })
+    })
+    .join()
+    .unwrap()
+}
+
+async fn a_ledger_from_before_refunds_keeps_its_books(db: TestDb) {
+    let posting = ledger_before_refunds(&db);
+    // Opening runs the refunds migration (SQLite rebuilds `postings`).
+    let meter = db.open_with(common::razorpay::razorpay_config(&db)).await;
+    assert_eq!(
+        meter.wallet("u1").await.unwrap(),
+        WalletView {
+            user: "u1".into(),
+            balance: 7,
+            held: 0,
+            available: 7,
+            debt: 0,
+        }
+    );
+    let old = meter.credit("u1", 7, "old-1").await.unwrap();
+    assert!(!old.applied, "the old credit is still known");
+    assert_eq!(old.posting_id, posting);
+    assert_eq!(meter.count("postings").await.unwrap(), 1);
+    // And the new posting kind is accepted.
+    common::razorpay::hook(
+        &meter,
+        &common::razorpay::order_paid("pay_1", 49_900, "INR", serde_json::json!({"user": "u1"})),
+    )
+    .await;
+    let out = common::razorpay::hook(
+        &meter,
+        &common::razorpay::refund("refund.created", "rfnd_1", "pay_1", 49_900, 49_900, "INR"),
+    )
+    .await;
+    assert_eq!(out.status(), "refunded");
+    assert_eq!(meter.wallet("u1").await.unwrap().balance, 7);
+    assert_eq!(meter.count("postings").await.unwrap(), 3);
+    assert_clean(&meter).await;
+}
+on_both!(migrated, a_ledger_from_before_refunds_keeps_its_books);

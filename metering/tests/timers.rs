@@ -52,7 +52,8 @@ async fn five_coins_cut_at_five_seconds(db: TestDb) {
             user: "payer".into(),
             balance: 0,
             held: 0,
-            available: 0
+            available: 0,
+            debt: 0,
         }
     );
     assert_eq!(meter.account("earnings:host").await.unwrap(), 4);

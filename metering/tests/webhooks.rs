@@ -1,5 +1,6 @@
 //! Webhooks to a receiver on 127.0.0.1: signed, at least once, retried with
-//! exponential backoff, surviving a restart; and the Razorpay intake.
+//! exponential backoff, surviving a restart; and what the Razorpay intake
+//! reports (`wallet.credited`, `wallet.refunded`).
 
 mod common;
 
@@ -9,12 +10,10 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use callgate_metering::{
-    BillingTerms, EndReason, MeterConfig, RazorpayConfig, RazorpayOutcome, WebhookConfig,
-    verify_signature,
-};
+use callgate_metering::{BillingTerms, EndReason, MeterConfig, WebhookConfig, verify_signature};
+use common::razorpay::{hook, order_paid, razorpay_config, refund};
 use common::*;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::time::sleep;
 
@@ -184,76 +183,45 @@ async fn undelivered_events_survive_a_restart(db: TestDb) {
 }
 on_both!(restart, undelivered_events_survive_a_restart);
 
-fn razorpay_body(payment: &str, notes: &str) -> String {
-    format!(
-        r#"{{"entity":"event","event":"payment.captured","payload":{{"payment":{{"entity":
-        {{"id":"{payment}","amount":49900,"currency":"INR","status":"captured","notes":{notes}}}}}}}}}"#
-    )
-}
-
-fn razorpay_sign(body: &str) -> String {
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"rzp_whsec");
-    ring::hmac::sign(&key, body.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-async fn razorpay_credits_once(db: TestDb) {
-    let meter = db.open().await;
-    let body = razorpay_body("pay_A", r#"{"user":"u1"}"#);
-    assert_eq!(
-        meter
-            .razorpay_webhook(&razorpay_sign(&body), body.as_bytes())
-            .await
-            .unwrap_err()
-            .code(),
-        "not_configured"
-    );
-    meter.shutdown().await;
-    let mut c = db.config();
-    let mut rzp = RazorpayConfig::new("rzp_whsec");
-    rzp.prices.insert(49_900, 600);
-    c.razorpay = Some(rzp);
+async fn razorpay_credits_and_refunds_are_reported(db: TestDb) {
+    let (url, mut rx) = receiver(&db, vec![]).await;
+    let mut c = config(&db, &url);
+    c.razorpay = razorpay_config(&db).razorpay;
     let meter = db.open_with(c).await;
-    let out = meter
-        .razorpay_webhook(&razorpay_sign(&body), body.as_bytes())
+    hook(
+        &meter,
+        &order_paid("pay_1", 49_900, "INR", json!({"user": "u1"})),
+    )
+    .await;
+    let credited = check(&rx.recv().await.unwrap(), &db);
+    assert_eq!(credited["type"], "wallet.credited");
+    assert_eq!(
+        credited["data"],
+        json!({"user": "u1", "coins": 500, "reference": "razorpay:pay_1",
+               "posting_id": credited["data"]["posting_id"], "debt_repaid": 0,
+               "balance": 500, "held": 0, "available": 500})
+    );
+    let call = meter
+        .start_session(start("u1", None, BillingTerms::new(60)))
         .await
         .unwrap();
-    assert!(matches!(&out, RazorpayOutcome::Credited(c) if c.applied && c.coins == 600));
-    assert_eq!(out.to_string(), "credited 600 coins to u1 (razorpay:pay_A)");
-    // Redelivered: once.
-    let out = meter
-        .razorpay_webhook(&razorpay_sign(&body), body.as_bytes())
-        .await
-        .unwrap();
-    assert!(matches!(&out, RazorpayOutcome::Credited(c) if !c.applied));
-    assert_eq!(meter.wallet("u1").await.unwrap().balance, 600);
-    // Notes win over the price table.
-    let body2 = razorpay_body("pay_B", r#"{"user":"u1","coins":"50"}"#);
-    meter
-        .razorpay_webhook(&razorpay_sign(&body2), body2.as_bytes())
-        .await
-        .unwrap();
-    assert_eq!(meter.wallet("u1").await.unwrap().balance, 650);
-    // Tampered or unsigned: refused, nothing changes.
-    let forged = razorpay_body("pay_C", r#"{"user":"u1","coins":"100000"}"#);
-    for sig in [razorpay_sign(&body), String::new(), "abc".into()] {
-        let e = meter
-            .razorpay_webhook(&sig, forged.as_bytes())
-            .await
-            .unwrap_err();
-        assert_eq!(e.code(), "bad_signature");
-    }
-    let other = r#"{"event":"refund.processed","payload":{}}"#;
-    let out = meter
-        .razorpay_webhook(&razorpay_sign(other), other.as_bytes())
-        .await
-        .unwrap();
-    assert!(matches!(out, RazorpayOutcome::Ignored { .. }));
-    assert_eq!(meter.wallet("u1").await.unwrap().balance, 650);
-    assert_eq!(meter.count("credits").await.unwrap(), 2);
+    // session.started
+    check(&rx.recv().await.unwrap(), &db);
+    hook(
+        &meter,
+        &refund("refund.created", "rfnd_1", "pay_1", 49_900, 49_900, "INR"),
+    )
+    .await;
+    let refunded = check(&rx.recv().await.unwrap(), &db);
+    assert_eq!(refunded["type"], "wallet.refunded");
+    let posting_id = refunded["data"]["posting_id"].as_i64().expect("a posting");
+    assert_eq!(
+        refunded["data"],
+        json!({"user": "u1", "refund_id": "rfnd_1", "payment_id": "pay_1", "coins": 500,
+               "taken": 440, "debt": 60, "posting_id": posting_id, "balance": 60, "held": 60,
+               "available": 0, "wallet_debt": 60})
+    );
+    call.end(EndReason::Hangup).await.unwrap();
     assert_clean(&meter).await;
 }
-on_both!(razorpay, razorpay_credits_once);
+on_both!(razorpay, razorpay_credits_and_refunds_are_reported);

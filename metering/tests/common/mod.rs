@@ -3,6 +3,8 @@
 //! that follows tokio's paused clock, and event helpers.
 #![allow(dead_code)]
 
+pub mod razorpay;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
