@@ -211,24 +211,24 @@ pub(crate) async fn serve(mut socket: WebSocket, state: Arc<AppState>) {
             sid: handle.sid().to_owned(),
             billing: claims.billing.clone(),
         };
-        let mut usage = MediaUsage {
-            connected_at_ms: None,
-            video: welcome_has_video(&welcome),
+        let mut watch = Watch {
+            observer: state.observer.as_ref(),
+            call: &call,
+            usage: MediaUsage {
+                connected_at_ms: None,
+                video: welcome_has_video(&welcome),
+            },
+            left: false,
         };
         let notices = state.participants.register(&call.sid);
         state.observer.joined(&call);
         if send(&mut socket, &welcome).await {
-            let watch = Watch {
-                observer: state.observer.as_ref(),
-                call: &call,
-                usage: &mut usage,
-            };
-            session(socket, handle, joined.events, notices, watch).await;
+            session(socket, handle, joined.events, notices, &mut watch).await;
         } else {
             handle.leave(LeaveReason::Left);
         }
         state.participants.unregister(&call.sid);
-        state.observer.left(&call, usage);
+        watch.leave();
     }
     .instrument(span)
     .await
@@ -261,7 +261,20 @@ fn welcome_has_video(welcome: &ServerMessage) -> bool {
 struct Watch<'a> {
     observer: &'a dyn CallObserver,
     call: &'a CallParticipant,
-    usage: &'a mut MediaUsage,
+    usage: MediaUsage,
+    left: bool,
+}
+
+impl Watch<'_> {
+    /// Tells the watcher the session ended, once: as soon as it has, not
+    /// after the close handshake, so a watcher sees the leaves of a call in
+    /// the order they happened (metering's end reason depends on it).
+    fn leave(&mut self) {
+        if !self.left {
+            self.left = true;
+            self.observer.left(self.call, self.usage);
+        }
+    }
 }
 
 async fn session(
@@ -269,7 +282,7 @@ async fn session(
     mut handle: ParticipantHandle,
     mut events: mpsc::UnboundedReceiver<ParticipantEvent>,
     mut notices: mpsc::UnboundedReceiver<ServerMessage>,
-    watch: Watch<'_>,
+    watch: &mut Watch<'_>,
 ) {
     loop {
         tokio::select! {
@@ -282,11 +295,13 @@ async fn session(
                 Incoming::Gone => break,
                 Incoming::TooBig => {
                     handle.leave(LeaveReason::Left);
+                    watch.leave();
                     return close_too_big(socket).await;
                 }
                 Incoming::Text(text) => match ClientMessage::parse(&text) {
                     Ok(ClientMessage::Leave) => {
                         handle.leave(LeaveReason::Left);
+                        watch.leave();
                         send(&mut socket, &ServerMessage::Left { reason: LeaveReason::Left }).await;
                         return close(socket, close::NORMAL, "left").await;
                     }
@@ -317,6 +332,7 @@ async fn session(
                 }
                 Some(ParticipantEvent::Ended { reason }) => {
                     handle.mark_ended();
+                    watch.leave();
                     // What the watcher said before ending the session (why
                     // billing refused the call) goes out before `left`.
                     while let Ok(notice) = notices.try_recv() {
