@@ -7,6 +7,7 @@
 //! routes each connection by the worker index at the front of the ICE ufrag
 //! its first STUN request names. [`Sfu`] is the handle the control plane holds.
 
+pub mod admission;
 #[doc(hidden)]
 pub mod bench_support;
 mod config;
@@ -20,6 +21,7 @@ mod stun;
 mod tcp;
 mod worker;
 
+pub use admission::{Admission, AdmissionLimits, Pass, Shed};
 pub use config::SfuConfig;
 pub use metrics::SfuMetrics;
 pub use participant::ParticipantHandle;
@@ -70,7 +72,7 @@ impl Sfu {
             .collect::<io::Result<Vec<_>>>()?;
         let mut threads: Vec<_> = workers.iter_mut().filter_map(|w| w.thread.take()).collect();
         let senders = workers.iter().map(|w| w.tx.clone()).collect();
-        let (acceptor, stop) = match tcp::spawn_acceptor(listener, senders, metrics.clone()) {
+        let (acceptor, stop) = match tcp::spawn_acceptor(listener, senders, metrics.clone(), &config) {
             Ok(started) => started,
             Err(e) => {
                 for w in &workers {
