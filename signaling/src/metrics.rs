@@ -1,6 +1,7 @@
 //! Prometheus metrics of the control plane.
 
-use prometheus::{IntCounter, IntGauge, Registry};
+use callgate_sfu::Shed;
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 #[derive(Clone)]
 pub struct SignalingMetrics {
@@ -24,5 +25,58 @@ impl SignalingMetrics {
             connections,
             rejected_tokens,
         })
+    }
+}
+
+/// Prometheus metrics of the HTTP server's connection limits.
+#[derive(Clone)]
+pub struct HttpMetrics {
+    /// Connections holding a place in the unauthenticated table.
+    pub(crate) unauthenticated: IntGauge,
+    shed: IntCounterVec,
+    pub(crate) header_timeouts: IntCounter,
+    pub(crate) accept_errors: IntCounter,
+}
+
+impl HttpMetrics {
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let unauthenticated = IntGauge::new(
+            "callgate_http_unauthenticated_connections",
+            "HTTP connections, and signaling WebSockets before their join, open now",
+        )?;
+        let shed = IntCounterVec::new(
+            Opts::new(
+                "callgate_http_connections_shed_total",
+                "Unauthenticated HTTP connections closed to make room for a newer one, by the cap that was full",
+            ),
+            &["reason"],
+        )?;
+        let header_timeouts = IntCounter::new(
+            "callgate_http_header_timeouts_total",
+            "HTTP connections closed for not sending a request's headers in time",
+        )?;
+        let accept_errors = IntCounter::new(
+            "callgate_http_accept_errors_total",
+            "Failed accepts on the HTTP port (out of file descriptors, most likely)",
+        )?;
+        registry.register(Box::new(unauthenticated.clone()))?;
+        registry.register(Box::new(shed.clone()))?;
+        registry.register(Box::new(header_timeouts.clone()))?;
+        registry.register(Box::new(accept_errors.clone()))?;
+        let metrics = HttpMetrics {
+            unauthenticated,
+            shed,
+            header_timeouts,
+            accept_errors,
+        };
+        // Every reason shows from the start, at 0.
+        for why in [Shed::TotalCap, Shed::SourceCap] {
+            metrics.shed(why);
+        }
+        Ok(metrics)
+    }
+
+    pub(crate) fn shed(&self, why: Shed) -> IntCounter {
+        self.shed.with_label_values(&[why.as_str()])
     }
 }

@@ -103,6 +103,9 @@ pub struct TurnConfig {
     pub always_allowed: Vec<SocketAddr>,
     /// SO_RCVBUF / SO_SNDBUF of the UDP listener.
     pub socket_buffer_bytes: usize,
+    /// How long a TCP/TLS connection may stay open (TLS handshake
+    /// included) before a request on it passes authentication.
+    pub unauthenticated_timeout: Duration,
 }
 
 impl TurnConfig {
@@ -131,6 +134,7 @@ impl TurnConfig {
             deny_peers: Vec::new(),
             always_allowed: Vec::new(),
             socket_buffer_bytes: 4 << 20,
+            unauthenticated_timeout: Duration::from_secs(10),
         }
     }
 

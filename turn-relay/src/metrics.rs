@@ -17,6 +17,8 @@ pub struct TurnMetrics {
     errors: IntCounterVec,
     dropped: IntCounterVec,
     pub stream_connections: IntGaugeVec,
+    /// TCP/TLS connections closed for not authenticating in time.
+    pub unauthenticated_closed: IntCounterVec,
 }
 
 impl TurnMetrics {
@@ -82,7 +84,18 @@ impl TurnMetrics {
         registry.register(Box::new(denied.clone()))?;
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(dropped.clone()))?;
+        let unauthenticated_closed = IntCounterVec::new(
+            Opts::new(
+                "callgate_turn_unauthenticated_closed_total",
+                "TCP/TLS connections closed for not authenticating within the deadline",
+            ),
+            &["transport"],
+        )?;
         registry.register(Box::new(stream_connections.clone()))?;
+        registry.register(Box::new(unauthenticated_closed.clone()))?;
+        for transport in ["tcp", "tls"] {
+            unauthenticated_closed.with_label_values(&[transport]);
+        }
         // Series that exist from the start, so dashboards see zeros.
         for code in ["400", "401", "403", "437", "438", "441", "486", "508"] {
             errors.with_label_values(&[code]);
@@ -103,6 +116,7 @@ impl TurnMetrics {
             errors,
             dropped,
             stream_connections,
+            unauthenticated_closed,
         })
     }
 
