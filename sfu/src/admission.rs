@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use prometheus::IntGauge;
+use prometheus::{IntCounter, IntGauge};
 use tokio::sync::watch;
 
 /// How many unproven connections are held.
@@ -46,6 +46,29 @@ impl Shed {
     }
 }
 
+/// What the table counts, at the moment it decides.
+#[derive(Clone)]
+pub struct AdmissionMetrics {
+    /// Passes held now.
+    pub held: IntGauge,
+    /// Passes taken back because the table was full.
+    pub shed_total_cap: IntCounter,
+    /// Passes taken back because their source held its most.
+    pub shed_source_cap: IntCounter,
+}
+
+impl AdmissionMetrics {
+    /// Series registered nowhere, for a table nobody watches.
+    pub fn unregistered() -> AdmissionMetrics {
+        let counter = |name: &str| IntCounter::new(name, name).expect("a valid metric name");
+        AdmissionMetrics {
+            held: IntGauge::new("held", "held").expect("a valid metric name"),
+            shed_total_cap: counter("shed_total_cap"),
+            shed_source_cap: counter("shed_source_cap"),
+        }
+    }
+}
+
 /// The table of unproven connections. Cheap to clone; clones share it.
 #[derive(Clone)]
 pub struct Admission {
@@ -55,8 +78,7 @@ pub struct Admission {
 struct Shared {
     limits: AdmissionLimits,
     table: Mutex<Table>,
-    /// Follows the number of passes held, when given.
-    held: Option<IntGauge>,
+    metrics: AdmissionMetrics,
 }
 
 #[derive(Default)]
@@ -97,9 +119,8 @@ pub fn source_of(ip: IpAddr) -> IpAddr {
 }
 
 impl Admission {
-    /// A table with `limits` (each raised to at least 1); `held` is kept
-    /// equal to the number of passes held.
-    pub fn new(limits: AdmissionLimits, held: Option<IntGauge>) -> Admission {
+    /// A table with `limits` (each raised to at least 1).
+    pub fn new(limits: AdmissionLimits, metrics: AdmissionMetrics) -> Admission {
         let limits = AdmissionLimits {
             max_total: limits.max_total.max(1),
             max_per_source: limits.max_per_source.max(1),
@@ -108,7 +129,7 @@ impl Admission {
             shared: Arc::new(Shared {
                 limits,
                 table: Mutex::new(Table::default()),
-                held,
+                metrics,
             }),
         }
     }
@@ -127,11 +148,13 @@ impl Admission {
         if own >= limits.max_per_source {
             if let Some(&oldest) = table.by_source.get(&source).and_then(VecDeque::front) {
                 table.shed(oldest, Shed::SourceCap);
+                self.shared.metrics.shed_source_cap.inc();
             }
         } else if table.by_age.len() >= limits.max_total
             && let Some((&oldest, _)) = table.by_age.first_key_value()
         {
             table.shed(oldest, Shed::TotalCap);
+            self.shared.metrics.shed_total_cap.inc();
         }
         let seq = table.next;
         table.next = table.next.wrapping_add(1);
@@ -161,9 +184,8 @@ impl Shared {
     }
 
     fn count(&self, table: &Table) {
-        if let Some(g) = &self.held {
-            g.set(i64::try_from(table.by_age.len()).unwrap_or(i64::MAX));
-        }
+        let held = i64::try_from(table.by_age.len()).unwrap_or(i64::MAX);
+        self.metrics.held.set(held);
     }
 }
 
@@ -229,13 +251,14 @@ mod tests {
 
     #[test]
     fn a_full_source_sheds_its_own_oldest_and_nobody_else() {
-        let gauge = IntGauge::new("held", "held").unwrap();
+        let metrics = AdmissionMetrics::unregistered();
+        let gauge = metrics.held.clone();
         let admission = Admission::new(
             AdmissionLimits {
                 max_total: 10,
                 max_per_source: 2,
             },
-            Some(gauge.clone()),
+            metrics.clone(),
         );
         let other = admission.admit(ip("10.0.0.9"));
         let a1 = admission.admit(ip("10.0.0.1"));
@@ -248,6 +271,8 @@ mod tests {
         assert_eq!(shed_now(&other), None, "another source is untouched");
         assert_eq!(admission.held(), 3);
         assert_eq!(gauge.get(), 3);
+        assert_eq!(metrics.shed_source_cap.get(), 1);
+        assert_eq!(metrics.shed_total_cap.get(), 0);
         // Dropping a shed pass changes nothing more.
         drop(a1);
         assert_eq!(admission.held(), 3);
@@ -255,16 +280,18 @@ mod tests {
         assert_eq!(shed_now(&a2), Some(Shed::SourceCap));
         assert_eq!(shed_now(&a4), None);
         assert_eq!(shed_now(&other), None);
+        assert_eq!(metrics.shed_source_cap.get(), 2);
     }
 
     #[test]
     fn a_full_table_sheds_the_oldest_of_all() {
+        let metrics = AdmissionMetrics::unregistered();
         let admission = Admission::new(
             AdmissionLimits {
                 max_total: 3,
                 max_per_source: 3,
             },
-            None,
+            metrics.clone(),
         );
         let passes: Vec<Pass> = (1..=3)
             .map(|i| admission.admit(ip(&format!("10.0.0.{i}"))))
@@ -274,6 +301,8 @@ mod tests {
         assert_eq!(shed_now(&passes[1]), None);
         assert_eq!(shed_now(&newest), None);
         assert_eq!(admission.held(), 3);
+        assert_eq!(metrics.shed_total_cap.get(), 1);
+        assert_eq!(metrics.shed_source_cap.get(), 0);
         // A released pass frees its place: the next newcomer sheds nobody.
         passes[1].release();
         assert_eq!(admission.held(), 2);
@@ -281,6 +310,8 @@ mod tests {
         assert_eq!(shed_now(&passes[2]), None);
         assert_eq!(shed_now(&next), None);
         assert_eq!(admission.held(), 3);
+        assert_eq!(metrics.shed_total_cap.get(), 1);
+        assert_eq!(metrics.held.get(), 3);
     }
 
     #[test]
@@ -301,7 +332,7 @@ mod tests {
                 max_total: 10,
                 max_per_source: 1,
             },
-            None,
+            AdmissionMetrics::unregistered(),
         );
         let first = admission.admit(ip("2001:db8::1"));
         let _second = admission.admit(ip("2001:db8::ffff:2"));
@@ -315,7 +346,7 @@ mod tests {
                 max_total: 1,
                 max_per_source: 1,
             },
-            None,
+            AdmissionMetrics::unregistered(),
         );
         let first = admission.admit(ip("10.0.0.1"));
         let waiter = tokio::spawn(async move { first.shed().await });
@@ -340,7 +371,7 @@ mod tests {
                 max_total: 0,
                 max_per_source: 0,
             },
-            None,
+            AdmissionMetrics::unregistered(),
         );
         assert_eq!(
             admission.limits(),

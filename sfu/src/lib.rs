@@ -21,7 +21,7 @@ mod stun;
 mod tcp;
 mod worker;
 
-pub use admission::{Admission, AdmissionLimits, Pass, Shed};
+pub use admission::{Admission, AdmissionLimits, AdmissionMetrics, Pass, Shed};
 pub use config::SfuConfig;
 pub use metrics::SfuMetrics;
 pub use participant::ParticipantHandle;

@@ -16,7 +16,7 @@ pub struct SfuMetrics {
     drops: IntCounterVec,
     tcp_connections: IntGaugeVec,
     /// Connections still sending their first frame.
-    pub(crate) tcp_pending: IntGauge,
+    tcp_pending: IntGauge,
     tcp_accepted: IntCounterVec,
     tcp_refused: IntCounterVec,
 }
@@ -145,6 +145,16 @@ impl SfuMetrics {
                 .drops
                 .with_label_values(&[w.as_str(), "tcp_queue_full"]),
             drop_malformed: self.drops.with_label_values(&[w.as_str(), "malformed"]),
+        }
+    }
+
+    /// What the ICE-TCP pending table counts: connections waiting for
+    /// their first request, and those shed to make room.
+    pub(crate) fn tcp_pending(&self) -> crate::admission::AdmissionMetrics {
+        crate::admission::AdmissionMetrics {
+            held: self.tcp_pending.clone(),
+            shed_total_cap: self.tcp_refused(TcpRefusal::Busy),
+            shed_source_cap: self.tcp_refused(TcpRefusal::AddressBusy),
         }
     }
 

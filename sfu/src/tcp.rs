@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tracing::{debug, info_span, warn};
 
-use crate::admission::{Admission, Shed};
+use crate::admission::{Admission, Pass};
 use crate::config::SfuConfig;
 use crate::ids;
 use crate::metrics::{SfuMetrics, TcpMetrics, TcpRefusal};
@@ -135,7 +135,7 @@ pub(crate) fn spawn_acceptor(
     config: &SfuConfig,
 ) -> io::Result<(JoinHandle<()>, oneshot::Sender<()>)> {
     let (stop_tx, stop_rx) = oneshot::channel();
-    let pending = Admission::new(config.ice_tcp_pending, Some(metrics.tcp_pending.clone()));
+    let pending = Admission::new(config.ice_tcp_pending, metrics.tcp_pending());
     let first_frame_timeout = config.ice_tcp_first_frame_timeout;
     let thread = std::thread::Builder::new()
         .name("ice-tcp-acceptor".into())
@@ -180,7 +180,10 @@ impl Acceptor {
                 _ = &mut stop => return,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        tokio::spawn(self.clone().admit(stream, peer));
+                        // Admitted here, in accept order, so that "oldest"
+                        // means what it says.
+                        let pass = self.pending.admit(peer.ip());
+                        tokio::spawn(self.clone().first_frame(stream, peer, pass));
                     }
                     Err(e) => {
                         // Out of file descriptors, most likely: let some close.
@@ -192,21 +195,20 @@ impl Acceptor {
         }
     }
 
-    /// Holds a place in the pending table until the first frame is read
-    /// and the socket handed over, the deadline passes, or a newer
-    /// connection sheds this one.
-    async fn admit(self, stream: TcpStream, peer: SocketAddr) {
-        let pass = self.pending.admit(peer.ip());
-        let result = tokio::select! {
-            result = hand_off(stream, peer, &self.workers, self.first_frame_timeout) => result,
-            shed = pass.shed() => Err(match shed {
-                Shed::TotalCap => TcpRefusal::Busy,
-                Shed::SourceCap => TcpRefusal::AddressBusy,
-            }),
-        };
-        if let Err(reason) = result {
-            debug!(%peer, reason = reason.as_str(), "ICE-TCP connection refused");
-            self.metrics.tcp_refused(reason).inc();
+    /// Holds `pass` in the pending table until the first frame is read and
+    /// the socket handed over, the deadline passes, or a newer connection
+    /// sheds this one (the table counted that already).
+    async fn first_frame(self, stream: TcpStream, peer: SocketAddr, pass: Pass) {
+        tokio::select! {
+            result = hand_off(stream, peer, &self.workers, self.first_frame_timeout) => {
+                if let Err(reason) = result {
+                    debug!(%peer, reason = reason.as_str(), "ICE-TCP connection refused");
+                    self.metrics.tcp_refused(reason).inc();
+                }
+            }
+            shed = pass.shed() => {
+                debug!(%peer, reason = shed.as_str(), "ICE-TCP connection shed");
+            }
         }
     }
 }
@@ -737,7 +739,7 @@ mod tests {
         let acceptor = Acceptor {
             workers: vec![worker].into(),
             metrics: metrics.clone(),
-            pending: Admission::new(limits, Some(metrics.tcp_pending.clone())),
+            pending: Admission::new(limits, metrics.tcp_pending()),
             // Never reached here: only shedding makes room.
             first_frame_timeout: Duration::from_secs(3600),
         };
@@ -765,11 +767,14 @@ mod tests {
                 .unwrap();
             shed_from_first += usize::from(from == Ipv4Addr::new(127, 0, 0, 1));
         }
-        assert!(shed_from_first >= 17, "127.0.0.1 kept more than its 3");
+        // Admitted in accept order: 127.0.0.1 keeps its 3 newest until the
+        // others fill the table, whose 15 newcomers then shed its oldest
+        // (those 3 first).
+        assert_eq!(shed_from_first, 20);
         let refused = |r| metrics.tcp_refused(r).get();
-        assert_eq!(refused(TcpRefusal::Busy) + refused(TcpRefusal::AddressBusy), 32);
-        assert!(refused(TcpRefusal::AddressBusy) >= 17);
-        assert_eq!(metrics.tcp_pending.get(), 8);
+        assert_eq!(refused(TcpRefusal::AddressBusy), 17);
+        assert_eq!(refused(TcpRefusal::Busy), 15);
+        assert_eq!(metrics.tcp_pending().held.get(), 8);
 
         // A client from the busiest address still gets through at once.
         let (ufrag, _) = ids::ice_credentials(0);
@@ -788,8 +793,9 @@ mod tests {
         let _ = tokio::time::timeout(WAIT, closed_rx.recv())
             .await
             .expect("one more idle connection is shed");
-        assert_eq!(refused(TcpRefusal::Busy) + refused(TcpRefusal::AddressBusy), 33);
-        assert_eq!(metrics.tcp_pending.get(), 7);
+        assert_eq!(refused(TcpRefusal::Busy), 16);
+        assert_eq!(refused(TcpRefusal::AddressBusy), 17);
+        assert_eq!(metrics.tcp_pending().held.get(), 7);
         assert!(closed_rx.try_recv().is_err(), "more were shed than needed");
     }
 

@@ -50,22 +50,18 @@ pub struct HttpLimits {
 /// The pass of the connection a request came on, put in the request's
 /// extensions: the `/rtc` handler releases it once `join` is accepted.
 #[derive(Clone)]
-pub(crate) struct ConnectionPass {
-    pass: Arc<Pass>,
-    metrics: HttpMetrics,
-}
+pub(crate) struct ConnectionPass(Arc<Pass>);
 
 impl ConnectionPass {
-    /// Resolves, counted, when the connection is shed to make room.
+    /// Resolves when the connection is shed to make room (the table
+    /// counted it).
     pub(crate) async fn shed(&self) -> Shed {
-        let why = self.pass.shed().await;
-        self.metrics.shed(why).inc();
-        why
+        self.0.shed().await
     }
 
     /// The connection proved itself: it can no longer be shed.
     pub(crate) fn release(&self) {
-        self.pass.release();
+        self.0.release();
     }
 }
 
@@ -85,10 +81,7 @@ pub async fn serve(
     let server = Arc::new(Server {
         http,
         router,
-        unproven: Admission::new(
-            limits.unauthenticated,
-            Some(metrics.unauthenticated.clone()),
-        ),
+        unproven: Admission::new(limits.unauthenticated, metrics.unauthenticated.clone()),
         metrics,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -103,7 +96,11 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     failing = false;
-                    connections.spawn(server.clone().connection(stream, peer, stop_rx.clone()));
+                    // Admitted here, in accept order, so that "oldest"
+                    // means what it says.
+                    let pass = ConnectionPass(Arc::new(server.unproven.admit(peer.ip())));
+                    let stop = stop_rx.clone();
+                    connections.spawn(server.clone().connection(stream, peer, pass, stop));
                 }
                 Err(e) => {
                     server.metrics.accept_errors.inc();
@@ -135,12 +132,9 @@ impl Server {
         self: Arc<Self>,
         stream: TcpStream,
         peer: SocketAddr,
+        pass: ConnectionPass,
         mut stop: watch::Receiver<bool>,
     ) {
-        let pass = ConnectionPass {
-            pass: Arc::new(self.unproven.admit(peer.ip())),
-            metrics: self.metrics.clone(),
-        };
         let router = TowerToHyperService::new(self.router.clone());
         let for_requests = pass.clone();
         let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {

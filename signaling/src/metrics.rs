@@ -1,6 +1,6 @@
 //! Prometheus metrics of the control plane.
 
-use callgate_sfu::Shed;
+use callgate_sfu::{AdmissionMetrics, Shed};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 #[derive(Clone)]
@@ -31,16 +31,15 @@ impl SignalingMetrics {
 /// Prometheus metrics of the HTTP server's connection limits.
 #[derive(Clone)]
 pub struct HttpMetrics {
-    /// Connections holding a place in the unauthenticated table.
-    pub(crate) unauthenticated: IntGauge,
-    shed: IntCounterVec,
+    /// What the unauthenticated-connection table counts.
+    pub(crate) unauthenticated: AdmissionMetrics,
     pub(crate) header_timeouts: IntCounter,
     pub(crate) accept_errors: IntCounter,
 }
 
 impl HttpMetrics {
     pub fn new(registry: &Registry) -> prometheus::Result<Self> {
-        let unauthenticated = IntGauge::new(
+        let held = IntGauge::new(
             "callgate_http_unauthenticated_connections",
             "HTTP connections, and signaling WebSockets before their join, open now",
         )?;
@@ -59,24 +58,19 @@ impl HttpMetrics {
             "callgate_http_accept_errors_total",
             "Failed accepts on the HTTP port (out of file descriptors, most likely)",
         )?;
-        registry.register(Box::new(unauthenticated.clone()))?;
+        registry.register(Box::new(held.clone()))?;
         registry.register(Box::new(shed.clone()))?;
         registry.register(Box::new(header_timeouts.clone()))?;
         registry.register(Box::new(accept_errors.clone()))?;
-        let metrics = HttpMetrics {
-            unauthenticated,
-            shed,
+        let shed = |why: Shed| shed.with_label_values(&[why.as_str()]);
+        Ok(HttpMetrics {
+            unauthenticated: AdmissionMetrics {
+                held,
+                shed_total_cap: shed(Shed::TotalCap),
+                shed_source_cap: shed(Shed::SourceCap),
+            },
             header_timeouts,
             accept_errors,
-        };
-        // Every reason shows from the start, at 0.
-        for why in [Shed::TotalCap, Shed::SourceCap] {
-            metrics.shed(why);
-        }
-        Ok(metrics)
-    }
-
-    pub(crate) fn shed(&self, why: Shed) -> IntCounter {
-        self.shed.with_label_values(&[why.as_str()])
+        })
     }
 }
