@@ -602,9 +602,18 @@ impl LimitsConfig {
 
     fn validate(&self) -> Result<(), ConfigError> {
         for (key, d) in [
-            ("limits.http_header_read_timeout", self.http_header_read_timeout),
-            ("limits.ice_tcp_first_frame_timeout", self.ice_tcp_first_frame_timeout),
-            ("limits.turn_unauthenticated_timeout", self.turn_unauthenticated_timeout),
+            (
+                "limits.http_header_read_timeout",
+                self.http_header_read_timeout,
+            ),
+            (
+                "limits.ice_tcp_first_frame_timeout",
+                self.ice_tcp_first_frame_timeout,
+            ),
+            (
+                "limits.turn_unauthenticated_timeout",
+                self.turn_unauthenticated_timeout,
+            ),
         ] {
             if d < Duration::from_millis(100) {
                 return Err(invalid(key, "must be at least 100ms"));

@@ -120,7 +120,12 @@ struct Flood {
 }
 
 impl Flood {
-    fn start(to: SocketAddr, sources: Vec<Ipv4Addr>, hello: &'static [u8], pace: Duration) -> Flood {
+    fn start(
+        to: SocketAddr,
+        sources: Vec<Ipv4Addr>,
+        hello: &'static [u8],
+        pace: Duration,
+    ) -> Flood {
         let closes = Arc::new(AtomicU64::new(0));
         let closed = Arc::new(tokio::sync::Notify::new());
         let mut tasks = JoinSet::new();
@@ -252,12 +257,7 @@ async fn idle_http_connections_over_both_caps_leave_healthz_and_joins_working() 
     let before = shed(&metrics_text(&server).await, "total_cap");
     let mut flooders = vec![Ipv4Addr::LOCALHOST; 8];
     flooders.extend((0..48).map(|i| source(4, i)));
-    let flood = Flood::start(
-        server.http,
-        flooders,
-        PARTIAL_HEADERS,
-        FLOOD_PACE,
-    );
+    let flood = Flood::start(server.http, flooders, PARTIAL_HEADERS, FLOOD_PACE);
     // The table is full and shedding.
     flood.wait_closes(8).await;
     assert_eq!(healthz(&server).await, reqwest::StatusCode::OK);
@@ -269,6 +269,48 @@ async fn idle_http_connections_over_both_caps_leave_healthz_and_joins_working() 
         "the flood never filled the table: {text}"
     );
     assert!(metric(&text, "callgate_http_unauthenticated_connections", "") <= 32.0);
+    assert_eq!(metric(&text, "callgate_http_accept_errors_total", ""), 0.0);
+}
+
+/// The soft and hard open-files limits of process `pid`.
+fn open_files_limits(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a Max open files line");
+    let figures: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (figures[0], figures[1])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_past_the_open_files_limit_leave_the_server_reachable() {
+    // Started with a soft limit of 128 under a hard one of 256: start-up
+    // raises the soft limit to 256 and sizes the caps from it, 64 unproven
+    // HTTP connections (16 per address).
+    let server = TestServer::start_with_open_files_limit(128, 256, &[]);
+    assert_eq!(open_files_limits(server.pid()), (256, 256));
+
+    // 300 slow requests, 10 from each of 30 addresses: more than the
+    // process may open. It holds 64 and closes the rest.
+    let sources: Vec<Ipv4Addr> = (0..300).map(|i| source(8, i / 10)).collect();
+    let mut idle = Idle::open(server.http, &sources, PARTIAL_HEADERS).await;
+    assert_eq!(idle.wait_closed(236).await, (0..236).collect::<Vec<_>>());
+    let text = metrics_text(&server).await;
+    assert_eq!(shed(&text, "total_cap"), 237.0, "{text}");
+    assert_eq!(shed(&text, "address_cap"), 0.0, "{text}");
+    assert_eq!(
+        metric(&text, "callgate_http_unauthenticated_connections", ""),
+        64.0
+    );
+
+    // Health checks and a call work, and the server never ran out.
+    assert_eq!(healthz(&server).await, reqwest::StatusCode::OK);
+    call_with_media(&server, false).await;
+    let text = metrics_text(&server).await;
     assert_eq!(metric(&text, "callgate_http_accept_errors_total", ""), 0.0);
 }
 
@@ -285,7 +327,11 @@ async fn a_slow_client_is_closed_at_the_header_read_timeout() {
         .await
         .expect("the server closes a slow client");
     assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
-    assert!(started.elapsed() >= timeout, "closed after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= timeout,
+        "closed after {:?}",
+        started.elapsed()
+    );
 
     // A kept-alive connection gets the same time for its next request.
     let mut kept = TcpStream::connect(server.http).await.unwrap();
@@ -428,7 +474,10 @@ async fn idle_ice_tcp_connections_over_both_caps_do_not_starve_tcp_only_clients(
     // transport at its first request.
     call_with_media(&server, true).await;
     let text = metrics_text(&server).await;
-    assert!(metric(&text, "callgate_ice_tcp_accepted_total", "") >= 2.0, "{text}");
+    assert!(
+        metric(&text, "callgate_ice_tcp_accepted_total", "") >= 2.0,
+        "{text}"
+    );
     let shed_for_clients = ice_tcp_refused(&text, "busy") - 28.0;
     assert!(shed_for_clients >= 1.0, "{text}");
     assert_eq!(ice_tcp_refused(&text, "address_busy"), 4.0, "{text}");

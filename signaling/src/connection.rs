@@ -11,8 +11,8 @@ use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info, info_span};
 
 use crate::AppState;
-use crate::http::ConnectionPass;
 use crate::calls::{CallObserver, CallParticipant, MediaUsage};
+use crate::http::ConnectionPass;
 use crate::protocol::{
     ClientMessage, MAX_FRAME_BYTES, PROTOCOL_VERSION, ParseError, ServerMessage,
 };

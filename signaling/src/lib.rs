@@ -17,10 +17,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{State, WebSocketUpgrade};
-use axum::{Extension, Router};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use axum::{Extension, Router};
 use callgate_sfu::Sfu;
 
 use calls::{CallObserver, Participants};

@@ -90,7 +90,7 @@ impl TestServer {
     /// and `hard`, set by the shell that starts it.
     pub fn start_with_open_files_limit(soft: u64, hard: u64, extra: &[&str]) -> TestServer {
         let data = tempdir::TempDir::new();
-        let prefix = format!("ulimit -Hn {hard} && ulimit -Sn {soft} &&");
+        let prefix = format!("ulimit -Sn {soft} && ulimit -Hn {hard} &&");
         let mut server = TestServer::start_with_shell(&data.0, extra, Some(&prefix));
         server._data = Some(data);
         server

@@ -116,7 +116,8 @@ pub(crate) async fn accept_loop(
                 let ended = match tls {
                     None => serve(stream, remote, control, &metrics, deadlines).await,
                     Some(acceptor) => {
-                        let handshake = (Instant::now() + TLS_HANDSHAKE).min(deadlines.unauthenticated);
+                        let handshake =
+                            (Instant::now() + TLS_HANDSHAKE).min(deadlines.unauthenticated);
                         match tokio::time::timeout_at(handshake, acceptor.accept(stream)).await {
                             Ok(Ok(s)) => serve(s, remote, control, &metrics, deadlines).await,
                             Ok(Err(e)) => {
