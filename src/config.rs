@@ -475,6 +475,7 @@ impl TurnRelayConfig {
         &self,
         always_allowed: Vec<std::net::SocketAddr>,
         limits: &LimitsConfig,
+        open_files: u64,
     ) -> Result<callgate_turn::TurnConfig, ConfigError> {
         use std::net::SocketAddr;
         let secret = self.auth_secret.clone().unwrap_or_default();
@@ -517,6 +518,7 @@ impl TurnRelayConfig {
         c.always_allowed = always_allowed;
         c.socket_buffer_bytes = self.socket_buffer_bytes;
         c.unauthenticated_timeout = limits.turn_unauthenticated_timeout;
+        c.unauthenticated = limits.turn_unauthenticated(open_files);
         Ok(c)
     }
 }
@@ -546,6 +548,8 @@ pub struct LimitsConfig {
     pub ice_tcp_max_pending_per_address: usize,
     #[serde(with = "humantime_serde_compat")]
     pub turn_unauthenticated_timeout: Duration,
+    pub turn_max_unauthenticated: usize,
+    pub turn_max_unauthenticated_per_address: usize,
 }
 
 impl Default for LimitsConfig {
@@ -558,6 +562,8 @@ impl Default for LimitsConfig {
             ice_tcp_max_pending: 0,
             ice_tcp_max_pending_per_address: 0,
             turn_unauthenticated_timeout: Duration::from_secs(10),
+            turn_max_unauthenticated: 0,
+            turn_max_unauthenticated_per_address: 0,
         }
     }
 }
@@ -581,7 +587,7 @@ impl LimitsConfig {
         );
         callgate_signaling::http::HttpLimits {
             header_read_timeout: self.http_header_read_timeout,
-            unauthenticated: callgate_sfu::AdmissionLimits {
+            unauthenticated: callgate_admission::AdmissionLimits {
                 max_total,
                 max_per_source,
             },
@@ -591,10 +597,25 @@ impl LimitsConfig {
     /// ICE-TCP connections waiting for their first STUN request. Unset
     /// caps: an eighth of the open files in all, a quarter of that per
     /// address.
-    pub fn ice_tcp_pending(&self, open_files: u64) -> callgate_sfu::AdmissionLimits {
+    pub fn ice_tcp_pending(&self, open_files: u64) -> callgate_admission::AdmissionLimits {
         let max_total = cap_or(self.ice_tcp_max_pending, open_files / 8);
         let max_per_source = cap_or(self.ice_tcp_max_pending_per_address, max_total as u64 / 4);
-        callgate_sfu::AdmissionLimits {
+        callgate_admission::AdmissionLimits {
+            max_total,
+            max_per_source,
+        }
+    }
+
+    /// TURN TCP/TLS connections without an authenticated request yet.
+    /// Unset caps: an eighth of the open files in all, a quarter of that
+    /// per address.
+    pub fn turn_unauthenticated(&self, open_files: u64) -> callgate_admission::AdmissionLimits {
+        let max_total = cap_or(self.turn_max_unauthenticated, open_files / 8);
+        let max_per_source = cap_or(
+            self.turn_max_unauthenticated_per_address,
+            max_total as u64 / 4,
+        );
+        callgate_admission::AdmissionLimits {
             max_total,
             max_per_source,
         }
@@ -984,7 +1005,7 @@ mod tests {
             "{err}"
         );
         c.turn.allow_peer_cidrs = vec!["127.0.0.1".into(), "10.0.0.0/8".into()];
-        let relay = c.turn.relay(vec![], &c.limits).unwrap();
+        let relay = c.turn.relay(vec![], &c.limits, 1024).unwrap();
         assert_eq!(relay.allow_peers.len(), 2);
         c.turn.relay_port_min = 60000;
         c.turn.relay_port_max = 50000;
@@ -1014,7 +1035,7 @@ mod tests {
 
     #[test]
     fn unset_connection_caps_are_sized_from_the_open_files_limit() {
-        use callgate_sfu::AdmissionLimits;
+        use callgate_admission::AdmissionLimits;
         let caps = |max_total, max_per_source| AdmissionLimits {
             max_total,
             max_per_source,
@@ -1024,6 +1045,7 @@ mod tests {
         assert_eq!(http.unauthenticated, caps(256, 64));
         assert_eq!(http.header_read_timeout, Duration::from_secs(10));
         assert_eq!(limits.ice_tcp_pending(1024), caps(128, 32));
+        assert_eq!(limits.turn_unauthenticated(1024), caps(128, 32));
         assert_eq!(limits.http(65536).unauthenticated, caps(16384, 4096));
         // Never zero, however low the limit.
         assert_eq!(limits.http(3).unauthenticated, caps(1, 1));
@@ -1037,6 +1059,7 @@ mod tests {
                 ("CALLGATE_LIMITS_HTTP_MAX_UNAUTHENTICATED_PER_ADDRESS", "3"),
                 ("CALLGATE_LIMITS_ICE_TCP_MAX_PENDING", "10"),
                 ("CALLGATE_LIMITS_ICE_TCP_FIRST_FRAME_TIMEOUT", "2s"),
+                ("CALLGATE_LIMITS_TURN_MAX_UNAUTHENTICATED_PER_ADDRESS", "5"),
             ]),
         )
         .unwrap();
@@ -1045,6 +1068,7 @@ mod tests {
         let sfu = c.sfu(1024);
         assert_eq!(sfu.ice_tcp_pending, caps(10, 2));
         assert_eq!(sfu.ice_tcp_first_frame_timeout, Duration::from_secs(2));
+        assert_eq!(c.limits.turn_unauthenticated(1024), caps(128, 5));
 
         let mut c = Config::default();
         c.keys.insert(DEV_API_KEY.into(), DEV_API_SECRET.into());

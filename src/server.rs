@@ -112,7 +112,9 @@ fn start_turn(
     if !config.turn.is_enabled() {
         return Ok(None);
     }
-    let relay = config.turn.relay(media.to_vec(), &config.limits)?;
+    let relay = config
+        .turn
+        .relay(media.to_vec(), &config.limits, crate::open_files::current())?;
     let server =
         TurnServer::start(relay, TurnMetrics::new(registry)?).context("starting the TURN relay")?;
     let ice: Arc<dyn IceServerProvider> = Arc::new(TurnIceServers::new(
@@ -133,9 +135,10 @@ pub async fn run_turn(
     on_ready: impl FnOnce(&str),
 ) -> anyhow::Result<()> {
     let registry = prometheus::Registry::new();
-    let http_limits = config.limits.http(crate::open_files::current());
+    let open_files = crate::open_files::current();
+    let http_limits = config.limits.http(open_files);
     let http_metrics = HttpMetrics::new(&registry)?;
-    let relay = config.turn.relay(Vec::new(), &config.limits)?;
+    let relay = config.turn.relay(Vec::new(), &config.limits, open_files)?;
     let mut server = TurnServer::start(relay, TurnMetrics::new(&registry)?)
         .context("starting the TURN relay")?;
     let addr = SocketAddr::new(config.http.bind, config.http.port);
@@ -197,6 +200,7 @@ pub async fn run(
         http_unauthenticated_per_address = http_limits.unauthenticated.max_per_source,
         ice_tcp_pending = sfu_config.ice_tcp_pending.max_total,
         ice_tcp_pending_per_address = sfu_config.ice_tcp_pending.max_per_source,
+        turn_unauthenticated = config.limits.turn_unauthenticated(open_files).max_total,
         "connection limits"
     );
     let sfu = Arc::new(Sfu::start(sfu_config, &sfu_metrics).context("starting media workers")?);

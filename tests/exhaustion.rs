@@ -665,3 +665,57 @@ async fn turn_connections_that_never_authenticate_are_closed_at_the_deadline() {
     assert_eq!(metric(&text, "callgate_turn_allocations", ""), 1.0);
     turn_support::round_trip(&mut alice, relay, &echo, 5, 100).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_turn_connections_over_both_caps_do_not_lock_out_a_real_client() {
+    use turn_support::{EchoPeer, Transport, TurnClient};
+    let (server, _config) = turn_support::start(
+        "\n[limits]\n\
+         turn_max_unauthenticated = 8\n\
+         turn_max_unauthenticated_per_address = 2\n\
+         turn_unauthenticated_timeout = \"60s\"",
+    );
+    let tcp = server.turn_tcp.unwrap();
+    // 4 idle connections from 127.0.0.1, then 12 from 12 other addresses.
+    let mut sources = vec![Ipv4Addr::LOCALHOST; 4];
+    sources.extend((0..12).map(|i| source(9, i)));
+    let mut idle = Idle::open(tcp, &sources, b"").await;
+    // 127.0.0.1 keeps its newest 2; the others fill the table and their 6
+    // past it shed those 2, then 4 of their own.
+    assert_eq!(idle.wait_closed(8).await, (0..8).collect::<Vec<_>>());
+    let text = metrics_text(&server).await;
+    let shed = |text: &str, reason: &str| {
+        metric(
+            text,
+            "callgate_turn_connections_shed_total",
+            &format!("reason=\"{reason}\""),
+        )
+    };
+    assert_eq!(shed(&text, "address_cap"), 2.0, "{text}");
+    assert_eq!(shed(&text, "total_cap"), 6.0, "{text}");
+    assert_eq!(
+        metric(&text, "callgate_turn_unauthenticated_connections", ""),
+        8.0
+    );
+
+    // A real client from 127.0.0.1 sheds the oldest idle one, authenticates
+    // and leaves the table.
+    let echo = EchoPeer::start().await;
+    let (user, pass) = turn_support::credentials("alice");
+    let mut alice = TurnClient::connect(Transport::Tcp, tcp, &user, &pass, None).await;
+    let relay = alice.allocate().await;
+    assert_eq!(idle.wait_closed(1).await, vec![8]);
+    let text = metrics_text(&server).await;
+    assert_eq!(
+        metric(&text, "callgate_turn_unauthenticated_connections", ""),
+        7.0
+    );
+    // Authenticated, she is out of the table: 16 newcomers, twice what it
+    // holds, shed every idle connection but cannot shed her.
+    let newcomers: Vec<Ipv4Addr> = (0..16).map(|i| source(9, 100 + i)).collect();
+    let _newcomers = Idle::open(tcp, &newcomers, b"").await;
+    assert_eq!(idle.wait_closed(7).await, (9..16).collect::<Vec<_>>());
+    turn_support::round_trip(&mut alice, relay, &echo, 5, 100).await;
+    let text = metrics_text(&server).await;
+    assert_eq!(metric(&text, "callgate_turn_allocations", ""), 1.0);
+}

@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::admission::AdmissionLimits;
+use callgate_admission::AdmissionLimits;
 
 #[derive(Debug, Clone)]
 pub struct SfuConfig {

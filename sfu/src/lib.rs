@@ -7,7 +7,6 @@
 //! routes each connection by the worker index at the front of the ICE ufrag
 //! its first STUN request names. [`Sfu`] is the handle the control plane holds.
 
-pub mod admission;
 #[doc(hidden)]
 pub mod bench_support;
 mod config;
@@ -21,7 +20,6 @@ mod stun;
 mod tcp;
 mod worker;
 
-pub use admission::{Admission, AdmissionLimits, AdmissionMetrics, Pass, Shed};
 pub use config::SfuConfig;
 pub use metrics::SfuMetrics;
 pub use participant::ParticipantHandle;

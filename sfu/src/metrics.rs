@@ -150,8 +150,8 @@ impl SfuMetrics {
 
     /// What the ICE-TCP pending table counts: connections waiting for
     /// their first request, and those shed to make room.
-    pub(crate) fn tcp_pending(&self) -> crate::admission::AdmissionMetrics {
-        crate::admission::AdmissionMetrics {
+    pub(crate) fn tcp_pending(&self) -> callgate_admission::AdmissionMetrics {
+        callgate_admission::AdmissionMetrics {
             held: self.tcp_pending.clone(),
             shed_total_cap: self.tcp_refused(TcpRefusal::Busy),
             shed_source_cap: self.tcp_refused(TcpRefusal::AddressBusy),

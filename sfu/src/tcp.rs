@@ -20,6 +20,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use callgate_admission::{Admission, Pass};
 use rtc::shared::tcp_framing::{FRAMING_HEADER_LEN, TcpFrameDecoder, frame_packet_to};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -29,7 +30,6 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tracing::{debug, info_span, warn};
 
-use crate::admission::{Admission, Pass};
 use crate::config::SfuConfig;
 use crate::ids;
 use crate::metrics::{SfuMetrics, TcpMetrics, TcpRefusal};
@@ -725,7 +725,7 @@ mod tests {
 
     #[tokio::test]
     async fn idle_connections_never_crowd_out_a_binding_request() {
-        use crate::admission::AdmissionLimits;
+        use callgate_admission::AdmissionLimits;
         use std::net::Ipv4Addr;
         const WAIT: Duration = Duration::from_secs(20);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

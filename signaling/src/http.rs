@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::Request;
-use callgate_sfu::{Admission, AdmissionLimits, Pass, Shed};
+use callgate_admission::{Admission, AdmissionLimits, Pass, Shed};
 use hyper::body::Incoming;
 use hyper::service::Service as _;
 use hyper_util::rt::{TokioIo, TokioTimer};

@@ -1,6 +1,6 @@
 //! Prometheus metrics of the control plane.
 
-use callgate_sfu::{AdmissionMetrics, Shed};
+use callgate_admission::{AdmissionMetrics, Shed};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 #[derive(Clone)]

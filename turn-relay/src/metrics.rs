@@ -1,5 +1,6 @@
 //! Prometheus series of the relay, prefix `callgate_turn_`.
 
+use callgate_admission::{AdmissionMetrics, Shed};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// Every series the relay updates. Cheap to clone (shared counters).
@@ -19,6 +20,8 @@ pub struct TurnMetrics {
     pub stream_connections: IntGaugeVec,
     /// TCP/TLS connections closed for not authenticating in time.
     pub unauthenticated_closed: IntCounterVec,
+    /// What the table of not yet authenticated TCP/TLS connections counts.
+    pub(crate) unauthenticated: AdmissionMetrics,
 }
 
 impl TurnMetrics {
@@ -93,6 +96,25 @@ impl TurnMetrics {
         )?;
         registry.register(Box::new(stream_connections.clone()))?;
         registry.register(Box::new(unauthenticated_closed.clone()))?;
+        let unauthenticated_held = IntGauge::new(
+            "callgate_turn_unauthenticated_connections",
+            "TURN TCP/TLS connections open without an authenticated request yet",
+        )?;
+        let shed = IntCounterVec::new(
+            Opts::new(
+                "callgate_turn_connections_shed_total",
+                "Unauthenticated TURN TCP/TLS connections closed to make room for a newer one, by the cap that was full",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(unauthenticated_held.clone()))?;
+        registry.register(Box::new(shed.clone()))?;
+        let shed = |why: Shed| shed.with_label_values(&[why.as_str()]);
+        let unauthenticated = AdmissionMetrics {
+            held: unauthenticated_held,
+            shed_total_cap: shed(Shed::TotalCap),
+            shed_source_cap: shed(Shed::SourceCap),
+        };
         for transport in ["tcp", "tls"] {
             unauthenticated_closed.with_label_values(&[transport]);
         }
@@ -117,6 +139,7 @@ impl TurnMetrics {
             dropped,
             stream_connections,
             unauthenticated_closed,
+            unauthenticated,
         })
     }
 

@@ -5,7 +5,10 @@
 //! A connection has `unauthenticated_timeout` from its accept (TLS
 //! handshake included) until a request on it passes authentication, the
 //! relay thread says so; whatever it sends meanwhile, it is then closed.
-//! An authenticated connection is closed only after `idle` without a byte.
+//! Until then it also holds a place in the table of unauthenticated
+//! connections ([`Admission`]), where a newcomer over a cap sheds the
+//! oldest. An authenticated connection is closed only after `idle` without
+//! a byte.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +20,8 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, debug, info_span, warn};
+
+use callgate_admission::{Admission, Pass};
 
 use crate::metrics::TurnMetrics;
 use crate::relay::{ControlTx, StreamEvent};
@@ -35,16 +40,19 @@ pub(crate) struct Limits {
     connections: Arc<Semaphore>,
     idle: Duration,
     unauthenticated: Duration,
+    /// Connections of both listeners without an authenticated request yet.
+    unproven: Admission,
 }
 
 impl Limits {
-    pub(crate) fn new(cfg: &TurnConfig) -> Limits {
+    pub(crate) fn new(cfg: &TurnConfig, metrics: &TurnMetrics) -> Limits {
         Limits {
             connections: Arc::new(Semaphore::new(cfg.max_allocations.saturating_add(256))),
             // An allocation is refreshed within its lifetime; twice that
             // without a byte means the client is gone.
             idle: (cfg.max_lifetime * 2).max(FIRST_FRAME),
             unauthenticated: cfg.unauthenticated_timeout,
+            unproven: Admission::new(cfg.unauthenticated, metrics.unauthenticated.clone()),
         }
     }
 }
@@ -100,6 +108,8 @@ pub(crate) async fn accept_loop(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        // Admitted here, in accept order, so that "oldest" means what it says.
+        let pass = limits.unproven.admit(remote.ip());
         let control = control.clone();
         let metrics = metrics.clone();
         let tls = tls.clone();
@@ -114,25 +124,12 @@ pub(crate) async fn accept_loop(
                 let gauge = metrics.stream_connections.with_label_values(&[transport]);
                 gauge.inc();
                 let ended = match tls {
-                    None => serve(stream, remote, control, &metrics, deadlines).await,
-                    Some(acceptor) => {
-                        let handshake =
-                            (Instant::now() + TLS_HANDSHAKE).min(deadlines.unauthenticated);
-                        match tokio::time::timeout_at(handshake, acceptor.accept(stream)).await {
-                            Ok(Ok(s)) => serve(s, remote, control, &metrics, deadlines).await,
-                            Ok(Err(e)) => {
-                                debug!(error = %e, "TLS handshake failed");
-                                Ended::Other
-                            }
-                            Err(_) if handshake == deadlines.unauthenticated => {
-                                Ended::Unauthenticated
-                            }
-                            Err(_) => {
-                                debug!("TLS handshake timed out");
-                                Ended::Other
-                            }
-                        }
-                    }
+                    None => serve(stream, remote, control, &metrics, deadlines, pass).await,
+                    Some(acceptor) => match tls_handshake(acceptor, stream, deadlines, &pass).await
+                    {
+                        Ok(s) => serve(s, remote, control, &metrics, deadlines, pass).await,
+                        Err(ended) => ended,
+                    },
                 };
                 if ended == Ended::Unauthenticated {
                     debug!("not authenticated in time; closed");
@@ -145,6 +142,36 @@ pub(crate) async fn accept_loop(
             }
             .instrument(span),
         );
+    }
+}
+
+/// The server side of a TLS handshake, which must end within
+/// `TLS_HANDSHAKE` and before the unauthenticated deadline, unless the
+/// connection is shed first.
+async fn tls_handshake(
+    acceptor: TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    deadlines: Deadlines,
+    pass: &Pass,
+) -> Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, Ended> {
+    let by = (Instant::now() + TLS_HANDSHAKE).min(deadlines.unauthenticated);
+    tokio::select! {
+        accepted = tokio::time::timeout_at(by, acceptor.accept(stream)) => match accepted {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(e)) => {
+                debug!(error = %e, "TLS handshake failed");
+                Err(Ended::Other)
+            }
+            Err(_) if by == deadlines.unauthenticated => Err(Ended::Unauthenticated),
+            Err(_) => {
+                debug!("TLS handshake timed out");
+                Err(Ended::Other)
+            }
+        },
+        why = pass.shed() => {
+            debug!(reason = why.as_str(), "shed to make room during the TLS handshake");
+            Err(Ended::Other)
+        }
     }
 }
 
@@ -195,6 +222,7 @@ async fn serve<S>(
     control: ControlTx,
     metrics: &TurnMetrics,
     deadlines: Deadlines,
+    pass: Pass,
 ) -> Ended
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -261,9 +289,16 @@ where
             told = &mut authenticated_rx, if listening => {
                 listening = false;
                 authenticated = told.is_ok();
+                if authenticated {
+                    pass.release();
+                }
             }
             () = &mut unauthenticated, if !authenticated => {
                 ended = Ended::Unauthenticated;
+                break;
+            }
+            why = pass.shed(), if !authenticated => {
+                debug!(reason = why.as_str(), "shed to make room; closing");
                 break;
             }
         }

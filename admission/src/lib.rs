@@ -1,6 +1,7 @@
 //! Room for connections that have not yet shown they belong to anybody: an
 //! ICE-TCP connection before its first STUN request, an HTTP connection or
-//! a signaling WebSocket before a valid `join`.
+//! a signaling WebSocket before a valid `join`, a TURN TCP/TLS connection
+//! before an authenticated request.
 //!
 //! Each holds a [`Pass`] while it is unproven. The table is capped in total
 //! and per source (an IPv4 address, or an IPv6 /64, which one host or
