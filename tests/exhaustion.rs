@@ -314,6 +314,66 @@ async fn idle_connections_past_the_open_files_limit_leave_the_server_reachable()
     assert_eq!(metric(&text, "callgate_http_accept_errors_total", ""), 0.0);
 }
 
+/// Open file descriptors of process `pid`.
+fn open_files(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_file_descriptors_the_accept_loop_pauses_and_recovers() {
+    // Caps far above what 64 open files allow, so that accepting fails.
+    let path = std::env::temp_dir().join(format!(
+        "callgate-limits-{}-{}.toml",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    std::fs::write(
+        &path,
+        "[limits]\nhttp_max_unauthenticated = 1000\n\
+         http_max_unauthenticated_per_address = 1000\n\
+         http_header_read_timeout = \"60s\"\n",
+    )
+    .unwrap();
+    let _config = turn_support::ConfigFile(path.clone());
+    let server =
+        TestServer::start_with_open_files_limit(64, 64, &["--config", path.to_str().unwrap()]);
+    let pid = server.pid();
+
+    // Idle connections until the process has no descriptor left; the rest
+    // wait in the listen queue.
+    let mut flood = Vec::new();
+    for _ in 0..64 {
+        let mut s = TcpStream::connect(server.http).await.unwrap();
+        s.write_all(PARTIAL_HEADERS).await.unwrap();
+        flood.push(s);
+    }
+    // Nothing signals the server's descriptor count: look, a bounded
+    // number of times.
+    let mut looks = 0;
+    while open_files(pid) < 64 {
+        looks += 1;
+        assert!(looks < 400, "the server never ran out: {}", open_files(pid));
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let out_of_files = Instant::now();
+    // Out of descriptors for a while.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(flood);
+
+    // The loop lived through it: it serves again once descriptors free up.
+    assert_eq!(healthz(&server).await, reqwest::StatusCode::OK);
+    let text = metrics_text(&server).await;
+    let errors = metric(&text, "callgate_http_accept_errors_total", "");
+    // It paused 50 ms after each failure rather than spinning.
+    let most = (out_of_files.elapsed().as_millis() / 50 + 2) as f64;
+    assert!(
+        errors >= 1.0 && errors <= most,
+        "{errors} accept errors, at most {most}"
+    );
+}
+
 #[tokio::test]
 async fn a_slow_client_is_closed_at_the_header_read_timeout() {
     let timeout = Duration::from_millis(500);
