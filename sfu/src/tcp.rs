@@ -7,10 +7,12 @@
 //! (`ids::worker_of_ufrag`). Until then the connection holds a place in the
 //! pending table ([`Admission`]): a short deadline, and a newcomer over the
 //! caps sheds the oldest pending connection rather than being refused, so
-//! idle connections cannot crowd out a client that sends its request. In that worker each connection gets a reader
-//! task, which splits frames and passes them to the worker loop as
-//! `TcpEvent`s, and a writer task fed by a bounded queue the loop fills with
-//! `try_send`, so a slow client loses packets instead of stalling the loop.
+//! idle connections cannot crowd out a client that sends its request.
+//!
+//! In that worker each connection gets a reader task, which splits frames
+//! and passes them to the worker loop as `TcpEvent`s, and a writer task fed
+//! by a bounded queue the loop fills with `try_send`, so a slow client
+//! loses packets instead of stalling the loop.
 
 use std::collections::HashMap;
 use std::io;
