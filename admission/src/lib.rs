@@ -8,10 +8,12 @@
 //! customer usually gets whole). A full table never turns a newcomer away:
 //! it sheds the *oldest* unproven connection, of the newcomer's own source
 //! when that source holds its most, else of anybody. A real client proves
-//! itself one round trip after connecting, so it is only shed when more
-//! than the cap of connections arrive in that round trip; one source alone
-//! can only ever shed its own connections. Idle connections, however many,
-//! cannot lock real clients out.
+//! itself soon after connecting (a round trip, plus what its ICE agent
+//! waits before its first check: about 200 ms for webrtc-rs), so it is only
+//! shed when more than a cap's worth of newer unproven connections arrive
+//! in that time; one source alone can only ever shed its own connections.
+//! Idle connections, however many, cannot lock real clients out; a flood
+//! of new connections faster than a cap per proving time still can.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, Ipv6Addr};
