@@ -24,7 +24,7 @@ use callgate_metering::{
 };
 use callgate_sfu::{LeaveReason, Sfu};
 use callgate_signaling::calls::{
-    Admission, CallObserver, CallParticipant, MediaUsage, Participants, Refusal,
+    CallObserver, CallParticipant, MediaGate, MediaUsage, Participants, Refusal,
 };
 use callgate_signaling::protocol::ServerMessage;
 use callgate_signaling::token::{BillingClaims, unix_now_ms};
@@ -124,10 +124,10 @@ impl CallObserver for BillingObserver {
         room: &str,
         _identity: &str,
         billing: Option<&BillingClaims>,
-    ) -> Result<Admission, Refusal> {
+    ) -> Result<MediaGate, Refusal> {
         match billing {
-            Some(claims) => resolve_terms(room, claims, &self.plans).map(|_| Admission::MediaHeld),
-            None => Ok(Admission::Open),
+            Some(claims) => resolve_terms(room, claims, &self.plans).map(|_| MediaGate::Held),
+            None => Ok(MediaGate::Open),
         }
     }
     fn joined(&self, p: &CallParticipant) {

@@ -46,6 +46,7 @@ pub struct Config {
     pub logging: LoggingConfig,
     pub turn: TurnRelayConfig,
     pub metering: MeteringConfig,
+    pub limits: LimitsConfig,
     /// API key → secret. Several pairs let an operator rotate keys.
     pub keys: BTreeMap<String, String>,
 }
@@ -185,6 +186,7 @@ impl Default for Config {
             logging: LoggingConfig::default(),
             turn: TurnRelayConfig::default(),
             metering: MeteringConfig::default(),
+            limits: LimitsConfig::default(),
             keys: BTreeMap::new(),
         }
     }
@@ -494,6 +496,8 @@ impl TurnRelayConfig {
     pub fn relay(
         &self,
         always_allowed: Vec<std::net::SocketAddr>,
+        limits: &LimitsConfig,
+        open_files: u64,
     ) -> Result<callgate_turn::TurnConfig, ConfigError> {
         use std::net::SocketAddr;
         let secret = self.auth_secret.clone().unwrap_or_default();
@@ -535,6 +539,8 @@ impl TurnRelayConfig {
         c.deny_peers = Self::cidrs(&self.deny_peer_cidrs, "turn.deny_peer_cidrs")?;
         c.always_allowed = always_allowed;
         c.socket_buffer_bytes = self.socket_buffer_bytes;
+        c.unauthenticated_timeout = limits.turn_unauthenticated_timeout;
+        c.unauthenticated = limits.turn_unauthenticated(open_files);
         Ok(c)
     }
 }
@@ -545,6 +551,118 @@ impl Default for LoggingConfig {
             format: LogFormat::Human,
             level: "info".into(),
         }
+    }
+}
+
+/// `[limits]`: what idle, slow and unauthenticated clients may hold
+/// (docs/operations.md, "Connection limits"). A cap of 0 is sized from the
+/// open-files limit in force after start-up raised it (`open_files`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    #[serde(with = "humantime_serde_compat")]
+    pub http_header_read_timeout: Duration,
+    pub http_max_unauthenticated: usize,
+    pub http_max_unauthenticated_per_address: usize,
+    #[serde(with = "humantime_serde_compat")]
+    pub ice_tcp_first_frame_timeout: Duration,
+    pub ice_tcp_max_pending: usize,
+    pub ice_tcp_max_pending_per_address: usize,
+    #[serde(with = "humantime_serde_compat")]
+    pub turn_unauthenticated_timeout: Duration,
+    pub turn_max_unauthenticated: usize,
+    pub turn_max_unauthenticated_per_address: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            http_header_read_timeout: Duration::from_secs(10),
+            http_max_unauthenticated: 0,
+            http_max_unauthenticated_per_address: 0,
+            ice_tcp_first_frame_timeout: Duration::from_secs(3),
+            ice_tcp_max_pending: 0,
+            ice_tcp_max_pending_per_address: 0,
+            turn_unauthenticated_timeout: Duration::from_secs(10),
+            turn_max_unauthenticated: 0,
+            turn_max_unauthenticated_per_address: 0,
+        }
+    }
+}
+
+/// `configured`, or when 0 `auto` (at least 1).
+fn cap_or(configured: usize, auto: u64) -> usize {
+    match configured {
+        0 => usize::try_from(auto).unwrap_or(usize::MAX).max(1),
+        n => n,
+    }
+}
+
+impl LimitsConfig {
+    /// The HTTP server's limits. Unset caps: a quarter of the open files in
+    /// all, and a quarter of that per address.
+    pub fn http(&self, open_files: u64) -> callgate_signaling::http::HttpLimits {
+        let max_total = cap_or(self.http_max_unauthenticated, open_files / 4);
+        let max_per_source = cap_or(
+            self.http_max_unauthenticated_per_address,
+            max_total as u64 / 4,
+        );
+        callgate_signaling::http::HttpLimits {
+            header_read_timeout: self.http_header_read_timeout,
+            unauthenticated: callgate_admission::AdmissionLimits {
+                max_total,
+                max_per_source,
+            },
+        }
+    }
+
+    /// ICE-TCP connections waiting for their first STUN request. Unset
+    /// caps: an eighth of the open files in all, a quarter of that per
+    /// address.
+    pub fn ice_tcp_pending(&self, open_files: u64) -> callgate_admission::AdmissionLimits {
+        let max_total = cap_or(self.ice_tcp_max_pending, open_files / 8);
+        let max_per_source = cap_or(self.ice_tcp_max_pending_per_address, max_total as u64 / 4);
+        callgate_admission::AdmissionLimits {
+            max_total,
+            max_per_source,
+        }
+    }
+
+    /// TURN TCP/TLS connections without an authenticated request yet.
+    /// Unset caps: an eighth of the open files in all, a quarter of that
+    /// per address.
+    pub fn turn_unauthenticated(&self, open_files: u64) -> callgate_admission::AdmissionLimits {
+        let max_total = cap_or(self.turn_max_unauthenticated, open_files / 8);
+        let max_per_source = cap_or(
+            self.turn_max_unauthenticated_per_address,
+            max_total as u64 / 4,
+        );
+        callgate_admission::AdmissionLimits {
+            max_total,
+            max_per_source,
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, d) in [
+            (
+                "limits.http_header_read_timeout",
+                self.http_header_read_timeout,
+            ),
+            (
+                "limits.ice_tcp_first_frame_timeout",
+                self.ice_tcp_first_frame_timeout,
+            ),
+            (
+                "limits.turn_unauthenticated_timeout",
+                self.turn_unauthenticated_timeout,
+            ),
+        ] {
+            if d < Duration::from_millis(100) {
+                return Err(invalid(key, "must be at least 100ms"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -757,6 +875,7 @@ impl Config {
             ));
         }
         self.turn.validate(dev, &self.http, &self.rtc)?;
+        self.limits.validate()?;
         Ok(())
     }
 
@@ -764,7 +883,8 @@ impl Config {
     /// which is on there whatever `turn.enabled` says.
     pub fn validate_turn_only(&mut self, dev: bool) -> Result<(), ConfigError> {
         self.turn.enabled = Some(true);
-        self.turn.validate(dev, &self.http, &self.rtc)
+        self.turn.validate(dev, &self.http, &self.rtc)?;
+        self.limits.validate()
     }
 
     /// Media worker threads: the configured number, or one per core.
@@ -809,7 +929,8 @@ impl Config {
         Ok(config)
     }
 
-    pub fn sfu(&self) -> callgate_sfu::SfuConfig {
+    /// The media plane's configuration; `open_files` sizes unset ICE-TCP caps.
+    pub fn sfu(&self, open_files: u64) -> callgate_sfu::SfuConfig {
         callgate_sfu::SfuConfig {
             bind_ip: self.rtc.bind_ip,
             advertise_ip: self.rtc.external_ip.unwrap_or(self.rtc.bind_ip),
@@ -820,6 +941,8 @@ impl Config {
             empty_room_timeout: self.room.empty_timeout,
             socket_buffer_bytes: self.rtc.socket_buffer_bytes,
             keyframe_request_interval: self.rtc.keyframe_request_interval,
+            ice_tcp_first_frame_timeout: self.limits.ice_tcp_first_frame_timeout,
+            ice_tcp_pending: self.limits.ice_tcp_pending(open_files),
         }
     }
 }
@@ -850,6 +973,10 @@ mod tests {
         );
         assert_eq!(file.data_dir, defaults.data_dir);
         assert_eq!(format!("{:?}", file.turn), format!("{:?}", defaults.turn));
+        assert_eq!(
+            format!("{:?}", file.limits),
+            format!("{:?}", defaults.limits)
+        );
     }
 
     #[test]
@@ -889,7 +1016,7 @@ mod tests {
             "{err}"
         );
         c.turn.allow_peer_cidrs = vec!["127.0.0.1".into(), "10.0.0.0/8".into()];
-        let relay = c.turn.relay(vec![]).unwrap();
+        let relay = c.turn.relay(vec![], &c.limits, 1024).unwrap();
         assert_eq!(relay.allow_peers.len(), 2);
         c.turn.relay_port_min = 60000;
         c.turn.relay_port_max = 50000;
@@ -915,6 +1042,50 @@ mod tests {
         .unwrap();
         assert_eq!(c.turn.listeners, vec![TurnListener::Udp, TurnListener::Tcp]);
         assert_eq!(c.turn.udp_port, 0);
+    }
+
+    #[test]
+    fn unset_connection_caps_are_sized_from_the_open_files_limit() {
+        use callgate_admission::AdmissionLimits;
+        let caps = |max_total, max_per_source| AdmissionLimits {
+            max_total,
+            max_per_source,
+        };
+        let limits = LimitsConfig::default();
+        let http = limits.http(1024);
+        assert_eq!(http.unauthenticated, caps(256, 64));
+        assert_eq!(http.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(limits.ice_tcp_pending(1024), caps(128, 32));
+        assert_eq!(limits.turn_unauthenticated(1024), caps(128, 32));
+        assert_eq!(limits.http(65536).unauthenticated, caps(16384, 4096));
+        // Never zero, however low the limit.
+        assert_eq!(limits.http(3).unauthenticated, caps(1, 1));
+        assert_eq!(limits.ice_tcp_pending(0), caps(1, 1));
+
+        // Set caps win; an unset per-address cap follows the set total.
+        let c = Config::load(
+            None,
+            env(&[
+                ("CALLGATE_LIMITS_HTTP_MAX_UNAUTHENTICATED", "40"),
+                ("CALLGATE_LIMITS_HTTP_MAX_UNAUTHENTICATED_PER_ADDRESS", "3"),
+                ("CALLGATE_LIMITS_ICE_TCP_MAX_PENDING", "10"),
+                ("CALLGATE_LIMITS_ICE_TCP_FIRST_FRAME_TIMEOUT", "2s"),
+                ("CALLGATE_LIMITS_TURN_MAX_UNAUTHENTICATED_PER_ADDRESS", "5"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.limits.http(1024).unauthenticated, caps(40, 3));
+        assert_eq!(c.limits.ice_tcp_pending(1024), caps(10, 2));
+        let sfu = c.sfu(1024);
+        assert_eq!(sfu.ice_tcp_pending, caps(10, 2));
+        assert_eq!(sfu.ice_tcp_first_frame_timeout, Duration::from_secs(2));
+        assert_eq!(c.limits.turn_unauthenticated(1024), caps(128, 5));
+
+        let mut c = Config::default();
+        c.keys.insert(DEV_API_KEY.into(), DEV_API_SECRET.into());
+        c.limits.turn_unauthenticated_timeout = Duration::from_millis(10);
+        let err = c.validate(true).unwrap_err().to_string();
+        assert!(err.contains("limits.turn_unauthenticated_timeout"), "{err}");
     }
 
     #[test]

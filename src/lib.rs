@@ -5,4 +5,5 @@ pub mod billing;
 pub mod config;
 pub mod loadtest;
 mod money_api;
+pub mod open_files;
 pub mod server;

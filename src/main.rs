@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use callgate::config::{Config, DEV_API_KEY, DEV_API_SECRET, LogFormat};
 use callgate_signaling::token::{BillingClaims, Claims, Grants, KeyRing, unix_now};
 use clap::{Args, Parser, Subcommand};
-use tracing::warn;
+use tracing::{info, warn};
 
 #[derive(Parser)]
 #[command(
@@ -261,6 +261,14 @@ fn init_logging(config: &Config) {
     }
 }
 
+/// Raises the soft open-files limit to the hard one and says what it is.
+fn raise_open_files_limit() {
+    match callgate::open_files::raise() {
+        (limit, None) => info!(limit, "open files limit"),
+        (limit, Some(e)) => warn!(limit, error = %e, "open files limit: could not raise it"),
+    }
+}
+
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -312,6 +320,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     args.turn.apply(&mut config);
     config.validate(args.config.dev)?;
     init_logging(&config);
+    raise_open_files_limit();
     if args.config.dev {
         warn!(
             api_key = DEV_API_KEY,
@@ -345,6 +354,7 @@ async fn turn(args: TurnArgs) -> anyhow::Result<()> {
     }
     config.validate_turn_only(args.config.dev)?;
     init_logging(&config);
+    raise_open_files_limit();
     if args.config.dev {
         warn!(
             auth_secret = config.turn.auth_secret.as_deref().unwrap_or_default(),

@@ -8,7 +8,7 @@ use anyhow::Context;
 use callgate_sfu::{Sfu, SfuMetrics};
 use callgate_signaling::protocol::IceServer;
 use callgate_signaling::token::KeyRing;
-use callgate_signaling::{AppState, IceServerProvider, SignalingMetrics};
+use callgate_signaling::{AppState, HttpMetrics, IceServerProvider, SignalingMetrics};
 use callgate_turn::{TurnAddrs, TurnMetrics, TurnServer};
 use tracing::info;
 
@@ -112,7 +112,9 @@ fn start_turn(
     if !config.turn.is_enabled() {
         return Ok(None);
     }
-    let relay = config.turn.relay(media.to_vec())?;
+    let relay = config
+        .turn
+        .relay(media.to_vec(), &config.limits, crate::open_files::current())?;
     let server =
         TurnServer::start(relay, TurnMetrics::new(registry)?).context("starting the TURN relay")?;
     let ice: Arc<dyn IceServerProvider> = Arc::new(TurnIceServers::new(
@@ -133,7 +135,10 @@ pub async fn run_turn(
     on_ready: impl FnOnce(&str),
 ) -> anyhow::Result<()> {
     let registry = prometheus::Registry::new();
-    let relay = config.turn.relay(Vec::new())?;
+    let open_files = crate::open_files::current();
+    let http_limits = config.limits.http(open_files);
+    let http_metrics = HttpMetrics::new(&registry)?;
+    let relay = config.turn.relay(Vec::new(), &config.limits, open_files)?;
     let mut server = TurnServer::start(relay, TurnMetrics::new(&registry)?)
         .context("starting the TURN relay")?;
     let addr = SocketAddr::new(config.http.bind, config.http.port);
@@ -166,10 +171,7 @@ pub async fn run_turn(
                 }
             }),
         );
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("http server")?;
+    callgate_signaling::http::serve(listener, router, http_limits, http_metrics, shutdown).await;
     info!("shutting down the TURN relay");
     tokio::task::spawn_blocking(move || server.shutdown()).await?;
     Ok(())
@@ -188,7 +190,20 @@ pub async fn run(
     let registry = prometheus::Registry::new();
     let sfu_metrics = SfuMetrics::new(&registry)?;
     let signaling_metrics = SignalingMetrics::new(&registry)?;
-    let sfu = Arc::new(Sfu::start(config.sfu(), &sfu_metrics).context("starting media workers")?);
+    let http_metrics = HttpMetrics::new(&registry)?;
+    let open_files = crate::open_files::current();
+    let http_limits = config.limits.http(open_files);
+    let sfu_config = config.sfu(open_files);
+    info!(
+        open_files,
+        http_unauthenticated = http_limits.unauthenticated.max_total,
+        http_unauthenticated_per_address = http_limits.unauthenticated.max_per_source,
+        ice_tcp_pending = sfu_config.ice_tcp_pending.max_total,
+        ice_tcp_pending_per_address = sfu_config.ice_tcp_pending.max_per_source,
+        turn_unauthenticated = config.limits.turn_unauthenticated(open_files).max_total,
+        "connection limits"
+    );
+    let sfu = Arc::new(Sfu::start(sfu_config, &sfu_metrics).context("starting media workers")?);
     let media = sfu.media_addrs();
     let tcp = sfu.tcp_addr();
     let (turn, ice_servers) = match start_turn(&config, &registry, &media)? {
@@ -282,12 +297,10 @@ pub async fn run(
     if let Some(meter) = meter {
         app = app.merge(crate::money_api::routes(keys, meter));
     }
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = stop_rx.wait_for(|stop| *stop).await;
-        })
-        .await
-        .context("http server")?;
+    callgate_signaling::http::serve(listener, app, http_limits, http_metrics, async move {
+        let _ = stop_rx.wait_for(|stop| *stop).await;
+    })
+    .await;
     info!("stopped");
     Ok(())
 }

@@ -3,6 +3,8 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use callgate_admission::AdmissionLimits;
+
 #[derive(Debug, Clone)]
 pub struct SfuConfig {
     /// Address the media sockets bind to.
@@ -25,6 +27,12 @@ pub struct SfuConfig {
     pub socket_buffer_bytes: usize,
     /// Least time between two keyframe requests sent upstream for one track.
     pub keyframe_request_interval: Duration,
+    /// How long a new ICE-TCP connection may take to send its first STUN
+    /// request before it is closed.
+    pub ice_tcp_first_frame_timeout: Duration,
+    /// ICE-TCP connections still sending their first STUN request, in all
+    /// and per source; a newcomer beyond sheds the oldest.
+    pub ice_tcp_pending: AdmissionLimits,
 }
 
 impl Default for SfuConfig {
@@ -39,6 +47,11 @@ impl Default for SfuConfig {
             empty_room_timeout: Duration::from_secs(20),
             socket_buffer_bytes: 4 << 20,
             keyframe_request_interval: Duration::from_millis(500),
+            ice_tcp_first_frame_timeout: Duration::from_secs(3),
+            ice_tcp_pending: AdmissionLimits {
+                max_total: 256,
+                max_per_source: 64,
+            },
         }
     }
 }

@@ -71,7 +71,8 @@ impl Sfu {
             .collect::<io::Result<Vec<_>>>()?;
         let mut threads: Vec<_> = workers.iter_mut().filter_map(|w| w.thread.take()).collect();
         let senders = workers.iter().map(|w| w.tx.clone()).collect();
-        let (acceptor, stop) = match tcp::spawn_acceptor(listener, senders, metrics.clone()) {
+        let started = tcp::spawn_acceptor(listener, senders, metrics.clone(), &config);
+        let (acceptor, stop) = match started {
             Ok(started) => started,
             Err(e) => {
                 for w in &workers {

@@ -15,6 +15,8 @@ pub struct SfuMetrics {
     plis: IntCounterVec,
     drops: IntCounterVec,
     tcp_connections: IntGaugeVec,
+    /// Connections still sending their first frame.
+    tcp_pending: IntGauge,
     tcp_accepted: IntCounterVec,
     tcp_refused: IntCounterVec,
 }
@@ -82,6 +84,14 @@ impl SfuMetrics {
                 "callgate_ice_tcp_connections",
                 "Open ICE-TCP connections, by the worker owning their transport",
             )?,
+            tcp_pending: {
+                let g = IntGauge::new(
+                    "callgate_ice_tcp_pending",
+                    "ICE-TCP connections still sending their first STUN request",
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
             tcp_accepted: counter(
                 registry,
                 "callgate_ice_tcp_accepted_total",
@@ -142,6 +152,16 @@ impl SfuMetrics {
         }
     }
 
+    /// What the ICE-TCP pending table counts: connections waiting for
+    /// their first request, and those shed to make room.
+    pub(crate) fn tcp_pending(&self) -> callgate_admission::AdmissionMetrics {
+        callgate_admission::AdmissionMetrics {
+            held: self.tcp_pending.clone(),
+            shed_total_cap: self.tcp_refused(TcpRefusal::Busy),
+            shed_source_cap: self.tcp_refused(TcpRefusal::AddressBusy),
+        }
+    }
+
     pub(crate) fn tcp_refused(&self, reason: TcpRefusal) -> IntCounter {
         self.tcp_refused.with_label_values(&[reason.as_str()])
     }
@@ -161,17 +181,21 @@ pub(crate) enum TcpRefusal {
     /// A well-formed request for a ufrag no transport (or no worker) has, or
     /// for a transport already holding its most connections.
     UnknownUfrag,
-    /// Too many connections still sending their first frame.
+    /// Shed: the pending table was full and this was its oldest connection.
     Busy,
+    /// Shed: its source address held its most pending connections and this
+    /// was the oldest of them.
+    AddressBusy,
 }
 
 impl TcpRefusal {
-    const ALL: [TcpRefusal; 5] = [
+    const ALL: [TcpRefusal; 6] = [
         TcpRefusal::Timeout,
         TcpRefusal::Closed,
         TcpRefusal::BadFrame,
         TcpRefusal::UnknownUfrag,
         TcpRefusal::Busy,
+        TcpRefusal::AddressBusy,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -181,6 +205,7 @@ impl TcpRefusal {
             TcpRefusal::BadFrame => "bad_frame",
             TcpRefusal::UnknownUfrag => "unknown_ufrag",
             TcpRefusal::Busy => "busy",
+            TcpRefusal::AddressBusy => "address_busy",
         }
     }
 }

@@ -4,10 +4,15 @@
 //! The acceptor (its own thread) reads the first frame of a new connection,
 //! which must be a STUN Binding request, takes our ufrag from its USERNAME,
 //! and hands the socket to the worker the ufrag's prefix names
-//! (`ids::worker_of_ufrag`). In that worker each connection gets a reader
-//! task, which splits frames and passes them to the worker loop as
-//! `TcpEvent`s, and a writer task fed by a bounded queue the loop fills with
-//! `try_send`, so a slow client loses packets instead of stalling the loop.
+//! (`ids::worker_of_ufrag`). Until then the connection holds a place in the
+//! pending table ([`Admission`]): a short deadline, and a newcomer over the
+//! caps sheds the oldest pending connection rather than being refused, so
+//! idle connections cannot crowd out a client that sends its request.
+//!
+//! In that worker each connection gets a reader task, which splits frames
+//! and passes them to the worker loop as `TcpEvent`s, and a writer task fed
+//! by a bounded queue the loop fills with `try_send`, so a slow client
+//! loses packets instead of stalling the loop.
 
 use std::collections::HashMap;
 use std::io;
@@ -17,12 +22,13 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use callgate_admission::{Admission, Pass};
 use rtc::shared::tcp_framing::{FRAMING_HEADER_LEN, TcpFrameDecoder, frame_packet_to};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tracing::{debug, info_span, warn};
 
@@ -38,10 +44,6 @@ use crate::worker::Command;
 pub(crate) const MAX_FRAME: usize = 16 * 1024;
 /// Largest first frame: a STUN Binding request is a few hundred bytes.
 pub(crate) const MAX_FIRST_FRAME: usize = 2048;
-/// How long a new connection may take to send its first frame.
-const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(5);
-/// Connections still sending their first frame; more are refused.
-const MAX_PENDING: usize = 256;
 /// Frames queued for one connection before new output for it is dropped.
 const SEND_QUEUE: usize = 512;
 /// Bytes the writer gathers from its queue into one write.
@@ -132,8 +134,11 @@ pub(crate) fn spawn_acceptor(
     listener: StdTcpListener,
     workers: Vec<mpsc::UnboundedSender<Command>>,
     metrics: SfuMetrics,
+    config: &SfuConfig,
 ) -> io::Result<(JoinHandle<()>, oneshot::Sender<()>)> {
     let (stop_tx, stop_rx) = oneshot::channel();
+    let pending = Admission::new(config.ice_tcp_pending, metrics.tcp_pending());
+    let first_frame_timeout = config.ice_tcp_first_frame_timeout;
     let thread = std::thread::Builder::new()
         .name("ice-tcp-acceptor".into())
         .spawn(move || {
@@ -144,7 +149,15 @@ pub(crate) fn spawn_acceptor(
             let _span = info_span!("ice_tcp_acceptor").entered();
             runtime.block_on(async move {
                 match TcpListener::from_std(listener) {
-                    Ok(listener) => accept_loop(listener, workers.into(), metrics, stop_rx).await,
+                    Ok(listener) => {
+                        let acceptor = Acceptor {
+                            workers: workers.into(),
+                            metrics,
+                            pending,
+                            first_frame_timeout,
+                        };
+                        acceptor.run(listener, stop_rx).await
+                    }
                     Err(e) => warn!(error = %e, "ICE-TCP listener unusable"),
                 }
             });
@@ -152,38 +165,52 @@ pub(crate) fn spawn_acceptor(
     Ok((thread, stop_tx))
 }
 
-async fn accept_loop(
-    listener: TcpListener,
+/// What the accept loop hands every new connection's task.
+#[derive(Clone)]
+struct Acceptor {
     workers: Arc<[mpsc::UnboundedSender<Command>]>,
     metrics: SfuMetrics,
-    mut stop: oneshot::Receiver<()>,
-) {
-    let pending = Arc::new(Semaphore::new(MAX_PENDING));
-    loop {
+    /// Connections still sending their first frame.
+    pending: Admission,
+    first_frame_timeout: Duration,
+}
+
+impl Acceptor {
+    async fn run(self, listener: TcpListener, mut stop: oneshot::Receiver<()>) {
+        loop {
+            tokio::select! {
+                _ = &mut stop => return,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        // Admitted here, in accept order, so that "oldest"
+                        // means what it says.
+                        let pass = self.pending.admit(peer.ip());
+                        tokio::spawn(self.clone().first_frame(stream, peer, pass));
+                    }
+                    Err(e) => {
+                        // Out of file descriptors, most likely: let some close.
+                        warn!(error = %e, "ICE-TCP accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Holds `pass` in the pending table until the first frame is read and
+    /// the socket handed over, the deadline passes, or a newer connection
+    /// sheds this one (the table counted that already).
+    async fn first_frame(self, stream: TcpStream, peer: SocketAddr, pass: Pass) {
         tokio::select! {
-            _ = &mut stop => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let Ok(permit) = pending.clone().try_acquire_owned() else {
-                        metrics.tcp_refused(TcpRefusal::Busy).inc();
-                        continue;
-                    };
-                    let (workers, metrics) = (workers.clone(), metrics.clone());
-                    tokio::spawn(async move {
-                        let _permit = permit;
-                        let result = hand_off(stream, peer, &workers, FIRST_FRAME_TIMEOUT).await;
-                        if let Err(reason) = result {
-                            debug!(%peer, reason = reason.as_str(), "ICE-TCP connection refused");
-                            metrics.tcp_refused(reason).inc();
-                        }
-                    });
+            result = hand_off(stream, peer, &self.workers, self.first_frame_timeout) => {
+                if let Err(reason) = result {
+                    debug!(%peer, reason = reason.as_str(), "ICE-TCP connection refused");
+                    self.metrics.tcp_refused(reason).inc();
                 }
-                Err(e) => {
-                    // Out of file descriptors, most likely: let some close.
-                    warn!(error = %e, "ICE-TCP accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
+            }
+            shed = pass.shed() => {
+                debug!(%peer, reason = shed.as_str(), "ICE-TCP connection shed");
+            }
         }
     }
 }
@@ -681,6 +708,97 @@ mod tests {
             let result = hand_off(stream, peer, &[tx], Duration::from_millis(100)).await;
             assert_eq!(result, Err(TcpRefusal::Timeout));
         }
+    }
+
+    /// A connection to `to` from the loopback address `from`.
+    async fn connect_from(from: std::net::Ipv4Addr, to: SocketAddr) -> TcpStream {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(from.into(), 0)).unwrap();
+        socket.connect(to).await.unwrap()
+    }
+
+    /// Resolves when the server closed `s` (it never sent anything).
+    async fn closed_by_server(mut s: TcpStream) {
+        let mut buf = [0u8; 16];
+        while let Ok(n) = s.read(&mut buf).await
+            && n > 0
+        {}
+    }
+
+    #[tokio::test]
+    async fn idle_connections_never_crowd_out_a_binding_request() {
+        use callgate_admission::AdmissionLimits;
+        use std::net::Ipv4Addr;
+        const WAIT: Duration = Duration::from_secs(20);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let metrics = SfuMetrics::new(&prometheus::Registry::new()).unwrap();
+        let (worker, mut handed) = mpsc::unbounded_channel();
+        let limits = AdmissionLimits {
+            max_total: 8,
+            max_per_source: 3,
+        };
+        let acceptor = Acceptor {
+            workers: vec![worker].into(),
+            metrics: metrics.clone(),
+            pending: Admission::new(limits, metrics.tcp_pending()),
+            // Never reached here: only shedding makes room.
+            first_frame_timeout: Duration::from_secs(3600),
+        };
+        let (_stop, stop_rx) = oneshot::channel();
+        tokio::spawn(acceptor.run(listener, stop_rx));
+
+        // 20 idle connections from one address, then 20 from 20 others.
+        let (closed_tx, mut closed_rx) = mpsc::unbounded_channel();
+        let sources = std::iter::repeat_n(Ipv4Addr::new(127, 0, 0, 1), 20)
+            .chain((1..=20).map(|i| Ipv4Addr::new(127, 0, 1, i)));
+        for from in sources {
+            let s = connect_from(from, addr).await;
+            let closed_tx = closed_tx.clone();
+            tokio::spawn(async move {
+                closed_by_server(s).await;
+                let _ = closed_tx.send(from);
+            });
+        }
+        // The table holds 8: the other 32 are shed, and closed.
+        let mut shed_from_first = 0;
+        for _ in 0..32 {
+            let from = tokio::time::timeout(WAIT, closed_rx.recv())
+                .await
+                .expect("an idle connection is shed")
+                .unwrap();
+            shed_from_first += usize::from(from == Ipv4Addr::new(127, 0, 0, 1));
+        }
+        // Admitted in accept order: 127.0.0.1 keeps its 3 newest until the
+        // others fill the table, whose 15 newcomers then shed its oldest
+        // (those 3 first).
+        assert_eq!(shed_from_first, 20);
+        let refused = |r| metrics.tcp_refused(r).get();
+        assert_eq!(refused(TcpRefusal::AddressBusy), 17);
+        assert_eq!(refused(TcpRefusal::Busy), 15);
+        assert_eq!(metrics.tcp_pending().held.get(), 8);
+
+        // A client from the busiest address still gets through at once.
+        let (ufrag, _) = ids::ice_credentials(0);
+        let mut client = connect_from(Ipv4Addr::new(127, 0, 0, 1), addr).await;
+        let request = binding_request(&format!("{ufrag}:client"));
+        client.write_all(&framed(&[&request])).await.unwrap();
+        match tokio::time::timeout(WAIT, handed.recv()).await {
+            Ok(Some(Command::TcpConnection(h))) => {
+                assert_eq!(h.ufrag, ufrag);
+                assert_eq!(h.first_frame, request);
+                assert_eq!(h.peer, client.local_addr().unwrap());
+            }
+            _ => panic!("the binding request was not handed to its worker"),
+        }
+        // It shed one more idle connection, then left the table.
+        let _ = tokio::time::timeout(WAIT, closed_rx.recv())
+            .await
+            .expect("one more idle connection is shed");
+        assert_eq!(refused(TcpRefusal::Busy), 16);
+        assert_eq!(refused(TcpRefusal::AddressBusy), 17);
+        assert_eq!(metrics.tcp_pending().held.get(), 7);
+        assert!(closed_rx.try_recv().is_err(), "more were shed than needed");
     }
 
     fn tcp_metrics() -> TcpMetrics {

@@ -30,15 +30,15 @@ pub struct MediaUsage {
     pub video: bool,
 }
 
-/// How a watcher lets a participant in.
+/// Whether a participant's media may flow as soon as it connects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admission {
+pub enum MediaGate {
     /// Media flows as soon as its transports connect.
     Open,
     /// Nothing is forwarded from or to the participant until the watcher
     /// releases it (`Sfu::hold_media`), or ends its session: a paid call
     /// waits for the first hold in the ledger.
-    MediaHeld,
+    Held,
 }
 
 /// Why a watcher refuses a participant at join.
@@ -57,7 +57,7 @@ pub trait CallObserver: Send + Sync + 'static {
         room: &str,
         identity: &str,
         billing: Option<&BillingClaims>,
-    ) -> Result<Admission, Refusal>;
+    ) -> Result<MediaGate, Refusal>;
     fn joined(&self, participant: &CallParticipant);
     fn media_connected(&self, participant: &CallParticipant);
     fn left(&self, participant: &CallParticipant, usage: MediaUsage);
@@ -67,8 +67,8 @@ pub trait CallObserver: Send + Sync + 'static {
 pub struct NoObserver;
 
 impl CallObserver for NoObserver {
-    fn check(&self, _: &str, _: &str, _: Option<&BillingClaims>) -> Result<Admission, Refusal> {
-        Ok(Admission::Open)
+    fn check(&self, _: &str, _: &str, _: Option<&BillingClaims>) -> Result<MediaGate, Refusal> {
+        Ok(MediaGate::Open)
     }
     fn joined(&self, _: &CallParticipant) {}
     fn media_connected(&self, _: &CallParticipant) {}

@@ -11,7 +11,8 @@ use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info, info_span};
 
 use crate::AppState;
-use crate::calls::{Admission, CallObserver, CallParticipant, MediaUsage};
+use crate::calls::{CallObserver, CallParticipant, MediaGate, MediaUsage};
+use crate::http::ConnectionPass;
 use crate::protocol::{
     ClientMessage, MAX_FRAME_BYTES, PROTOCOL_VERSION, ParseError, ServerMessage,
 };
@@ -30,6 +31,9 @@ pub mod close {
     pub const ROOM_FULL: u16 = 4005;
     pub const PROTOCOL_UNSUPPORTED: u16 = 4006;
     pub const BILLING_INVALID: u16 = 4007;
+    /// Shed before `join` to make room for newer connections (RFC 6455's
+    /// "Try Again Later").
+    pub const TRY_AGAIN_LATER: u16 = 1013;
 }
 
 fn token_close_code(e: TokenError) -> u16 {
@@ -117,10 +121,30 @@ async fn next_text(socket: &mut WebSocket) -> Incoming {
     }
 }
 
-pub(crate) async fn serve(mut socket: WebSocket, state: Arc<AppState>) {
+/// Resolves when the connection's unauthenticated pass is shed; never
+/// without one.
+async fn shed(pass: Option<&ConnectionPass>) {
+    match pass {
+        Some(p) => {
+            p.shed().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+pub(crate) async fn serve(
+    mut socket: WebSocket,
+    state: Arc<AppState>,
+    pass: Option<ConnectionPass>,
+) {
     let _guard = scopeguard(&state);
 
-    let first = tokio::time::timeout(state.join_timeout, next_text(&mut socket)).await;
+    let first = tokio::select! {
+        first = tokio::time::timeout(state.join_timeout, next_text(&mut socket)) => first,
+        () = shed(pass.as_ref()) => {
+            return close(socket, close::TRY_AGAIN_LATER, "server_busy").await;
+        }
+    };
     let text = match first {
         Err(_) => return close(socket, close::POLICY, "join_timeout").await,
         Ok(Incoming::TooBig) => return close_too_big(socket).await,
@@ -163,11 +187,11 @@ pub(crate) async fn serve(mut socket: WebSocket, state: Arc<AppState>) {
             .await;
         }
     };
-    let admission = match state
+    let gate = match state
         .observer
         .check(&room, &claims.sub, claims.billing.as_ref())
     {
-        Ok(admission) => admission,
+        Ok(gate) => gate,
         Err(refusal) => {
             debug!(message = %refusal.message, "billing terms refused");
             send(
@@ -184,13 +208,17 @@ pub(crate) async fn serve(mut socket: WebSocket, state: Arc<AppState>) {
         name: claims.name.clone().unwrap_or_else(|| claims.sub.clone()),
         can_publish: claims.grants.can_publish,
         can_subscribe: claims.grants.can_subscribe,
-        media_held: admission == Admission::MediaHeld,
+        media_held: gate == MediaGate::Held,
     };
     let (handle, joined) = match state.sfu.join(request).await {
         Ok(j) => j,
         Err(SfuError::RoomFull(_)) => return close(socket, close::ROOM_FULL, "room_full").await,
         Err(_) => return close(socket, close::INTERNAL, "internal").await,
     };
+    // A participant now: no longer counted among unauthenticated connections.
+    if let Some(p) = &pass {
+        p.release();
+    }
     let span = info_span!("participant", room = %room, sid = %handle.sid(), identity = %claims.sub);
     async {
         info!("joined");

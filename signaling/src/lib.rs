@@ -5,21 +5,22 @@ pub mod api;
 pub mod calls;
 mod connection;
 pub mod drain;
+pub mod http;
 mod metrics;
 pub mod protocol;
 pub mod token;
 
 pub use connection::close as close_codes;
-pub use metrics::SignalingMetrics;
+pub use metrics::{HttpMetrics, SignalingMetrics};
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::{State, WebSocketUpgrade};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use axum::{Extension, Router};
 use callgate_sfu::Sfu;
 
 use calls::{CallObserver, Participants};
@@ -54,12 +55,17 @@ pub struct AppState {
 const INDEX_HTML: &str = include_str!("../../web/index.html");
 const CLIENT_JS: &str = include_str!("../../web/callgate.js");
 
-async fn rtc(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -> Response {
+async fn rtc(
+    ws: WebSocketUpgrade,
+    State(state): State<Arc<AppState>>,
+    pass: Option<Extension<http::ConnectionPass>>,
+) -> Response {
     // The codec refuses a larger frame from its header, before reading it;
     // the connection turns that into a 1009 close.
+    let pass = pass.map(|Extension(p)| p);
     ws.max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
-        .on_upgrade(move |socket| connection::serve(socket, state))
+        .on_upgrade(move |socket| connection::serve(socket, state, pass))
 }
 
 async fn healthz() -> impl IntoResponse {

@@ -1,6 +1,7 @@
 //! Prometheus metrics of the control plane.
 
-use prometheus::{IntCounter, IntGauge, Registry};
+use callgate_admission::{AdmissionMetrics, Shed};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 #[derive(Clone)]
 pub struct SignalingMetrics {
@@ -23,6 +24,53 @@ impl SignalingMetrics {
         Ok(SignalingMetrics {
             connections,
             rejected_tokens,
+        })
+    }
+}
+
+/// Prometheus metrics of the HTTP server's connection limits.
+#[derive(Clone)]
+pub struct HttpMetrics {
+    /// What the unauthenticated-connection table counts.
+    pub(crate) unauthenticated: AdmissionMetrics,
+    pub(crate) header_timeouts: IntCounter,
+    pub(crate) accept_errors: IntCounter,
+}
+
+impl HttpMetrics {
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let held = IntGauge::new(
+            "callgate_http_unauthenticated_connections",
+            "HTTP connections, and signaling WebSockets before their join, open now",
+        )?;
+        let shed = IntCounterVec::new(
+            Opts::new(
+                "callgate_http_connections_shed_total",
+                "Unauthenticated HTTP connections closed to make room for a newer one, by the cap that was full",
+            ),
+            &["reason"],
+        )?;
+        let header_timeouts = IntCounter::new(
+            "callgate_http_header_timeouts_total",
+            "HTTP connections closed for not sending a request's headers in time",
+        )?;
+        let accept_errors = IntCounter::new(
+            "callgate_http_accept_errors_total",
+            "Failed accepts on the HTTP port (out of file descriptors, most likely)",
+        )?;
+        registry.register(Box::new(held.clone()))?;
+        registry.register(Box::new(shed.clone()))?;
+        registry.register(Box::new(header_timeouts.clone()))?;
+        registry.register(Box::new(accept_errors.clone()))?;
+        let shed = |why: Shed| shed.with_label_values(&[why.as_str()]);
+        Ok(HttpMetrics {
+            unauthenticated: AdmissionMetrics {
+                held,
+                shed_total_cap: shed(Shed::TotalCap),
+                shed_source_cap: shed(Shed::SourceCap),
+            },
+            header_timeouts,
+            accept_errors,
         })
     }
 }

@@ -85,7 +85,36 @@ impl TestServer {
 
     /// A server on a data directory the test keeps, e.g. to restart it.
     pub fn start_in(data_dir: &std::path::Path, extra: &[&str]) -> TestServer {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_callgate"))
+        TestServer::start_with_shell(data_dir, extra, None)
+    }
+
+    /// A server started with open-files limits (`RLIMIT_NOFILE`) `soft`
+    /// and `hard`, set by the shell that starts it.
+    pub fn start_with_open_files_limit(soft: u64, hard: u64, extra: &[&str]) -> TestServer {
+        let data = tempdir::TempDir::new();
+        let prefix = format!("ulimit -Sn {soft} && ulimit -Hn {hard} &&");
+        let mut server = TestServer::start_with_shell(&data.0, extra, Some(&prefix));
+        server._data = Some(data);
+        server
+    }
+
+    /// Starts the binary, through `sh -c "<shell_prefix> exec …"` when given.
+    fn start_with_shell(
+        data_dir: &std::path::Path,
+        extra: &[&str],
+        shell_prefix: Option<&str>,
+    ) -> TestServer {
+        let mut command = match shell_prefix {
+            None => Command::new(env!("CARGO_BIN_EXE_callgate")),
+            Some(prefix) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("{prefix} exec \"$0\" \"$@\""))
+                    .arg(env!("CARGO_BIN_EXE_callgate"));
+                sh
+            }
+        };
+        let mut child = command
             .args([
                 "serve",
                 "--dev",

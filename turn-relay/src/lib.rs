@@ -103,6 +103,12 @@ pub struct TurnConfig {
     pub always_allowed: Vec<SocketAddr>,
     /// SO_RCVBUF / SO_SNDBUF of the UDP listener.
     pub socket_buffer_bytes: usize,
+    /// How long a TCP/TLS connection may stay open (TLS handshake
+    /// included) before a request on it passes authentication.
+    pub unauthenticated_timeout: Duration,
+    /// TCP/TLS connections not yet authenticated, in all and per source
+    /// address; a newcomer beyond sheds the oldest.
+    pub unauthenticated: callgate_admission::AdmissionLimits,
 }
 
 impl TurnConfig {
@@ -131,6 +137,11 @@ impl TurnConfig {
             deny_peers: Vec::new(),
             always_allowed: Vec::new(),
             socket_buffer_bytes: 4 << 20,
+            unauthenticated_timeout: Duration::from_secs(10),
+            unauthenticated: callgate_admission::AdmissionLimits {
+                max_total: 1024,
+                max_per_source: 256,
+            },
         }
     }
 
@@ -193,7 +204,7 @@ impl TurnServer {
         };
         let (control, thread) = relay::spawn(config.clone(), udp, metrics.clone())?;
         let mut acceptors = Vec::new();
-        let limits = stream::Limits::new(&config);
+        let limits = stream::Limits::new(&config, &metrics);
         if let Some(listener) = tcp {
             acceptors.push(tokio::spawn(stream::accept_loop(
                 listener,

@@ -1,5 +1,6 @@
 //! Prometheus series of the relay, prefix `callgate_turn_`.
 
+use callgate_admission::{AdmissionMetrics, Shed};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// Every series the relay updates. Cheap to clone (shared counters).
@@ -17,6 +18,10 @@ pub struct TurnMetrics {
     errors: IntCounterVec,
     dropped: IntCounterVec,
     pub stream_connections: IntGaugeVec,
+    /// TCP/TLS connections closed for not authenticating in time.
+    pub unauthenticated_closed: IntCounterVec,
+    /// What the table of not yet authenticated TCP/TLS connections counts.
+    pub(crate) unauthenticated: AdmissionMetrics,
 }
 
 impl TurnMetrics {
@@ -82,7 +87,37 @@ impl TurnMetrics {
         registry.register(Box::new(denied.clone()))?;
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(dropped.clone()))?;
+        let unauthenticated_closed = IntCounterVec::new(
+            Opts::new(
+                "callgate_turn_unauthenticated_closed_total",
+                "TCP/TLS connections closed for not authenticating within the deadline",
+            ),
+            &["transport"],
+        )?;
         registry.register(Box::new(stream_connections.clone()))?;
+        registry.register(Box::new(unauthenticated_closed.clone()))?;
+        let unauthenticated_held = IntGauge::new(
+            "callgate_turn_unauthenticated_connections",
+            "TURN TCP/TLS connections open without an authenticated request yet",
+        )?;
+        let shed = IntCounterVec::new(
+            Opts::new(
+                "callgate_turn_connections_shed_total",
+                "Unauthenticated TURN TCP/TLS connections closed to make room for a newer one, by the cap that was full",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(unauthenticated_held.clone()))?;
+        registry.register(Box::new(shed.clone()))?;
+        let shed = |why: Shed| shed.with_label_values(&[why.as_str()]);
+        let unauthenticated = AdmissionMetrics {
+            held: unauthenticated_held,
+            shed_total_cap: shed(Shed::TotalCap),
+            shed_source_cap: shed(Shed::SourceCap),
+        };
+        for transport in ["tcp", "tls"] {
+            unauthenticated_closed.with_label_values(&[transport]);
+        }
         // Series that exist from the start, so dashboards see zeros.
         for code in ["400", "401", "403", "437", "438", "441", "486", "508"] {
             errors.with_label_values(&[code]);
@@ -103,6 +138,8 @@ impl TurnMetrics {
             errors,
             dropped,
             stream_connections,
+            unauthenticated_closed,
+            unauthenticated,
         })
     }
 

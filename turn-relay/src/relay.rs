@@ -65,6 +65,8 @@ pub(crate) enum StreamEvent {
         id: u64,
         remote: SocketAddr,
         tx: tokio::sync::mpsc::Sender<Vec<u8>>,
+        /// Told once a request on the connection passes authentication.
+        authenticated: tokio::sync::oneshot::Sender<()>,
     },
     /// One whole STUN message or ChannelData frame.
     Frame {
@@ -222,6 +224,8 @@ struct Allocation {
 struct StreamClient {
     tx: tokio::sync::mpsc::Sender<Vec<u8>>,
     remote: SocketAddr,
+    /// Until a request passes authentication.
+    authenticated: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// Who asked, after authentication.
@@ -397,8 +401,18 @@ impl Relay {
         self.streams_pending = false;
         for _ in 0..STREAM_EVENTS_PER_TURN {
             match self.stream_events.try_recv() {
-                Ok(StreamEvent::Open { id, remote, tx }) => {
-                    self.streams.insert(id, StreamClient { tx, remote });
+                Ok(StreamEvent::Open {
+                    id,
+                    remote,
+                    tx,
+                    authenticated,
+                }) => {
+                    let client = StreamClient {
+                        tx,
+                        remote,
+                        authenticated: Some(authenticated),
+                    };
+                    self.streams.insert(id, client);
                 }
                 Ok(StreamEvent::Frame { id, frame }) => self.on_stream_frame(id, frame, now),
                 Ok(StreamEvent::Closed { id }) => {
@@ -773,6 +787,16 @@ impl Relay {
             Ok(a) => a,
             Err(reply) => return Some(reply),
         };
+        // The connection holds valid credentials: it may stay idle as
+        // long as any client (its task stops the unauthenticated deadline).
+        if let ClientKey::Stream(id) = client
+            && let Some(told) = self
+                .streams
+                .get_mut(&id)
+                .and_then(|s| s.authenticated.take())
+        {
+            let _ = told.send(());
+        }
         let slot = self.lookup(client);
         if method == METHOD_ALLOCATE {
             return Some(self.on_allocate(client, from, &m, auth, slot, now));

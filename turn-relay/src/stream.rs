@@ -1,6 +1,14 @@
 //! TURN over TCP and TLS-over-TCP (RFC 8656 §3.1): tokio tasks that split
 //! the byte stream into STUN messages and ChannelData frames for the relay
 //! thread, and write back what it answers.
+//!
+//! A connection has `unauthenticated_timeout` from its accept (TLS
+//! handshake included) until a request on it passes authentication, the
+//! relay thread says so; whatever it sends meanwhile, it is then closed.
+//! Until then it also holds a place in the table of unauthenticated
+//! connections ([`Admission`]), where a newcomer over a cap sheds the
+//! oldest. An authenticated connection is closed only after `idle` without
+//! a byte.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,9 +16,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, debug, info_span, warn};
+
+use callgate_admission::{Admission, Pass};
 
 use crate::metrics::TurnMetrics;
 use crate::relay::{ControlTx, StreamEvent};
@@ -28,15 +39,20 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 pub(crate) struct Limits {
     connections: Arc<Semaphore>,
     idle: Duration,
+    unauthenticated: Duration,
+    /// Connections of both listeners without an authenticated request yet.
+    unproven: Admission,
 }
 
 impl Limits {
-    pub(crate) fn new(cfg: &TurnConfig) -> Limits {
+    pub(crate) fn new(cfg: &TurnConfig, metrics: &TurnMetrics) -> Limits {
         Limits {
             connections: Arc::new(Semaphore::new(cfg.max_allocations.saturating_add(256))),
             // An allocation is refreshed within its lifetime; twice that
             // without a byte means the client is gone.
             idle: (cfg.max_lifetime * 2).max(FIRST_FRAME),
+            unauthenticated: cfg.unauthenticated_timeout,
+            unproven: Admission::new(cfg.unauthenticated, metrics.unauthenticated.clone()),
         }
     }
 }
@@ -92,30 +108,70 @@ pub(crate) async fn accept_loop(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        // Admitted here, in accept order, so that "oldest" means what it says.
+        let pass = limits.unproven.admit(remote.ip());
         let control = control.clone();
         let metrics = metrics.clone();
         let tls = tls.clone();
-        let idle = limits.idle;
+        let deadlines = Deadlines {
+            idle: limits.idle,
+            unauthenticated: Instant::now() + limits.unauthenticated,
+        };
         let span = info_span!("connection", %remote, transport);
         tokio::spawn(
             async move {
                 let _permit = permit;
                 let gauge = metrics.stream_connections.with_label_values(&[transport]);
                 gauge.inc();
-                match tls {
-                    None => serve(stream, remote, control, &metrics, idle).await,
-                    Some(acceptor) => {
-                        match tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream)).await {
-                            Ok(Ok(s)) => serve(s, remote, control, &metrics, idle).await,
-                            Ok(Err(e)) => debug!(error = %e, "TLS handshake failed"),
-                            Err(_) => debug!("TLS handshake timed out"),
-                        }
-                    }
+                let ended = match tls {
+                    None => serve(stream, remote, control, &metrics, deadlines, pass).await,
+                    Some(acceptor) => match tls_handshake(acceptor, stream, deadlines, &pass).await
+                    {
+                        Ok(s) => serve(s, remote, control, &metrics, deadlines, pass).await,
+                        Err(ended) => ended,
+                    },
+                };
+                if ended == Ended::Unauthenticated {
+                    debug!("not authenticated in time; closed");
+                    metrics
+                        .unauthenticated_closed
+                        .with_label_values(&[transport])
+                        .inc();
                 }
                 gauge.dec();
             }
             .instrument(span),
         );
+    }
+}
+
+/// The server side of a TLS handshake, which must end within
+/// `TLS_HANDSHAKE` and before the unauthenticated deadline, unless the
+/// connection is shed first.
+async fn tls_handshake(
+    acceptor: TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    deadlines: Deadlines,
+    pass: &Pass,
+) -> Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, Ended> {
+    let by = (Instant::now() + TLS_HANDSHAKE).min(deadlines.unauthenticated);
+    tokio::select! {
+        accepted = tokio::time::timeout_at(by, acceptor.accept(stream)) => match accepted {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(e)) => {
+                debug!(error = %e, "TLS handshake failed");
+                Err(Ended::Other)
+            }
+            Err(_) if by == deadlines.unauthenticated => Err(Ended::Unauthenticated),
+            Err(_) => {
+                debug!("TLS handshake timed out");
+                Err(Ended::Other)
+            }
+        },
+        why = pass.shed() => {
+            debug!(reason = why.as_str(), "shed to make room during the TLS handshake");
+            Err(Ended::Other)
+        }
     }
 }
 
@@ -143,20 +199,46 @@ pub(crate) fn frame_len(buf: &[u8]) -> Result<Option<usize>, ()> {
     Ok((buf.len() >= total).then_some(total))
 }
 
+/// How long a connection may last without a byte or without credentials.
+#[derive(Debug, Clone, Copy)]
+struct Deadlines {
+    /// Most time between two reads once authenticated.
+    idle: Duration,
+    /// When the connection is closed unless a request on it authenticated.
+    unauthenticated: Instant,
+}
+
+/// How a connection ended, as far as the metrics care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// No request on it authenticated before its deadline.
+    Unauthenticated,
+    Other,
+}
+
 async fn serve<S>(
     stream: S,
     remote: SocketAddr,
     control: ControlTx,
     metrics: &TurnMetrics,
-    idle: Duration,
-) where
+    deadlines: Deadlines,
+    pass: Pass,
+) -> Ended
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(QUEUE);
-    if !control.stream(StreamEvent::Open { id, remote, tx }).await {
-        return;
+    let (authenticated_tx, mut authenticated_rx) = oneshot::channel();
+    let open = StreamEvent::Open {
+        id,
+        remote,
+        tx,
+        authenticated: authenticated_tx,
+    };
+    if !control.stream(open).await {
+        return Ended::Other;
     }
     let writer = tokio::spawn(async move {
         while let Some(frame) = rx.recv().await {
@@ -168,6 +250,12 @@ async fn serve<S>(
     });
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut first = true;
+    let mut authenticated = false;
+    // Whether the relay may still say the connection authenticated.
+    let mut listening = true;
+    let unauthenticated = tokio::time::sleep_until(deadlines.unauthenticated);
+    tokio::pin!(unauthenticated);
+    let mut ended = Ended::Other;
     'read: loop {
         loop {
             match frame_len(&buf) {
@@ -187,13 +275,30 @@ async fn serve<S>(
                 }
             }
         }
-        let wait = if first { FIRST_FRAME } else { idle };
+        let wait = if first { FIRST_FRAME } else { deadlines.idle };
         buf.reserve(4096);
-        match tokio::time::timeout(wait, rd.read_buf(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => break,
-            Ok(Ok(_)) => {}
-            Err(_) => {
-                debug!("idle; closing");
+        tokio::select! {
+            read = tokio::time::timeout(wait, rd.read_buf(&mut buf)) => match read {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(_)) => {}
+                Err(_) => {
+                    debug!("idle; closing");
+                    break;
+                }
+            },
+            told = &mut authenticated_rx, if listening => {
+                listening = false;
+                authenticated = told.is_ok();
+                if authenticated {
+                    pass.release();
+                }
+            }
+            () = &mut unauthenticated, if !authenticated => {
+                ended = Ended::Unauthenticated;
+                break;
+            }
+            why = pass.shed(), if !authenticated => {
+                debug!(reason = why.as_str(), "shed to make room; closing");
                 break;
             }
         }
@@ -201,6 +306,7 @@ async fn serve<S>(
     control.stream(StreamEvent::Closed { id }).await;
     // The relay drops its sender on StreamClosed, which ends the writer.
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    ended
 }
 
 #[cfg(test)]
