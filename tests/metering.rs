@@ -339,19 +339,7 @@ async fn payments_usage_and_exports_through_the_server() {
                 .unwrap()
         }
     };
-    let mut sessions = Vec::new();
-    for _ in 0..200 {
-        sessions = export("/v1/exports/sessions?format=jsonl".into())
-            .await
-            .lines()
-            .map(|l| serde_json::from_str::<Value>(l).unwrap())
-            .collect();
-        if !sessions.is_empty() {
-            break;
-        }
-        // Settling follows the leave asynchronously; nothing signals it.
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let sessions = ended_sessions(&server, 1).await;
     assert_eq!(sessions.len(), 1);
     let s = &sessions[0];
     assert_eq!(

@@ -20,6 +20,14 @@ async fn held_drops(server: &TestServer) -> f64 {
     )
 }
 
+/// alice joins `room` to pay bob 60 coins a minute and talks from then on
+/// (until the returned task is aborted).
+async fn talking_payer(server: &TestServer, room: &str) -> (Client, tokio::task::JoinHandle<()>) {
+    let (alice, track) =
+        join_with_media(server, &paid_token(room, "alice", "alice", Some("bob"), 60)).await;
+    (alice, keep_sending(track))
+}
+
 /// Waits until the server has held at least `n` packets in all.
 async fn until_held(server: &TestServer, n: f64) {
     let wait = async {
@@ -38,12 +46,7 @@ async fn a_payer_with_no_coins_is_cut_before_any_media_flows() {
     let server = TestServer::start(&[]);
     let room = unique_room();
     // alice has never been credited.
-    let (mut alice, alice_track) = join_with_media(
-        &server,
-        &paid_token(&room, "alice", "alice", Some("bob"), 60),
-    )
-    .await;
-    let alice_talks = keep_sending(alice_track);
+    let (mut alice, alice_talks) = talking_payer(&server, &room).await;
     // Alone in the room and unbilled, alice talks into the hold.
     until_held(&server, 1.0).await;
     let (mut bob, bob_track) = join_with_media(&server, &token(&room, "bob")).await;
@@ -83,12 +86,7 @@ async fn paid_media_flows_only_once_the_first_hold_is_in_the_ledger() {
     let server = TestServer::start(&[]);
     let room = unique_room();
     credit(&server, "alice", 100, "pay_1").await;
-    let (mut alice, alice_track) = join_with_media(
-        &server,
-        &paid_token(&room, "alice", "alice", Some("bob"), 60),
-    )
-    .await;
-    let alice_talks = keep_sending(alice_track);
+    let (mut alice, alice_talks) = talking_payer(&server, &room).await;
     until_held(&server, 1.0).await;
     let (bob, bob_track) = join_with_media(&server, &token(&room, "bob")).await;
     let bob_talks = keep_sending(bob_track);
@@ -114,13 +112,7 @@ async fn paid_media_flows_only_once_the_first_hold_is_in_the_ledger() {
     // packet sent before was held, not forwarded.
     alice.send(json!({"type": "leave"}));
     assert_eq!(alice.event("left").await["reason"], "left");
-    let session = loop {
-        // Settling follows the leave asynchronously; nothing signals it.
-        if let Some(s) = export_rows(&server, "sessions").await.pop() {
-            break s;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    };
+    let session = ended_sessions(&server, 1).await.remove(0);
     let started = humantime::parse_rfc3339(session["started_at"].as_str().unwrap()).unwrap();
     let started_ms = started
         .duration_since(std::time::UNIX_EPOCH)
@@ -265,12 +257,7 @@ async fn when_the_payee_leaves_the_payers_media_waits_for_a_new_session() {
     let server = TestServer::start(&[]);
     let room = unique_room();
     credit(&server, "alice", 100, "pay_1").await;
-    let (mut alice, alice_track) = join_with_media(
-        &server,
-        &paid_token(&room, "alice", "alice", Some("bob"), 60),
-    )
-    .await;
-    let alice_talks = keep_sending(alice_track);
+    let (mut alice, alice_talks) = talking_payer(&server, &room).await;
     // carol is in the room unpaid: she hears alice only while alice pays.
     let (carol, _carol_track) = join_with_media(&server, &token(&room, "carol")).await;
     let (bob, _bob_track) = join_with_media(&server, &token(&room, "bob")).await;
@@ -293,13 +280,7 @@ async fn when_the_payee_leaves_the_payers_media_waits_for_a_new_session() {
 
     // bob leaves: the session ends and alice's media is held again.
     bob.send(json!({"type": "leave"}));
-    let ended = loop {
-        // Settling follows the leave asynchronously; nothing signals it.
-        if let Some(s) = export_rows(&server, "sessions").await.pop() {
-            break s;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    };
+    let ended = ended_sessions(&server, 1).await.remove(0);
     assert_eq!(ended["end_reason"], "payee_left");
     let held_before = held_drops(&server).await;
     let at_end = heard(&carol);

@@ -92,6 +92,23 @@ pub async fn export_rows(server: &TestServer, kind: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The ended sessions, once there are at least `n` (settling follows a
+/// leave asynchronously and nothing signals it, so this polls).
+pub async fn ended_sessions(server: &TestServer, n: usize) -> Vec<Value> {
+    let wait = async {
+        loop {
+            let rows = export_rows(server, "sessions").await;
+            if rows.len() >= n {
+                return rows;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, wait)
+        .await
+        .unwrap_or_else(|_| panic!("fewer than {n} sessions ended"))
+}
+
 /// A track sending marked payloads every 10 ms until the returned task is
 /// aborted: a publisher that keeps talking whatever the server does.
 pub fn keep_sending(mut track: LocalTrack) -> tokio::task::JoinHandle<()> {
