@@ -146,12 +146,15 @@ impl FuzzRelay {
             });
         }
         self.stream_event(StreamEvent::Frame { id, frame });
+        self.stream_received(id)
+    }
+
+    /// What the relay sent TCP/TLS connection `id` and was not read yet.
+    pub fn stream_received(&mut self, id: u64) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
-        for (i, rx) in &mut self.stream_replies {
-            while let Ok(reply) = rx.try_recv() {
-                if *i == id {
-                    out.push(reply);
-                }
+        if let Some((_, rx)) = self.stream_replies.iter_mut().find(|(i, _)| *i == id) {
+            while let Ok(message) = rx.try_recv() {
+                out.push(message);
             }
         }
         out
@@ -161,6 +164,11 @@ impl FuzzRelay {
         if self.streams.try_send(event).is_ok() {
             self.relay.drain_control(Instant::now());
         }
+    }
+
+    /// The relayed address of every allocation, in no order.
+    pub fn relayed_addrs(&self) -> Vec<SocketAddr> {
+        self.relay.relayed_addrs()
     }
 
     /// A message of `method` from `from` carrying `attributes` (type,
@@ -240,6 +248,7 @@ mod tests {
     use rtc::stun::attributes::{ATTR_CHANNEL_NUMBER, ATTR_REQUESTED_TRANSPORT, ATTR_XOR_PEER_ADDRESS};
     use rtc::stun::error_code::ErrorCodeAttribute;
     use rtc::stun::message::{CLASS_ERROR_RESPONSE, CLASS_SUCCESS_RESPONSE, Getter};
+    use rtc::turn::proto::relayaddr::RelayedAddress;
 
     fn class_of(reply: &[u8]) -> rtc::stun::message::MessageClass {
         decode(reply).expect("a STUN reply").typ.class
@@ -284,6 +293,70 @@ mod tests {
         let m = decode(&relay.datagram(client, &refresh).unwrap()).unwrap();
         code.get_from(&m).unwrap();
         assert_eq!(code.code.0, 437);
+    }
+
+    /// Allocates for TCP connection `id`; its relayed address.
+    fn allocate_on_stream(relay: &mut FuzzRelay, id: u64, from: SocketAddr) -> SocketAddr {
+        let txid = [id as u8; 12];
+        let allocate = relay.signed(
+            from,
+            Method::Allocate,
+            txid,
+            &[(ATTR_REQUESTED_TRANSPORT.0, &[17, 0, 0, 0])],
+            false,
+        );
+        let replies = relay.stream_frame(id, from, allocate);
+        let m = decode(&replies[0]).expect("a reply");
+        let mut relayed = RelayedAddress::default();
+        relayed.get_from(&m).expect("XOR-RELAYED-ADDRESS");
+        SocketAddr::new(relayed.ip, relayed.port)
+    }
+
+    #[test]
+    fn channel_data_too_big_for_a_data_indication_is_dropped() {
+        let mut relay = FuzzRelay::new().unwrap();
+        let (a, b): (SocketAddr, SocketAddr) =
+            ("127.0.0.1:40010".parse().unwrap(), "127.0.0.1:40011".parse().unwrap());
+        let a_relayed = allocate_on_stream(&mut relay, 1, a);
+        let b_relayed = allocate_on_stream(&mut relay, 2, b);
+        // B lets A's relayed address in; A binds channel 0x4000 to B's.
+        let perm = relay.signed(
+            b,
+            Method::CreatePermission,
+            [3; 12],
+            &[(ATTR_XOR_PEER_ADDRESS.0, &xor_address(a_relayed, [3; 12]))],
+            false,
+        );
+        assert_eq!(class_of(&relay.stream_frame(2, b, perm)[0]), CLASS_SUCCESS_RESPONSE);
+        let bind = relay.signed(
+            a,
+            Method::ChannelBind,
+            [4; 12],
+            &[
+                (ATTR_CHANNEL_NUMBER.0, &[0x40, 0x00, 0, 0]),
+                (ATTR_XOR_PEER_ADDRESS.0, &xor_address(b_relayed, [4; 12])),
+            ],
+            false,
+        );
+        assert_eq!(class_of(&relay.stream_frame(1, a, bind)[0]), CLASS_SUCCESS_RESPONSE);
+        let channel_data = |len: usize| {
+            let mut frame = vec![0x40, 0x00];
+            frame.extend_from_slice(&(len as u16).to_be_bytes());
+            frame.resize(4 + len.next_multiple_of(4), 0xAB);
+            frame
+        };
+        // B has no channel back to A: it gets a Data indication whose
+        // length field is what follows the header.
+        relay.stream_frame(1, a, channel_data(1000));
+        let got = relay.stream_received(2);
+        assert_eq!(got.len(), 1);
+        let length = u16::from_be_bytes([got[0][2], got[0][3]]);
+        assert_eq!(usize::from(length), got[0].len() - 20);
+        assert_eq!(got[0][0..2], [0x00, 0x17]);
+        // 65535 bytes fit a ChannelData frame but no Data indication (its
+        // length would wrap): dropped, B gets nothing.
+        relay.stream_frame(1, a, channel_data(65_535));
+        assert_eq!(relay.stream_received(2), Vec::<Vec<u8>>::new());
     }
 
     #[test]

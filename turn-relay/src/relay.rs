@@ -242,6 +242,7 @@ struct Tally {
     no_permission: u64,
     rate_limited: u64,
     malformed: u64,
+    too_big: u64,
 }
 
 pub(crate) struct Relay {
@@ -389,6 +390,7 @@ impl Relay {
         m.dropped("no_permission", t.no_permission);
         m.dropped("rate_limited", t.rate_limited);
         m.dropped("malformed", t.malformed);
+        m.dropped("too_big", t.too_big);
     }
 
     /// False on shutdown.
@@ -648,7 +650,13 @@ impl Relay {
             None => {
                 let c = u64::from_be_bytes(self.txid[4..].try_into().unwrap_or_default());
                 self.txid[4..].copy_from_slice(&c.wrapping_add(1).to_be_bytes());
-                proto::frame_data_indication(buf, from, len, &self.txid)
+                match proto::frame_data_indication(buf, from, len, &self.txid) {
+                    Some(range) => range,
+                    None => {
+                        self.tally.too_big += 1;
+                        return;
+                    }
+                }
             }
         };
         match a.client {
@@ -727,6 +735,11 @@ impl Relay {
     fn reply_error(&self, m: &Message, code: u16, key: Option<&[u8]>) -> Vec<u8> {
         self.metrics.error(code);
         Reply::error(m, code).finish(key)
+    }
+
+    /// The relayed address of every allocation.
+    pub(crate) fn relayed_addrs(&self) -> Vec<SocketAddr> {
+        self.by_relay.keys().copied().collect()
     }
 
     /// A NONCE this relay accepts from `from` now (what a 401 hands out).
