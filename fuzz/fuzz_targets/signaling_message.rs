@@ -15,8 +15,15 @@ fuzz_target!(|data: &[u8]| {
         }
         Ok(_) | Err(ParseError::Malformed(_)) => {}
         Err(ParseError::Unknown(t)) => assert!(
-            !["join", "publish_offer", "subscribe_answer", "candidate", "mute", "leave"]
-                .contains(&t.as_str())
+            ![
+                "join",
+                "publish_offer",
+                "subscribe_answer",
+                "candidate",
+                "mute",
+                "leave"
+            ]
+            .contains(&t.as_str())
         ),
     }
 });

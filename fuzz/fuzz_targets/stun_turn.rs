@@ -97,9 +97,8 @@ fn signed(input: &mut Input, relay: &FuzzRelay, from: SocketAddr) -> Vec<u8> {
     let method = METHODS[usize::from(method_byte) % METHODS.len()];
     let txid = [input.byte(); 12];
     let count = input.byte() % 6;
-    let attributes: Vec<(u16, Vec<u8>)> = (0..count)
-        .map(|_| attribute(input, relay, txid))
-        .collect();
+    let attributes: Vec<(u16, Vec<u8>)> =
+        (0..count).map(|_| attribute(input, relay, txid)).collect();
     let borrowed: Vec<(u16, &[u8])> = attributes.iter().map(|(t, v)| (*t, &v[..])).collect();
     relay.signed(from, method, txid, &borrowed, method_byte & 0x80 != 0)
 }
@@ -120,7 +119,11 @@ fn check_reply(request: &[u8], reply: &[u8]) {
     assert!(reply.len() >= 20, "a reply shorter than a STUN header");
     assert_eq!(reply[0] & 0xC0, 0);
     assert_eq!(reply[4..8], [0x21, 0x12, 0xa4, 0x42]);
-    assert_eq!(reply[8..20], request[8..20], "a reply for another transaction");
+    assert_eq!(
+        reply[8..20],
+        request[8..20],
+        "a reply for another transaction"
+    );
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -22,7 +22,9 @@ fuzz_target!(|data: &[u8]| {
     };
     let signed = mode & 1 == 1;
     let token = if signed {
-        ring().sign_payload(KEY, rest).expect("the key is in the ring")
+        ring()
+            .sign_payload(KEY, rest)
+            .expect("the key is in the ring")
     } else {
         String::from_utf8_lossy(rest).into_owned()
     };

@@ -333,7 +333,11 @@ mod tests {
             r#"{"iss":"devkey","sub":"a","iat":1,"exp":2000,"nbf":-5}"#,
         ] {
             let t = ring().sign_payload("devkey", body.as_bytes()).unwrap();
-            assert_eq!(ring().verify(&t, 1500), Err(TokenError::Malformed), "{body}");
+            assert_eq!(
+                ring().verify(&t, 1500),
+                Err(TokenError::Malformed),
+                "{body}"
+            );
         }
     }
 

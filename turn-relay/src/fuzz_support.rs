@@ -205,7 +205,8 @@ impl FuzzRelay {
         m.add(ATTR_USERNAME, USERNAME.as_bytes());
         m.add(ATTR_REALM, b"callgate");
         m.add(ATTR_NONCE, self.relay.issue_nonce(from).as_bytes());
-        let integrity = MessageIntegrity::new_raw_integrity_with_provider(self.key.to_vec(), &CRYPTO);
+        let integrity =
+            MessageIntegrity::new_raw_integrity_with_provider(self.key.to_vec(), &CRYPTO);
         let _ = integrity.add_to(&mut m);
         if fingerprint {
             let _ = FINGERPRINT.add_to(&mut m);
@@ -245,7 +246,9 @@ fn invalid(e: impl std::fmt::Display) -> TurnError {
 mod tests {
     use super::*;
     use crate::proto::decode;
-    use rtc::stun::attributes::{ATTR_CHANNEL_NUMBER, ATTR_REQUESTED_TRANSPORT, ATTR_XOR_PEER_ADDRESS};
+    use rtc::stun::attributes::{
+        ATTR_CHANNEL_NUMBER, ATTR_REQUESTED_TRANSPORT, ATTR_XOR_PEER_ADDRESS,
+    };
     use rtc::stun::error_code::ErrorCodeAttribute;
     use rtc::stun::message::{CLASS_ERROR_RESPONSE, CLASS_SUCCESS_RESPONSE, Getter};
     use rtc::turn::proto::relayaddr::RelayedAddress;
@@ -315,8 +318,10 @@ mod tests {
     #[test]
     fn channel_data_too_big_for_a_data_indication_is_dropped() {
         let mut relay = FuzzRelay::new().unwrap();
-        let (a, b): (SocketAddr, SocketAddr) =
-            ("127.0.0.1:40010".parse().unwrap(), "127.0.0.1:40011".parse().unwrap());
+        let (a, b): (SocketAddr, SocketAddr) = (
+            "127.0.0.1:40010".parse().unwrap(),
+            "127.0.0.1:40011".parse().unwrap(),
+        );
         let a_relayed = allocate_on_stream(&mut relay, 1, a);
         let b_relayed = allocate_on_stream(&mut relay, 2, b);
         // B lets A's relayed address in; A binds channel 0x4000 to B's.
@@ -327,7 +332,10 @@ mod tests {
             &[(ATTR_XOR_PEER_ADDRESS.0, &xor_address(a_relayed, [3; 12]))],
             false,
         );
-        assert_eq!(class_of(&relay.stream_frame(2, b, perm)[0]), CLASS_SUCCESS_RESPONSE);
+        assert_eq!(
+            class_of(&relay.stream_frame(2, b, perm)[0]),
+            CLASS_SUCCESS_RESPONSE
+        );
         let bind = relay.signed(
             a,
             Method::ChannelBind,
@@ -338,7 +346,10 @@ mod tests {
             ],
             false,
         );
-        assert_eq!(class_of(&relay.stream_frame(1, a, bind)[0]), CLASS_SUCCESS_RESPONSE);
+        assert_eq!(
+            class_of(&relay.stream_frame(1, a, bind)[0]),
+            CLASS_SUCCESS_RESPONSE
+        );
         let channel_data = |len: usize| {
             let mut frame = vec![0x40, 0x00];
             frame.extend_from_slice(&(len as u16).to_be_bytes());

@@ -337,8 +337,14 @@ mod tests {
             // (before the check: a header saying 0..4 bytes): refused, and
             // the buffer left as it was.
             let mut buf = vec![0x5Au8; HEADROOM + 65_536 + TAILROOM];
-            assert_eq!(frame_data_indication(&mut buf, peer, fits + 1, &[7; 12]), None);
-            assert_eq!(frame_data_indication(&mut buf, peer, 65_535, &[7; 12]), None);
+            assert_eq!(
+                frame_data_indication(&mut buf, peer, fits + 1, &[7; 12]),
+                None
+            );
+            assert_eq!(
+                frame_data_indication(&mut buf, peer, 65_535, &[7; 12]),
+                None
+            );
             assert!(buf.iter().all(|&b| b == 0x5A));
         }
     }
