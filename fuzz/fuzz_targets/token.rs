@@ -28,14 +28,20 @@ fuzz_target!(|data: &[u8]| {
     } else {
         String::from_utf8_lossy(rest).into_owned()
     };
-    for now in [0, 1_763_769_600, u64::MAX - 5, u64::MAX] {
+    // A time of today and the end of time, where `exp`/`nbf` arithmetic
+    // would overflow.
+    let mut round_tripped = false;
+    for now in [1_763_769_600, u64::MAX] {
         match ring().verify(&token, now) {
             Ok(claims) => {
                 assert_eq!(claims.iss, KEY);
                 // Claims that verify sign again into a token that verifies
                 // to the same claims.
-                let again = ring().sign(&claims).expect("signs");
-                assert_eq!(ring().verify(&again, now), Ok(claims));
+                if !round_tripped {
+                    round_tripped = true;
+                    let again = ring().sign(&claims).expect("signs");
+                    assert_eq!(ring().verify(&again, now), Ok(claims));
+                }
             }
             // A signed token's claims name another key, or are no claims.
             Err(TokenError::BadSignature | TokenError::Malformed | TokenError::Expired) => {}
