@@ -22,6 +22,7 @@ thread_local! {
 
 fuzz_target!(|data: &[u8]| {
     TARGET.with_borrow_mut(|target| {
+        let rebuilt = target.rebuilt();
         let mut input = Input::new(data);
         for _ in 0..8 {
             if input.is_empty() {
@@ -40,6 +41,10 @@ fuzz_target!(|data: &[u8]| {
                 2 => target.rtcp(from, chunk),
                 _ => target.rtp(from, chunk, true),
             };
+        }
+        if target.rebuilt() > rebuilt {
+            // Not a crash, but worth seeing in the log: a transport was lost.
+            eprintln!("rtp_rtcp: connected state built again ({} times)", target.rebuilt());
         }
     });
 });
