@@ -44,7 +44,10 @@ fuzz_target!(|data: &[u8]| {
         }
         if target.rebuilt() > rebuilt {
             // Not a crash, but worth seeing in the log: a transport was lost.
-            eprintln!("rtp_rtcp: connected state built again ({} times)", target.rebuilt());
+            eprintln!(
+                "rtp_rtcp: connected state built again ({} times)",
+                target.rebuilt()
+            );
         }
     });
 });
