@@ -196,12 +196,19 @@ pub fn parse_time(text: &str) -> Result<i64, MeterError> {
     i64::try_from(ms).map_err(|_| bad("too late".into()))
 }
 
-/// RFC 3339 UTC with milliseconds.
+/// RFC 3339 UTC with milliseconds; a time before 1970 or after 9999
+/// (which RFC 3339 cannot write) as its number of milliseconds.
 pub fn format_time(ms: i64) -> String {
-    if ms < 0 {
+    let Ok(since_epoch) = u64::try_from(ms) else {
         return ms.to_string();
+    };
+    let time = humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(since_epoch));
+    // humantime's Display fails past 9999, and `to_string` would panic on it.
+    let mut text = String::new();
+    match fmt::write(&mut text, format_args!("{time}")) {
+        Ok(()) => text,
+        Err(_) => ms.to_string(),
     }
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms as u64)).to_string()
 }
 
 #[derive(Serialize)]
@@ -510,6 +517,12 @@ mod tests {
             );
         }
         assert_eq!(format_time(1_700_000_000_000), "2023-11-14T22:13:20.000Z");
+        assert_eq!(format_time(-5), "-5");
+        assert_eq!(format_time(253_402_300_799_999), "9999-12-31T23:59:59.999Z");
+        // Past 9999 this panicked ("a Display implementation returned an
+        // error unexpectedly").
+        assert_eq!(format_time(253_402_300_800_000), "253402300800000");
+        assert_eq!(format_time(i64::MAX), i64::MAX.to_string());
         assert!(TimeRange::new(5, 5).is_err());
         assert!(TimeRange::new(6, 5).is_err());
         TimeRange::new(5, 6).unwrap();

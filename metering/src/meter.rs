@@ -717,6 +717,20 @@ impl Meter {
             };
             return Ok((credited, w));
         }
+        // `funding` holds minus every coin ever credited, and every other
+        // balance is at most the sum of all of them: keeping it above
+        // -i64::MAX keeps every balance and their sum in range. (SQLite
+        // would otherwise turn an overflowing balance into a float.)
+        let funding: i64 = sqlx::query_scalar("SELECT balance FROM accounts WHERE id = $1")
+            .bind(ledger::FUNDING)
+            .fetch_one(&mut *tx)
+            .await?;
+        if funding.checked_sub(coins).is_none_or(|b| b == i64::MIN) {
+            tx.rollback().await?;
+            return Err(MeterError::InvalidAmount(format!(
+                "{coins} coins would take the funding account's balance out of range"
+            )));
+        }
         if let Some(order) = order {
             let paid_by: Option<String> =
                 sqlx::query_scalar("SELECT payment_id FROM razorpay_payments WHERE order_id = $1")

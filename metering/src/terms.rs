@@ -212,7 +212,12 @@ impl BillingTerms {
         } else if seconds <= first {
             first
         } else {
-            first + (seconds - first).div_ceil(next) * next
+            // Saturates: a duration within one increment of u64::MAX seconds
+            // bills u64::MAX seconds rather than wrap.
+            (seconds - first)
+                .div_ceil(next)
+                .saturating_mul(next)
+                .saturating_add(first)
         }
     }
 
@@ -264,7 +269,7 @@ impl BillingTerms {
     /// `block_s` seconds further, rounded up to the increments. The first
     /// block starts at 0. Always later than `start_s`.
     pub(crate) fn next_boundary(&self, start_s: u64, block_s: u64) -> u64 {
-        self.billed_seconds(start_s + block_s.max(1))
+        self.billed_seconds(start_s.saturating_add(block_s.max(1)))
     }
 
     /// Rating of a session that ran `elapsed_ms` under an optional limit.
@@ -392,6 +397,24 @@ mod tests {
         // No overflow at the extremes.
         let t = BillingTerms::new(MAX_RATE_PER_MINUTE);
         assert_eq!(t.cost(u32::MAX as u64), 71_582_788_250_000_000);
+    }
+
+    #[test]
+    fn rating_saturates_at_the_end_of_u64() {
+        let t = BillingTerms::new(10);
+        // These two panicked with an overflow in a debug build.
+        assert_eq!(t.billed_seconds(u64::MAX), u64::MAX);
+        assert_eq!(t.next_boundary(u64::MAX - 1, 60), u64::MAX);
+        // Still exact where the rounded-up result fits.
+        assert_eq!(t.billed_seconds(u64::MAX - 59), 18_446_744_073_709_551_600);
+        assert_eq!(
+            t.charge(u64::MAX),
+            (18_446_744_073_709_560, 3_074_457_345_618_260)
+        );
+        // At the largest rate the coins saturate at i64::MAX.
+        let t = BillingTerms::new(MAX_RATE_PER_MINUTE);
+        assert_eq!(t.cost(u64::MAX), i64::MAX);
+        assert_eq!(t.charge(u64::MAX), (18_446_744_073_709_560, i64::MAX));
     }
 
     #[test]

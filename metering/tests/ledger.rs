@@ -4,6 +4,7 @@ mod common;
 
 use callgate_metering::{MAX_COINS, WalletView};
 use common::*;
+use sqlx::Connection;
 
 async fn credits_are_idempotent_on_their_reference(db: TestDb) {
     let meter = db.open().await;
@@ -66,6 +67,44 @@ async fn credits_are_idempotent_on_their_reference(db: TestDb) {
 on_both!(
     idempotent_credits,
     credits_are_idempotent_on_their_reference
+);
+
+async fn a_credit_that_would_overflow_the_ledger_is_refused(db: TestDb) {
+    let meter = db.open().await;
+    meter.credit("u1", 5, "pay_1").await.unwrap();
+    // What ~9.2 million max-size credits would leave: funding one
+    // MAX_COINS credit away from i64::MIN (u1's wallet stays as it was, so
+    // the books do not balance here; this is about the arithmetic).
+    sqlx::any::install_default_drivers();
+    let mut c = sqlx::AnyConnection::connect(&db.url).await.unwrap();
+    let near_min = i64::MIN + MAX_COINS;
+    sqlx::query("UPDATE accounts SET balance = $1 WHERE id = 'funding'")
+        .bind(near_min)
+        .execute(&mut c)
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+    let postings = meter.count("postings").await.unwrap();
+    let accounts = meter.count("accounts").await.unwrap();
+    let e = meter.credit("u2", MAX_COINS, "pay_2").await.unwrap_err();
+    assert_eq!(e.code(), "invalid_amount", "{e}");
+    assert_eq!(
+        e.to_string(),
+        "invalid amount: 1000000000000000 coins would take the funding account's balance out of range"
+    );
+    // Nothing changed: no posting, no wallet for u2, funding as it was.
+    assert_eq!(meter.count("postings").await.unwrap(), postings);
+    assert_eq!(meter.count("accounts").await.unwrap(), accounts);
+    assert_eq!(meter.wallet("u2").await.unwrap().balance, 0);
+    assert_eq!(meter.account("funding").await.unwrap(), near_min);
+    // One coin less still fits exactly.
+    let ok = meter.credit("u2", MAX_COINS - 1, "pay_3").await.unwrap();
+    assert_eq!(ok.balance, MAX_COINS - 1);
+    assert_eq!(meter.account("funding").await.unwrap(), i64::MIN + 1);
+}
+on_both!(
+    overflowing_credit,
+    a_credit_that_would_overflow_the_ledger_is_refused
 );
 
 async fn concurrent_credits_with_one_reference_apply_once(db: TestDb) {

@@ -1,6 +1,7 @@
 //! A worker's `Shard` wired to in-memory `rtc` clients, with no sockets, so
 //! benchmarks can time the forwarding path alone: one SRTP datagram from a
-//! publisher in, one SRTP datagram per subscriber out. Not part of the API.
+//! publisher in, one SRTP datagram per subscriber out. The fuzz targets
+//! (`fuzz_support`) drive the same setup. Not part of the API.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -13,7 +14,7 @@ use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
-use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
@@ -31,7 +32,9 @@ use crate::metrics::SfuMetrics;
 use crate::session::JoinRequest;
 use crate::shard::Shard;
 
-const ROOM: &str = "bench";
+pub(crate) const ROOM: &str = "bench";
+/// The publisher's track id (`MediaStreamTrack::new`'s second argument).
+const TRACK_ID: &str = "video";
 
 struct Peer {
     pc: RTCPeerConnection,
@@ -41,11 +44,13 @@ struct Peer {
     received: Vec<u16>,
 }
 
-fn loopback(last: u8, port: u16) -> SocketAddr {
+pub(crate) fn loopback(last: u8, port: u16) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)), port)
 }
 
-fn client(addr: SocketAddr, now: Instant) -> RTCPeerConnection {
+/// A client peer connection with the default codecs and interceptors and
+/// one UDP host candidate at `addr`.
+pub(crate) fn client(addr: SocketAddr, now: Instant) -> RTCPeerConnection {
     let mut media_engine = MediaEngine::default();
     media_engine
         .register_default_codecs()
@@ -100,15 +105,7 @@ impl ForwardingBench {
         keyframe_request_interval: Duration,
     ) -> ForwardingBench {
         let now = Instant::now();
-        let server = loopback(1, 7882);
-        let registry = prometheus::Registry::new();
-        let metrics = SfuMetrics::new(&registry).expect("metrics").for_worker(0);
-        let config = SfuConfig {
-            max_participants: usize::MAX,
-            keyframe_request_interval,
-            ..SfuConfig::default()
-        };
-        let shard = Shard::new(config, 0, server, loopback(1, 7881), metrics);
+        let (shard, server) = new_shard(keyframe_request_interval);
         let publisher_addr = loopback(2, 10_000);
         let mut bench = ForwardingBench {
             shard,
@@ -140,20 +137,7 @@ impl ForwardingBench {
             .join(now, join_request("publisher"))
             .expect("publisher joins");
         drop(joined);
-        let track = MediaStreamTrack::new(
-            "stream".into(),
-            "video".into(),
-            "video".into(),
-            RtpCodecKind::Video,
-            vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters {
-                    ssrc: Some(self.ssrc),
-                    ..Default::default()
-                },
-                codec: vp8(),
-                ..Default::default()
-            }],
-        );
+        let track = video_track(self.ssrc);
         self.sender = Some(self.publisher.pc.add_track(track).expect("add_track"));
         let offer = self.publisher.pc.create_offer(None).expect("offer");
         self.publisher
@@ -229,7 +213,7 @@ impl ForwardingBench {
     }
 
     /// One round of traffic and timers; true when any datagram moved.
-    fn pump_once(&mut self) -> bool {
+    pub(crate) fn pump_once(&mut self) -> bool {
         let now = Instant::now();
         let mut moved = false;
         let server = self.server;
@@ -305,11 +289,55 @@ impl ForwardingBench {
         if let Some(mut sender) = self.sender.and_then(|id| self.publisher.pc.rtp_sender(id)) {
             sender.write_rtp(now, packet).expect("publisher writes");
         }
-        let mut out = Vec::new();
-        while let Some(d) = self.publisher.pc.poll_write() {
-            out.push(d.message);
+        drain_writes(&mut self.publisher.pc)
+    }
+
+    /// The datagrams the publisher's client (`None`) or subscriber `i`'s
+    /// sends for `message`, protected with its SRTP context; what fails to
+    /// be written yields none.
+    pub(crate) fn client_writes(
+        &mut self,
+        subscriber: Option<usize>,
+        message: RTCMessage,
+    ) -> Vec<BytesMut> {
+        let peer = match subscriber {
+            None => &mut self.publisher,
+            Some(i) => match self.subscribers.get_mut(i) {
+                Some(p) => p,
+                None => return Vec::new(),
+            },
+        };
+        let now = Instant::now();
+        if peer
+            .pc
+            .handle_write(TaggedRTCMessage { now, message })
+            .is_err()
+        {
+            return Vec::new();
         }
-        out
+        drain_writes(&mut peer.pc)
+    }
+
+    /// The publisher's track id, what its RTP is written under.
+    pub(crate) fn publisher_track(&self) -> (&'static str, u32) {
+        (TRACK_ID, self.ssrc)
+    }
+
+    /// The publisher's (`None`) or subscriber `i`'s address.
+    pub(crate) fn client_addr(&self, subscriber: Option<usize>) -> Option<SocketAddr> {
+        match subscriber {
+            None => Some(self.publisher.addr),
+            Some(i) => self.subscribers.get(i).map(|p| p.addr),
+        }
+    }
+
+    /// Every client's transport is still connected.
+    pub(crate) fn all_connected(&self) -> bool {
+        self.publisher.connected && self.subscribers.iter().all(|p| p.connected)
+    }
+
+    pub(crate) fn shard_mut(&mut self) -> &mut Shard {
+        &mut self.shard
     }
 
     /// The forwarding path: datagrams into the shard, and every datagram it
@@ -332,7 +360,32 @@ impl ForwardingBench {
     }
 }
 
-fn join_request(identity: &str) -> JoinRequest {
+fn drain_writes(pc: &mut RTCPeerConnection) -> Vec<BytesMut> {
+    let mut out = Vec::new();
+    while let Some(d) = pc.poll_write() {
+        out.push(d.message);
+    }
+    out
+}
+
+/// A worker's shard at 127.0.0.1:7882 (UDP) and :7881 (ICE-TCP) with no
+/// room size limit; also returns its UDP address.
+pub(crate) fn new_shard(keyframe_request_interval: Duration) -> (Shard, SocketAddr) {
+    let server = loopback(1, 7882);
+    let registry = prometheus::Registry::new();
+    let metrics = SfuMetrics::new(&registry).expect("metrics").for_worker(0);
+    let config = SfuConfig {
+        max_participants: usize::MAX,
+        keyframe_request_interval,
+        ..SfuConfig::default()
+    };
+    (
+        Shard::new(config, 0, server, loopback(1, 7881), metrics),
+        server,
+    )
+}
+
+pub(crate) fn join_request(identity: &str) -> JoinRequest {
     JoinRequest {
         room: ROOM.into(),
         identity: identity.into(),
@@ -341,6 +394,24 @@ fn join_request(identity: &str) -> JoinRequest {
         can_subscribe: true,
         media_held: false,
     }
+}
+
+/// The publisher's VP8 track, sent with `ssrc`.
+pub(crate) fn video_track(ssrc: u32) -> MediaStreamTrack {
+    MediaStreamTrack::new(
+        "stream".into(),
+        TRACK_ID.into(),
+        "video".into(),
+        RtpCodecKind::Video,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec: vp8(),
+            ..Default::default()
+        }],
+    )
 }
 
 fn vp8() -> RTCRtpCodec {

@@ -11,6 +11,8 @@
 pub mod bench_support;
 mod config;
 mod engine;
+#[doc(hidden)]
+pub mod fuzz_support;
 mod ids;
 mod metrics;
 mod participant;

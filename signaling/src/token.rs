@@ -130,15 +130,22 @@ impl KeyRing {
 
     /// Signs `claims` with the secret of `claims.iss`.
     pub fn sign(&self, claims: &Claims) -> Result<String, TokenError> {
-        let key = self.keys.get(&claims.iss).ok_or(TokenError::BadSignature)?;
+        let body = serde_json::to_vec(claims).map_err(|_| TokenError::Malformed)?;
+        self.sign_payload(&claims.iss, &body)
+    }
+
+    /// Signs `payload` as a token's claims part, byte for byte, with the
+    /// secret of `iss`, whatever the bytes are: how tests and the fuzz
+    /// targets reach the checks that run after the signature.
+    pub fn sign_payload(&self, iss: &str, payload: &[u8]) -> Result<String, TokenError> {
+        let key = self.keys.get(iss).ok_or(TokenError::BadSignature)?;
         let header = Header {
             alg: "HS256".into(),
             typ: Some("JWT".into()),
         };
         let encode = |v: &[u8]| URL_SAFE_NO_PAD.encode(v);
         let header = serde_json::to_vec(&header).map_err(|_| TokenError::Malformed)?;
-        let body = serde_json::to_vec(claims).map_err(|_| TokenError::Malformed)?;
-        let signing_input = format!("{}.{}", encode(&header), encode(&body));
+        let signing_input = format!("{}.{}", encode(&header), encode(payload));
         let tag = hmac::sign(key, signing_input.as_bytes());
         Ok(format!("{signing_input}.{}", encode(tag.as_ref())))
     }
@@ -165,8 +172,18 @@ impl KeyRing {
         let signing_input = &token[..h.len() + 1 + b.len()];
         hmac::verify(key, signing_input.as_bytes(), &signature)
             .map_err(|_| TokenError::BadSignature)?;
-        if claims.exp + LEEWAY_SECS <= now || claims.nbf.is_some_and(|nbf| nbf > now + LEEWAY_SECS)
-        {
+        // `exp + LEEWAY_SECS <= now` and `nbf > now + LEEWAY_SECS`, as
+        // differences: `exp` and `nbf` are the sender's numbers and no sum
+        // of them may overflow. `exp = u64::MAX` never expires
+        // (docs/protocol.md, "Access tokens").
+        let expired = now
+            .checked_sub(claims.exp)
+            .is_some_and(|late| late >= LEEWAY_SECS);
+        let not_yet_valid = claims
+            .nbf
+            .and_then(|nbf| nbf.checked_sub(now))
+            .is_some_and(|early| early > LEEWAY_SECS);
+        if expired || not_yet_valid {
             return Err(TokenError::Expired);
         }
         Ok(claims)
@@ -275,5 +292,65 @@ mod tests {
             good.split('.').nth(1).unwrap()
         );
         assert_eq!(ring().verify(&none_alg, 1500), Err(TokenError::Malformed));
+    }
+
+    #[test]
+    fn exp_u64_max_never_expires() {
+        // Before saturating arithmetic, `exp + LEEWAY_SECS` panicked here in
+        // a debug build.
+        let forever = claims("devkey", u64::MAX);
+        let t = ring().sign(&forever).unwrap();
+        assert_eq!(ring().verify(&t, 1500), Ok(forever.clone()));
+        assert_eq!(ring().verify(&t, u64::MAX), Ok(forever.clone()));
+        // Near the end of time the leeway is still exact.
+        let almost = claims("devkey", u64::MAX - 9);
+        let t = ring().sign(&almost).unwrap();
+        assert_eq!(ring().verify(&t, u64::MAX), Ok(almost));
+        let t = ring().sign(&claims("devkey", u64::MAX - 10)).unwrap();
+        assert_eq!(ring().verify(&t, u64::MAX), Err(TokenError::Expired));
+    }
+
+    #[test]
+    fn nbf_u64_max_is_not_yet_valid() {
+        let mut never_valid = claims("devkey", u64::MAX);
+        never_valid.nbf = Some(u64::MAX);
+        let t = ring().sign(&never_valid).unwrap();
+        assert_eq!(ring().verify(&t, 1500), Err(TokenError::Expired));
+        // Within the leeway of the end of time it turns valid, without
+        // `now + LEEWAY_SECS` overflowing on the way.
+        assert_eq!(ring().verify(&t, u64::MAX - 11), Err(TokenError::Expired));
+        assert_eq!(ring().verify(&t, u64::MAX - 10), Ok(never_valid.clone()));
+        assert_eq!(ring().verify(&t, u64::MAX), Ok(never_valid));
+    }
+
+    #[test]
+    fn out_of_range_times_are_malformed() {
+        // Correctly signed, but no u64: refused before any arithmetic.
+        for body in [
+            r#"{"iss":"devkey","sub":"a","iat":1,"exp":18446744073709551616}"#,
+            r#"{"iss":"devkey","sub":"a","iat":1,"exp":-1}"#,
+            r#"{"iss":"devkey","sub":"a","iat":1,"exp":1e30}"#,
+            r#"{"iss":"devkey","sub":"a","iat":1,"exp":2000,"nbf":-5}"#,
+        ] {
+            let t = ring().sign_payload("devkey", body.as_bytes()).unwrap();
+            assert_eq!(
+                ring().verify(&t, 1500),
+                Err(TokenError::Malformed),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn sign_payload_signs_the_bytes_given() {
+        let body = br#"{"iss":"devkey","sub":"a","iat":1,"exp":2000}"#;
+        let t = ring().sign_payload("devkey", body).unwrap();
+        let part = t.split('.').nth(1).unwrap();
+        assert_eq!(URL_SAFE_NO_PAD.decode(part).unwrap(), body);
+        assert_eq!(ring().verify(&t, 1500).unwrap().exp, 2000);
+        assert_eq!(
+            ring().sign_payload("nokey", body),
+            Err(TokenError::BadSignature)
+        );
     }
 }

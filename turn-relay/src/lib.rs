@@ -18,6 +18,8 @@
 mod auth;
 mod batch;
 mod filter;
+#[doc(hidden)]
+pub mod fuzz_support;
 mod metrics;
 mod proto;
 mod relay;

@@ -245,22 +245,26 @@ pub(crate) fn frame_channel_data(
 }
 
 /// Puts a Data indication header (XOR-PEER-ADDRESS, DATA) in front of the
-/// `len` payload bytes at `buf[HEADROOM..]`, padding included.
+/// `len` payload bytes at `buf[HEADROOM..]`, padding included. `None`, and
+/// `buf` untouched, when the message would be longer than its 16-bit length
+/// field can say (a ChannelData frame from a TCP client may carry up to
+/// 65535 bytes; a Data indication around them cannot).
 #[inline]
 pub(crate) fn frame_data_indication(
     buf: &mut [u8],
     peer: SocketAddr,
     len: usize,
     txid: &[u8; 12],
-) -> std::ops::Range<usize> {
+) -> Option<std::ops::Range<usize>> {
     let alen = if peer.is_ipv4() { 8 } else { 20 };
     let start = HEADROOM - (HEADER + 4 + alen + 4);
     let padded = (len + 3) & !3;
+    let body = u16::try_from(4 + alen + 4 + padded).ok()?;
+    let data_len = u16::try_from(len).ok()?;
     buf[HEADROOM + len..HEADROOM + padded].fill(0);
-    let body = 4 + alen + 4 + padded;
     let h = &mut buf[start..HEADROOM];
     h[0..2].copy_from_slice(&DATA_INDICATION.to_be_bytes());
-    h[2..4].copy_from_slice(&(body as u16).to_be_bytes());
+    h[2..4].copy_from_slice(&body.to_be_bytes());
     h[4..8].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
     h[8..20].copy_from_slice(txid);
     h[20..22].copy_from_slice(&ATTR_XOR_PEER_ADDRESS.0.to_be_bytes());
@@ -286,8 +290,8 @@ pub(crate) fn frame_data_indication(
     }
     let d = 24 + alen;
     h[d..d + 2].copy_from_slice(&ATTR_DATA.0.to_be_bytes());
-    h[d + 2..d + 4].copy_from_slice(&(len as u16).to_be_bytes());
-    start..HEADROOM + padded
+    h[d + 2..d + 4].copy_from_slice(&data_len.to_be_bytes());
+    Some(start..HEADROOM + padded)
 }
 
 #[cfg(test)]
@@ -304,7 +308,7 @@ mod tests {
             let mut buf = vec![0u8; HEADROOM + 64 + TAILROOM];
             let payload = b"hello, relay!";
             buf[HEADROOM..HEADROOM + payload.len()].copy_from_slice(payload);
-            let r = frame_data_indication(&mut buf, peer, payload.len(), &[7; 12]);
+            let r = frame_data_indication(&mut buf, peer, payload.len(), &[7; 12]).unwrap();
             let m = decode(&buf[r]).expect("decodes");
             assert_eq!(m.typ, MessageType::new(METHOD_DATA, CLASS_INDICATION));
             let mut pa = PeerAddress::default();
@@ -314,6 +318,34 @@ mod tests {
             d.get_from(&m).unwrap();
             assert_eq!(&d.0, payload);
             assert_eq!(peer_addresses(&m).unwrap(), vec![peer]);
+        }
+    }
+
+    #[test]
+    fn a_data_indication_never_outgrows_its_length_field() {
+        for (peer, fits) in [("192.0.2.7:4000", 65_516), ("[2001:db8::7]:4000", 65_504)] {
+            let peer: SocketAddr = peer.parse().unwrap();
+            let mut buf = vec![0x5Au8; HEADROOM + 65_536 + TAILROOM];
+            // The largest payload that fits: the length field says 65532.
+            let r = frame_data_indication(&mut buf, peer, fits, &[7; 12]).unwrap();
+            assert_eq!(&buf[r.start + 2..r.start + 4], &65_532u16.to_be_bytes());
+            let m = decode(&buf[r]).expect("decodes");
+            let mut d = Data::default();
+            d.get_from(&m).unwrap();
+            assert_eq!(d.0.len(), fits);
+            // One more byte (padded to four) would wrap the 16-bit length
+            // (before the check: a header saying 0..4 bytes): refused, and
+            // the buffer left as it was.
+            let mut buf = vec![0x5Au8; HEADROOM + 65_536 + TAILROOM];
+            assert_eq!(
+                frame_data_indication(&mut buf, peer, fits + 1, &[7; 12]),
+                None
+            );
+            assert_eq!(
+                frame_data_indication(&mut buf, peer, 65_535, &[7; 12]),
+                None
+            );
+            assert!(buf.iter().all(|&b| b == 0x5A));
         }
     }
 

@@ -52,7 +52,7 @@ const ROUNDS: usize = 8;
 /// Where client datagrams are received in their slot: a ChannelData
 /// payload then starts at `HEADROOM`, where a header for another client
 /// can be written in front of it.
-const CLIENT_AT: usize = HEADROOM - 4;
+pub(crate) const CLIENT_AT: usize = HEADROOM - 4;
 
 /// What the server handle tells the relay thread.
 pub(crate) enum Control {
@@ -246,9 +246,10 @@ struct Tally {
     no_permission: u64,
     rate_limited: u64,
     malformed: u64,
+    too_big: u64,
 }
 
-struct Relay {
+pub(crate) struct Relay {
     cfg: Arc<TurnConfig>,
     poll: Poll,
     /// Kept open here; used through `listener_fd`.
@@ -287,7 +288,7 @@ fn unix_now() -> u64 {
 }
 
 impl Relay {
-    fn new(
+    pub(crate) fn new(
         cfg: Arc<TurnConfig>,
         poll: Poll,
         listener: Option<mio::net::UdpSocket>,
@@ -367,6 +368,11 @@ impl Relay {
                 next_sweep = now + SWEEP_EVERY;
             }
         }
+        self.remove_all();
+    }
+
+    /// Frees every allocation.
+    pub(crate) fn remove_all(&mut self) {
         let slots: Vec<usize> = self.allocs.iter().map(|(k, _)| k).collect();
         for slot in slots {
             self.remove(slot);
@@ -388,10 +394,11 @@ impl Relay {
         m.dropped("no_permission", t.no_permission);
         m.dropped("rate_limited", t.rate_limited);
         m.dropped("malformed", t.malformed);
+        m.dropped("too_big", t.too_big);
     }
 
     /// False on shutdown.
-    fn drain_control(&mut self, now: Instant) -> bool {
+    pub(crate) fn drain_control(&mut self, now: Instant) -> bool {
         match self.control.try_recv() {
             Ok(Control::Shutdown) => return false,
             Err(mpsc::TryRecvError::Empty) => {}
@@ -446,23 +453,8 @@ impl Relay {
             for i in 0..n {
                 let (len, from) = batch.got[i];
                 let Some(from) = from else { continue };
-                if len == usize::MAX || len < 4 {
-                    self.tally.malformed += 1;
-                    continue;
-                }
-                let slot = batch.slot_mut(i);
-                if proto::is_channel_data(slot[CLIENT_AT]) {
-                    self.channel_data_to_peer(ClientKey::Udp(from), slot, len, now, true);
-                } else {
-                    // A request may close a relay socket whose descriptor a
-                    // new one then reuses: what is queued goes out first.
-                    self.flush_to_peers();
-                    self.flush_to_clients();
-                    let data = &slot[CLIENT_AT..CLIENT_AT + len];
-                    let reply = self.on_stun(ClientKey::Udp(from), from, data, now);
-                    if let Some(reply) = reply {
-                        send_one(self.listener_fd, &from, &reply);
-                    }
+                if let Some(reply) = self.on_client_datagram(from, batch.slot_mut(i), len, now) {
+                    send_one(self.listener_fd, &from, &reply);
                 }
             }
             self.flush_to_peers();
@@ -478,14 +470,42 @@ impl Relay {
         more
     }
 
-    fn flush_to_peers(&mut self) {
+    /// One datagram from a client on the UDP listener, at
+    /// `slot[CLIENT_AT..CLIENT_AT + len]` (`len` `usize::MAX` when the
+    /// kernel truncated it): ChannelData is queued for its peer (batched:
+    /// `slot` must live until the next flush), a STUN message handled.
+    /// Returns the reply to send back, if any.
+    pub(crate) fn on_client_datagram(
+        &mut self,
+        from: SocketAddr,
+        slot: &mut [u8],
+        len: usize,
+        now: Instant,
+    ) -> Option<Vec<u8>> {
+        if len == usize::MAX || len < 4 {
+            self.tally.malformed += 1;
+            return None;
+        }
+        if proto::is_channel_data(slot[CLIENT_AT]) {
+            self.channel_data_to_peer(ClientKey::Udp(from), slot, len, now, true);
+            return None;
+        }
+        // A request may close a relay socket whose descriptor a new one
+        // then reuses: what is queued goes out first.
+        self.flush_to_peers();
+        self.flush_to_clients();
+        let data = &slot[CLIENT_AT..CLIENT_AT + len];
+        self.on_stun(ClientKey::Udp(from), from, data, now)
+    }
+
+    pub(crate) fn flush_to_peers(&mut self) {
         if !self.to_peers.is_empty() {
             let sent = self.to_peers.flush();
             self.metrics.dropped("send_failed", sent.failed);
         }
     }
 
-    fn flush_to_clients(&mut self) {
+    pub(crate) fn flush_to_clients(&mut self) {
         if !self.to_clients.is_empty() {
             let sent = self.to_clients.flush();
             self.metrics.dropped("send_failed", sent.failed);
@@ -644,7 +664,13 @@ impl Relay {
             None => {
                 let c = u64::from_be_bytes(self.txid[4..].try_into().unwrap_or_default());
                 self.txid[4..].copy_from_slice(&c.wrapping_add(1).to_be_bytes());
-                proto::frame_data_indication(buf, from, len, &self.txid)
+                match proto::frame_data_indication(buf, from, len, &self.txid) {
+                    Some(range) => range,
+                    None => {
+                        self.tally.too_big += 1;
+                        return;
+                    }
+                }
             }
         };
         match a.client {
@@ -725,12 +751,22 @@ impl Relay {
         Reply::error(m, code).finish(key)
     }
 
+    /// The relayed address of every allocation.
+    pub(crate) fn relayed_addrs(&self) -> Vec<SocketAddr> {
+        self.by_relay.keys().copied().collect()
+    }
+
+    /// A NONCE this relay accepts from `from` now (what a 401 hands out).
+    pub(crate) fn issue_nonce(&self, from: SocketAddr) -> String {
+        self.nonces.issue(from, unix_now())
+    }
+
     /// 401 or 438: REALM and a fresh NONCE, no integrity.
     fn challenge(&self, m: &Message, code: u16, from: SocketAddr) -> Vec<u8> {
         self.metrics.error(code);
         let mut r = Reply::error(m, code);
         r.add_raw(ATTR_REALM, self.cfg.realm.as_bytes());
-        r.add_raw(ATTR_NONCE, self.nonces.issue(from, unix_now()).as_bytes());
+        r.add_raw(ATTR_NONCE, self.issue_nonce(from).as_bytes());
         r.finish(None)
     }
 
