@@ -3,6 +3,7 @@
 # one after the other, and fails when one of them crashes.
 #
 #   scripts/fuzz.sh [seconds-per-target] [target...]
+#   scripts/fuzz.sh --build-only      (fetch and build, run nothing)
 #
 # Defaults: 20 seconds, every target (`cargo fuzz list`). Needs cargo-fuzz
 # (`cargo install cargo-fuzz --locked`); RUSTC_BOOTSTRAP=1 lets the stable
@@ -18,6 +19,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+build_only=""
+if [ "${1:-}" = "--build-only" ]; then build_only=1; shift; fi
 seconds=${1:-20}
 shift || true
 if ! [[ $seconds =~ ^[0-9]+$ ]] || [ "$seconds" -lt 1 ]; then
@@ -39,6 +42,7 @@ fi
 
 echo "fuzz: building ${targets[*]}"
 cargo fuzz build "${build_flags[@]}" >/dev/null
+if [ -n "$build_only" ]; then exit 0; fi
 
 crashed=()
 logs=fuzz/target/logs

@@ -26,6 +26,9 @@ command -v node >/dev/null 2>&1 || apt_install nodejs npm
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  cargo install --locked cargo-fuzz
+fi
 if [ ! -d tests/browser/node_modules/playwright-core ]; then
   (cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
 fi
@@ -44,6 +47,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "building"
 cargo build --workspace --locked
 cargo nextest run --workspace --locked --no-run
+# The fuzz targets (their own workspace, release with overflow checks);
+# built here, where the registry is reachable, and run offline below.
+./scripts/fuzz.sh --build-only
 
 # Everything below runs offline, on loopback only.
 run_isolated() {
@@ -84,3 +90,6 @@ run_isolated bash -c 'with_postgres "$@"' _ cargo nextest run --workspace --lock
 
 step "browser test (headless Chromium, fake camera and microphone)"
 TEST_CALLGATE_BIN="$root/target/debug/callgate" run_isolated node --test tests/browser/
+
+step "fuzz targets, 20 s each (a crash fails the suite; SECURITY.md has the long runs)"
+run_isolated ./scripts/fuzz.sh 20
