@@ -139,10 +139,13 @@ impl FuzzRelay {
         if !self.stream_replies.iter().any(|(i, _)| *i == id) {
             let (tx, rx) = tokio::sync::mpsc::channel(64);
             self.stream_replies.push((id, rx));
+            // Nobody waits for the authentication notice here.
+            let (authenticated, _) = tokio::sync::oneshot::channel();
             self.stream_event(StreamEvent::Open {
                 id,
                 remote: from,
                 tx,
+                authenticated,
             });
         }
         self.stream_event(StreamEvent::Frame { id, frame });
