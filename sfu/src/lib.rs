@@ -10,6 +10,7 @@
 #[doc(hidden)]
 pub mod bench_support;
 mod config;
+mod dtls_flight;
 mod engine;
 #[doc(hidden)]
 pub mod fuzz_support;

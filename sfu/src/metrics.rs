@@ -13,6 +13,7 @@ pub struct SfuMetrics {
     bytes: IntCounterVec,
     nacks: IntCounterVec,
     plis: IntCounterVec,
+    dtls_flight_resends: IntCounterVec,
     drops: IntCounterVec,
     tcp_connections: IntGaugeVec,
     /// Connections still sending their first frame.
@@ -73,6 +74,12 @@ impl SfuMetrics {
                 "Keyframe requests (PLI) sent to publishers",
                 &["worker"],
             )?,
+            dtls_flight_resends: counter(
+                registry,
+                "callgate_dtls_flight_resends_total",
+                "DTLS handshake datagrams sent again because the client repeated its flight (a flight of ours was lost)",
+                &["worker"],
+            )?,
             drops: counter(
                 registry,
                 "callgate_dropped_packets_total",
@@ -126,6 +133,7 @@ impl SfuMetrics {
             bytes_out: self.bytes.with_label_values(&[w.as_str(), "out"]),
             nacks: self.nacks.with_label_values(&[&w]),
             plis: self.plis.with_label_values(&[&w]),
+            dtls_flight_resends: self.dtls_flight_resends.with_label_values(&[&w]),
             drop_unknown_source: drop("unknown_source"),
             drop_malformed: drop("malformed"),
             drop_unroutable: drop("unroutable"),
@@ -221,6 +229,8 @@ pub(crate) struct WorkerMetrics {
     pub bytes_out: IntCounter,
     pub nacks: IntCounter,
     pub plis: IntCounter,
+    /// DTLS datagrams of ours sent again (module `dtls_flight`).
+    pub dtls_flight_resends: IntCounter,
     /// Datagrams from an address no transport knows, that are not a STUN
     /// request for a known ICE username.
     pub drop_unknown_source: IntCounter,

@@ -32,6 +32,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::config::SfuConfig;
+use crate::dtls_flight::{FlightReplay, Inbound};
 use crate::engine::new_peer_connection;
 use crate::ids;
 use crate::metrics::WorkerMetrics;
@@ -81,6 +82,8 @@ struct Transport {
     /// Its participant's media is held (`Participant::media_held`): kept
     /// here too, so the forwarding loop reads it from the transport it holds.
     media_held: bool,
+    /// Our last DTLS flight, sent again when the client repeats its own.
+    flights: FlightReplay,
 }
 
 /// Datagrams kept per transport while its remote description is on its way.
@@ -354,6 +357,19 @@ impl Shard {
             transport.addrs.push(route);
             self.by_addr.insert(route, id);
         }
+        if transport.flights.inbound(data) == Inbound::Retransmission {
+            // rtc-dtls does not answer a repeated client flight (module
+            // `dtls_flight`); we do, with what it sent last time.
+            for payload in transport.flights.resend(now) {
+                self.metrics.dtls_flight_resends.inc();
+                self.metrics.bytes_out.inc_by(payload.len() as u64);
+                self.transmits.push_back(Transmit {
+                    protocol,
+                    to: from,
+                    payload,
+                });
+            }
+        }
         // A client starts its checks as soon as it has our offer, before
         // its answer reaches us; the ICE agent cannot judge them yet and
         // would drop them, costing a retransmission (200 ms of join time).
@@ -513,6 +529,7 @@ impl Shard {
             t.queued = false;
             while let Some(out) = t.pc.poll_write() {
                 self.metrics.bytes_out.inc_by(out.message.len() as u64);
+                t.flights.outbound(&out.message);
                 self.transmits.push_back(Transmit {
                     protocol: out.transport.transport_protocol,
                     to: out.transport.peer_addr,
@@ -948,6 +965,7 @@ impl Shard {
                 queued: false,
                 early: Vec::new(),
                 media_held,
+                flights: FlightReplay::default(),
             },
         );
         Ok(id)

@@ -1,0 +1,332 @@
+//! Resends our last DTLS handshake flight when the client retransmits its
+//! own (RFC 6347 §4.2.4: "when a peer receives a retransmitted flight, it
+//! retransmits its last flight").
+//!
+//! The server is always the DTLS server, so the client's timers drive the
+//! handshake: if our flight is lost, the client sends its previous flight
+//! again and expects ours in reply. rtc-dtls 0.21's handshaker does not do
+//! that: on any handshake packet it clears its retransmission timer, finds
+//! nothing new, and waits, so one lost server flight (ServerHello …
+//! ServerHelloDone, or ChangeCipherSpec + Finished) leaves the transport
+//! "connecting" for ever while the client retries. We cannot change rtc, so
+//! this works on datagrams around it: it remembers the DTLS datagrams we
+//! sent in answer to each new client flight, recognises a retransmitted
+//! client flight by its handshake message sequence numbers, and sends the
+//! remembered datagrams again. The client ignores duplicates of records it
+//! already has (their record sequence numbers repeat), so a needless resend
+//! costs only bandwidth.
+//!
+//! It reads record headers only (RFC 6347 §4.1: type, version, epoch,
+//! sequence number, length) and the handshake header of epoch-0 records
+//! (type, length, message_seq); it never decrypts anything.
+
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+
+/// Most datagrams kept for one flight (a certificate chain takes a few).
+const MAX_FLIGHT_DATAGRAMS: usize = 8;
+/// A retransmitted client flight of several datagrams gets one resend.
+const MIN_RESEND_INTERVAL: Duration = Duration::from_millis(20);
+
+const RECORD_HEADER: usize = 13;
+const HANDSHAKE_HEADER: usize = 12;
+const CONTENT_HANDSHAKE: u8 = 22;
+
+/// RFC 7983: a first byte of 20–63 is DTLS.
+pub(crate) fn is_dtls(data: &[u8]) -> bool {
+    matches!(data.first(), Some(20..=63))
+}
+
+/// RFC 7983: a first byte of 128–191 is RTP or RTCP.
+fn is_rtp_or_rtcp(data: &[u8]) -> bool {
+    matches!(data.first(), Some(128..=191))
+}
+
+/// What identifies a record's content regardless of its record sequence
+/// number: an rtc retransmission of the same flight has the same keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RecordKey {
+    content_type: u8,
+    epoch: u16,
+    /// Epoch-0 handshake: (message_seq, fragment offset); else the length.
+    detail: (u16, u32),
+}
+
+/// The records of a DTLS datagram, as far as they are well-formed.
+fn records(data: &[u8]) -> Vec<RecordKey> {
+    let mut keys = Vec::new();
+    let mut rest = data;
+    while rest.len() >= RECORD_HEADER {
+        let content_type = rest[0];
+        let epoch = u16::from_be_bytes([rest[3], rest[4]]);
+        let length = usize::from(u16::from_be_bytes([rest[11], rest[12]]));
+        let Some(fragment) = rest.get(RECORD_HEADER..RECORD_HEADER + length) else {
+            break;
+        };
+        let detail = if content_type == CONTENT_HANDSHAKE
+            && epoch == 0
+            && fragment.len() >= HANDSHAKE_HEADER
+        {
+            let message_seq = u16::from_be_bytes([fragment[4], fragment[5]]);
+            let offset = u32::from_be_bytes([0, fragment[6], fragment[7], fragment[8]]);
+            (message_seq, offset)
+        } else {
+            (u16::MAX, length as u32)
+        };
+        keys.push(RecordKey {
+            content_type,
+            epoch,
+            detail,
+        });
+        rest = &rest[RECORD_HEADER + length..];
+    }
+    keys
+}
+
+/// The highest handshake message_seq among a datagram's epoch-0 records.
+fn highest_message_seq(keys: &[RecordKey]) -> Option<u16> {
+    keys.iter()
+        .filter(|k| k.content_type == CONTENT_HANDSHAKE && k.epoch == 0)
+        .map(|k| k.detail.0)
+        .max()
+}
+
+/// What an inbound datagram means for the handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Inbound {
+    /// Not part of the handshake (or the handshake is over).
+    Other,
+    /// A client flight we had not seen.
+    NewFlight,
+    /// A client flight seen before: send our last flight again.
+    Retransmission,
+}
+
+/// One transport's view of its DTLS handshake.
+#[derive(Debug, Default)]
+pub(crate) struct FlightReplay {
+    /// Highest handshake message_seq the client has sent.
+    client_seq: Option<u16>,
+    /// The client flight (its `client_seq`) `flight` answers.
+    answers: Option<u16>,
+    /// Our DTLS datagrams in answer to it, and their record keys.
+    flight: Vec<(BytesMut, Vec<RecordKey>)>,
+    last_resend: Option<Instant>,
+    /// The client sent media: it has finished the handshake.
+    over: bool,
+}
+
+impl FlightReplay {
+    /// Classifies a datagram from the client.
+    pub(crate) fn inbound(&mut self, data: &[u8]) -> Inbound {
+        if self.over {
+            return Inbound::Other;
+        }
+        if is_rtp_or_rtcp(data) {
+            // SRTP needs the keys of a finished handshake.
+            self.over = true;
+            self.flight = Vec::new();
+            return Inbound::Other;
+        }
+        if !is_dtls(data) {
+            return Inbound::Other;
+        }
+        let Some(seq) = highest_message_seq(&records(data)) else {
+            return Inbound::Other;
+        };
+        match self.client_seq {
+            Some(seen) if seq <= seen => Inbound::Retransmission,
+            _ => {
+                self.client_seq = Some(seq);
+                Inbound::NewFlight
+            }
+        }
+    }
+
+    /// Notes a datagram we send the client.
+    pub(crate) fn outbound(&mut self, data: &BytesMut) {
+        if self.over || !is_dtls(data) {
+            return;
+        }
+        if self.answers != self.client_seq {
+            self.answers = self.client_seq;
+            self.flight.clear();
+        }
+        let keys = records(data);
+        let known = self.flight.iter().any(|(_, k)| *k == keys);
+        if !known && self.flight.len() < MAX_FLIGHT_DATAGRAMS {
+            self.flight.push((data.clone(), keys));
+        }
+    }
+
+    /// The datagrams to send again for a retransmitted client flight (none
+    /// within `MIN_RESEND_INTERVAL` of the last resend).
+    pub(crate) fn resend(&mut self, now: Instant) -> Vec<BytesMut> {
+        if self
+            .last_resend
+            .is_some_and(|at| now < at + MIN_RESEND_INTERVAL)
+        {
+            return Vec::new();
+        }
+        self.last_resend = Some(now);
+        self.flight.iter().map(|(d, _)| d.clone()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A DTLS record: `content_type`, `epoch`, record `seq`, and for a
+    /// handshake record a handshake header with `message_seq`.
+    fn record(content_type: u8, epoch: u16, seq: u8, message_seq: Option<u16>) -> Vec<u8> {
+        let mut body = Vec::new();
+        if let Some(m) = message_seq {
+            body.extend_from_slice(&[1, 0, 0, 4]);
+            body.extend_from_slice(&m.to_be_bytes());
+            body.extend_from_slice(&[0, 0, 0, 0, 0, 4, 9, 9, 9, 9]);
+        } else {
+            body.extend_from_slice(&[1]);
+        }
+        let mut r = vec![content_type, 0xfe, 0xfd];
+        r.extend_from_slice(&epoch.to_be_bytes());
+        r.extend_from_slice(&[0, 0, 0, 0, 0, seq]);
+        r.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        r.extend_from_slice(&body);
+        r
+    }
+
+    #[test]
+    fn a_repeated_client_flight_gets_our_last_flight_again() {
+        let now = Instant::now();
+        let mut replay = FlightReplay::default();
+        let client_hello = record(22, 0, 0, Some(0));
+        assert_eq!(replay.inbound(&client_hello), Inbound::NewFlight);
+        let server_flight = BytesMut::from(&record(22, 0, 0, Some(0))[..]);
+        replay.outbound(&server_flight);
+        // rtc's own retransmission of it: same content, new record number.
+        replay.outbound(&BytesMut::from(&record(22, 0, 7, Some(0))[..]));
+        let again = record(22, 0, 1, Some(0));
+        assert_eq!(replay.inbound(&again), Inbound::Retransmission);
+        assert_eq!(replay.resend(now), vec![server_flight.clone()]);
+        assert!(replay.resend(now + Duration::from_millis(5)).is_empty());
+
+        // The next client flight replaces what is kept.
+        let flight5 = [record(22, 0, 1, Some(1)), record(20, 0, 2, None)].concat();
+        assert_eq!(replay.inbound(&flight5), Inbound::NewFlight);
+        let flight6 =
+            BytesMut::from(&[record(20, 0, 1, None), record(22, 1, 0, None)].concat()[..]);
+        replay.outbound(&flight6);
+        assert_eq!(replay.inbound(&flight5), Inbound::Retransmission);
+        assert_eq!(replay.resend(now + Duration::from_secs(1)), vec![flight6]);
+
+        // Media from the client ends it.
+        assert_eq!(replay.inbound(&[0x80, 96, 0, 1]), Inbound::Other);
+        assert_eq!(replay.inbound(&flight5), Inbound::Other);
+        assert!(replay.flight.is_empty());
+    }
+
+    #[test]
+    fn garbage_is_no_flight() {
+        let mut replay = FlightReplay::default();
+        assert_eq!(replay.inbound(&[22, 0xfe]), Inbound::Other);
+        assert_eq!(replay.inbound(&[22; 40]), Inbound::Other);
+        assert_eq!(replay.inbound(&[0, 1, 0, 0]), Inbound::Other);
+        let mut truncated = record(22, 0, 0, Some(3));
+        truncated.truncate(20);
+        assert_eq!(replay.inbound(&truncated), Inbound::Other);
+        assert!(replay.client_seq.is_none());
+    }
+
+    /// A publisher's handshake on simulated time over a link that loses
+    /// the server's `lose`-th DTLS datagram (counting from 0): how long it
+    /// took to connect, if it did within a minute.
+    fn connect_losing(lose: Option<usize>) -> (Option<Duration>, usize) {
+        use crate::bench_support::{ROOM, client, join_request, loopback, new_shard, video_track};
+        use rtc::peer_connection::event::RTCPeerConnectionEvent;
+        use rtc::peer_connection::sdp::RTCSessionDescription;
+        use rtc::peer_connection::state::RTCPeerConnectionState;
+        use rtc::sansio::Protocol;
+        use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+
+        let start = Instant::now();
+        let mut now = start;
+        let (mut shard, server) = new_shard(Duration::from_millis(500));
+        let addr = loopback(2, 10_000);
+        let mut pc = client(addr, now);
+        let (_joined, sid) = shard.join(now, join_request("publisher")).unwrap();
+        pc.add_track(video_track(0x5eed)).unwrap();
+        let offer = pc.create_offer(None).unwrap();
+        pc.set_local_description(now, offer).unwrap();
+        let sdp = pc.local_description().unwrap().sdp;
+        let answer = shard.publish_offer(now, ROOM, &sid, sdp).unwrap();
+        pc.set_remote_description(now, RTCSessionDescription::answer(answer).unwrap())
+            .unwrap();
+        let mut server_dtls = 0;
+        while now < start + Duration::from_secs(60) {
+            let _ = pc.handle_timeout(now);
+            while let Some(out) = pc.poll_write() {
+                shard.handle_datagram(now, TransportProtocol::UDP, addr, &out.message);
+            }
+            while let Some(event) = pc.poll_event() {
+                if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(
+                    RTCPeerConnectionState::Connected,
+                ) = event
+                {
+                    return (Some(now - start), server_dtls);
+                }
+            }
+            shard.handle_timeout(now);
+            let mut delivered = false;
+            while let Some(t) = shard.poll_transmit() {
+                if is_dtls(&t.payload) {
+                    server_dtls += 1;
+                    if lose == Some(server_dtls - 1) {
+                        continue;
+                    }
+                }
+                delivered = true;
+                let _ = pc.handle_read(TaggedBytesMut {
+                    now,
+                    transport: TransportContext {
+                        local_addr: addr,
+                        peer_addr: server,
+                        ecn: None,
+                        transport_protocol: TransportProtocol::UDP,
+                    },
+                    message: t.payload,
+                });
+            }
+            if !delivered {
+                // Nothing in flight: on to the next timer of either side.
+                let next = [pc.poll_timeout(), shard.poll_timeout()]
+                    .into_iter()
+                    .flatten()
+                    .filter(|at| *at > now)
+                    .min()
+                    .unwrap_or(now + Duration::from_millis(10));
+                now = next.min(now + Duration::from_millis(100));
+            }
+        }
+        (None, server_dtls)
+    }
+
+    #[test]
+    fn the_handshake_completes_whichever_server_flight_is_lost() {
+        let (clean, sent) = connect_losing(None);
+        let clean = clean.expect("a lossless handshake connects");
+        assert!(sent >= 2, "the server sent {sent} DTLS datagrams");
+        for lose in 0..sent {
+            let (took, _) = connect_losing(Some(lose));
+            let took = took.unwrap_or_else(|| {
+                panic!("no connection in 60 s after losing server DTLS datagram {lose} of {sent}")
+            });
+            // The client's retransmission timer (1 s, doubling) sets the pace.
+            assert!(
+                took <= clean + Duration::from_secs(10),
+                "losing datagram {lose}: {took:?}"
+            );
+        }
+    }
+}
