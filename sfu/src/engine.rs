@@ -209,7 +209,8 @@ fn build(
         .with_lite(true)
         .with_ice_credentials(ufrag.to_owned(), pwd.to_owned())
         .with_answering_dtls_role(RTCDtlsRole::Server)
-        // GCM costs about 40% less per packet than AES-CM (rtc-notes.md);
+        // GCM costs about 40% less per packet than AES-CM (measured on
+        // rtc 0.21's send path);
         // AES-CM stays for clients that lack GCM.
         .with_srtp_protection_profiles(vec![
             SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm,

@@ -399,7 +399,8 @@ impl Shard {
     }
 
     /// The address our candidate for `protocol` has: what rtc must see as
-    /// the local address of a datagram (rtc-notes.md).
+    /// the local address of a datagram: its ICE agent matches inbound
+    /// datagrams to a local candidate by that address and drops the rest.
     fn local_addr_for(&self, protocol: TransportProtocol) -> SocketAddr {
         match protocol {
             TransportProtocol::TCP => self.tcp_addr,
@@ -611,7 +612,7 @@ impl Shard {
             out.header.payload_type = payload_type;
             // Our own SSRC and payload type were checked when the payload type
             // was resolved; `handle_write` skips re-deriving sender parameters
-            // on every packet (rtc-notes.md).
+            // on every packet.
             match sub.pc.handle_write(TaggedRTCMessage {
                 now,
                 message: RTCMessage::RtpPacket(String::new(), out),
