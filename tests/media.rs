@@ -409,15 +409,7 @@ async fn a_refused_offer_leaves_the_publisher_ready_for_the_next() {
 
 /// The tracks `identity` has published in `room`, from the server API.
 async fn listed_tracks(server: &TestServer, room: &str, identity: &str) -> Vec<serde_json::Value> {
-    let listed = reqwest::Client::new()
-        .get(server.api(&format!("/v1/rooms/{room}/participants")))
-        .bearer_auth(admin_token())
-        .send()
-        .await
-        .unwrap()
-        .json::<serde_json::Value>()
-        .await
-        .unwrap();
+    let listed = api_json(server, &format!("/v1/rooms/{room}/participants")).await;
     listed["participants"]
         .as_array()
         .unwrap()

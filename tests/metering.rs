@@ -64,7 +64,7 @@ async fn a_payer_with_five_coins_at_sixty_a_minute_is_cut_after_five_seconds() {
     // A 1:1 call: the payee is disconnected too.
     left_at(&mut bob, "insufficient_balance").await;
 
-    let wallet = get(&server, "/v1/wallets/alice").await;
+    let wallet = api_json(&server, "/v1/wallets/alice").await;
     assert_eq!(
         (wallet["balance"].as_i64(), wallet["held"].as_i64()),
         (Some(0), Some(0)),
@@ -96,7 +96,7 @@ async fn a_credit_during_the_call_extends_it_at_once() {
         after >= Duration::from_secs(9) && after <= Duration::from_secs(11),
         "cut after {after:?}"
     );
-    let wallet = get(&server, "/v1/wallets/alice").await;
+    let wallet = api_json(&server, "/v1/wallets/alice").await;
     assert_eq!(wallet["balance"], 0);
     assert_eq!(
         balance(&server, "earnings:bob").await + balance(&server, "platform").await,
@@ -151,7 +151,7 @@ async fn a_second_call_of_the_same_payer_shortens_the_first() {
         "first call cut after {after:?}, not at the 10 s it had alone"
     );
     left_at(&mut alice_b, "insufficient_balance").await;
-    assert_eq!(get(&server, "/v1/wallets/alice").await["balance"], 0);
+    assert_eq!(api_json(&server, "/v1/wallets/alice").await["balance"], 0);
 }
 
 #[tokio::test]
@@ -182,7 +182,7 @@ async fn bad_money_requests_change_nothing() {
     }
     // The same payment again adds nothing.
     credit(&server, "dave", 50, "pay_ok").await;
-    assert_eq!(get(&server, "/v1/wallets/dave").await["balance"], 50);
+    assert_eq!(api_json(&server, "/v1/wallets/dave").await["balance"], 50);
 
     for query in [
         "from=yesterday",
@@ -222,7 +222,7 @@ async fn bad_money_requests_change_nothing() {
             reason: "billing_invalid".into()
         }
     );
-    assert_eq!(get(&server, "/v1/wallets/dave").await["balance"], 50);
+    assert_eq!(api_json(&server, "/v1/wallets/dave").await["balance"], 50);
 }
 
 /// Razorpay's `order.paid` (payment and order entities) for an order the
@@ -302,13 +302,13 @@ async fn payments_usage_and_exports_through_the_server() {
         200,
         "a redelivery is acknowledged"
     );
-    assert_eq!(get(&server, "/v1/wallets/alice").await["balance"], 120);
+    assert_eq!(api_json(&server, "/v1/wallets/alice").await["balance"], 120);
     let forged = razorpay_signature("not_the_secret", &body);
     assert_eq!(hook(body.clone(), forged).await, 401);
     let tampered = body.replace("\"120\"", "\"999\"");
     assert_ne!(tampered, body);
     assert_eq!(hook(tampered, razorpay_signature("x", "y")).await, 401);
-    assert_eq!(get(&server, "/v1/wallets/alice").await["balance"], 120);
+    assert_eq!(api_json(&server, "/v1/wallets/alice").await["balance"], 120);
 
     // A short paid call; everyone's minutes go to `usage`.
     let room = unique_room();
@@ -325,20 +325,6 @@ async fn payments_usage_and_exports_through_the_server() {
     left_at(&mut bob, "left").await;
 
     // The session is settled and exported; its coins reconcile with the ledger.
-    let export = |path: String| {
-        let url = server.api(&path);
-        async move {
-            reqwest::Client::new()
-                .get(url)
-                .bearer_auth(admin_token())
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        }
-    };
     let sessions = ended_sessions(&server, 1).await;
     assert_eq!(sessions.len(), 1);
     let s = &sessions[0];
@@ -349,19 +335,18 @@ async fn payments_usage_and_exports_through_the_server() {
     assert_eq!(s["end_reason"], "payer_left");
     let coins = s["coins"].as_i64().unwrap();
     assert_eq!(
-        get(&server, "/v1/wallets/alice").await["balance"],
+        api_json(&server, "/v1/wallets/alice").await["balance"],
         120 - coins
     );
-    let ledger = export("/v1/exports/ledger?format=jsonl".into()).await;
-    let charged: i64 = ledger
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+    let charged: i64 = export_rows(&server, "ledger")
+        .await
+        .iter()
         .filter(|p| p["debit"] == "wallet:alice" && p["session_id"] == s["session_id"])
         .map(|p| p["coins"].as_i64().unwrap())
         .sum();
     assert_eq!(charged, coins, "sessions reconcile with the ledger");
 
-    let usage = export("/v1/exports/usage?format=csv".into()).await;
+    let usage = api_text(&server, "/v1/exports/usage?format=csv").await;
     let mut readers = usage.lines();
     let header = readers.next().unwrap();
     assert!(header.contains("identity"), "{header}");
@@ -418,7 +403,7 @@ async fn razorpay_answers_refusals_with_200_and_counts_them() {
     let wallet = |user: &'static str| {
         let path = format!("/v1/wallets/{user}");
         let server = &server;
-        async move { get(server, &path).await }
+        async move { api_json(server, &path).await }
     };
 
     // A purchase at the table's price, then its redelivery.

@@ -152,15 +152,7 @@ async fn kill_9_mid_call_then_restart_settles_every_session_once() {
     );
 
     // Every session is closed, once; the ledger export balances.
-    let sessions = reqwest::Client::new()
-        .get(server.api("/v1/exports/sessions?format=jsonl"))
-        .bearer_auth(admin_token())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let sessions = api_text(&server, "/v1/exports/sessions?format=jsonl").await;
     let rows: Vec<Value> = sessions
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

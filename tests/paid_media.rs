@@ -200,7 +200,7 @@ async fn billing_terms_the_meter_would_refuse_are_refused_at_join() {
         );
     }
     // Nothing changed: no room was opened, the wallet is whole, no session.
-    let rooms = get(&server, "/v1/rooms").await;
+    let rooms = api_json(&server, "/v1/rooms").await;
     assert!(
         rooms["rooms"]
             .as_array()
@@ -209,7 +209,7 @@ async fn billing_terms_the_meter_would_refuse_are_refused_at_join() {
             .all(|r| r["name"] != room.as_str()),
         "{rooms}"
     );
-    assert_eq!(get(&server, "/v1/wallets/alice").await["balance"], 50);
+    assert_eq!(api_json(&server, "/v1/wallets/alice").await["balance"], 50);
     assert!(export_rows(&server, "sessions").await.is_empty());
 }
 

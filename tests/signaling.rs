@@ -105,15 +105,7 @@ async fn bad_tokens_are_refused_with_documented_close_codes() {
     );
 
     // None of it opened a room.
-    let rooms: serde_json::Value = reqwest::Client::new()
-        .get(server.api("/v1/rooms"))
-        .bearer_auth(admin_token())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rooms = api_json(&server, "/v1/rooms").await;
     assert_eq!(rooms["rooms"], json!([]));
 }
 
@@ -194,15 +186,7 @@ async fn bad_messages_get_an_error_and_the_connection_stays() {
     }
 
     // Still joined: the server API lists alice.
-    let list: serde_json::Value = reqwest::Client::new()
-        .get(server.api(&format!("/v1/rooms/{room}/participants")))
-        .bearer_auth(admin_token())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = api_json(&server, &format!("/v1/rooms/{room}/participants")).await;
     assert_eq!(list["participants"][0]["identity"], "alice");
 
     s.send(json!({"type": "leave"})).await;

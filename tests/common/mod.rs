@@ -905,6 +905,24 @@ pub fn payload_index(p: &[u8]) -> Option<u32> {
     }
 }
 
+/// GET `path` on the server API with an admin token; the body as text.
+pub async fn api_text(server: &TestServer, path: &str) -> String {
+    reqwest::Client::new()
+        .get(server.api(path))
+        .bearer_auth(admin_token())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// GET `path` on the server API with an admin token; the body as JSON.
+pub async fn api_json(server: &TestServer, path: &str) -> Value {
+    serde_json::from_str(&api_text(server, path).await).unwrap()
+}
+
 /// The text of the server's /metrics.
 pub async fn metrics_text(server: &TestServer) -> String {
     reqwest::get(server.api("/metrics"))

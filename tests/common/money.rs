@@ -38,18 +38,6 @@ pub async fn post(server: &TestServer, path: &str, body: Value) -> (u16, Value) 
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
-pub async fn get(server: &TestServer, path: &str) -> Value {
-    reqwest::Client::new()
-        .get(server.api(path))
-        .bearer_auth(admin_token())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 pub async fn credit(server: &TestServer, user: &str, coins: i64, reference: &str) {
     let (status, body) = post(
         server,
@@ -61,7 +49,7 @@ pub async fn credit(server: &TestServer, user: &str, coins: i64, reference: &str
 }
 
 pub async fn balance(server: &TestServer, account: &str) -> i64 {
-    get(server, &format!("/v1/accounts/{account}")).await["balance"]
+    api_json(server, &format!("/v1/accounts/{account}")).await["balance"]
         .as_i64()
         .unwrap()
 }
@@ -78,15 +66,8 @@ pub async fn join_with_media(server: &TestServer, token: &str) -> (Client, Local
 
 /// The rows of a JSON-lines export (`/v1/exports/<kind>?format=jsonl`).
 pub async fn export_rows(server: &TestServer, kind: &str) -> Vec<Value> {
-    reqwest::Client::new()
-        .get(server.api(&format!("/v1/exports/{kind}?format=jsonl")))
-        .bearer_auth(admin_token())
-        .send()
+    api_text(server, &format!("/v1/exports/{kind}?format=jsonl"))
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
         .collect()
