@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -198,18 +197,7 @@ async fn call_with_media(server: &TestServer, tcp_only: bool) {
     };
     let mut alice = join("alice").await;
     let bob = join("bob").await;
-    let mut tracks = [
-        (
-            LocalTrack::new(RtpCodecKind::Video, vp8(), 96),
-            "video/VP8",
-            1000,
-        ),
-        (
-            LocalTrack::new(RtpCodecKind::Audio, opus(), 111),
-            "audio/opus",
-            120,
-        ),
-    ];
+    let mut tracks = camera_and_microphone();
     publish_and_count(&mut alice, &mut tracks, &[&bob]).await;
     alice.close().await;
     bob.close().await;

@@ -18,18 +18,7 @@ async fn publisher_payloads_reach_every_subscriber_byte_identical() {
     let mut alice = Client::join(&server, &token(&room, "alice")).await;
     let bob = Client::join(&server, &token(&room, "bob")).await;
     let carol = Client::join(&server, &token(&room, "carol")).await;
-    let mut tracks = [
-        (
-            LocalTrack::new(RtpCodecKind::Video, vp8(), 96),
-            "video/VP8",
-            1000,
-        ),
-        (
-            LocalTrack::new(RtpCodecKind::Audio, opus(), 111),
-            "audio/opus",
-            120,
-        ),
-    ];
+    let mut tracks = camera_and_microphone();
     publish_and_count(&mut alice, &mut tracks, &[&bob, &carol]).await;
     // The publisher does not receive its own tracks.
     assert!(alice.received.tracks().is_empty());

@@ -6,10 +6,9 @@ mod common;
 mod turn_support;
 
 use common::{
-    Client, LocalTrack, Network, TestServer, metric, metrics_text, opus, publish_and_count, token,
-    unique_room, vp8,
+    Client, Network, TestServer, camera_and_microphone, metric, metrics_text, publish_and_count,
+    token, unique_room,
 };
-use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use webrtc::peer_connection::RTCIceServer;
 
 /// The `ice_servers` of a `joined` message, as the webrtc client takes them.
@@ -52,18 +51,7 @@ async fn media_flows_through_the_relay_only() {
     let mut alice = join_relayed(&server, &room, "alice").await;
     let bob = join_relayed(&server, &room, "bob").await;
 
-    let mut tracks = [
-        (
-            LocalTrack::new(RtpCodecKind::Video, vp8(), 96),
-            "video/VP8",
-            1000,
-        ),
-        (
-            LocalTrack::new(RtpCodecKind::Audio, opus(), 111),
-            "audio/opus",
-            100,
-        ),
-    ];
+    let mut tracks = camera_and_microphone();
     publish_and_count(&mut alice, &mut tracks, &[&bob]).await;
 
     // It went through the relay: both directions counted there, alice's

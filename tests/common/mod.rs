@@ -948,6 +948,23 @@ pub fn metric(text: &str, name: &str, labels: &str) -> f64 {
         .sum()
 }
 
+/// A camera and a microphone: VP8 with 1000-byte payloads and Opus with
+/// 120-byte ones, as `publish_and_count` takes them.
+pub fn camera_and_microphone() -> [(LocalTrack, &'static str, usize); 2] {
+    [
+        (
+            LocalTrack::new(RtpCodecKind::Video, vp8(), 96),
+            "video/VP8",
+            1000,
+        ),
+        (
+            LocalTrack::new(RtpCodecKind::Audio, opus(), 111),
+            "audio/opus",
+            120,
+        ),
+    ]
+}
+
 /// Packets a counted media run sends on each track.
 pub const PACKETS: u32 = 400;
 
