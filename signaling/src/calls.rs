@@ -28,6 +28,10 @@ pub struct MediaUsage {
     pub connected_at_ms: Option<i64>,
     /// It sent or received video (else audio only).
     pub video: bool,
+    /// Unix milliseconds when its media stopped, when the session ended
+    /// because it was reconnecting for longer than the grace (reason
+    /// `connection_lost`): a billed session is charged up to this moment.
+    pub lost_at_ms: Option<i64>,
 }
 
 /// Whether a participant's media may flow as soon as it connects.
@@ -61,6 +65,13 @@ pub trait CallObserver: Send + Sync + 'static {
     fn joined(&self, participant: &CallParticipant);
     fn media_connected(&self, participant: &CallParticipant);
     fn left(&self, participant: &CallParticipant, usage: MediaUsage);
+    /// The participant's connection is lost (docs/protocol.md, "Staying
+    /// connected"): its WebSocket dropped or its media went silent.
+    /// `since_ms` (unix milliseconds) is when its media was last heard, or
+    /// when its WebSocket dropped if media was still flowing then.
+    fn reconnecting(&self, _participant: &CallParticipant, _since_ms: i64) {}
+    /// The participant is back after `reconnecting`.
+    fn resumed(&self, _participant: &CallParticipant) {}
 }
 
 /// Watches nothing: a node without metering.

@@ -245,6 +245,7 @@ pub(crate) async fn serve(
             usage: MediaUsage {
                 connected_at_ms: None,
                 video: welcome_has_video(&welcome),
+                lost_at_ms: None,
             },
             left: false,
         };
