@@ -33,6 +33,14 @@ pub struct SfuConfig {
     /// ICE-TCP connections still sending their first STUN request, in all
     /// and per source; a newcomer beyond sheds the oldest.
     pub ice_tcp_pending: AdmissionLimits,
+    /// Nothing at all from a participant's transports for this long (after
+    /// its media connected) makes it reconnecting.
+    pub reconnect_after_silence: Duration,
+    /// How long a reconnecting participant is kept before its session ends
+    /// with `connection_lost`.
+    pub reconnect_grace: Duration,
+    /// How long a transport's DTLS handshake may take after its ICE connected.
+    pub dtls_timeout: Duration,
 }
 
 impl Default for SfuConfig {
@@ -52,6 +60,9 @@ impl Default for SfuConfig {
                 max_total: 256,
                 max_per_source: 64,
             },
+            reconnect_after_silence: Duration::from_secs(5),
+            reconnect_grace: Duration::from_secs(20),
+            dtls_timeout: Duration::from_secs(10),
         }
     }
 }

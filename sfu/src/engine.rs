@@ -219,11 +219,12 @@ fn build(
         // ICE-lite needs no remote candidates (checks arrive peer-reflexive),
         // and resolving `.local` names would send multicast from media ports.
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
-        .with_ice_timeouts(
-            Some(Duration::from_secs(3)),
-            Some(Duration::from_secs(6)),
-            Some(Duration::from_secs(2)),
-        )
+        // rtc's ICE agent judges liveness from STUN alone (media and DTLS
+        // do not count, and a client's consent checks come every 5 s), then
+        // fails the connection for good. Zero turns its timers off; the
+        // shard judges liveness from any traffic and keeps the session
+        // through a reconnect instead.
+        .with_ice_timeouts(Some(Duration::ZERO), Some(Duration::ZERO), None)
         .build();
 
     let mut pc = RTCPeerConnectionBuilder::new()

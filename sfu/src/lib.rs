@@ -14,9 +14,11 @@ mod dtls_flight;
 mod engine;
 #[doc(hidden)]
 pub mod fuzz_support;
+mod ice_creds;
 mod ids;
 mod metrics;
 mod participant;
+mod route;
 mod sdp_check;
 mod session;
 mod shard;
@@ -28,8 +30,8 @@ pub use config::SfuConfig;
 pub use metrics::SfuMetrics;
 pub use participant::ParticipantHandle;
 pub use session::{
-    IceCandidate, JoinRequest, Joined, LeaveReason, ParticipantEvent, ParticipantInfo, RoomInfo,
-    SfuError, TrackInfo, TrackKind, TransportRole,
+    IceCandidate, JoinRequest, Joined, LeaveReason, ParticipantEvent, ParticipantInfo,
+    ReconnectReason, Resumed, RoomInfo, SfuError, TrackInfo, TrackKind, TransportRole,
 };
 
 use std::hash::{DefaultHasher, Hash, Hasher};

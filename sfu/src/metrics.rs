@@ -14,6 +14,8 @@ pub struct SfuMetrics {
     nacks: IntCounterVec,
     plis: IntCounterVec,
     dtls_flight_resends: IntCounterVec,
+    reconnecting: IntGaugeVec,
+    resumes: IntCounterVec,
     drops: IntCounterVec,
     tcp_connections: IntGaugeVec,
     /// Connections still sending their first frame.
@@ -44,6 +46,17 @@ impl SfuMetrics {
         let metrics = SfuMetrics {
             rooms: gauge(registry, "callgate_rooms", "Open rooms")?,
             participants: gauge(registry, "callgate_participants", "Participants in rooms")?,
+            reconnecting: gauge(
+                registry,
+                "callgate_participants_reconnecting",
+                "Participants whose connection is lost, kept for the grace",
+            )?,
+            resumes: counter(
+                registry,
+                "callgate_participant_resumes_total",
+                "Reconnecting participants that came back within the grace",
+                &["worker"],
+            )?,
             tracks: gauge(registry, "callgate_tracks", "Published tracks (producers)")?,
             subscriptions: gauge(
                 registry,
@@ -134,6 +147,8 @@ impl SfuMetrics {
             nacks: self.nacks.with_label_values(&[&w]),
             plis: self.plis.with_label_values(&[&w]),
             dtls_flight_resends: self.dtls_flight_resends.with_label_values(&[&w]),
+            reconnecting: self.reconnecting.with_label_values(&[&w]),
+            resumes: self.resumes.with_label_values(&[&w]),
             drop_unknown_source: drop("unknown_source"),
             drop_malformed: drop("malformed"),
             drop_unroutable: drop("unroutable"),
@@ -231,6 +246,8 @@ pub(crate) struct WorkerMetrics {
     pub plis: IntCounter,
     /// DTLS datagrams of ours sent again (module `dtls_flight`).
     pub dtls_flight_resends: IntCounter,
+    pub reconnecting: IntGauge,
+    pub resumes: IntCounter,
     /// Datagrams from an address no transport knows, that are not a STUN
     /// request for a known ICE username.
     pub drop_unknown_source: IntCounter,

@@ -2,7 +2,7 @@
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::session::{IceCandidate, LeaveReason, SfuError, TransportRole};
+use crate::session::{IceCandidate, LeaveReason, Resumed, SfuError, TransportRole};
 use crate::worker::Command;
 
 /// Held by the signaling connection of one participant. Dropping it without
@@ -86,6 +86,38 @@ impl ParticipantHandle {
             sid: self.sid.clone(),
             track_sid,
             muted,
+            reply,
+        })
+        .await
+    }
+
+    /// The signaling connection dropped without `leave`: the session is kept
+    /// for the grace, reconnecting (docs/protocol.md, "Staying connected").
+    pub fn detach(&self) {
+        if !self.ended {
+            let _ = self.worker.send(Command::Detach {
+                room: self.room.clone(),
+                sid: self.sid.clone(),
+            });
+        }
+    }
+
+    /// The signaling connection is back: the room as it is now; a subscribe
+    /// offer restarting ICE follows on the events.
+    pub async fn attach(&self) -> Result<Resumed, SfuError> {
+        self.ask(|reply| Command::Attach {
+            room: self.room.clone(),
+            sid: self.sid.clone(),
+            reply,
+        })
+        .await
+    }
+
+    /// Asks for a subscribe offer that restarts ICE.
+    pub async fn ice_restart(&self) -> Result<(), SfuError> {
+        self.ask(|reply| Command::IceRestart {
+            room: self.room.clone(),
+            sid: self.sid.clone(),
             reply,
         })
         .await

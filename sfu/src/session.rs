@@ -69,6 +69,12 @@ pub enum LeaveReason {
     /// The billing terms the participant's call needs were refused by the
     /// meter, so its paid session could not start.
     BillingInvalid,
+    /// It was reconnecting (docs/protocol.md, "Staying connected") for
+    /// longer than the grace.
+    ConnectionLost,
+    /// A transport's DTLS handshake did not complete in time after its ICE
+    /// connected; the client joins again.
+    DtlsTimeout,
 }
 
 impl LeaveReason {
@@ -83,6 +89,8 @@ impl LeaveReason {
             LeaveReason::InsufficientBalance => "insufficient_balance",
             LeaveReason::BillingStopped => "billing_stopped",
             LeaveReason::BillingInvalid => "billing_invalid",
+            LeaveReason::ConnectionLost => "connection_lost",
+            LeaveReason::DtlsTimeout => "dtls_timeout",
         }
     }
 }
@@ -116,6 +124,30 @@ pub enum ParticipantEvent {
     SubscribeOffer {
         sdp: String,
     },
+    /// To the others: the participant's connection is lost; it may resume.
+    ParticipantReconnecting {
+        participant_sid: String,
+        identity: String,
+    },
+    /// To the others: the participant is back after `ParticipantReconnecting`.
+    ParticipantResumed {
+        participant_sid: String,
+        identity: String,
+    },
+    /// To the participant: nothing has arrived on its transports for the
+    /// silence window while its signaling is attached; restart ICE.
+    Reconnecting {
+        reason: ReconnectReason,
+        /// How long nothing had arrived when this was sent: the control
+        /// plane dates the loss (billing stops its clock from then).
+        #[serde(skip)]
+        silent_for: std::time::Duration,
+    },
+    /// The participant is back after being reconnecting (its own
+    /// `Reconnecting`, or its signaling detached). For the control plane;
+    /// not a message.
+    #[serde(skip)]
+    Resumed,
     /// The participant's media (a transport's DTLS) connected for the first
     /// time. For the control plane (billing starts on it); not a message.
     #[serde(skip)]
@@ -125,6 +157,22 @@ pub enum ParticipantEvent {
     Ended {
         reason: LeaveReason,
     },
+}
+
+/// Why the server says a participant is reconnecting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReconnectReason {
+    /// Nothing arrived on its transports for the silence window.
+    MediaSilent,
+}
+
+/// What a resumed participant's client learns: the room as it is now.
+#[derive(Debug, Clone)]
+pub struct Resumed {
+    pub room: RoomInfo,
+    pub participant: ParticipantInfo,
+    pub others: Vec<ParticipantInfo>,
 }
 
 /// A participant asking to enter a room, after its token was verified.

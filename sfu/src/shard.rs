@@ -34,12 +34,14 @@ use tracing::{debug, info, warn};
 use crate::config::SfuConfig;
 use crate::dtls_flight::{FlightReplay, Inbound};
 use crate::engine::new_peer_connection;
+use crate::ice_creds::{Checked, Credentials, IceCreds};
 use crate::ids;
 use crate::metrics::WorkerMetrics;
+use crate::route::{Arrival, Route, Routes};
 use crate::sdp_check;
 use crate::session::{
-    JoinRequest, Joined, LeaveReason, ParticipantEvent, ParticipantInfo, RoomInfo, SfuError,
-    TrackInfo, TrackKind, TransportRole,
+    JoinRequest, Joined, LeaveReason, ParticipantEvent, ParticipantInfo, ReconnectReason, Resumed,
+    RoomInfo, SfuError, TrackInfo, TrackKind, TransportRole,
 };
 use crate::stun::{self, ice_username};
 
@@ -53,9 +55,8 @@ pub(crate) struct Transmit {
     pub payload: BytesMut,
 }
 
-/// Where a transport's traffic comes from: UDP and TCP ports are separate
-/// spaces, so an address alone could name two peers.
-type Route = (TransportProtocol, SocketAddr);
+/// How often participants' liveness is judged (silence, grace, DTLS deadline).
+const LIVENESS_TICK: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Most ICE-TCP connections one transport may hold (a client opens one per
 /// candidate pair it checks; more is someone replaying a ufrag).
@@ -67,10 +68,17 @@ struct Transport {
     room: String,
     participant_sid: String,
     pc: RTCPeerConnection,
-    ufrag: String,
-    /// Our ICE password, to check the client's requests before the agent does.
-    pwd: String,
-    addrs: Vec<Route>,
+    /// Our ICE credentials, to check the client's requests before the agent
+    /// does, and the ones presented after a restart.
+    ice: IceCreds,
+    /// The client's proven routes and the one media goes out on.
+    routes: Routes,
+    /// When anything (STUN, DTLS, SRTP, SRTCP) last arrived from the client.
+    last_heard: Option<Instant>,
+    /// When its ICE first connected: DTLS must complete within the deadline.
+    ice_connected_at: Option<Instant>,
+    /// Its participant is reconnecting: traffic arriving may end that.
+    owner_reconnecting: bool,
     next_timeout: Option<Instant>,
     /// Publisher transports: the client's track id → our producer's sid.
     producers: HashMap<String, String>,
@@ -135,6 +143,19 @@ struct Participant {
     /// Nothing is forwarded from or to it until the control plane releases
     /// it (a paid call waiting for its first hold in the ledger).
     media_held: bool,
+    /// Its signaling connection is gone and not yet resumed.
+    detached: bool,
+    reconnecting: Option<Reconnecting>,
+}
+
+/// A participant whose connection is lost, waiting to resume.
+#[derive(Debug, Clone, Copy)]
+struct Reconnecting {
+    /// When it was declared: the grace runs from here.
+    declared: Instant,
+    /// When its traffic (or its signaling) stopped: traffic after this
+    /// means it is back.
+    stopped_at: Instant,
 }
 
 struct Room {
@@ -164,6 +185,9 @@ pub(crate) struct Shard {
     /// Transports that may have output since they were last drained.
     dirty: Vec<TransportId>,
     inbound_rtp: Vec<(String, rtp::Packet)>,
+    /// Transports of reconnecting participants that heard traffic.
+    heard_again: Vec<TransportId>,
+    next_liveness_check: Option<Instant>,
     metrics: WorkerMetrics,
 }
 
@@ -260,6 +284,8 @@ impl Shard {
             closed_tcp: Vec::new(),
             dirty: Vec::new(),
             inbound_rtp: Vec::new(),
+            heard_again: Vec::new(),
+            next_liveness_check: None,
             metrics,
         }
     }
@@ -290,13 +316,7 @@ impl Shard {
         self.by_ufrag
             .get(ufrag)
             .and_then(|id| self.transports.get(id))
-            .is_some_and(|t| {
-                t.addrs
-                    .iter()
-                    .filter(|(p, _)| *p == TransportProtocol::TCP)
-                    .count()
-                    < MAX_TCP_PER_TRANSPORT
-            })
+            .is_some_and(|t| t.routes.count(TransportProtocol::TCP) < MAX_TCP_PER_TRANSPORT)
     }
 
     /// An ICE-TCP connection ended: its address routes nowhere any more.
@@ -305,7 +325,7 @@ impl Shard {
         if let Some(id) = self.by_addr.remove(&route)
             && let Some(t) = self.transports.get_mut(&id)
         {
-            t.addrs.retain(|r| *r != route);
+            t.routes.forget(route);
         }
     }
 
@@ -316,7 +336,10 @@ impl Shard {
             .rooms
             .values()
             .filter_map(|r| r.empty_since.map(|s| s + self.config.empty_room_timeout));
-        transports.chain(rooms).min()
+        transports
+            .chain(rooms)
+            .chain(self.next_liveness_check)
+            .min()
     }
 
     // ---- datagrams -------------------------------------------------------
@@ -347,16 +370,36 @@ impl Shard {
         // The ICE agent would drop a request with the wrong credentials
         // without a trace; check it here so the drop is counted, and so a
         // forged request never routes a new address to the transport.
-        if stun::is_binding_request(data)
-            && !stun::authenticates(data, &transport.ufrag, &transport.pwd)
-        {
-            self.metrics.drop_stun_unauthenticated.inc();
-            return;
-        }
+        let mut resigned = None;
+        let arrival = if stun::is_binding_request(data) {
+            match transport.ice.check_request(data) {
+                None => {
+                    self.metrics.drop_stun_unauthenticated.inc();
+                    return;
+                }
+                Some(Checked::AsIs) => {}
+                Some(Checked::Resigned(again)) => resigned = Some(again),
+            }
+            if stun::nominates(data) {
+                Arrival::Nomination
+            } else {
+                Arrival::Check
+            }
+        } else {
+            Arrival::Media
+        };
         if known.is_none() {
-            transport.addrs.push(route);
+            transport.routes.learn(route, now);
             self.by_addr.insert(route, id);
         }
+        if transport.routes.heard(route, now, arrival) {
+            debug!(transport = id, ?route, "media route moved");
+        }
+        transport.last_heard = Some(now);
+        if transport.owner_reconnecting {
+            self.heard_again.push(id);
+        }
+        let data = resigned.as_deref().unwrap_or(data);
         if transport.flights.inbound(data) == Inbound::Retransmission {
             // rtc-dtls does not answer a repeated client flight (module
             // `dtls_flight`); we do, with what it sent last time.
@@ -395,6 +438,7 @@ impl Shard {
             self.metrics.drop_malformed.inc();
         }
         self.drive(now, id);
+        self.resume_heard(now);
         self.flush(now);
     }
 
@@ -463,6 +507,284 @@ impl Shard {
             self.rooms.remove(&name);
             self.metrics.rooms.dec();
         }
+
+        if self.next_liveness_check.is_some_and(|at| at <= now) {
+            self.check_liveness(now);
+        }
+        self.next_liveness_check = (!self.transports.is_empty()).then(|| {
+            self.next_liveness_check
+                .filter(|at| *at > now)
+                .unwrap_or(now + LIVENESS_TICK)
+        });
+    }
+
+    // ---- liveness ----------------------------------------------------------
+
+    /// When anything last arrived on any of a participant's transports.
+    fn last_heard(&self, p: &Participant) -> Option<Instant> {
+        [p.publisher, p.subscriber]
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.transports.get(&id)?.last_heard)
+            .max()
+    }
+
+    /// Declares participants reconnecting after the silence window, ends
+    /// those past the grace, and those whose DTLS did not complete in time.
+    fn check_liveness(&mut self, now: Instant) {
+        let (silence, grace, dtls) = (
+            self.config.reconnect_after_silence,
+            self.config.reconnect_grace,
+            self.config.dtls_timeout,
+        );
+        let mut silent = Vec::new();
+        let mut lost = Vec::new();
+        let mut stalled = Vec::new();
+        for room in self.rooms.values() {
+            for p in room.participants.values() {
+                let heard = self.last_heard(p);
+                match p.reconnecting {
+                    None if !p.detached && p.media_connected => {
+                        if let Some(heard) = heard.filter(|h| *h + silence <= now) {
+                            silent.push((room.name.clone(), p.sid.clone(), heard));
+                        }
+                    }
+                    Some(r) if r.declared + grace <= now => {
+                        lost.push((room.name.clone(), p.sid.clone()));
+                    }
+                    _ => {}
+                }
+                let dtls_stalled = [p.publisher, p.subscriber]
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|id| self.transports.get(&id))
+                    .any(|t| !t.connected && t.ice_connected_at.is_some_and(|at| at + dtls <= now));
+                if dtls_stalled {
+                    stalled.push((room.name.clone(), p.sid.clone()));
+                }
+            }
+        }
+        for (room, sid, heard) in silent {
+            self.declare_reconnecting(
+                now,
+                &room,
+                &sid,
+                heard,
+                Some(now.saturating_duration_since(heard)),
+            );
+        }
+        for (room, sid) in lost {
+            self.remove_participant(now, &room, &sid, LeaveReason::ConnectionLost);
+        }
+        for (room, sid) in stalled {
+            warn!(room = %room, participant = %sid, "DTLS did not complete in time");
+            self.remove_participant(now, &room, &sid, LeaveReason::DtlsTimeout);
+        }
+    }
+
+    /// Marks a participant reconnecting and tells the others (and, when
+    /// its media went silent while its signaling is up, the participant).
+    fn declare_reconnecting(
+        &mut self,
+        now: Instant,
+        room_name: &str,
+        sid: &str,
+        stopped_at: Instant,
+        silent_for: Option<std::time::Duration>,
+    ) {
+        let Some(room) = self.rooms.get_mut(room_name) else {
+            return;
+        };
+        let Some(p) = room.participants.get_mut(sid) else {
+            return;
+        };
+        if p.reconnecting.is_some() {
+            return;
+        }
+        p.reconnecting = Some(Reconnecting {
+            declared: now,
+            stopped_at,
+        });
+        for id in [p.publisher, p.subscriber].into_iter().flatten() {
+            if let Some(t) = self.transports.get_mut(&id) {
+                t.owner_reconnecting = true;
+            }
+        }
+        info!(room = %room_name, participant = %sid, identity = %p.identity, "participant reconnecting");
+        self.metrics.reconnecting.inc();
+        if let Some(silent_for) = silent_for {
+            p.send(ParticipantEvent::Reconnecting {
+                reason: ReconnectReason::MediaSilent,
+                silent_for,
+            });
+        }
+        let event = ParticipantEvent::ParticipantReconnecting {
+            participant_sid: sid.to_owned(),
+            identity: p.identity.clone(),
+        };
+        room.broadcast(Some(sid), &event);
+    }
+
+    /// Resumes the reconnecting participants whose transports heard traffic.
+    fn resume_heard(&mut self, now: Instant) {
+        while let Some(id) = self.heard_again.pop() {
+            let Some(t) = self.transports.get(&id) else {
+                continue;
+            };
+            let (room, sid) = (t.room.clone(), t.participant_sid.clone());
+            self.try_resume(now, &room, &sid);
+        }
+    }
+
+    /// A reconnecting participant is back once its signaling is attached and
+    /// traffic arrived after it stopped.
+    fn try_resume(&mut self, now: Instant, room_name: &str, sid: &str) {
+        let Some(p) = self
+            .rooms
+            .get(room_name)
+            .and_then(|r| r.participants.get(sid))
+        else {
+            return;
+        };
+        let Some(r) = p.reconnecting else {
+            return;
+        };
+        if p.detached || self.last_heard(p).is_none_or(|h| h <= r.stopped_at) {
+            return;
+        }
+        let Some(room) = self.rooms.get_mut(room_name) else {
+            return;
+        };
+        let Some(p) = room.participants.get_mut(sid) else {
+            return;
+        };
+        p.reconnecting = None;
+        for id in [p.publisher, p.subscriber].into_iter().flatten() {
+            if let Some(t) = self.transports.get_mut(&id) {
+                t.owner_reconnecting = false;
+            }
+        }
+        self.metrics.reconnecting.dec();
+        self.metrics.resumes.inc();
+        info!(room = %room_name, participant = %sid, identity = %p.identity, "participant resumed");
+        p.send(ParticipantEvent::Resumed);
+        let event = ParticipantEvent::ParticipantResumed {
+            participant_sid: sid.to_owned(),
+            identity: p.identity.clone(),
+        };
+        room.broadcast(Some(sid), &event);
+        // One keyframe each way: the others' decoders lost its video, and
+        // its own lost theirs.
+        let own: Vec<String> = room
+            .producers
+            .values()
+            .filter(|p| p.owner_sid == sid)
+            .map(|p| p.sid.clone())
+            .collect();
+        for producer in own {
+            self.request_keyframe(now, room_name, &producer);
+        }
+        self.request_keyframes_for(now, room_name, sid);
+    }
+
+    /// The participant's signaling connection is gone (without `leave`):
+    /// keep it for the grace, reconnecting.
+    pub(crate) fn detach(&mut self, now: Instant, room_name: &str, sid: &str) {
+        let Some(p) = self
+            .rooms
+            .get_mut(room_name)
+            .and_then(|r| r.participants.get_mut(sid))
+        else {
+            return;
+        };
+        p.detached = true;
+        self.declare_reconnecting(now, room_name, sid, now, None);
+        self.flush(now);
+    }
+
+    /// The participant's signaling is back (`resume`): the room as it is,
+    /// and a subscribe offer restarting ICE on its subscriber transport.
+    pub(crate) fn attach(
+        &mut self,
+        now: Instant,
+        room_name: &str,
+        sid: &str,
+    ) -> Result<Resumed, SfuError> {
+        let room = self
+            .rooms
+            .get_mut(room_name)
+            .ok_or(SfuError::ParticipantNotFound)?;
+        room.participants
+            .get_mut(sid)
+            .ok_or(SfuError::ParticipantNotFound)?
+            .detached = false;
+        let participant = room
+            .participants
+            .get(sid)
+            .ok_or(SfuError::ParticipantNotFound)?
+            .info(room);
+        let mut others: Vec<ParticipantInfo> = room
+            .participants
+            .values()
+            .filter(|o| o.sid != sid)
+            .map(|o| o.info(room))
+            .collect();
+        others.sort_by(|a, b| a.identity.cmp(&b.identity));
+        let resumed = Resumed {
+            room: room.info(self.config.max_participants),
+            participant,
+            others,
+        };
+        self.restart_subscriber(now, room_name, sid);
+        self.try_resume(now, room_name, sid);
+        self.flush(now);
+        Ok(resumed)
+    }
+
+    /// A subscribe offer with new ICE credentials (`ice_restart`).
+    pub(crate) fn ice_restart(
+        &mut self,
+        now: Instant,
+        room_name: &str,
+        sid: &str,
+    ) -> Result<(), SfuError> {
+        self.participant_transport(room_name, sid, TransportRole::Subscriber)?;
+        self.restart_subscriber(now, room_name, sid);
+        self.flush(now);
+        Ok(())
+    }
+
+    /// Presents new ICE credentials on the participant's subscriber
+    /// transport and offers them. An offer still unanswered (its answer was
+    /// lost with the connection) is rolled back first.
+    fn restart_subscriber(&mut self, now: Instant, room_name: &str, sid: &str) {
+        let Some(p) = self
+            .rooms
+            .get_mut(room_name)
+            .and_then(|r| r.participants.get_mut(sid))
+        else {
+            return;
+        };
+        let Some(tid) = p.subscriber else {
+            return;
+        };
+        let Some(t) = self.transports.get_mut(&tid) else {
+            return;
+        };
+        if p.offer_pending {
+            let rolled_back = RTCSessionDescription::rollback(None)
+                .and_then(|rollback| t.pc.set_local_description(now, rollback));
+            if let Err(e) = rolled_back {
+                warn!(transport = tid, error = %e, "could not roll an unanswered offer back");
+            }
+            p.offer_pending = false;
+        }
+        let (ufrag, pwd) = ids::ice_credentials(self.worker);
+        self.by_ufrag.insert(ufrag.clone(), tid);
+        if let Some(retired) = t.ice.rotate(Credentials { ufrag, pwd }) {
+            self.by_ufrag.remove(&retired);
+        }
+        self.negotiate_subscriber(now, room_name, sid);
     }
 
     // ---- the engine ------------------------------------------------------
@@ -529,12 +851,28 @@ impl Shard {
             };
             t.queued = false;
             while let Some(out) = t.pc.poll_write() {
-                self.metrics.bytes_out.inc_by(out.message.len() as u64);
-                t.flights.outbound(&out.message);
+                let mut payload = out.message;
+                let (mut protocol, mut to) =
+                    (out.transport.transport_protocol, out.transport.peer_addr);
+                if is_stun(&payload) {
+                    // Answers go where their request came from.
+                    if t.ice.translating() {
+                        match t.ice.outbound(&payload) {
+                            None => continue,
+                            Some(None) => {}
+                            Some(Some(resigned)) => payload = BytesMut::from(&resigned[..]),
+                        }
+                    }
+                } else if let Some((p, addr)) = t.routes.active() {
+                    // Media, RTCP and DTLS go where the client is now (module `route`).
+                    (protocol, to) = (p, addr);
+                }
+                self.metrics.bytes_out.inc_by(payload.len() as u64);
+                t.flights.outbound(&payload);
                 self.transmits.push_back(Transmit {
-                    protocol: out.transport.transport_protocol,
-                    to: out.transport.peer_addr,
-                    payload: out.message,
+                    protocol,
+                    to,
+                    payload,
                 });
             }
             t.next_timeout = t.pc.poll_timeout();
@@ -695,6 +1033,7 @@ impl Shard {
                 // now rather than up to a tick later (measured: 200 ms of
                 // join time when the server is the DTLS client).
                 if let Some(t) = self.transports.get_mut(&id) {
+                    t.ice_connected_at.get_or_insert(now);
                     let _ = t.pc.handle_timeout(now);
                     self.drive(now, id);
                 }
@@ -957,9 +1296,11 @@ impl Shard {
                 room: room.to_owned(),
                 participant_sid: participant_sid.to_owned(),
                 pc,
-                ufrag,
-                pwd,
-                addrs: Vec::new(),
+                ice: IceCreds::new(ufrag, pwd),
+                routes: Routes::default(),
+                last_heard: None,
+                ice_connected_at: None,
+                owner_reconnecting: false,
                 next_timeout: None,
                 producers: HashMap::new(),
                 connected: false,
@@ -1002,6 +1343,7 @@ impl Shard {
             Ok(Some(sdp)) => {
                 p.offer_pending = true;
                 p.needs_offer = false;
+                let sdp = t.ice.present(&sdp);
                 p.send(ParticipantEvent::SubscribeOffer { sdp });
             }
             Ok(None) => {
@@ -1080,6 +1422,8 @@ impl Shard {
             subscriptions: HashMap::new(),
             media_connected: false,
             media_held: req.media_held,
+            detached: false,
+            reconnecting: None,
         };
         let room = self
             .rooms
@@ -1181,9 +1525,11 @@ impl Shard {
         let Some(mut t) = self.transports.remove(&id) else {
             return;
         };
-        self.by_ufrag.remove(&t.ufrag);
-        for route in &t.addrs {
-            self.by_addr.remove(route);
+        for ufrag in t.ice.ufrags() {
+            self.by_ufrag.remove(ufrag);
+        }
+        for route in t.routes.iter() {
+            self.by_addr.remove(&route);
         }
         // Closing sends DTLS close_notify so the client learns at once.
         let _ = t.pc.close();
@@ -1195,10 +1541,10 @@ impl Shard {
             });
         }
         self.closed_tcp.extend(
-            t.addrs
+            t.routes
                 .iter()
                 .filter(|(p, _)| *p == TransportProtocol::TCP)
-                .map(|(_, addr)| *addr),
+                .map(|(_, addr)| addr),
         );
     }
 
@@ -1266,7 +1612,8 @@ impl Shard {
             }
             return;
         }
-        match new_peer_connection(local_addr, tcp_addr, &t.ufrag, &t.pwd, now) {
+        let creds = t.ice.internal();
+        match new_peer_connection(local_addr, tcp_addr, &creds.ufrag, &creds.pwd, now) {
             Ok(pc) => {
                 let _ = std::mem::replace(&mut t.pc, pc).close();
                 t.early.clear();
@@ -1519,6 +1866,11 @@ fn answer_offer(pc: &mut RTCPeerConnection, now: Instant, sdp: String) -> Result
     pc.local_description()
         .map(|d| d.sdp)
         .ok_or_else(|| SfuError::Internal("answer has no local description".into()))
+}
+
+/// Whether an outbound datagram is STUN (RFC 7983: first byte 0–3).
+fn is_stun(payload: &[u8]) -> bool {
+    payload.first().is_some_and(|b| *b < 4)
 }
 
 /// A datagram as rtc takes it.

@@ -1,12 +1,19 @@
-//! The one thing the demultiplexer reads from a datagram itself: the ICE
-//! username of a STUN binding request from an address no transport knows yet.
+//! What the shard reads from STUN itself: the ICE username of a binding
+//! request from an address no transport knows yet, whether a request is
+//! signed with a transport's credentials and nominates its pair, and the
+//! re-signing that lets a transport present new ICE credentials after a
+//! restart while rtc's agent keeps the ones it was built with
+//! (`ice_creds`).
 
 use std::sync::{Arc, LazyLock};
 
 use rtc::crypto::{RTCCryptoProvider, default_provider};
-use rtc::stun::attributes::ATTR_USERNAME;
+use rtc::stun::attributes::{
+    ATTR_FINGERPRINT, ATTR_MESSAGE_INTEGRITY, ATTR_USE_CANDIDATE, ATTR_USERNAME,
+};
+use rtc::stun::fingerprint::FINGERPRINT;
 use rtc::stun::integrity::MessageIntegrity;
-use rtc::stun::message::Message;
+use rtc::stun::message::{Message, Setter};
 
 const MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
 
@@ -45,8 +52,6 @@ pub(crate) fn ice_username(data: &[u8]) -> Option<String> {
 /// so a forged request cannot move a call, and so a refused request is
 /// counted rather than dropped in silence by the agent.
 pub(crate) fn authenticates(data: &[u8], ufrag: &str, pwd: &str) -> bool {
-    static CRYPTO: LazyLock<Option<Arc<dyn RTCCryptoProvider>>> =
-        LazyLock::new(|| default_provider().ok());
     let Some(crypto) = CRYPTO.as_ref() else {
         // No way to check: fail closed.
         return false;
@@ -64,6 +69,68 @@ pub(crate) fn authenticates(data: &[u8], ufrag: &str, pwd: &str) -> bool {
             .is_some_and(|rest| rest.first() == Some(&b':'))
     });
     names_us && MessageIntegrity::check(&mut message, pwd.as_bytes(), crypto.crypto()).is_ok()
+}
+
+static CRYPTO: LazyLock<Option<Arc<dyn RTCCryptoProvider>>> =
+    LazyLock::new(|| default_provider().ok());
+
+/// Whether a STUN message is any response (success or error, RFC 8489 §5:
+/// class bits C1 set).
+pub(crate) fn is_response(data: &[u8]) -> bool {
+    is_message(data) && data[0] & 0x01 == 0x01
+}
+
+/// A STUN message's transaction id.
+pub(crate) fn transaction_id(data: &[u8]) -> Option<[u8; 12]> {
+    if !is_message(data) {
+        return None;
+    }
+    data[8..20].try_into().ok()
+}
+
+/// Whether a binding request nominates its pair (USE-CANDIDATE, RFC 8445
+/// §7.1.2): the controlling client wants media on this path.
+pub(crate) fn nominates(data: &[u8]) -> bool {
+    if !is_binding_request(data) {
+        return false;
+    }
+    let mut message = Message::new();
+    message.unmarshal_binary(data).is_ok() && message.contains(ATTR_USE_CANDIDATE)
+}
+
+/// `data` signed again under `pwd`: the same message with MESSAGE-INTEGRITY
+/// and FINGERPRINT computed anew, and, when `ufrag` is given, the first part
+/// of its USERNAME (`<ufrag>:<peer ufrag>`) replaced. `None` for what is no
+/// STUN message. The caller has checked the old signature.
+pub(crate) fn resign(data: &[u8], ufrag: Option<&str>, pwd: &str) -> Option<Vec<u8>> {
+    let crypto = CRYPTO.as_ref()?;
+    if !is_message(data) {
+        return None;
+    }
+    let mut old = Message::new();
+    old.unmarshal_binary(data).ok()?;
+    let mut new = Message::new();
+    new.typ = old.typ;
+    new.transaction_id = old.transaction_id;
+    new.write_header();
+    for attr in &old.attributes.0 {
+        if attr.typ == ATTR_MESSAGE_INTEGRITY || attr.typ == ATTR_FINGERPRINT {
+            continue;
+        }
+        match (attr.typ == ATTR_USERNAME, ufrag) {
+            (true, Some(ufrag)) => {
+                let value = std::str::from_utf8(&attr.value).ok()?;
+                let (_, peer) = value.split_once(':')?;
+                new.add(ATTR_USERNAME, format!("{ufrag}:{peer}").as_bytes());
+            }
+            _ => new.add(attr.typ, &attr.value),
+        }
+    }
+    MessageIntegrity::new_short_term_integrity_with_provider(pwd.to_owned(), crypto.crypto())
+        .add_to(&mut new)
+        .ok()?;
+    FINGERPRINT.add_to(&mut new).ok()?;
+    Some(new.raw)
 }
 
 #[cfg(test)]
@@ -100,6 +167,22 @@ mod tests {
         ];
         m.build(&setters).unwrap();
         m.raw
+    }
+
+    #[test]
+    fn a_resigned_request_names_and_authenticates_under_the_new_credentials() {
+        let public = "public-password-of-22-chars";
+        let internal = "internal-password-22-chars";
+        let request = signed_request("pub1:cli", public);
+        assert!(authenticates(&request, "pub1", public));
+        let resigned = resign(&request, Some("int1"), internal).unwrap();
+        assert!(authenticates(&resigned, "int1", internal));
+        assert!(!authenticates(&resigned, "pub1", public));
+        assert_eq!(transaction_id(&resigned), transaction_id(&request));
+        let mut m = Message::new();
+        m.unmarshal_binary(&resigned).unwrap();
+        assert!(m.contains(ATTR_FINGERPRINT));
+        assert_eq!(m.get(ATTR_USERNAME).unwrap(), b"int1:cli");
     }
 
     #[test]

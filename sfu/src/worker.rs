@@ -18,7 +18,7 @@ use tracing::{debug, info_span, warn};
 use crate::config::SfuConfig;
 use crate::metrics::{TcpMetrics, WorkerMetrics};
 use crate::session::{
-    IceCandidate, JoinRequest, Joined, LeaveReason, ParticipantInfo, RoomInfo, SfuError,
+    IceCandidate, JoinRequest, Joined, LeaveReason, ParticipantInfo, Resumed, RoomInfo, SfuError,
     TransportRole,
 };
 use crate::shard::Shard;
@@ -72,6 +72,22 @@ pub(crate) enum Command {
         room: String,
         sid: String,
         held: bool,
+        reply: Reply<()>,
+    },
+    /// The participant's signaling connection dropped (no `leave`).
+    Detach {
+        room: String,
+        sid: String,
+    },
+    /// The participant's signaling is back (`resume`).
+    Attach {
+        room: String,
+        sid: String,
+        reply: Reply<Resumed>,
+    },
+    IceRestart {
+        room: String,
+        sid: String,
         reply: Reply<()>,
     },
     /// An ICE-TCP connection whose first STUN request names one of our ufrags.
@@ -293,6 +309,13 @@ fn handle(shard: &mut Shard, command: Command) {
             let _ = reply.send(shard.join(now, req));
         }
         Command::Leave { room, sid, reason } => shard.remove_participant(now, &room, &sid, reason),
+        Command::Detach { room, sid } => shard.detach(now, &room, &sid),
+        Command::Attach { room, sid, reply } => {
+            let _ = reply.send(shard.attach(now, &room, &sid));
+        }
+        Command::IceRestart { room, sid, reply } => {
+            let _ = reply.send(shard.ice_restart(now, &room, &sid));
+        }
         Command::PublishOffer {
             room,
             sid,
