@@ -152,6 +152,15 @@ pub struct RoomConfig {
     pub max_participants: usize,
     #[serde(with = "humantime_serde_compat")]
     pub empty_timeout: Duration,
+    /// How long a participant whose connection is lost is kept for it to resume.
+    #[serde(with = "humantime_serde_compat")]
+    pub reconnect_grace: Duration,
+    /// Nothing from a participant's transports for this long makes it reconnecting.
+    #[serde(with = "humantime_serde_compat")]
+    pub reconnect_after_silence: Duration,
+    /// How long a transport's DTLS handshake may take once its ICE connected.
+    #[serde(with = "humantime_serde_compat")]
+    pub dtls_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -220,6 +229,9 @@ impl Default for RoomConfig {
         RoomConfig {
             max_participants: 50,
             empty_timeout: Duration::from_secs(20),
+            reconnect_grace: Duration::from_secs(20),
+            reconnect_after_silence: Duration::from_secs(5),
+            dtls_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -859,6 +871,19 @@ impl Config {
         if self.room.max_participants == 0 {
             return Err(invalid("room.max_participants", "must be at least 1"));
         }
+        // Below these a client's ordinary jitter or a hand-over would end calls.
+        if self.room.reconnect_after_silence < Duration::from_secs(1) {
+            return Err(invalid(
+                "room.reconnect_after_silence",
+                "must be at least 1s",
+            ));
+        }
+        if self.room.reconnect_grace < Duration::from_secs(1) {
+            return Err(invalid("room.reconnect_grace", "must be at least 1s"));
+        }
+        if self.room.dtls_timeout < Duration::from_secs(2) {
+            return Err(invalid("room.dtls_timeout", "must be at least 2s"));
+        }
         if self.rtc.socket_buffer_bytes < 65536 {
             return Err(invalid("rtc.socket_buffer_bytes", "must be at least 65536"));
         }
@@ -943,6 +968,9 @@ impl Config {
             keyframe_request_interval: self.rtc.keyframe_request_interval,
             ice_tcp_first_frame_timeout: self.limits.ice_tcp_first_frame_timeout,
             ice_tcp_pending: self.limits.ice_tcp_pending(open_files),
+            reconnect_after_silence: self.room.reconnect_after_silence,
+            reconnect_grace: self.room.reconnect_grace,
+            dtls_timeout: self.room.dtls_timeout,
         }
     }
 }

@@ -245,6 +245,8 @@ pub async fn run(
         observer,
         participants,
         connections: Default::default(),
+        reconnect_grace: config.room.reconnect_grace,
+        resumes: Default::default(),
     });
     let addr = SocketAddr::new(config.http.bind, config.http.port);
     let listener = tokio::net::TcpListener::bind(addr)

@@ -214,8 +214,8 @@ async fn garbage_on_media_ports_is_dropped_and_counted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_that_closes_its_transports_is_gone_at_once() {
-    let server = TestServer::start(&[]);
+async fn a_peer_whose_media_stops_is_reconnecting_then_lost_after_the_grace() {
+    let server = TestServer::start_with_env(&[("CALLGATE_ROOM_RECONNECT_GRACE", "2s")], &[]);
     let room = unique_room();
     let mut alice = Client::join(&server, &token(&room, "alice")).await;
     let mut bob = Client::join(&server, &token(&room, "bob")).await;
@@ -224,17 +224,26 @@ async fn a_peer_that_closes_its_transports_is_gone_at_once() {
     warm_up(&mut [&mut audio], &[&bob], &alice.sid).await;
     bob.event("track_published").await;
 
-    // Alice's app dies without a word on signaling: its peer connections
-    // close (DTLS close_notify); the server ends her session itself.
+    // Alice's peer connections close; her WebSocket stays. After the
+    // silence window she is reconnecting (and told to restart ICE), after
+    // the grace she is gone.
     let started = std::time::Instant::now();
     alice.close().await;
+    let m = bob.event("participant_reconnecting").await;
+    assert_eq!(m["identity"], "alice");
+    let told = alice.event("reconnecting").await;
+    assert_eq!(told["reason"], "media_silent");
+    let silent_for = started.elapsed();
+    assert!(
+        silent_for >= Duration::from_secs(5),
+        "reconnecting after {silent_for:?}, before the 5 s silence window"
+    );
     let m = bob.event("participant_left").await;
     assert_eq!(
         (m["identity"].as_str(), m["reason"].as_str()),
-        (Some("alice"), Some("disconnected"))
+        (Some("alice"), Some("connection_lost"))
     );
-    assert_eq!(alice.event("left").await["reason"], "disconnected");
-    eprintln!("participant_left after {:?}", started.elapsed());
+    assert_eq!(alice.event("left").await["reason"], "connection_lost");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 
-use crate::stun;
+use crate::stun::{self, Rename};
 
 /// An ICE username fragment and password.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +34,9 @@ pub(crate) struct IceCreds {
     /// Transaction ids of requests signed again, with the password their
     /// answer must be signed with.
     pending: VecDeque<([u8; 12], String)>,
+    /// The client's ICE password (from its last SDP): the agent's own
+    /// checks are signed with it.
+    remote_pwd: Option<String>,
 }
 
 /// A binding request as the agent may read it.
@@ -53,6 +56,7 @@ impl IceCreds {
             internal,
             previous: None,
             pending: VecDeque::new(),
+            remote_pwd: None,
         }
     }
 
@@ -94,7 +98,11 @@ impl IceCreds {
             .find(|c| *c != &self.internal && stun::authenticates(data, &c.ufrag, &c.pwd))?
             .pwd
             .clone();
-        let resigned = stun::resign(data, Some(&self.internal.ufrag), &self.internal.pwd)?;
+        let resigned = stun::resign(
+            data,
+            Rename::First(&self.internal.ufrag),
+            &self.internal.pwd,
+        )?;
         if let Some(id) = stun::transaction_id(data) {
             if self.pending.len() == MAX_PENDING {
                 self.pending.pop_front();
@@ -104,13 +112,28 @@ impl IceCreds {
         Some(Checked::Resigned(resigned))
     }
 
+    /// Remembers the client's ICE password from SDP it sent.
+    pub(crate) fn learn_remote(&mut self, sdp: &str) {
+        if let Some(pwd) = sdp
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("a=ice-pwd:"))
+        {
+            self.remote_pwd = Some(pwd.to_owned());
+        }
+    }
+
     /// What the agent sends, as the client must get it: answers to requests
-    /// signed again are signed with the presented password. `None`: drop it
-    /// (a check of the agent's own would name the old ufrag, which the
-    /// client refuses once it has restarted).
+    /// signed again are signed with the presented password, and the agent's
+    /// own checks name the presented ufrag (the client refuses the old one
+    /// once it has restarted; an ICE-lite agent needs those checks answered
+    /// before it takes a nomination). `None`: drop it.
     pub(crate) fn outbound(&mut self, data: &[u8]) -> Option<Option<Vec<u8>>> {
         if stun::is_binding_request(data) {
-            return if self.translating() { None } else { Some(None) };
+            if self.current == self.internal {
+                return Some(None);
+            }
+            let pwd = self.remote_pwd.as_deref()?;
+            return stun::resign(data, Rename::Second(&self.current.ufrag), pwd).map(Some);
         }
         if !stun::is_response(data) {
             return Some(None);
@@ -122,7 +145,7 @@ impl IceCreds {
             return Some(None);
         };
         let (_, pwd) = self.pending.remove(at)?;
-        Some(stun::resign(data, None, &pwd))
+        Some(stun::resign(data, Rename::Keep, &pwd))
     }
 
     /// `sdp` as the client must see it: the presented credentials in place

@@ -649,7 +649,10 @@ impl Shard {
         let Some(r) = p.reconnecting else {
             return;
         };
-        if p.detached || self.last_heard(p).is_none_or(|h| h <= r.stopped_at) {
+        // With media, back means traffic after it stopped; a participant
+        // whose media never connected is back with its signaling.
+        let heard_since = self.last_heard(p).is_some_and(|h| h > r.stopped_at);
+        if p.detached || (p.media_connected && !heard_since) {
             return;
         }
         let Some(room) = self.rooms.get_mut(room_name) else {
@@ -1581,6 +1584,7 @@ impl Shard {
             .transports
             .get_mut(&id)
             .ok_or(SfuError::ParticipantNotFound)?;
+        t.ice.learn_remote(&sdp);
         let sdp = match answer_offer(&mut t.pc, now, sdp) {
             Ok(answer) => answer,
             Err(e) => {
@@ -1676,6 +1680,7 @@ impl Shard {
             .get_mut(&id)
             .ok_or(SfuError::ParticipantNotFound)?;
         let sdp = sdp_check::check_remote(&sdp)?;
+        t.ice.learn_remote(&sdp);
         let answer =
             RTCSessionDescription::answer(sdp).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
         t.pc.set_remote_description(now, answer)

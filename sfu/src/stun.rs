@@ -98,11 +98,21 @@ pub(crate) fn nominates(data: &[u8]) -> bool {
     message.unmarshal_binary(data).is_ok() && message.contains(ATTR_USE_CANDIDATE)
 }
 
+/// Which part of a USERNAME (`<first>:<second>`) to replace when signing again.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Rename<'a> {
+    Keep,
+    /// A request to us names our ufrag first.
+    First(&'a str),
+    /// A request of ours names our ufrag second.
+    Second(&'a str),
+}
+
 /// `data` signed again under `pwd`: the same message with MESSAGE-INTEGRITY
-/// and FINGERPRINT computed anew, and, when `ufrag` is given, the first part
-/// of its USERNAME (`<ufrag>:<peer ufrag>`) replaced. `None` for what is no
-/// STUN message. The caller has checked the old signature.
-pub(crate) fn resign(data: &[u8], ufrag: Option<&str>, pwd: &str) -> Option<Vec<u8>> {
+/// and FINGERPRINT computed anew, and a part of its USERNAME replaced as
+/// `rename` says. `None` for what is no STUN message. The caller has checked
+/// the old signature.
+pub(crate) fn resign(data: &[u8], rename: Rename<'_>, pwd: &str) -> Option<Vec<u8>> {
     let crypto = CRYPTO.as_ref()?;
     if !is_message(data) {
         return None;
@@ -117,14 +127,18 @@ pub(crate) fn resign(data: &[u8], ufrag: Option<&str>, pwd: &str) -> Option<Vec<
         if attr.typ == ATTR_MESSAGE_INTEGRITY || attr.typ == ATTR_FINGERPRINT {
             continue;
         }
-        match (attr.typ == ATTR_USERNAME, ufrag) {
-            (true, Some(ufrag)) => {
-                let value = std::str::from_utf8(&attr.value).ok()?;
-                let (_, peer) = value.split_once(':')?;
-                new.add(ATTR_USERNAME, format!("{ufrag}:{peer}").as_bytes());
-            }
-            _ => new.add(attr.typ, &attr.value),
+        if attr.typ != ATTR_USERNAME {
+            new.add(attr.typ, &attr.value);
+            continue;
         }
+        let value = std::str::from_utf8(&attr.value).ok()?;
+        let (first, second) = value.split_once(':')?;
+        let renamed = match rename {
+            Rename::Keep => value.to_owned(),
+            Rename::First(ufrag) => format!("{ufrag}:{second}"),
+            Rename::Second(ufrag) => format!("{first}:{ufrag}"),
+        };
+        new.add(ATTR_USERNAME, renamed.as_bytes());
     }
     MessageIntegrity::new_short_term_integrity_with_provider(pwd.to_owned(), crypto.crypto())
         .add_to(&mut new)
@@ -175,7 +189,7 @@ mod tests {
         let internal = "internal-password-22-chars";
         let request = signed_request("pub1:cli", public);
         assert!(authenticates(&request, "pub1", public));
-        let resigned = resign(&request, Some("int1"), internal).unwrap();
+        let resigned = resign(&request, Rename::First("int1"), internal).unwrap();
         assert!(authenticates(&resigned, "int1", internal));
         assert!(!authenticates(&resigned, "pub1", public));
         assert_eq!(transaction_id(&resigned), transaction_id(&request));
@@ -183,6 +197,11 @@ mod tests {
         m.unmarshal_binary(&resigned).unwrap();
         assert!(m.contains(ATTR_FINGERPRINT));
         assert_eq!(m.get(ATTR_USERNAME).unwrap(), b"int1:cli");
+        let ours = resign(&request, Rename::Second("srv2"), public).unwrap();
+        assert!(authenticates(&ours, "pub1", public));
+        let mut m = Message::new();
+        m.unmarshal_binary(&ours).unwrap();
+        assert_eq!(m.get(ATTR_USERNAME).unwrap(), b"pub1:srv2");
     }
 
     #[test]

@@ -31,6 +31,11 @@ pub mod close {
     pub const ROOM_FULL: u16 = 4005;
     pub const PROTOCOL_UNSUPPORTED: u16 = 4006;
     pub const BILLING_INVALID: u16 = 4007;
+    pub const RESUME_FAILED: u16 = 4008;
+    pub const REPLACED: u16 = 4009;
+    /// A client closing with this code means to resume soon: the session
+    /// is kept (any other close frame is a leave).
+    pub const RESUMING: u16 = 4000;
     /// Shed before `join` to make room for newer connections (RFC 6455's
     /// "Try Again Later").
     pub const TRY_AGAIN_LATER: u16 = 1013;
@@ -96,6 +101,10 @@ fn is_too_big(e: axum::Error) -> bool {
 enum Incoming {
     Text(String),
     TooBig,
+    /// A close frame: the client ends its session, unless it closed with
+    /// `close::RESUMING`.
+    Closed(Option<u16>),
+    /// The connection broke with no close frame.
     Gone,
 }
 
@@ -116,8 +125,19 @@ async fn next_text(socket: &mut WebSocket) -> Incoming {
                     Incoming::Gone
                 };
             }
-            Some(Ok(Message::Close(_))) | None => return Incoming::Gone,
+            Some(Ok(Message::Close(frame))) => {
+                return Incoming::Closed(frame.map(|f| f.code));
+            }
+            None => return Incoming::Gone,
         }
+    }
+}
+
+/// The next frame of `socket`, or never when there is none.
+async fn next_text_of(socket: Option<&mut WebSocket>) -> Incoming {
+    match socket {
+        Some(s) => next_text(s).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -148,11 +168,21 @@ pub(crate) async fn serve(
     let text = match first {
         Err(_) => return close(socket, close::POLICY, "join_timeout").await,
         Ok(Incoming::TooBig) => return close_too_big(socket).await,
-        Ok(Incoming::Gone) => return,
+        Ok(Incoming::Gone | Incoming::Closed(_)) => return,
         Ok(Incoming::Text(t)) => t,
     };
     let (token, protocol) = match ClientMessage::parse(&text) {
         Ok(ClientMessage::Join { token, protocol }) => (token, protocol),
+        Ok(ClientMessage::Resume {
+            participant_sid,
+            secret,
+            protocol,
+        }) => {
+            if protocol.is_some_and(|p| p != PROTOCOL_VERSION) {
+                return close(socket, close::PROTOCOL_UNSUPPORTED, "protocol_unsupported").await;
+            }
+            return resume(socket, &state, pass.as_ref(), &participant_sid, &secret).await;
+        }
         Ok(_) => {
             send(
                 &mut socket,
@@ -219,6 +249,9 @@ pub(crate) async fn serve(
     if let Some(p) = &pass {
         p.release();
     }
+    let Some((secret, resumes)) = state.resumes.register(handle.sid()) else {
+        return close(socket, close::INTERNAL, "internal").await;
+    };
     let span = info_span!("participant", room = %room, sid = %handle.sid(), identity = %claims.sub);
     async {
         info!("joined");
@@ -227,11 +260,9 @@ pub(crate) async fn serve(
             room: joined.room,
             participant: joined.participant,
             participants: joined.others,
-            ice_servers: state
-                .ice_servers
-                .as_ref()
-                .map(|p| p.ice_servers(&claims.sub))
-                .unwrap_or_default(),
+            ice_servers: ice_servers(&state, &claims.sub),
+            resume_secret: secret.clone(),
+            reconnect_grace_s: state.reconnect_grace.as_secs(),
         };
         let call = CallParticipant {
             room: room.clone(),
@@ -248,14 +279,25 @@ pub(crate) async fn serve(
                 lost_at_ms: None,
             },
             left: false,
+            lost_since_ms: None,
         };
         let notices = state.participants.register(&call.sid);
         state.observer.joined(&call);
-        if send(&mut socket, &welcome).await {
-            session(socket, handle, joined.events, notices, &mut watch).await;
+        let mut link = Link {
+            socket: Some(socket),
+            resumes,
+            secret,
+        };
+        let greeted = match link.socket.as_mut() {
+            Some(socket) => send(socket, &welcome).await,
+            None => false,
+        };
+        if greeted {
+            session(&state, link, handle, joined.events, notices, &mut watch).await;
         } else {
             handle.leave(LeaveReason::Left);
         }
+        state.resumes.unregister(&call.sid);
         state.participants.unregister(&call.sid);
         watch.leave();
     }
@@ -292,9 +334,26 @@ struct Watch<'a> {
     call: &'a CallParticipant,
     usage: MediaUsage,
     left: bool,
+    /// When its connection was lost (unix ms), while it is reconnecting.
+    lost_since_ms: Option<i64>,
 }
 
 impl Watch<'_> {
+    /// Tells the watcher the connection is lost (once per loss), dated
+    /// `since_ms`.
+    fn reconnecting(&mut self, since_ms: i64) {
+        if self.lost_since_ms.is_none() {
+            self.lost_since_ms = Some(since_ms);
+            self.observer.reconnecting(self.call, since_ms);
+        }
+    }
+
+    fn resumed(&mut self) {
+        if self.lost_since_ms.take().is_some() {
+            self.observer.resumed(self.call);
+        }
+    }
+
     /// Tells the watcher the session ended, once: as soon as it has, not
     /// after the close handshake, so a watcher sees the leaves of a call in
     /// the order they happened (metering's end reason depends on it).
@@ -306,51 +365,151 @@ impl Watch<'_> {
     }
 }
 
-async fn session(
+/// The participant's signaling link: the WebSocket it has now (none while
+/// it is reconnecting) and where a resumed one arrives.
+struct Link {
+    socket: Option<WebSocket>,
+    resumes: mpsc::UnboundedReceiver<WebSocket>,
+    secret: String,
+}
+
+impl Link {
+    /// Sends on the socket if there is one; a failed send loses it.
+    async fn send(&mut self, message: &ServerMessage) -> bool {
+        match self.socket.as_mut() {
+            Some(socket) => {
+                let sent = send(socket, message).await;
+                if !sent {
+                    self.socket = None;
+                }
+                sent
+            }
+            None => false,
+        }
+    }
+}
+
+fn ice_servers(state: &AppState, identity: &str) -> Vec<crate::protocol::IceServer> {
+    state
+        .ice_servers
+        .as_ref()
+        .map(|p| p.ice_servers(identity))
+        .unwrap_or_default()
+}
+
+/// A new WebSocket asking to take session `sid` back: handed to that
+/// session's task, or refused with 4008.
+async fn resume(
     mut socket: WebSocket,
+    state: &AppState,
+    pass: Option<&ConnectionPass>,
+    sid: &str,
+    secret: &str,
+) {
+    if let Some(p) = pass {
+        p.release();
+    }
+    match state.resumes.hand_over(sid, secret, socket) {
+        Ok(()) => {}
+        Err(back) => {
+            socket = back;
+            state.metrics.resume_failures.inc();
+            send(
+                &mut socket,
+                &ServerMessage::error(
+                    "resume_failed",
+                    "no session to resume: it ended, or the secret is wrong",
+                ),
+            )
+            .await;
+            close(socket, close::RESUME_FAILED, "resume_failed").await;
+        }
+    }
+}
+
+async fn session(
+    state: &AppState,
+    mut link: Link,
     mut handle: ParticipantHandle,
     mut events: mpsc::UnboundedReceiver<ParticipantEvent>,
     mut notices: mpsc::UnboundedReceiver<ServerMessage>,
     watch: &mut Watch<'_>,
 ) {
     loop {
+        // A link that broke on a send is detached like one that closed.
+        if link.socket.is_none() && watch.lost_since_ms.is_none() {
+            info!("signaling lost; keeping the session for the grace");
+            handle.detach();
+            watch.reconnecting(unix_now_ms());
+        }
         tokio::select! {
-            Some(notice) = notices.recv() => {
-                if !send(&mut socket, &notice).await {
-                    break;
+            Some(socket) = link.resumes.recv() => {
+                if let Some(old) = link.socket.replace(socket) {
+                    tokio::spawn(close(old, close::REPLACED, "replaced"));
+                }
+                match handle.attach().await {
+                    Ok(now) => {
+                        info!("resumed");
+                        state.metrics.resumes.inc();
+                        let resumed = ServerMessage::Resumed {
+                            protocol: PROTOCOL_VERSION,
+                            room: now.room,
+                            participant: now.participant,
+                            participants: now.others,
+                            ice_servers: ice_servers(state, &watch.call.identity),
+                            resume_secret: link.secret.clone(),
+                            reconnect_grace_s: state.reconnect_grace.as_secs(),
+                        };
+                        link.send(&resumed).await;
+                    }
+                    Err(_) => {
+                        // The media plane ended it meanwhile; its `Ended` is on the way.
+                        link.send(&ServerMessage::error("resume_failed", "the session has ended")).await;
+                    }
                 }
             }
-            incoming = next_text(&mut socket) => match incoming {
-                Incoming::Gone => break,
+            Some(notice) = notices.recv() => {
+                link.send(&notice).await;
+            }
+            incoming = next_text_of(link.socket.as_mut()) => match incoming {
+                Incoming::Gone | Incoming::Closed(Some(close::RESUMING)) => {
+                    link.socket = None;
+                }
+                Incoming::Closed(_) => {
+                    info!("connection closed");
+                    handle.leave(LeaveReason::Left);
+                    watch.leave();
+                    return;
+                }
                 Incoming::TooBig => {
                     handle.leave(LeaveReason::Left);
                     watch.leave();
-                    return close_too_big(socket).await;
+                    if let Some(socket) = link.socket.take() {
+                        close_too_big(socket).await;
+                    }
+                    return;
                 }
                 Incoming::Text(text) => match ClientMessage::parse(&text) {
                     Ok(ClientMessage::Leave) => {
                         handle.leave(LeaveReason::Left);
                         watch.leave();
-                        send(&mut socket, &ServerMessage::Left { reason: LeaveReason::Left }).await;
-                        return close(socket, close::NORMAL, "left").await;
+                        link.send(&ServerMessage::Left { reason: LeaveReason::Left }).await;
+                        if let Some(socket) = link.socket.take() {
+                            close(socket, close::NORMAL, "left").await;
+                        }
+                        return;
                     }
                     Ok(message) => {
-                        if let Some(reply) = handle_message(&handle, message).await
-                            && !send(&mut socket, &reply).await
-                        {
-                            break;
+                        if let Some(reply) = handle_message(&handle, message).await {
+                            link.send(&reply).await;
                         }
                     }
                     Err(ParseError::Malformed(m)) => {
-                        if !send(&mut socket, &ServerMessage::error("malformed_message", m)).await {
-                            break;
-                        }
+                        link.send(&ServerMessage::error("malformed_message", m)).await;
                     }
                     Err(ParseError::Unknown(t)) => {
                         let reply = ServerMessage::error("unknown_message", format!("unknown message type `{t}`"));
-                        if !send(&mut socket, &reply).await {
-                            break;
-                        }
+                        link.send(&reply).await;
                     }
                 },
             },
@@ -359,16 +518,28 @@ async fn session(
                     watch.usage.connected_at_ms = Some(unix_now_ms());
                     watch.observer.media_connected(watch.call);
                 }
+                Some(ParticipantEvent::Reconnecting { reason, silent_for }) => {
+                    let since = unix_now_ms() - silent_for.as_millis() as i64;
+                    watch.reconnecting(since);
+                    link.send(&ServerMessage::from(ParticipantEvent::Reconnecting { reason, silent_for })).await;
+                }
+                Some(ParticipantEvent::Resumed) => watch.resumed(),
                 Some(ParticipantEvent::Ended { reason }) => {
                     handle.mark_ended();
+                    if reason == LeaveReason::ConnectionLost {
+                        watch.usage.lost_at_ms = watch.lost_since_ms;
+                    }
                     watch.leave();
                     // What the watcher said before ending the session (why
                     // billing refused the call) goes out before `left`.
                     while let Ok(notice) = notices.try_recv() {
-                        send(&mut socket, &notice).await;
+                        link.send(&notice).await;
                     }
-                    send(&mut socket, &ServerMessage::Left { reason }).await;
-                    return close(socket, close::NORMAL, reason.as_str()).await;
+                    link.send(&ServerMessage::Left { reason }).await;
+                    if let Some(socket) = link.socket.take() {
+                        close(socket, close::NORMAL, reason.as_str()).await;
+                    }
+                    return;
                 }
                 Some(event) => {
                     if let ParticipantEvent::TrackPublished { track, .. } = &event
@@ -376,19 +547,18 @@ async fn session(
                     {
                         watch.usage.video = true;
                     }
-                    if !send(&mut socket, &ServerMessage::from(event)).await {
-                        break;
-                    }
+                    link.send(&ServerMessage::from(event)).await;
                 }
                 None => {
                     handle.mark_ended();
-                    return close(socket, close::INTERNAL, "internal").await;
+                    if let Some(socket) = link.socket.take() {
+                        close(socket, close::INTERNAL, "internal").await;
+                    }
+                    return;
                 }
             },
         }
     }
-    info!("connection closed");
-    handle.leave(LeaveReason::Left);
 }
 
 async fn handle_message(
@@ -396,9 +566,10 @@ async fn handle_message(
     message: ClientMessage,
 ) -> Option<ServerMessage> {
     let result = match message {
-        ClientMessage::Join { .. } => {
+        ClientMessage::Join { .. } | ClientMessage::Resume { .. } => {
             return Some(ServerMessage::error("already_joined", "already joined"));
         }
+        ClientMessage::IceRestart => handle.ice_restart().await.map(|()| None),
         ClientMessage::PublishOffer { sdp } => handle
             .publish_offer(sdp)
             .await

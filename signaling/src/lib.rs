@@ -8,6 +8,7 @@ pub mod drain;
 pub mod http;
 mod metrics;
 pub mod protocol;
+pub mod resume;
 pub mod token;
 
 pub use connection::close as close_codes;
@@ -50,6 +51,10 @@ pub struct AppState {
     pub participants: Participants,
     /// Open signaling connections, counted for a clean shutdown.
     pub connections: drain::Connections,
+    /// How long a participant whose connection is lost is kept (told to
+    /// clients in `joined`; the media plane enforces it).
+    pub reconnect_grace: Duration,
+    pub resumes: resume::Resumes,
 }
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");

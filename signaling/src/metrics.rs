@@ -7,6 +7,10 @@ use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 pub struct SignalingMetrics {
     pub connections: IntGauge,
     pub rejected_tokens: IntCounter,
+    /// Sessions taken back with `resume`.
+    pub resumes: IntCounter,
+    /// `resume` refused (no such session, or a wrong secret).
+    pub resume_failures: IntCounter,
 }
 
 impl SignalingMetrics {
@@ -19,11 +23,23 @@ impl SignalingMetrics {
             "callgate_signaling_rejected_tokens_total",
             "Signaling connections refused for a bad access token",
         )?;
+        let resumes = IntCounter::new(
+            "callgate_signaling_resumes_total",
+            "Sessions a client took back on a new WebSocket with `resume`",
+        )?;
+        let resume_failures = IntCounter::new(
+            "callgate_signaling_resume_failures_total",
+            "`resume` refused: no such session any more, or a wrong secret",
+        )?;
         registry.register(Box::new(connections.clone()))?;
         registry.register(Box::new(rejected_tokens.clone()))?;
+        registry.register(Box::new(resumes.clone()))?;
+        registry.register(Box::new(resume_failures.clone()))?;
         Ok(SignalingMetrics {
             connections,
             rejected_tokens,
+            resumes,
+            resume_failures,
         })
     }
 }

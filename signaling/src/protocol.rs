@@ -34,10 +34,21 @@ pub enum ClientMessage {
         muted: bool,
     },
     Leave,
+    /// First message of a new WebSocket taking a session back.
+    Resume {
+        participant_sid: String,
+        secret: String,
+        #[serde(default)]
+        protocol: Option<u32>,
+    },
+    /// A subscribe offer that restarts ICE, please.
+    IceRestart,
 }
 
 const CLIENT_TYPES: &[&str] = &[
     "join",
+    "resume",
+    "ice_restart",
     "publish_offer",
     "subscribe_answer",
     "candidate",
@@ -94,6 +105,18 @@ pub enum ServerMessage {
         participant: ParticipantInfo,
         participants: Vec<ParticipantInfo>,
         ice_servers: Vec<IceServer>,
+        resume_secret: String,
+        reconnect_grace_s: u64,
+    },
+    /// The answer to `resume`: the same fields as `joined`, as they are now.
+    Resumed {
+        protocol: u32,
+        room: RoomInfo,
+        participant: ParticipantInfo,
+        participants: Vec<ParticipantInfo>,
+        ice_servers: Vec<IceServer>,
+        resume_secret: String,
+        reconnect_grace_s: u64,
     },
     PublishAnswer {
         sdp: String,

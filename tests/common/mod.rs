@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod money;
+pub mod nat;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::{BufRead, BufReader};
@@ -79,6 +80,16 @@ impl TestServer {
     pub fn start(extra: &[&str]) -> TestServer {
         let data = tempdir::TempDir::new();
         let mut server = TestServer::start_in(&data.0, extra);
+        server._data = Some(data);
+        server
+    }
+
+    /// A server with environment variables `vars` set (configuration
+    /// overrides such as `CALLGATE_ROOM_RECONNECT_GRACE`).
+    pub fn start_with_env(vars: &[(&str, &str)], extra: &[&str]) -> TestServer {
+        let data = tempdir::TempDir::new();
+        let prefix: String = vars.iter().map(|(k, v)| format!("{k}={v} ")).collect();
+        let mut server = TestServer::start_with_shell(&data.0, extra, Some(&prefix));
         server._data = Some(data);
         server
     }
@@ -491,6 +502,7 @@ async fn new_pc(
     received: Arc<Received>,
     relay_only: Option<Vec<RTCIceServer>>,
     network: Network,
+    keepalive: Option<Duration>,
 ) -> (
     Arc<dyn PeerConnection>,
     Arc<Mutex<Option<RTCPeerConnectionState>>>,
@@ -518,7 +530,14 @@ async fn new_pc(
         }));
     // No mDNS: it would send multicast off loopback (and fails outright in
     // a network namespace that has only `lo`).
-    let settings = SettingEngineBuilder::new().with_multicast_dns_mode(MulticastDnsMode::Disabled);
+    let mut settings =
+        SettingEngineBuilder::new().with_multicast_dns_mode(MulticastDnsMode::Disabled);
+    if let Some(every) = keepalive {
+        // Consent checks every `every`, and no giving up on our side: the
+        // test is about what the server does.
+        settings =
+            settings.with_ice_timeouts(Some(Duration::ZERO), Some(Duration::ZERO), Some(every));
+    }
     let builder = match network {
         Network::Udp | Network::RelayOnly => builder
             .with_setting_engine(settings.build())
@@ -645,6 +664,119 @@ pub struct Client {
     network: Network,
     /// Server TCP candidates already dialed, by transport.
     tcp_dialed: Arc<Mutex<HashSet<String>>>,
+    /// The WebSocket's write half now (swapped by `resume`).
+    sink: Arc<tokio::sync::Mutex<Option<WsSink>>>,
+    /// The task reading the WebSocket now.
+    reader: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    driver: Driver,
+    /// The NAT the client's media goes through, if any (`join_behind`).
+    pub nat: Option<Arc<nat::Nat>>,
+}
+
+type WsSink = futures_util::stream::SplitSink<Ws, Message>;
+
+/// What reading the server's messages needs, shared by every WebSocket a
+/// client has had.
+#[derive(Clone)]
+struct Driver {
+    publisher: Arc<dyn PeerConnection>,
+    subscriber: Arc<dyn PeerConnection>,
+    out: mpsc::UnboundedSender<String>,
+    events: mpsc::UnboundedSender<Value>,
+    answers: mpsc::UnboundedSender<String>,
+    closed: Arc<Mutex<Option<Closed>>>,
+    network: Network,
+    tcp_dialed: Arc<Mutex<HashSet<String>>>,
+    nat: Option<Arc<nat::Nat>>,
+}
+
+impl Driver {
+    /// The server's SDP as the client must apply it (through its NAT).
+    fn sdp_in(&self, sdp: &str) -> String {
+        match &self.nat {
+            Some(nat) => {
+                let (sdp, server) = nat::through(sdp, nat.inside_addr());
+                if let Some(server) = server {
+                    nat.set_server(server);
+                }
+                sdp
+            }
+            None => sdp.to_owned(),
+        }
+    }
+
+    fn spawn_reader(
+        &self,
+        mut stream: futures_util::stream::SplitStream<Ws>,
+    ) -> tokio::task::JoinHandle<()> {
+        let d = self.clone();
+        tokio::spawn(async move {
+            while let Some(frame) = stream.next().await {
+                let text = match frame {
+                    Ok(Message::Text(t)) => t.to_string(),
+                    Ok(Message::Close(f)) => {
+                        *d.closed.lock().unwrap() = Some(Closed {
+                            code: f.as_ref().map_or(1005, |f| f.code.into()),
+                            reason: f.map(|f| f.reason.to_string()).unwrap_or_default(),
+                        });
+                        let _ = d.events.send(json!({"type": "_closed"}));
+                        break;
+                    }
+                    Ok(_) => continue,
+                    Err(_) => break,
+                };
+                let m: Value = serde_json::from_str(&text).unwrap();
+                d.handle(m).await;
+            }
+        })
+    }
+
+    async fn handle(&self, m: Value) {
+        match m["type"].as_str().unwrap_or("") {
+            "subscribe_offer" => {
+                let sdp = self.sdp_in(m["sdp"].as_str().unwrap());
+                let offer = RTCSessionDescription::offer(sdp.clone()).unwrap();
+                self.subscriber
+                    .set_remote_description(offer)
+                    .await
+                    .expect("apply subscribe offer");
+                if self.network == Network::TcpOnly {
+                    dial_tcp_candidates(&self.subscriber, "subscriber", &sdp, &self.tcp_dialed)
+                        .await;
+                }
+                let answer = self.subscriber.create_answer(None).await.unwrap();
+                self.subscriber
+                    .set_local_description(answer.clone())
+                    .await
+                    .unwrap();
+                let _ = self
+                    .out
+                    .send(json!({"type": "subscribe_answer", "sdp": answer.sdp}).to_string());
+                let _ = self.events.send(m);
+            }
+            "publish_answer" => {
+                let _ = self.answers.send(self.sdp_in(m["sdp"].as_str().unwrap()));
+            }
+            "candidate" => {
+                let c = &m["candidate"];
+                let init = webrtc::peer_connection::RTCIceCandidateInit {
+                    candidate: c["candidate"].as_str().unwrap_or("").into(),
+                    sdp_mid: c["sdp_mid"].as_str().map(Into::into),
+                    sdp_mline_index: c["sdp_m_line_index"].as_u64().map(|v| v as u16),
+                    ..Default::default()
+                };
+                let pc = if m["target"] == "publisher" {
+                    &self.publisher
+                } else {
+                    &self.subscriber
+                };
+                let _ = pc.add_ice_candidate(init).await;
+            }
+            _ => {
+                let _ = self.events.send(m);
+            }
+        }
+    }
 }
 
 /// The async `webrtc` client dials a passive TCP candidate only when it is
@@ -702,11 +834,38 @@ impl Client {
         Client::join_over(server, token, None, Network::TcpOnly).await
     }
 
+    /// A client whose media goes through `nat` (UDP only).
+    pub async fn join_behind(server: &TestServer, token: &str, nat: Arc<nat::Nat>) -> Client {
+        Client::start(server, token, None, Network::Udp, Some(nat), None).await
+    }
+
     pub async fn join_over(
         server: &TestServer,
         token: &str,
         ice_servers: Option<Vec<RTCIceServer>>,
         network: Network,
+    ) -> Client {
+        Client::start(server, token, ice_servers, network, None, None).await
+    }
+
+    /// A client whose ICE agents send consent checks every `interval` once
+    /// connected (RFC 7675 recommends 5 s), behind `nat`.
+    pub async fn join_checking_every(
+        server: &TestServer,
+        token: &str,
+        nat: Arc<nat::Nat>,
+        interval: Duration,
+    ) -> Client {
+        Client::start(server, token, None, Network::Udp, Some(nat), Some(interval)).await
+    }
+
+    async fn start(
+        server: &TestServer,
+        token: &str,
+        ice_servers: Option<Vec<RTCIceServer>>,
+        network: Network,
+        nat: Option<Arc<nat::Nat>>,
+        keepalive: Option<Duration>,
     ) -> Client {
         let (signal, joined) = Signal::join(server, token).await;
         let (out_tx, mut out_rx) = mpsc::unbounded_channel::<String>();
@@ -717,6 +876,7 @@ impl Client {
             received.clone(),
             ice_servers.clone(),
             network,
+            keepalive,
         )
         .await;
         let (subscriber, subscriber_state) = new_pc(
@@ -725,84 +885,39 @@ impl Client {
             received.clone(),
             ice_servers,
             network,
+            keepalive,
         )
         .await;
         let (events_tx, events) = mpsc::unbounded_channel();
         let (answers_tx, answers_rx) = mpsc::unbounded_channel();
         let closed = Arc::new(Mutex::new(None));
 
-        let (mut sink, mut stream) = signal.ws.split();
+        let (sink, stream) = signal.ws.split();
+        let sink = Arc::new(tokio::sync::Mutex::new(Some(sink)));
+        let writer_sink = sink.clone();
         tokio::spawn(async move {
             while let Some(text) = out_rx.recv().await {
-                if sink.send(Message::text(text)).await.is_err() {
-                    break;
+                let mut sink = writer_sink.lock().await;
+                if let Some(s) = sink.as_mut()
+                    && s.send(Message::text(text)).await.is_err()
+                {
+                    *sink = None;
                 }
             }
         });
-        let sub = subscriber.clone();
-        let publ = publisher.clone();
-        let out = out_tx.clone();
-        let closed_in = closed.clone();
         let tcp_dialed = Arc::new(Mutex::new(HashSet::new()));
-        let dialed = tcp_dialed.clone();
-        tokio::spawn(async move {
-            while let Some(frame) = stream.next().await {
-                let text = match frame {
-                    Ok(Message::Text(t)) => t.to_string(),
-                    Ok(Message::Close(f)) => {
-                        *closed_in.lock().unwrap() = Some(Closed {
-                            code: f.as_ref().map_or(1005, |f| f.code.into()),
-                            reason: f.map(|f| f.reason.to_string()).unwrap_or_default(),
-                        });
-                        let _ = events_tx.send(json!({"type": "_closed"}));
-                        break;
-                    }
-                    Ok(_) => continue,
-                    Err(_) => break,
-                };
-                let m: Value = serde_json::from_str(&text).unwrap();
-                match m["type"].as_str().unwrap_or("") {
-                    "subscribe_offer" => {
-                        let offer = RTCSessionDescription::offer(m["sdp"].as_str().unwrap().into())
-                            .unwrap();
-                        sub.set_remote_description(offer)
-                            .await
-                            .expect("apply subscribe offer");
-                        if network == Network::TcpOnly {
-                            let sdp = m["sdp"].as_str().unwrap_or("");
-                            dial_tcp_candidates(&sub, "subscriber", sdp, &dialed).await;
-                        }
-                        let answer = sub.create_answer(None).await.unwrap();
-                        sub.set_local_description(answer.clone()).await.unwrap();
-                        let _ = out.send(
-                            json!({"type": "subscribe_answer", "sdp": answer.sdp}).to_string(),
-                        );
-                        let _ = events_tx.send(m);
-                    }
-                    "publish_answer" => {
-                        let _ = answers_tx.send(m["sdp"].as_str().unwrap().to_owned());
-                    }
-                    "candidate" => {
-                        let c = &m["candidate"];
-                        let init = webrtc::peer_connection::RTCIceCandidateInit {
-                            candidate: c["candidate"].as_str().unwrap_or("").into(),
-                            sdp_mid: c["sdp_mid"].as_str().map(Into::into),
-                            sdp_mline_index: c["sdp_m_line_index"].as_u64().map(|v| v as u16),
-                            ..Default::default()
-                        };
-                        let pc = if m["target"] == "publisher" {
-                            &publ
-                        } else {
-                            &sub
-                        };
-                        let _ = pc.add_ice_candidate(init).await;
-                    }
-                    _ => {
-                        let _ = events_tx.send(m);
-                    }
-                }
-            }
-        });
+        let driver = Driver {
+            publisher: publisher.clone(),
+            subscriber: subscriber.clone(),
+            out: out_tx.clone(),
+            events: events_tx,
+            answers: answers_tx,
+            closed: closed.clone(),
+            network,
+            tcp_dialed: tcp_dialed.clone(),
+            nat: nat.clone(),
+        };
+        let reader = driver.spawn_reader(stream);
         Client {
             sid: joined["participant"]["sid"].as_str().unwrap().to_owned(),
             identity: joined["participant"]["identity"]
@@ -820,7 +935,55 @@ impl Client {
             closed,
             network,
             tcp_dialed,
+            sink,
+            reader: Mutex::new(Some(reader)),
+            driver,
+            nat,
         }
+    }
+
+    /// Breaks the WebSocket with no close frame, as a lost network does.
+    pub async fn drop_signaling(&self) {
+        if let Some(reader) = self.reader.lock().unwrap().take() {
+            reader.abort();
+        }
+        *self.sink.lock().await = None;
+    }
+
+    /// Opens a new WebSocket and sends `resume` with the secret from
+    /// `joined`; returns the server's first answer (`resumed`, or the
+    /// `error` before a close), and drives the new socket if it resumed.
+    pub async fn resume(&self, server: &TestServer) -> Value {
+        self.drop_signaling().await;
+        let mut signal = Signal::connect(server).await;
+        signal
+            .send(json!({
+                "type": "resume",
+                "participant_sid": self.sid,
+                "secret": self.joined["resume_secret"],
+                "protocol": 1,
+            }))
+            .await;
+        let answer = signal.recv().await.expect("an answer to resume");
+        if answer["type"] == "resumed" {
+            let (sink, stream) = signal.ws.split();
+            *self.sink.lock().await = Some(sink);
+            *self.reader.lock().unwrap() = Some(self.driver.spawn_reader(stream));
+        }
+        answer
+    }
+
+    /// Restarts ICE on the publisher transport: an offer with new ICE
+    /// credentials, and the server's answer applied.
+    pub async fn restart_publisher_ice(&self) {
+        let offer = self
+            .publisher
+            .create_offer(Some(rtc::peer_connection::configuration::RTCOfferOptions {
+                ice_restart: true,
+            }))
+            .await
+            .unwrap();
+        self.complete_publisher_offer(offer).await;
     }
 
     pub fn send(&self, v: Value) {
@@ -842,6 +1005,10 @@ impl Client {
     /// and returns it.
     pub async fn negotiate_publisher(&self) -> String {
         let offer = self.publisher.create_offer(None).await.unwrap();
+        self.complete_publisher_offer(offer).await
+    }
+
+    async fn complete_publisher_offer(&self, offer: RTCSessionDescription) -> String {
         self.publisher
             .set_local_description(offer.clone())
             .await
