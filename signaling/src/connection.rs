@@ -412,7 +412,7 @@ async fn resume(
     match state.resumes.hand_over(sid, secret, socket) {
         Ok(()) => {}
         Err(back) => {
-            socket = back;
+            socket = *back;
             state.metrics.resume_failures.inc();
             send(
                 &mut socket,

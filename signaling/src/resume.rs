@@ -66,14 +66,14 @@ impl Resumes {
         sid: &str,
         secret: &str,
         socket: WebSocket,
-    ) -> Result<(), WebSocket> {
+    ) -> Result<(), Box<WebSocket>> {
         let offered = digest(&SHA256, secret.as_bytes());
         let slots = self.lock();
         match slots.get(sid) {
             Some(slot) if slot.digest == offered.as_ref() => {
-                slot.to_session.send(socket).map_err(|e| e.0)
+                slot.to_session.send(socket).map_err(|e| Box::new(e.0))
             }
-            _ => Err(socket),
+            _ => Err(Box::new(socket)),
         }
     }
 
