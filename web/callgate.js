@@ -8,13 +8,55 @@
 //   await room.publish(await navigator.mediaDevices.getUserMedia({ audio: true, video: true }));
 //
 // RTCPeerConnection and WebSocket are taken from the options when given, so the
-// SDK also runs on react-native-webrtc or in Node with a WebRTC binding.
+// SDK also runs on react-native-webrtc or in Node with a WebRTC binding. The
+// reconnect path uses only those two, setTimeout and Math.random (no window,
+// document or navigator), for the same reason.
+//
+// Staying connected (docs/protocol.md, "Staying connected"): when the
+// WebSocket drops, a transport's ICE fails (or stays disconnected for 2 s) or
+// the server says `reconnecting`, the room goes `reconnecting` and takes its
+// session back with `resume` on a new WebSocket, restarting ICE on both
+// transports; when the server no longer keeps the session it joins afresh and
+// publishes the same tracks again.
 
 /** Protocol version this SDK speaks. */
 export const PROTOCOL_VERSION = 1;
 
 /** WebSocket.OPEN, spelled out because an injected constructor may lack it. */
 const WS_OPEN = 1;
+
+/** Waits before the first reconnect tries, in ms (docs/protocol.md, "Client reconnect schedule"). */
+export const RECONNECT_SCHEDULE_MS = Object.freeze([0, 300, 1200, 2700, 4800]);
+/** Wait before each later try, in ms. */
+export const RECONNECT_STEADY_MS = 7000;
+/** Tries in all, for resuming (and again for joining afresh). */
+export const RECONNECT_TRIES = 10;
+/** Up to this much random delay is added to each wait, in ms. */
+export const RECONNECT_JITTER_MS = 500;
+/** How long a transport's ICE may stay `disconnected` before the room reconnects, in ms. */
+export const ICE_DISCONNECTED_MS = 2000;
+/** Grace when the server names none (`reconnect_grace_s`), in s. */
+const DEFAULT_GRACE_S = 20;
+/** How long an in-place ICE restart (after the server's `reconnecting`) may take before a resume, in ms. */
+const ICE_RESTART_TIMEOUT_MS = 5000;
+
+/** Close code: `resume` named no session the server keeps: join afresh. */
+const CLOSE_RESUME_FAILED = 4008;
+/** Close code: the session was resumed on a newer WebSocket. */
+const CLOSE_REPLACED = 4009;
+/** Close codes 4001–4007: the token or the protocol was refused; trying again cannot help. */
+const isRefusal = (code) => code >= 4001 && code <= 4007;
+/**
+ * `error` codes that answer a `resume` when the server cannot take the
+ * session back (`resume_failed`; a server without resume says `not_joined`
+ * or `unknown_message`): join afresh.
+ */
+const RESUME_IMPOSSIBLE = new Set(['resume_failed', 'not_joined', 'unknown_message']);
+/** Reasons of a 1000 close (and of `left`) that end the session for good. */
+const END_REASONS = new Set([
+  'left', 'removed', 'room_closed', 'duplicate_identity', 'disconnected', 'server_shutdown',
+  'insufficient_balance', 'billing_stopped', 'billing_invalid', 'connection_lost',
+]);
 
 /**
  * @typedef {object} TrackInfo A published track as the server describes it.
@@ -30,6 +72,7 @@ const WS_OPEN = 1;
  * @property {boolean} canPublish
  * @property {boolean} canSubscribe
  * @property {Map<string, TrackInfo>} tracks Published tracks by track sid.
+ * @property {boolean} reconnecting Between `participantReconnecting` and `participantResumed`.
  *
  * @typedef {object} RoomInfo
  * @property {string} name
@@ -63,6 +106,30 @@ const WS_OPEN = 1;
  *   TURN servers (as behind a firewall that lets nothing else out); default: the browser's (`all`).
  * @property {number} [connectTimeout] ms to wait for `joined` (default 15000).
  * @property {number} [negotiationTimeout] ms to wait for a `publish_answer` (default 15000).
+ * @property {() => (string|Promise<string>)} [tokenProvider] Called for a fresh token when the
+ *   room has to join afresh (the session could not be resumed); when it fails or gives nothing,
+ *   the token from the options is used.
+ * @property {number} [reconnectTryTimeout] ms one reconnect try waits for `resumed` or
+ *   `joined` on its new WebSocket (default 5000).
+ *
+ * @typedef {'connecting'|'connected'|'reconnecting'|'disconnected'} ConnectionState
+ * The room's state: `disconnected` before `connect()` and after the session ended.
+ *
+ * @typedef {object} SocketCtx One WebSocket and what it is for.
+ * @property {WebSocket} ws
+ * @property {'join'|'resume'|'session'} phase `join`/`resume` until `joined`/`resumed`, then `session`.
+ * @property {boolean} gone Closed or abandoned: nothing from it counts any more.
+ * @property {string|null} leftReason The reason of a `left` received on it.
+ *
+ * @typedef {object} Recovery A reconnect in progress.
+ * @property {'ice'|'resume'} mode `ice`: restarting ICE in place on a WebSocket that is up;
+ *   `resume`: tries on new WebSockets.
+ * @property {number} since When it started (ms since 1970).
+ * @property {number} deadline When the server's grace ends (ms since 1970).
+ * @property {number} tries Tries made in the current mode (resume, or joining afresh).
+ * @property {boolean} fresh Join afresh instead of resuming.
+ * @property {ReturnType<typeof setTimeout>|null} timer The next try, or the in-place restart's limit.
+ * @property {ReturnType<typeof setTimeout>|null} tryTimer The current try's limit.
  */
 
 /** Error with a protocol-level `code` (an `error` code or a close reason). */
@@ -164,6 +231,21 @@ class Transport {
     this._signalled = false;
     /** Remote candidates held back until a remote description is set. */
     this._incoming = [];
+    /** Runs out when ICE stayed `disconnected` too long. @type {ReturnType<typeof setTimeout>|null} */
+    this.iceTimer = null;
+    /** An ICE restart of this transport is under way (after the server's `reconnecting`). */
+    this.restarting = false;
+  }
+
+  /** Whether ICE is up (or was never needed: nothing negotiated yet). */
+  get iceUp() {
+    const s = this.pc.iceConnectionState;
+    return !this.pc.remoteDescription || s === 'connected' || s === 'completed';
+  }
+
+  clearIceTimer() {
+    if (this.iceTimer !== null) clearTimeout(this.iceTimer);
+    this.iceTimer = null;
   }
 
   /**
@@ -209,6 +291,7 @@ class Transport {
   }
 
   close() {
+    this.clearIceTimer();
     try {
       this.pc.close();
     } catch {
@@ -220,20 +303,37 @@ class Transport {
 /**
  * A connection to one callgate room.
  *
+ * `state` is a ConnectionState: `connecting` until `joined`, `connected`,
+ * `reconnecting` while it takes its session back (or joins afresh), and
+ * `disconnected` before `connect()` and once the session ended.
+ *
  * Events (subscribe with `room.on(name, fn)`; `fn` gets one plain object):
+ * - `connectionStateChanged` `{state, previous}` (the room's ConnectionState)
+ * - `reconnecting` `{reason}` (`signaling_lost`, `ice_failed`, `ice_disconnected`,
+ *   `dtls_timeout`, `resume_failed`, or the server's `reconnecting` reason, e.g. `media_silent`)
+ * - `reconnected` `{resumed}` (`true`: the same session goes on; `false`: joined afresh with a
+ *   new participant sid and published the same tracks again)
  * - `participantJoined` `{participant}`
  * - `participantLeft` `{participantSid, identity, reason, participant}`
+ * - `participantReconnecting` `{participantSid, identity, participant}` (its connection is lost;
+ *   the server keeps it for the grace)
+ * - `participantResumed` `{participantSid, identity, participant}`
  * - `trackPublished` `{participantSid, participant, track: TrackInfo}` (remote participants)
  * - `trackUnpublished` `{participantSid, participant, trackSid}`
  * - `localTrackPublished` `{publication, track: TrackInfo}` (the server's sid for one of our tracks)
  * - `trackSubscribed` `{participantSid, participant, trackSid, kind, track, stream}`
  * - `trackUnsubscribed` `{participantSid, participant, trackSid, kind, track, stream}`
  * - `trackMuted` `{participantSid, participant, trackSid, muted}` (also for our own tracks)
- * - `connectionStateChanged` `{target: 'publisher'|'subscriber', state}`
+ * - `transportStateChanged` `{target: 'publisher'|'subscriber', state}` (RTCPeerConnection.connectionState)
  * - `balance` `{secondsLeft}` (paid calls: what the payer's wallet still covers)
  * - `balanceWarning` `{secondsLeft}` (paid calls: the cut is near)
  * - `disconnected` `{reason, code}` (reason: the server's `left` reason or close reason)
  * - `error` `{code, message, error?}` (server `error` messages and local failures)
+ *
+ * After a resume the room compares the server's `participants` with what it
+ * knew and emits `participantJoined`/`participantLeft`/`trackPublished`/
+ * `trackUnpublished`/`trackMuted` for what changed meanwhile (a participant
+ * gone meanwhile is reported with reason `left`: the server does not say why).
  */
 export class Room extends Emitter {
   /** @param {RoomOptions} options */
@@ -244,15 +344,17 @@ export class Room extends Emitter {
     }
     this.url = options.url;
     this._token = options.token;
+    this._tokenProvider = typeof options.tokenProvider === 'function' ? options.tokenProvider : null;
     this._WebSocket = options.WebSocket ?? globalThis.WebSocket;
     this._RTCPeerConnection = options.RTCPeerConnection ?? globalThis.RTCPeerConnection;
     this._extraIceServers = options.iceServers ?? [];
     this._iceTransportPolicy = options.iceTransportPolicy;
     this._connectTimeout = options.connectTimeout ?? 15000;
     this._negotiationTimeout = options.negotiationTimeout ?? 15000;
+    this._tryTimeout = options.reconnectTryTimeout ?? 5000;
 
-    /** @type {'new'|'connecting'|'joined'|'disconnected'} */
-    this.state = 'new';
+    /** @type {ConnectionState} */
+    this.state = 'disconnected';
     /** @type {RoomInfo|null} */
     this.roomInfo = null;
     /** @type {Participant|null} */
@@ -263,9 +365,17 @@ export class Room extends Emitter {
     this.subscribedTracks = new Map();
     /** ICE servers in use (options first, then the server's). @type {RTCIceServer[]} */
     this.iceServers = [];
+    /** How long the server keeps a lost session (s), from `joined`/`resumed`. */
+    this.reconnectGraceS = DEFAULT_GRACE_S;
 
-    /** @type {WebSocket|null} */
-    this._ws = null;
+    /** The WebSocket in use (or being tried). @type {SocketCtx|null} */
+    this._ctx = null;
+    /** Older WebSockets left open for the server to close (4009) or to close at the end. @type {Set<SocketCtx>} */
+    this._abandoned = new Set();
+    /** Takes this session back with `resume`; null when the server gave none. @type {string|null} */
+    this._resumeSecret = null;
+    /** @type {Recovery|null} */
+    this._recovery = null;
     /** @type {Transport|null} */
     this._pub = null;
     /** @type {Transport|null} */
@@ -282,8 +392,6 @@ export class Room extends Emitter {
     this._connecting = null;
     /** @type {Promise<void>|null} */
     this._leaving = null;
-    /** @type {string|null} reason from the server's `left` message */
-    this._leftReason = null;
   }
 
   /** The publisher RTCPeerConnection (null before `joined`). */
@@ -309,8 +417,7 @@ export class Room extends Emitter {
   connect() {
     if (this._connecting) return this._connecting;
     this._connecting = new Promise((resolve, reject) => {
-      const WS = this._WebSocket;
-      if (typeof WS !== 'function') {
+      if (typeof this._WebSocket !== 'function') {
         reject(new CallgateError('no_websocket', 'no WebSocket implementation available'));
         return;
       }
@@ -320,8 +427,7 @@ export class Room extends Emitter {
       }
       const timer = setTimeout(() => {
         this._failJoin(new CallgateError('connect_timeout', `no "joined" within ${this._connectTimeout} ms`));
-        this._closeSocket(1000, 'connect_timeout');
-        this._handleClose(1006, 'connect_timeout');
+        this._end(1006, 'connect_timeout');
       }, this._connectTimeout);
       this._joinWaiter = {
         resolve: (room) => {
@@ -333,20 +439,13 @@ export class Room extends Emitter {
           reject(err);
         },
       };
-      this.state = 'connecting';
-      let ws;
+      this._setState('connecting');
       try {
-        ws = new WS(this.url);
+        this._ctx = this._openSocket('join', { type: 'join', token: this._token, protocol: PROTOCOL_VERSION });
       } catch (err) {
-        this.state = 'disconnected';
         this._failJoin(new CallgateError('connect_failed', String(err?.message ?? err)));
-        return;
+        this._end(1006, 'connect_failed');
       }
-      this._ws = ws;
-      ws.onopen = () => this._send({ type: 'join', token: this._token, protocol: PROTOCOL_VERSION });
-      ws.onmessage = (ev) => this._handleFrame(ev.data);
-      ws.onerror = () => {}; // a close event always follows
-      ws.onclose = (ev) => this._handleClose(ev.code, ev.reason);
     });
     return this._connecting;
   }
@@ -377,7 +476,7 @@ export class Room extends Emitter {
       }));
       this._publications.push(...added);
       try {
-        await this._negotiatePublisher();
+        await this._negotiatePublisher(pub);
       } catch (err) {
         for (const p of added) {
           this._publications.splice(this._publications.indexOf(p), 1);
@@ -412,18 +511,20 @@ export class Room extends Emitter {
         this._publications.splice(this._publications.indexOf(p), 1);
         pub.pc.removeTrack(p.transceiver.sender); // sendonly -> inactive
       }
-      await this._negotiatePublisher();
+      await this._negotiatePublisher(pub);
     });
   }
 
   /**
    * Mutes or unmutes one of our published tracks: tells the server (which then
-   * forwards none of its packets) and sets `track.enabled` locally.
+   * forwards none of its packets) and sets `track.enabled` locally. While
+   * reconnecting it takes effect locally, and the server is told once the
+   * session is back.
    * @param {string|MediaStreamTrack} trackSidOrTrack
    * @param {boolean} muted
    */
   setMuted(trackSidOrTrack, muted) {
-    this._requireJoined();
+    if (this.state !== 'reconnecting') this._requireJoined();
     const pub =
       typeof trackSidOrTrack === 'string'
         ? this._publications.find((p) => p.sid === trackSidOrTrack)
@@ -439,27 +540,24 @@ export class Room extends Emitter {
 
   /**
    * Leaves the room: sends `leave` and waits (at most `timeoutMs`) for the
-   * server to close the WebSocket; then everything is torn down.
+   * server to close the WebSocket; then everything is torn down. While
+   * reconnecting it stops trying and tears down at once.
    * @param {number} [timeoutMs]
    * @returns {Promise<void>}
    */
   leave(timeoutMs = 3000) {
-    if (this.state === 'disconnected' || this.state === 'new') return Promise.resolve();
+    if (this.state === 'disconnected') return Promise.resolve();
     if (this._leaving) return this._leaving;
     this._leaving = new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this._closeSocket(1000, 'left');
-        this._handleClose(1000, 'left');
-      }, timeoutMs);
+      const timer = setTimeout(() => this._end(1000, 'left'), timeoutMs);
       this.once('disconnected', () => {
         clearTimeout(timer);
         resolve();
       });
-      if (this.state === 'joined' && this._send({ type: 'leave' })) return;
-      // not joined yet (or socket not open): nothing to tell the server
+      if (this.state === 'connected' && this._send({ type: 'leave' })) return;
+      // not joined yet, reconnecting, or socket not open: nothing to tell the server
       clearTimeout(timer);
-      this._closeSocket(1000, 'left');
-      this._handleClose(1000, 'left');
+      this._end(1000, 'left');
     });
     return this._leaving;
   }
@@ -467,26 +565,153 @@ export class Room extends Emitter {
   // ---------------------------------------------------------------- internals
 
   _requireJoined() {
-    if (this.state !== 'joined' || !this._pub || !this._sub) {
+    if (this.state !== 'connected' || !this._pub || !this._sub) {
       throw new CallgateError('not_joined', 'the room is not joined');
     }
     return { pub: this._pub, sub: this._sub };
   }
 
-  /** @param {object} msg @returns {boolean} whether it was sent */
-  _send(msg) {
-    const ws = this._ws;
-    if (!ws || ws.readyState !== WS_OPEN) return false;
-    ws.send(JSON.stringify(msg));
-    return true;
+  /** @param {ConnectionState} state */
+  _setState(state) {
+    const previous = this.state;
+    if (previous === state) return;
+    this.state = state;
+    this.emit('connectionStateChanged', { state, previous });
   }
 
-  _closeSocket(code, reason) {
+  /**
+   * Opens a WebSocket that sends `first` once open. Its events count only
+   * while it is `this._ctx` (see `_socketGone`). Throws when the constructor does.
+   * @param {SocketCtx['phase']} phase
+   * @param {object} first
+   * @returns {SocketCtx}
+   */
+  _openSocket(phase, first) {
+    const ws = new this._WebSocket(this.url);
+    /** @type {SocketCtx} */
+    const ctx = { ws, phase, gone: false, leftReason: null };
+    ws.onopen = () => {
+      if (!ctx.gone) ws.send(JSON.stringify(first));
+    };
+    ws.onmessage = (ev) => {
+      if (!ctx.gone) this._handleFrame(ctx, ev.data);
+    };
+    // Browsers follow an error with a close (code 1006); other implementations may not.
+    ws.onerror = () => this._socketGone(ctx, 1006, 'error');
+    ws.onclose = (ev) => this._socketGone(ctx, ev?.code ?? 1006, ev?.reason ?? '');
+    return ctx;
+  }
+
+  /**
+   * Forgets a WebSocket: none of its events count any more.
+   * @param {SocketCtx|null} ctx
+   * @param {{close?: boolean, code?: number, reason?: string}} [how] close it (default), or leave it open
+   */
+  _dropSocket(ctx, how = {}) {
+    if (!ctx) return;
+    ctx.gone = true;
+    if (this._ctx === ctx) this._ctx = null;
+    if (how.close === false) {
+      // Left open: the server closes it (4009) once the session is resumed elsewhere.
+      this._abandoned.add(ctx);
+      ctx.ws.onopen = ctx.ws.onmessage = null;
+      ctx.ws.onerror = ctx.ws.onclose = () => this._abandoned.delete(ctx);
+      return;
+    }
+    ctx.ws.onopen = ctx.ws.onmessage = ctx.ws.onerror = ctx.ws.onclose = null;
     try {
-      this._ws?.close(code, reason);
+      ctx.ws.close(how.code ?? 1000, how.reason ?? '');
     } catch {
       // already closed
     }
+  }
+
+  _closeAbandoned() {
+    for (const ctx of this._abandoned) {
+      ctx.ws.onerror = ctx.ws.onclose = null;
+      try {
+        ctx.ws.close(1000, '');
+      } catch {
+        // already closed
+      }
+    }
+    this._abandoned.clear();
+  }
+
+  /**
+   * A WebSocket closed or failed.
+   * @param {SocketCtx} ctx
+   * @param {number} code
+   * @param {string} reason
+   */
+  _socketGone(ctx, code, reason) {
+    if (ctx.gone) return;
+    ctx.gone = true;
+    ctx.ws.onopen = ctx.ws.onmessage = ctx.ws.onerror = ctx.ws.onclose = null;
+    // A socket that is no longer ours: an older one the server replaced (4009) or one we gave up.
+    if (ctx !== this._ctx) return;
+    this._ctx = null;
+
+    if (this.state === 'connecting') {
+      this._end(code, ctx.leftReason ?? reason);
+      return;
+    }
+    if (this.state === 'disconnected') return;
+    if (ctx.phase !== 'session') {
+      // a reconnect try failed
+      this._tryFailed(ctx.phase, code, reason);
+      return;
+    }
+    // The session's WebSocket.
+    const left = ctx.leftReason ?? (code === 1000 && END_REASONS.has(reason) ? reason : null);
+    if (left === 'dtls_timeout' || (code === 1000 && reason === 'dtls_timeout')) {
+      this._lostSession('dtls_timeout', true);
+      return;
+    }
+    if (this._leaving || left !== null || isRefusal(code)) {
+      this._end(code, left ?? reason);
+      return;
+    }
+    if (code === CLOSE_REPLACED) {
+      // Our own session's socket replaced: somebody else resumed this session.
+      this._end(code, reason || 'replaced');
+      return;
+    }
+    if (code === CLOSE_RESUME_FAILED) {
+      this._lostSession('resume_failed', true);
+      return;
+    }
+    this._lostSession('signaling_lost', false);
+  }
+
+  /**
+   * The session's WebSocket is gone without the session having ended.
+   * @param {string} reason
+   * @param {boolean} fresh join afresh (the server no longer keeps the session)
+   */
+  _lostSession(reason, fresh) {
+    this._failPendingAnswer();
+    if (this.state === 'connected') {
+      this._recover(reason, { fresh });
+      return;
+    }
+    const r = this._recovery;
+    if (!r) return;
+    if (fresh && !r.fresh) {
+      r.fresh = true;
+      r.tries = 0;
+    }
+    // During an in-place ICE restart, or while publishing again after joining afresh.
+    if (r.mode === 'ice') this._escalate();
+    else this._scheduleTry();
+  }
+
+  /** @param {object} msg @returns {boolean} whether it was sent */
+  _send(msg) {
+    const ws = this._ctx?.ws;
+    if (!ws || this._ctx?.phase !== 'session' || ws.readyState !== WS_OPEN) return false;
+    ws.send(JSON.stringify(msg));
+    return true;
   }
 
   _failJoin(err) {
@@ -495,12 +720,21 @@ export class Room extends Emitter {
     w?.reject(err);
   }
 
+  _failPendingAnswer() {
+    const w = this._answerWaiter;
+    this._answerWaiter = null;
+    w?.reject(new CallgateError('not_connected', 'the signaling socket closed'));
+  }
+
   _emitError(code, message, error) {
     this.emit('error', error ? { code, message, error } : { code, message });
   }
 
-  /** @param {unknown} data */
-  _handleFrame(data) {
+  /**
+   * @param {SocketCtx} ctx
+   * @param {unknown} data
+   */
+  _handleFrame(ctx, data) {
     if (typeof data !== 'string') return; // the protocol has text frames only
     let msg;
     try {
@@ -510,19 +744,49 @@ export class Room extends Emitter {
       return;
     }
     if (!msg || typeof msg.type !== 'string') return;
-    if (this.state !== 'joined' && msg.type !== 'joined' && msg.type !== 'error' && msg.type !== 'left') return;
     try {
-      this._dispatch(msg);
+      if (ctx.phase === 'session') this._dispatch(msg, ctx);
+      else if (ctx.phase === 'join') this._dispatchJoining(msg, ctx);
+      else this._dispatchResuming(msg, ctx);
     } catch (err) {
       this._emitError('internal', `handling "${msg.type}" failed: ${err?.message ?? err}`, err);
     }
   }
 
-  /** @param {any} msg */
-  _dispatch(msg) {
+  /** Before `joined`, on the first connection or when joining afresh. @param {any} msg @param {SocketCtx} ctx */
+  _dispatchJoining(msg, ctx) {
     switch (msg.type) {
       case 'joined':
-        return this._onJoined(msg);
+        if (this.state === 'connecting') return this._onJoined(msg, ctx);
+        if (this.state === 'reconnecting') return this._onRejoined(msg, ctx);
+        return;
+      case 'left':
+        ctx.leftReason = typeof msg.reason === 'string' ? msg.reason : 'left';
+        return;
+      case 'error':
+        return this._onServerError(msg);
+      default:
+        return;
+    }
+  }
+
+  /** Before `resumed`. @param {any} msg @param {SocketCtx} ctx */
+  _dispatchResuming(msg, ctx) {
+    if (msg.type === 'resumed') return this._onResumed(msg, ctx);
+    if (msg.type !== 'error') return;
+    const code = typeof msg.code === 'string' ? msg.code : 'internal';
+    if (RESUME_IMPOSSIBLE.has(code)) {
+      // The server will not take this session back (it closes with 4008 too): join afresh.
+      this._dropSocket(ctx);
+      this._tryFailed('resume', CLOSE_RESUME_FAILED, code);
+      return;
+    }
+    this._onServerError(msg);
+  }
+
+  /** @param {any} msg @param {SocketCtx} ctx */
+  _dispatch(msg, ctx) {
+    switch (msg.type) {
       case 'publish_answer':
         return this._onPublishAnswer(msg);
       case 'subscribe_offer':
@@ -533,19 +797,25 @@ export class Room extends Emitter {
         return this._onParticipantJoined(msg);
       case 'participant_left':
         return this._onParticipantLeft(msg);
+      case 'participant_reconnecting':
+        return this._onParticipantConnectivity(msg, true);
+      case 'participant_resumed':
+        return this._onParticipantConnectivity(msg, false);
       case 'track_published':
         return this._onTrackPublished(msg);
       case 'track_unpublished':
         return this._onTrackUnpublished(msg);
       case 'track_muted':
         return this._onTrackMuted(msg);
+      case 'reconnecting':
+        return this._onServerReconnecting(msg);
       case 'balance':
         // Paid calls: how long the payer's wallet still covers this call.
         return this.emit('balance', { secondsLeft: msg.seconds_left });
       case 'balance_warning':
         return this.emit('balanceWarning', { secondsLeft: msg.seconds_left });
       case 'left':
-        this._leftReason = typeof msg.reason === 'string' ? msg.reason : 'left';
+        ctx.leftReason = typeof msg.reason === 'string' ? msg.reason : 'left';
         return;
       case 'error':
         return this._onServerError(msg);
@@ -554,22 +824,35 @@ export class Room extends Emitter {
     }
   }
 
-  _onJoined(msg) {
-    if (this.state !== 'connecting') return;
+  /**
+   * What `joined` and `resumed` both carry: the room, ourselves, the resume
+   * secret, the grace and the ICE servers (not `participants`).
+   * @param {any} msg
+   */
+  _takeSession(msg) {
     this.roomInfo = {
       name: msg.room?.name ?? '',
       sid: msg.room?.sid ?? '',
       maxParticipants: msg.room?.max_participants ?? 0,
     };
     this.localParticipant = toParticipant(msg.participant ?? {});
+    this._resumeSecret = typeof msg.resume_secret === 'string' && msg.resume_secret ? msg.resume_secret : null;
+    const grace = Number(msg.reconnect_grace_s);
+    this.reconnectGraceS = Number.isFinite(grace) && grace > 0 ? grace : DEFAULT_GRACE_S;
+    this.iceServers = [...this._extraIceServers, ...(msg.ice_servers ?? []).map(toIceServer)];
+  }
+
+  /** @param {any} msg @param {SocketCtx} ctx */
+  _onJoined(msg, ctx) {
+    ctx.phase = 'session';
+    this._takeSession(msg);
     this.participants.clear();
     for (const p of msg.participants ?? []) {
-      if (p?.sid && p.sid !== this.localParticipant.sid) this.participants.set(p.sid, toParticipant(p));
+      if (p?.sid && p.sid !== this.localParticipant?.sid) this.participants.set(p.sid, toParticipant(p));
     }
-    this.iceServers = [...this._extraIceServers, ...(msg.ice_servers ?? []).map(toIceServer)];
     this._pub = this._createTransport('publisher');
     this._sub = this._createTransport('subscriber');
-    this.state = 'joined';
+    this._setState('connected');
     const w = this._joinWaiter;
     this._joinWaiter = null;
     w?.resolve(this);
@@ -578,10 +861,7 @@ export class Room extends Emitter {
   /** @param {'publisher'|'subscriber'} target */
   _createTransport(target) {
     const PC = this._RTCPeerConnection;
-    /** @type {RTCConfiguration} */
-    const config = { iceServers: this.iceServers, bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' };
-    if (this._iceTransportPolicy) config.iceTransportPolicy = this._iceTransportPolicy;
-    const pc = new PC(config);
+    const pc = new PC(this._pcConfig());
     const transport = new Transport(target, pc, (m) => this._send(m));
     pc.addEventListener('icecandidate', (ev) => {
       const c = ev.candidate;
@@ -593,17 +873,29 @@ export class Room extends Emitter {
       });
     });
     pc.addEventListener('connectionstatechange', () => {
-      this.emit('connectionStateChanged', { target, state: pc.connectionState });
+      this.emit('transportStateChanged', { target, state: pc.connectionState });
     });
+    pc.addEventListener('iceconnectionstatechange', () => this._onIceState(transport));
     if (target === 'subscriber') pc.addEventListener('track', (ev) => this._onTrack(ev));
     return transport;
   }
 
-  /** Offer → publish_offer → publish_answer → setRemoteDescription. Runs inside the publisher queue. */
-  async _negotiatePublisher() {
-    const t = /** @type {Transport} */ (this._pub);
+  /** @returns {RTCConfiguration} */
+  _pcConfig() {
+    /** @type {RTCConfiguration} */
+    const config = { iceServers: this.iceServers, bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' };
+    if (this._iceTransportPolicy) config.iceTransportPolicy = this._iceTransportPolicy;
+    return config;
+  }
+
+  /**
+   * Offer → publish_offer → publish_answer → setRemoteDescription. Runs inside the publisher queue.
+   * @param {Transport} t
+   * @param {RTCOfferOptions} [options] `{iceRestart: true}` for new ICE credentials
+   */
+  async _negotiatePublisher(t, options) {
     const pc = t.pc;
-    const offer = await pc.createOffer();
+    const offer = await pc.createOffer(options);
     await pc.setLocalDescription(offer);
     const answer = new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -622,8 +914,7 @@ export class Room extends Emitter {
       };
     });
     if (!this._send({ type: 'publish_offer', sdp: offer.sdp })) {
-      this._answerWaiter?.reject(new CallgateError('not_connected', 'the signaling socket is closed'));
-      this._answerWaiter = null;
+      this._failPendingAnswer();
     }
     t.markSignalled();
     let sdp;
@@ -651,11 +942,11 @@ export class Room extends Emitter {
   }
 
   _onSubscribeOffer(msg) {
-    const t = /** @type {Transport} */ (this._sub);
-    if (typeof msg.sdp !== 'string') return;
+    const t = this._sub;
+    if (!t || typeof msg.sdp !== 'string') return;
     t.enqueue(async () => {
       const pc = t.pc;
-      if (pc.signalingState === 'closed') return;
+      if (pc.signalingState === 'closed' || t !== this._sub) return;
       this._remoteMedia = parseMediaSections(msg.sdp);
       await pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
       await t.flushRemoteCandidates();
@@ -665,7 +956,9 @@ export class Room extends Emitter {
       t.markSignalled();
       this._dropStaleSubscriptions();
     }).catch((err) => {
-      if (this.state === 'joined') this._emitError('negotiation_failed', `subscribe_offer: ${err?.message ?? err}`, err);
+      if (this.state !== 'disconnected' && t === this._sub) {
+        this._emitError('negotiation_failed', `subscribe_offer: ${err?.message ?? err}`, err);
+      }
     });
   }
 
@@ -731,7 +1024,9 @@ export class Room extends Emitter {
     const init = { candidate: c.candidate, sdpMid: c.sdp_mid ?? null, sdpMLineIndex: c.sdp_m_line_index ?? null };
     if (init.sdpMid === null && init.sdpMLineIndex === null) init.sdpMLineIndex = 0;
     t.addRemoteCandidate(init).catch((err) => {
-      if (this.state === 'joined') this._emitError('invalid_candidate', `${msg.target} candidate: ${err?.message ?? err}`, err);
+      if (this.state !== 'disconnected' && (t === this._pub || t === this._sub)) {
+        this._emitError('invalid_candidate', `${msg.target} candidate: ${err?.message ?? err}`, err);
+      }
     });
   }
 
@@ -758,6 +1053,23 @@ export class Room extends Emitter {
     });
   }
 
+  /**
+   * `participant_reconnecting` / `participant_resumed`.
+   * @param {any} msg
+   * @param {boolean} reconnecting
+   */
+  _onParticipantConnectivity(msg, reconnecting) {
+    const sid = msg.participant_sid;
+    if (typeof sid !== 'string' || sid === this.localParticipant?.sid) return;
+    const participant = this.participants.get(sid);
+    if (participant) participant.reconnecting = reconnecting;
+    this.emit(reconnecting ? 'participantReconnecting' : 'participantResumed', {
+      participantSid: sid,
+      identity: msg.identity ?? participant?.identity ?? '',
+      participant,
+    });
+  }
+
   _onTrackPublished(msg) {
     const sid = msg.participant_sid;
     const info = msg.track && toTrackInfo(msg.track);
@@ -765,6 +1077,10 @@ export class Room extends Emitter {
     if (sid === this.localParticipant?.sid) {
       this.localParticipant.tracks.set(info.sid, info);
       const publication = this._matchLocalTracks().find((p) => p.sid === info.sid);
+      // A track published again after joining afresh keeps the mute it had.
+      if (publication && publication.muted !== info.muted) {
+        this._send({ type: 'mute', track_sid: info.sid, muted: publication.muted });
+      }
       this.emit('localTrackPublished', { publication, track: info });
       return;
     }
@@ -825,23 +1141,399 @@ export class Room extends Emitter {
     this._emitError(code, message);
   }
 
+  // ------------------------------------------------------- staying connected
+
+  /** @param {Transport} t */
+  _onIceState(t) {
+    if (t !== this._pub && t !== this._sub) return; // an old transport, closed on joining afresh
+    const s = t.pc.iceConnectionState;
+    if (s !== 'disconnected') t.clearIceTimer();
+    if (s === 'failed') {
+      this._iceTrouble('ice_failed');
+    } else if (s === 'disconnected') {
+      if (t.iceTimer === null) {
+        t.iceTimer = setTimeout(() => {
+          t.iceTimer = null;
+          if ((t === this._pub || t === this._sub) && t.pc.iceConnectionState === 'disconnected') {
+            this._iceTrouble('ice_disconnected');
+          }
+        }, ICE_DISCONNECTED_MS);
+      }
+    } else if (s === 'connected' || s === 'completed') {
+      t.restarting = false;
+      const r = this._recovery;
+      if (r?.mode === 'ice' && this.state === 'reconnecting' && !this._pub?.restarting && !this._sub?.restarting) {
+        this._recovered(true);
+      }
+    }
+  }
+
+  /** @param {string} reason */
+  _iceTrouble(reason) {
+    if (this.state === 'connected') this._recover(reason);
+    else if (this.state === 'reconnecting' && this._recovery?.mode === 'ice') this._escalate();
+  }
+
+  /** The server heard nothing from our transports: restart ICE on both, on this WebSocket. */
+  _onServerReconnecting(msg) {
+    if (this.state !== 'connected') return;
+    const now = Date.now();
+    /** @type {Recovery} */
+    const r = {
+      mode: 'ice',
+      since: now,
+      deadline: now + this.reconnectGraceS * 1000,
+      tries: 0,
+      fresh: false,
+      timer: null,
+      tryTimer: null,
+    };
+    this._recovery = r;
+    this._setState('reconnecting');
+    this.emit('reconnecting', { reason: typeof msg.reason === 'string' ? msg.reason : 'media_silent' });
+    r.timer = setTimeout(() => {
+      if (this._recovery === r && r.mode === 'ice') this._escalate();
+    }, ICE_RESTART_TIMEOUT_MS);
+    this._restartIce({ subscriber: true });
+    if (!this._pub?.restarting && !this._sub?.restarting) this._recovered(true); // nothing to restart
+  }
+
   /**
+   * Restarts ICE on the publisher (an offer with new credentials, when
+   * publishing) and, with `subscriber`, asks the server to restart the
+   * subscriber (`ice_restart`); after `resume` the server does that by itself.
+   * @param {{subscriber: boolean}} which
+   */
+  _restartIce({ subscriber }) {
+    const pub = this._pub;
+    const sub = this._sub;
+    if (pub) pub.restarting = false;
+    if (sub) sub.restarting = false;
+    if (sub && subscriber && sub.pc.remoteDescription && this._send({ type: 'ice_restart' })) {
+      sub.restarting = true;
+    }
+    if (pub && this._publications.length > 0 && pub.pc.localDescription) {
+      pub.restarting = true;
+      pub.enqueue(() => this._negotiatePublisher(pub, { iceRestart: true })).catch((err) => {
+        if (pub !== this._pub || this.state === 'disconnected') return;
+        // The socket dropped meanwhile: the resume that follows restarts it again.
+        if (err?.code !== 'not_connected') {
+          this._emitError('negotiation_failed', `publisher ICE restart: ${err?.message ?? err}`, err);
+        }
+      });
+    }
+  }
+
+  /**
+   * Starts reconnecting from `connected`: forgets the WebSocket (left open:
+   * the server closes it with 4009 once we resume) and tries on new ones.
+   * @param {string} reason
+   * @param {{fresh?: boolean}} [opts] `fresh`: join afresh at once (no resume)
+   */
+  _recover(reason, { fresh = false } = {}) {
+    if (this.state !== 'connected') return;
+    const now = Date.now();
+    this._recovery = {
+      mode: 'resume',
+      since: now,
+      deadline: now + this.reconnectGraceS * 1000,
+      tries: 0,
+      fresh: fresh || !this._resumeSecret,
+      timer: null,
+      tryTimer: null,
+    };
+    this._setState('reconnecting');
+    this.emit('reconnecting', { reason });
+    this._startTries();
+  }
+
+  /** An in-place ICE restart did not do: go on with tries on new WebSockets. */
+  _escalate() {
+    const r = this._recovery;
+    if (!r || r.mode !== 'ice') return;
+    if (r.timer !== null) clearTimeout(r.timer);
+    r.timer = null;
+    r.mode = 'resume';
+    r.fresh = r.fresh || !this._resumeSecret;
+    this._startTries();
+  }
+
+  _startTries() {
+    this._pub?.clearIceTimer();
+    this._sub?.clearIceTimer();
+    if (this._pub) this._pub.restarting = false;
+    if (this._sub) this._sub.restarting = false;
+    this._dropSocket(this._ctx, { close: false });
+    this._failPendingAnswer();
+    this._scheduleTry();
+  }
+
+  /**
+   * Waits as the schedule says, then tries. Past the grace it joins afresh;
+   * after the last try the room is disconnected (`connection_lost`).
+   * @param {number} [delayMs] instead of the schedule
+   */
+  _scheduleTry(delayMs) {
+    const r = this._recovery;
+    if (!r) return;
+    if (r.tries >= RECONNECT_TRIES) {
+      if (r.fresh) {
+        this._end(1006, 'connection_lost');
+        return;
+      }
+      // Resuming did not work within its tries: join afresh, with tries of its own.
+      r.fresh = true;
+      r.tries = 0;
+    }
+    let delay = delayMs ?? (RECONNECT_SCHEDULE_MS[r.tries] ?? RECONNECT_STEADY_MS) + Math.random() * RECONNECT_JITTER_MS;
+    if (!r.fresh && Date.now() + delay >= r.deadline) {
+      // The server will not keep the session that long: join afresh when the grace is over.
+      r.fresh = true;
+      r.tries = 0;
+      delay = Math.max(0, Math.min(delay, r.deadline - Date.now()));
+    }
+    r.timer = setTimeout(() => {
+      r.timer = null;
+      if (this._recovery === r) this._try(r);
+    }, delay);
+  }
+
+  /** @param {Recovery} r */
+  async _try(r) {
+    r.tries += 1;
+    let phase = /** @type {'resume'|'join'} */ (r.fresh ? 'join' : 'resume');
+    let first;
+    if (phase === 'resume') {
+      first = {
+        type: 'resume',
+        participant_sid: this.localParticipant?.sid ?? '',
+        secret: this._resumeSecret ?? '',
+        protocol: PROTOCOL_VERSION,
+      };
+    } else {
+      const token = await this._freshToken();
+      if (this._recovery !== r) return; // left meanwhile
+      first = { type: 'join', token, protocol: PROTOCOL_VERSION };
+    }
+    let ctx;
+    try {
+      ctx = this._openSocket(phase, first);
+    } catch (err) {
+      this._tryFailed(phase, 1006, String(err?.message ?? err));
+      return;
+    }
+    this._ctx = ctx;
+    r.tryTimer = setTimeout(() => {
+      r.tryTimer = null;
+      if (this._ctx !== ctx || ctx.phase === 'session') return;
+      this._dropSocket(ctx);
+      this._tryFailed(phase, 1006, 'timeout');
+    }, this._tryTimeout);
+  }
+
+  /** @returns {Promise<string>} */
+  async _freshToken() {
+    if (this._tokenProvider) {
+      try {
+        const token = await this._tokenProvider();
+        if (typeof token === 'string' && token) return token;
+      } catch (err) {
+        this._emitError('token_provider_failed', `tokenProvider: ${err?.message ?? err}`, err);
+      }
+    }
+    return this._token;
+  }
+
+  /**
+   * One reconnect try failed.
+   * @param {'join'|'resume'|'session'} phase
    * @param {number} code
    * @param {string} reason
    */
-  _handleClose(code, reason) {
+  _tryFailed(phase, code, reason) {
+    const r = this._recovery;
+    if (!r || this.state !== 'reconnecting') return;
+    if (r.tryTimer !== null) clearTimeout(r.tryTimer);
+    r.tryTimer = null;
+    if (this._leaving) {
+      this._end(code, 'left');
+      return;
+    }
+    if (phase === 'join' && isRefusal(code)) {
+      // The token (or the room) was refused: joining again the same way cannot help.
+      this._end(code, reason);
+      return;
+    }
+    if (phase === 'resume' && code === CLOSE_RESUME_FAILED) {
+      if (!r.fresh) {
+        r.fresh = true;
+        r.tries = 0;
+      }
+      this._scheduleTry(0);
+      return;
+    }
+    this._scheduleTry();
+  }
+
+  /** `resumed`: the same session goes on. @param {any} msg @param {SocketCtx} ctx */
+  _onResumed(msg, ctx) {
+    const r = this._recovery;
+    if (!r || this.state !== 'reconnecting') return;
+    if (r.tryTimer !== null) clearTimeout(r.tryTimer);
+    r.tryTimer = null;
+    ctx.phase = 'session';
+    const ourSid = this.localParticipant?.sid;
+    this._takeSession(msg);
+    if (this.localParticipant && !this.localParticipant.sid && ourSid) this.localParticipant.sid = ourSid;
+    this._matchLocalTracks();
+    for (const t of [this._pub, this._sub]) {
+      if (!t || typeof t.pc.setConfiguration !== 'function') continue;
+      try {
+        t.pc.setConfiguration(this._pcConfig());
+      } catch {
+        // keeps the ICE servers it had
+      }
+    }
+    this._syncParticipants(msg.participants);
+    // What changed on our side while the server could not hear us.
+    for (const p of this._publications) {
+      const info = p.sid ? this.localParticipant?.tracks.get(p.sid) : undefined;
+      if (info && info.muted !== p.muted) this._send({ type: 'mute', track_sid: p.sid, muted: p.muted });
+    }
+    // The server's next subscribe_offer restarts the subscriber; we restart the publisher.
+    this._restartIce({ subscriber: false });
+    this._recovered(true);
+  }
+
+  /** `joined` while reconnecting: a new session. @param {any} msg @param {SocketCtx} ctx */
+  _onRejoined(msg, ctx) {
+    const r = this._recovery;
+    if (!r) return;
+    if (r.tryTimer !== null) clearTimeout(r.tryTimer);
+    r.tryTimer = null;
+    ctx.phase = 'session';
+    this._closeAbandoned(); // the old session is over
+    const oldSid = this.localParticipant?.sid;
+    const oldPub = this._pub;
+    const oldSub = this._sub;
+    this._pub = this._sub = null;
+    oldPub?.close();
+    oldSub?.close();
+    for (const sid of [...this.subscribedTracks.keys()]) this._unsubscribe(sid);
+    this._takeSession(msg);
+    // Our old session may still be listed while the server's grace runs.
+    this._syncParticipants((msg.participants ?? []).filter((p) => p?.sid !== oldSid));
+    this._pub = this._createTransport('publisher');
+    this._sub = this._createTransport('subscriber');
+    const pub = this._pub;
+    const again = this._publications.filter((p) => p.track.readyState !== 'ended');
+    this._publications = again;
+    for (const p of again) {
+      p.sid = null;
+      p.mid = null;
+    }
+    const done = () => {
+      if (this._recovery === r && this.state === 'reconnecting' && this._ctx === ctx) this._recovered(false);
+    };
+    if (again.length === 0 || !this.localParticipant?.canPublish) {
+      done();
+      return;
+    }
+    pub
+      .enqueue(async () => {
+        for (const p of again) {
+          p.transceiver = pub.pc.addTransceiver(p.track, {
+            direction: 'sendonly',
+            streams: p.stream ? [p.stream] : [],
+          });
+          p.track.enabled = !p.muted;
+        }
+        await this._negotiatePublisher(pub);
+        for (const p of again) p.mid = p.transceiver.mid ?? null;
+        this._matchLocalTracks();
+      })
+      .then(done, (err) => {
+        // A socket that dropped meanwhile starts the next try, which publishes again.
+        if (pub !== this._pub || this.state === 'disconnected' || this._ctx !== ctx) return;
+        this._emitError('negotiation_failed', `publishing again: ${err?.message ?? err}`, err);
+        done();
+      });
+  }
+
+  /**
+   * Brings `participants` in line with the server's list (after `resumed`,
+   * or after joining afresh), emitting the events that the messages missed
+   * meanwhile would have.
+   * @param {any[]} list
+   */
+  _syncParticipants(list) {
+    /** @type {Map<string, Participant>} */
+    const now = new Map();
+    for (const raw of Array.isArray(list) ? list : []) {
+      if (raw?.sid && raw.sid !== this.localParticipant?.sid) now.set(String(raw.sid), toParticipant(raw));
+    }
+    for (const [sid, known] of [...this.participants]) {
+      if (!now.has(sid)) this._onParticipantLeft({ participant_sid: sid, identity: known.identity, reason: 'left' });
+    }
+    for (const [sid, p] of now) {
+      const known = this.participants.get(sid);
+      if (!known) {
+        this._onParticipantJoined({
+          participant: {
+            sid,
+            identity: p.identity,
+            name: p.name,
+            can_publish: p.canPublish,
+            can_subscribe: p.canSubscribe,
+            tracks: [],
+          },
+        });
+        for (const t of p.tracks.values()) this._onTrackPublished({ participant_sid: sid, track: t });
+        continue;
+      }
+      if (known.reconnecting) this._onParticipantConnectivity({ participant_sid: sid }, false);
+      for (const trackSid of [...known.tracks.keys()]) {
+        if (!p.tracks.has(trackSid)) this._onTrackUnpublished({ participant_sid: sid, track_sid: trackSid });
+      }
+      for (const t of p.tracks.values()) {
+        const k = known.tracks.get(t.sid);
+        if (!k) this._onTrackPublished({ participant_sid: sid, track: t });
+        else if (k.muted !== t.muted) this._onTrackMuted({ participant_sid: sid, track_sid: t.sid, muted: t.muted });
+      }
+    }
+  }
+
+  /** @param {boolean} resumed */
+  _recovered(resumed) {
+    const r = this._recovery;
+    if (r) {
+      if (r.timer !== null) clearTimeout(r.timer);
+      if (r.tryTimer !== null) clearTimeout(r.tryTimer);
+    }
+    this._recovery = null;
+    this._setState('connected');
+    this.emit('reconnected', { resumed });
+  }
+
+  /**
+   * The session is over: tears everything down and emits `disconnected`.
+   * @param {number} code
+   * @param {string} reason
+   */
+  _end(code, reason) {
     if (this.state === 'disconnected') return;
-    this.state = 'disconnected';
-    const why = this._leftReason ?? (reason || (code === 1000 ? 'left' : 'connection_lost'));
-    if (this._ws) {
-      this._ws.onopen = this._ws.onmessage = this._ws.onclose = null;
+    const r = this._recovery;
+    if (r) {
+      if (r.timer !== null) clearTimeout(r.timer);
+      if (r.tryTimer !== null) clearTimeout(r.tryTimer);
     }
+    this._recovery = null;
+    const why = this._ctx?.leftReason ?? (reason || (code === 1000 ? 'left' : 'connection_lost'));
+    this._dropSocket(this._ctx, { code: 1000, reason: 'left' });
+    this._closeAbandoned();
+    this._setState('disconnected');
     this._failJoin(new CallgateError(why, `connection closed (${code}${reason ? ` ${reason}` : ''})`, code));
-    if (this._answerWaiter) {
-      const w = this._answerWaiter;
-      this._answerWaiter = null;
-      w.reject(new CallgateError('not_connected', 'the signaling socket closed'));
-    }
+    this._failPendingAnswer();
     this._pub?.close();
     this._sub?.close();
     this.subscribedTracks.clear();
@@ -858,6 +1550,7 @@ function toParticipant(p) {
     canPublish: p.can_publish !== false,
     canSubscribe: p.can_subscribe !== false,
     tracks: new Map((Array.isArray(p.tracks) ? p.tracks : []).map((t) => [t.sid, toTrackInfo(t)])),
+    reconnecting: false,
   };
 }
 

@@ -50,12 +50,19 @@ export function runCallgate(args) {
   });
 }
 
-/** Starts `callgate serve`; the returned object collects its output and knows when it exits. */
-export function startServer(args) {
-  const child = spawn(CALLGATE_BIN, args, {
+/**
+ * Starts `callgate serve`; the returned object collects its output and knows when it exits.
+ * @param {string[]} args
+ * @param {{wrap?: string[], env?: Record<string, string>}} [opts] `wrap`: a command the binary
+ *   runs under (e.g. `['ip', 'netns', 'exec', ns]`, which execs it, so the child is callgate);
+ *   `env`: more environment variables (e.g. CALLGATE_HTTP_BIND)
+ */
+export function startServer(args, { wrap = [], env = {} } = {}) {
+  const [command, ...prefix] = wrap.length ? [...wrap, CALLGATE_BIN] : [CALLGATE_BIN];
+  const child = spawn(command, [...prefix, ...args], {
     cwd: REPO_ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' },
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', ...env },
   });
   const server = {
     child,

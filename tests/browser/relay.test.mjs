@@ -133,7 +133,7 @@ test('alice and bob see and hear each other through the TURN relay only', { time
 
     // The server handed out TURN URLs, and the SDK uses relay candidates only.
     for (const page of Object.values(pages)) {
-      await page.waitForFunction(() => window.callgate?.room?.state === 'joined', undefined, {
+      await page.waitForFunction(() => window.callgate?.room?.state === 'connected', undefined, {
         timeout: MEDIA_TIMEOUT_MS,
       });
       const servers = await page.evaluate(() => window.callgate.room.iceServers);

@@ -1,0 +1,382 @@
+// The SDK's reconnect logic (web/callgate.js, docs/protocol.md "Staying
+// connected") against a scripted server: fake WebSocket and RTCPeerConnection
+// constructors injected through the options (as on react-native-webrtc), and
+// mocked timers, so the schedule is checked to the millisecond. No browser,
+// no network.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+
+import { Room, RECONNECT_SCHEDULE_MS, ICE_DISCONNECTED_MS } from '../../web/callgate.js';
+
+class FakeWS {
+  /** @type {FakeWS[]} */
+  static all = [];
+  constructor(url) {
+    this.url = url;
+    this.readyState = 0;
+    /** @type {any[]} */
+    this.sent = [];
+    /** @type {{code: number, reason: string}|null} */
+    this.closedByClient = null;
+    this.openedAt = Date.now();
+    FakeWS.all.push(this);
+  }
+  send(data) {
+    this.sent.push(JSON.parse(data));
+  }
+  close(code, reason) {
+    if (this.readyState === 3) return;
+    this.readyState = 3;
+    this.closedByClient = { code, reason };
+  }
+  // the server's side
+  open() {
+    this.readyState = 1;
+    this.onopen?.({});
+  }
+  recv(msg) {
+    this.onmessage?.({ data: JSON.stringify(msg) });
+  }
+  serverClose(code, reason = '') {
+    this.readyState = 3;
+    this.onclose?.({ code, reason });
+  }
+  types() {
+    return this.sent.map((m) => m.type);
+  }
+}
+
+class FakePC {
+  /** @type {FakePC[]} */
+  static all = [];
+  constructor(config) {
+    this.config = config;
+    this.listeners = {};
+    this.iceConnectionState = 'new';
+    this.connectionState = 'new';
+    this.signalingState = 'stable';
+    this.localDescription = null;
+    this.remoteDescription = null;
+    this.transceivers = [];
+    /** options of every createOffer call */
+    this.offers = [];
+    this.closed = false;
+    FakePC.all.push(this);
+  }
+  addEventListener(type, fn) {
+    (this.listeners[type] ??= []).push(fn);
+  }
+  setIce(state) {
+    this.iceConnectionState = state;
+    for (const fn of this.listeners.iceconnectionstatechange ?? []) fn({});
+  }
+  addTransceiver(track, init) {
+    const tr = { mid: null, sender: { track }, track, init, stop() {} };
+    this.transceivers.push(tr);
+    return tr;
+  }
+  async createOffer(options) {
+    this.offers.push(options ?? {});
+    return { type: 'offer', sdp: `v=0 offer ${this.offers.length}` };
+  }
+  async createAnswer() {
+    return { type: 'answer', sdp: 'v=0 answer' };
+  }
+  async setLocalDescription(d) {
+    if (d.type === 'rollback') {
+      this.signalingState = 'stable';
+      return;
+    }
+    this.localDescription = d;
+    if (d.type === 'offer') {
+      this.signalingState = 'have-local-offer';
+      this.transceivers.forEach((t, i) => (t.mid ??= String(i)));
+    } else {
+      this.signalingState = 'stable';
+    }
+  }
+  async setRemoteDescription(d) {
+    this.remoteDescription = d;
+    this.signalingState = d.type === 'offer' ? 'have-remote-offer' : 'stable';
+  }
+  async addIceCandidate() {}
+  setConfiguration(config) {
+    this.config = config;
+  }
+  removeTrack() {}
+  close() {
+    this.closed = true;
+    this.signalingState = 'closed';
+  }
+}
+
+const SECRET = 'Qm9vdHN0cmFwLXNlY3JldC0zMi1ieXRlcwAAAAAAAAA';
+const participant = (sid, identity, tracks = []) => ({
+  sid, identity, name: '', can_publish: true, can_subscribe: true, tracks,
+});
+const session = (type, { sid = 'PA_me', participants = [], tracks = [], grace = 20, secret = SECRET } = {}) => ({
+  type,
+  protocol: 1,
+  room: { name: 'demo', sid: 'RM_1', max_participants: 50 },
+  participant: participant(sid, 'me', tracks),
+  participants,
+  ice_servers: [],
+  resume_secret: secret,
+  reconnect_grace_s: grace,
+});
+const BOB = participant('PA_bob', 'bob', [{ sid: 'TR_bv', kind: 'video', muted: false }]);
+const CAROL = participant('PA_carol', 'carol', [{ sid: 'TR_cv', kind: 'video', muted: false }]);
+
+/** Lets promise chains (SDK negotiations) run; the mocked clock does not move. */
+async function settle() {
+  for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+}
+
+function fakeStream() {
+  const tracks = [
+    { kind: 'audio', id: 'mic', enabled: true, readyState: 'live' },
+    { kind: 'video', id: 'cam', enabled: true, readyState: 'live' },
+  ];
+  return { id: 'local', getTracks: () => tracks };
+}
+
+/** Everything the room emits, in order. */
+function record(room) {
+  const events = [];
+  for (const name of [
+    'connectionStateChanged', 'reconnecting', 'reconnected', 'participantJoined', 'participantLeft',
+    'participantReconnecting', 'participantResumed', 'trackPublished', 'trackUnpublished',
+    'trackUnsubscribed', 'disconnected',
+  ]) {
+    room.on(name, (detail) => events.push({ name, detail }));
+  }
+  return events;
+}
+
+/** A room joined (with bob in it) and publishing audio and video. */
+async function joinedAndPublishing(t, { grace = 20, ...options } = {}) {
+  FakeWS.all = [];
+  FakePC.all = [];
+  t.mock.timers.enable({ apis: ['setTimeout', 'Date'], now: 1_000_000 });
+  t.mock.method(Math, 'random', () => 0);
+  const room = new Room({
+    url: 'ws://server/rtc', token: 'TOKEN-0', WebSocket: FakeWS, RTCPeerConnection: FakePC, ...options,
+  });
+  const events = record(room);
+  const connecting = room.connect();
+  const ws = FakeWS.all[0];
+  ws.open();
+  assert.deepEqual(ws.sent[0], { type: 'join', token: 'TOKEN-0', protocol: 1 });
+  ws.recv(session('joined', { participants: [BOB], grace }));
+  await connecting;
+  assert.equal(room.state, 'connected');
+  const stream = fakeStream();
+  const publishing = room.publish(stream);
+  await settle();
+  assert.equal(ws.sent.at(-1).type, 'publish_offer');
+  ws.recv({ type: 'publish_answer', sdp: 'v=0 answer' });
+  await publishing;
+  ws.recv({ type: 'track_published', participant_sid: 'PA_me', track: { sid: 'TR_ma', kind: 'audio', muted: false, mid: '0' } });
+  ws.recv({ type: 'track_published', participant_sid: 'PA_me', track: { sid: 'TR_mv', kind: 'video', muted: false, mid: '1' } });
+  const [pub, sub] = FakePC.all;
+  sub.remoteDescription = { type: 'offer', sdp: 'v=0' }; // as if subscribed
+  pub.setIce('connected');
+  sub.setIce('connected');
+  return { room, events, ws, pub, sub, stream };
+}
+
+test('a dropped WebSocket is resumed on a new one with the secret; missed changes become events; the old socket\'s 4009 is ignored', async (t) => {
+  const { room, events, ws, pub } = await joinedAndPublishing(t);
+  const mark = events.length;
+  ws.serverClose(1006);
+  assert.equal(room.state, 'reconnecting');
+  assert.deepEqual(events.slice(mark).map((e) => e.name), ['connectionStateChanged', 'reconnecting']);
+  assert.equal(events.at(-1).detail.reason, 'signaling_lost');
+
+  t.mock.timers.tick(RECONNECT_SCHEDULE_MS[0]);
+  assert.equal(FakeWS.all.length, 2, 'the first try goes out at once');
+  const ws2 = FakeWS.all[1];
+  ws2.open();
+  assert.deepEqual(ws2.sent, [{ type: 'resume', participant_sid: 'PA_me', secret: SECRET, protocol: 1 }]);
+
+  // Meanwhile bob left and carol joined with a video track.
+  ws2.recv(session('resumed', {
+    participants: [CAROL],
+    tracks: [{ sid: 'TR_ma', kind: 'audio', muted: false, mid: '0' }, { sid: 'TR_mv', kind: 'video', muted: false, mid: '1' }],
+  }));
+  await settle();
+  assert.equal(room.state, 'connected');
+  const after = events.slice(mark + 2);
+  assert.deepEqual(
+    after.map((e) => `${e.name}:${e.detail.participantSid ?? e.detail.participant?.sid ?? e.detail.state ?? e.detail.resumed}`),
+    [
+      'participantLeft:PA_bob',
+      'participantJoined:PA_carol',
+      'trackPublished:PA_carol',
+      'connectionStateChanged:connected',
+      'reconnected:true',
+    ],
+  );
+  assert.deepEqual([...room.participants.keys()], ['PA_carol']);
+
+  // The publisher restarts ICE: a new offer made with iceRestart on the new socket.
+  assert.deepEqual(pub.offers.at(-1), { iceRestart: true });
+  assert.equal(ws2.sent.at(-1).type, 'publish_offer');
+  // The server's restart offer for the subscriber is answered normally.
+  ws2.recv({ type: 'subscribe_offer', sdp: 'v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\na=sendonly\r\na=msid:PA_carol TR_cv\r\n' });
+  await settle();
+  assert.ok(ws2.types().includes('subscribe_answer'), `answered: ${ws2.types()}`);
+
+  // The server closes the old socket with 4009 replaced: nothing happens.
+  ws.onclose?.({ code: 4009, reason: 'replaced' });
+  assert.equal(room.state, 'connected');
+  assert.equal(events.filter((e) => e.name === 'disconnected').length, 0);
+});
+
+test('resume tries wait 0, 0.3, 1.2, 2.7 s (+ up to 0.5 s jitter) and stop at the grace; then the room joins afresh with the tokenProvider\'s token and publishes the same tracks again', async (t) => {
+  let provided = 0;
+  const { room, events, ws, stream } = await joinedAndPublishing(t, {
+    grace: 5,
+    tokenProvider: async () => `TOKEN-${++provided}`,
+  });
+  t.mock.method(Math, 'random', () => 1); // the whole 500 ms of jitter each time
+  const start = Date.now();
+  ws.serverClose(1006);
+  /** @type {FakeWS[]} */
+  const tries = [];
+  let joinTry = null;
+  for (let ms = 0; ms <= 10_000 && !joinTry; ms += 100) {
+    t.mock.timers.tick(ms === 0 ? 0 : 100);
+    for (const w of FakeWS.all.slice(1)) {
+      if (tries.includes(w)) continue;
+      tries.push(w);
+      w.open();
+      if (w.sent[0].type === 'join') joinTry = w;
+      else w.serverClose(1006); // this try fails: the network is still gone
+    }
+    await settle();
+  }
+  // Each wait starts when the try before it failed (here: at once).
+  assert.deepEqual(tries.map((w) => w.openedAt - start), [500, 1300, 3000, 5000]);
+  assert.deepEqual(tries.slice(0, 3).map((w) => w.sent[0].type), ['resume', 'resume', 'resume']);
+  assert.ok(joinTry, 'a fresh join when the grace is over');
+  assert.deepEqual(joinTry.sent, [{ type: 'join', token: 'TOKEN-1', protocol: 1 }]);
+
+  const oldPcs = [...FakePC.all];
+  joinTry.recv(session('joined', { sid: 'PA_me2', participants: [BOB] }));
+  await settle();
+  assert.ok(oldPcs.every((pc) => pc.closed), 'the old peer connections are closed');
+  const newPub = FakePC.all[2];
+  assert.deepEqual(newPub.transceivers.map((tr) => tr.track), stream.getTracks(), 'the same tracks are published again');
+  assert.equal(joinTry.sent.at(-1).type, 'publish_offer');
+  assert.equal(room.state, 'reconnecting', 'not reconnected before the tracks are published');
+  joinTry.recv({ type: 'publish_answer', sdp: 'v=0 answer' });
+  await settle();
+  assert.equal(room.state, 'connected');
+  assert.deepEqual(events.at(-1), { name: 'reconnected', detail: { resumed: false } });
+  assert.equal(room.localParticipant.sid, 'PA_me2');
+  assert.equal(events.filter((e) => e.name === 'participantLeft').length, 0, 'bob stayed: no participantLeft');
+});
+
+test('resume_failed (error, then close 4008) makes the room join afresh at once with the original token', async (t) => {
+  const { room, ws } = await joinedAndPublishing(t);
+  ws.serverClose(1006);
+  t.mock.timers.tick(0);
+  const resumeTry = FakeWS.all[1];
+  resumeTry.open();
+  resumeTry.recv({ type: 'error', code: 'resume_failed', message: 'no such session' });
+  resumeTry.serverClose(4008, 'resume_failed');
+  t.mock.timers.tick(0);
+  await settle();
+  const joinTry = FakeWS.all[2];
+  assert.ok(joinTry, 'a new socket for the fresh join');
+  joinTry.open();
+  await settle();
+  assert.deepEqual(joinTry.sent, [{ type: 'join', token: 'TOKEN-0', protocol: 1 }]);
+  assert.equal(room.state, 'reconnecting');
+});
+
+test('ICE failed, or disconnected for 2 s, starts a resume; disconnected for less does not', async (t) => {
+  const { room, events, pub, sub } = await joinedAndPublishing(t);
+  sub.setIce('disconnected');
+  t.mock.timers.tick(ICE_DISCONNECTED_MS - 100);
+  sub.setIce('connected');
+  t.mock.timers.tick(1000);
+  assert.equal(room.state, 'connected', 'a short disconnect is not a reconnect');
+
+  sub.setIce('disconnected');
+  t.mock.timers.tick(ICE_DISCONNECTED_MS);
+  assert.equal(room.state, 'reconnecting');
+  assert.equal(events.filter((e) => e.name === 'reconnecting').at(-1).detail.reason, 'ice_disconnected');
+  t.mock.timers.tick(0);
+  const w = FakeWS.all.at(-1);
+  w.open();
+  assert.equal(w.sent[0].type, 'resume');
+  w.recv(session('resumed', { participants: [BOB] }));
+  await settle();
+  assert.equal(room.state, 'connected');
+
+  pub.setIce('failed');
+  assert.equal(room.state, 'reconnecting');
+  assert.equal(events.filter((e) => e.name === 'reconnecting').at(-1).detail.reason, 'ice_failed');
+});
+
+test('the server\'s reconnecting restarts ICE in place (publisher offer with iceRestart, ice_restart) and reconnects when ICE is back', async (t) => {
+  const { room, events, ws, pub, sub } = await joinedAndPublishing(t);
+  const offers = pub.offers.length;
+  ws.recv({ type: 'reconnecting', reason: 'media_silent' });
+  assert.equal(room.state, 'reconnecting');
+  await settle();
+  assert.ok(ws.types().includes('ice_restart'), `sent: ${ws.types()}`);
+  assert.deepEqual(pub.offers.slice(offers), [{ iceRestart: true }]);
+  assert.equal(ws.sent.at(-1).type, 'publish_offer');
+  assert.equal(FakeWS.all.length, 1, 'no new WebSocket');
+  pub.setIce('checking');
+  pub.setIce('connected');
+  assert.equal(room.state, 'reconnecting', 'the subscriber is not back yet');
+  sub.setIce('checking');
+  sub.setIce('connected');
+  assert.equal(room.state, 'connected');
+  assert.deepEqual(events.at(-1), { name: 'reconnected', detail: { resumed: true } });
+});
+
+test('a left with dtls_timeout joins afresh; token close codes and other left reasons end the session', async (t) => {
+  {
+    const { room, ws } = await joinedAndPublishing(t);
+    ws.recv({ type: 'left', reason: 'dtls_timeout' });
+    ws.serverClose(1000, 'dtls_timeout');
+    assert.equal(room.state, 'reconnecting');
+    t.mock.timers.tick(0);
+    await settle();
+    const w = FakeWS.all.at(-1);
+    w.open();
+    assert.equal(w.sent[0].type, 'join');
+    t.mock.timers.reset();
+  }
+  {
+    const { room, ws, events } = await joinedAndPublishing(t);
+    ws.recv({ type: 'left', reason: 'removed' });
+    ws.serverClose(1000, 'removed');
+    assert.equal(room.state, 'disconnected');
+    assert.deepEqual(events.at(-1), { name: 'disconnected', detail: { reason: 'removed', code: 1000 } });
+    t.mock.timers.reset();
+  }
+  {
+    const { room, ws } = await joinedAndPublishing(t);
+    ws.serverClose(4003, 'token_expired');
+    assert.equal(room.state, 'disconnected');
+  }
+});
+
+test('participant_reconnecting and participant_resumed become participantReconnecting and participantResumed', async (t) => {
+  const { room, events, ws } = await joinedAndPublishing(t);
+  ws.recv({ type: 'participant_reconnecting', participant_sid: 'PA_bob', identity: 'bob' });
+  assert.equal(room.participants.get('PA_bob').reconnecting, true);
+  ws.recv({ type: 'participant_resumed', participant_sid: 'PA_bob', identity: 'bob' });
+  assert.equal(room.participants.get('PA_bob').reconnecting, false);
+  assert.deepEqual(
+    events.filter((e) => e.name.startsWith('participantRe')).map((e) => [e.name, e.detail.participantSid, e.detail.identity]),
+    [['participantReconnecting', 'PA_bob', 'bob'], ['participantResumed', 'PA_bob', 'bob']],
+  );
+});
