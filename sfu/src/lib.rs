@@ -22,6 +22,8 @@ mod route;
 mod sdp_check;
 mod session;
 mod shard;
+#[cfg(test)]
+mod sim_tests;
 mod stun;
 mod tcp;
 mod worker;

@@ -1,0 +1,308 @@
+//! The shard on simulated time with one publishing client over a scripted
+//! link: the client's address or transport changes, its traffic stops, or
+//! the server's DTLS never reaches it; what the shard does about it.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::peer_connection::event::RTCPeerConnectionEvent;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::rtp;
+use rtc::rtp_transceiver::RTCRtpSenderId;
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use tokio::sync::mpsc;
+
+use crate::bench_support::{ROOM, client, join_request, loopback, new_shard, video_track};
+use crate::route::Route;
+use crate::session::{LeaveReason, ParticipantEvent};
+use crate::shard::Shard;
+
+const TICK: Duration = Duration::from_millis(10);
+const SSRC: u32 = 0x5eed;
+
+struct Sim {
+    shard: Shard,
+    server: SocketAddr,
+    start: Instant,
+    now: Instant,
+    pc: RTCPeerConnection,
+    /// Where the client's datagrams come from now; `None`: it sends nothing.
+    from: Option<Route>,
+    /// Where the server must send for the client to get it (its NAT's
+    /// mapping now): datagrams to elsewhere are lost.
+    listens: Route,
+    /// The client's own socket, which never moves (the NAT's does).
+    local: SocketAddr,
+    sender: RTCRtpSenderId,
+    seq: u16,
+    connected: bool,
+    events: mpsc::UnboundedReceiver<ParticipantEvent>,
+    /// Every datagram the server sent: when, where, and whether it was STUN.
+    sent: Vec<(Instant, Route, bool)>,
+    /// Loses server datagrams the filter picks.
+    lose: Box<dyn FnMut(&[u8]) -> bool>,
+}
+
+fn udp(last: u8, port: u16) -> Route {
+    (TransportProtocol::UDP, loopback(last, port))
+}
+
+impl Sim {
+    /// A publishing client at `from`, joined and negotiated (not yet connected).
+    fn new(from: Route) -> Sim {
+        let start = Instant::now();
+        let (mut shard, server) = new_shard(Duration::from_millis(500));
+        let mut pc = client(loopback(2, 10_000), start);
+        let (joined, sid) = shard.join(start, join_request("alice")).unwrap();
+        let sender = pc.add_track(video_track(SSRC)).unwrap();
+        let offer = pc.create_offer(None).unwrap();
+        pc.set_local_description(start, offer).unwrap();
+        let sdp = pc.local_description().unwrap().sdp;
+        let answer = shard.publish_offer(start, ROOM, &sid, sdp).unwrap();
+        pc.set_remote_description(start, RTCSessionDescription::answer(answer).unwrap())
+            .unwrap();
+        Sim {
+            shard,
+            server,
+            start,
+            now: start,
+            pc,
+            from: Some(from),
+            listens: from,
+            local: loopback(2, 10_000),
+            sender,
+            seq: 0,
+            connected: false,
+            events: joined.events,
+            sent: Vec::new(),
+            lose: Box::new(|_| false),
+        }
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.now - self.start
+    }
+
+    /// One tick: the client's timers and output, the shard's timers and
+    /// output, and a video packet every other tick once connected.
+    fn step(&mut self) {
+        self.now += TICK;
+        let now = self.now;
+        let _ = self.pc.handle_timeout(now);
+        if self.connected && (self.elapsed().as_millis() / 10) % 2 == 0 {
+            self.seq = self.seq.wrapping_add(1);
+            let packet = rtp::Packet {
+                header: rtp::header::Header {
+                    version: 2,
+                    payload_type: 96,
+                    sequence_number: self.seq,
+                    timestamp: u32::from(self.seq) * 3000,
+                    ssrc: SSRC,
+                    marker: true,
+                    ..Default::default()
+                },
+                payload: Bytes::from_static(&[0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a]),
+            };
+            if let Some(mut sender) = self.pc.rtp_sender(self.sender) {
+                let _ = sender.write_rtp(now, packet);
+            }
+        }
+        while let Some(out) = self.pc.poll_write() {
+            if let Some((protocol, addr)) = self.from {
+                self.shard
+                    .handle_datagram(now, protocol, addr, &out.message);
+            }
+        }
+        while let Some(event) = self.pc.poll_event() {
+            if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) = event {
+                self.connected = state == RTCPeerConnectionState::Connected;
+            }
+        }
+        while self.pc.poll_read().is_some() {}
+        self.shard.handle_timeout(now);
+        while let Some(t) = self.shard.poll_transmit() {
+            let route = (t.protocol, t.to);
+            let stun = t.payload.first().is_some_and(|b| *b < 4);
+            self.sent.push((now, route, stun));
+            if route != self.listens || (self.lose)(&t.payload) {
+                continue;
+            }
+            let _ = self.pc.handle_read(TaggedBytesMut {
+                now,
+                transport: TransportContext {
+                    local_addr: self.local,
+                    peer_addr: self.server,
+                    ecn: None,
+                    transport_protocol: TransportProtocol::UDP,
+                },
+                message: t.payload,
+            });
+        }
+    }
+
+    fn run_for(&mut self, d: Duration) {
+        let until = self.now + d;
+        while self.now < until {
+            self.step();
+        }
+    }
+
+    fn run_until_connected(&mut self) {
+        let deadline = self.now + Duration::from_secs(20);
+        while !self.connected {
+            assert!(self.now < deadline, "the client did not connect");
+            self.step();
+        }
+    }
+
+    /// Where the server sent media, RTCP and DTLS since `since`.
+    fn media_routes_since(&self, since: Instant) -> Vec<Route> {
+        let mut routes: Vec<Route> = self
+            .sent
+            .iter()
+            .filter(|(at, _, stun)| *at >= since && !stun)
+            .map(|(_, r, _)| *r)
+            .collect();
+        routes.dedup();
+        routes
+    }
+
+    /// The participant's own events so far, with when they were read.
+    fn events(&mut self) -> Vec<ParticipantEvent> {
+        let mut all = Vec::new();
+        while let Ok(e) = self.events.try_recv() {
+            all.push(e);
+        }
+        all
+    }
+}
+
+fn reconnected(events: &[ParticipantEvent]) -> bool {
+    events
+        .iter()
+        .any(|e| matches!(e, ParticipantEvent::Reconnecting { .. }))
+}
+
+#[test]
+fn media_follows_a_client_whose_address_changes_without_an_ice_restart() {
+    let (old, new) = (udp(2, 10_000), udp(3, 10_001));
+    let mut sim = Sim::new(old);
+    sim.run_until_connected();
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(sim.media_routes_since(sim.start), vec![old]);
+
+    // NAT rebinding: the same client, its datagrams now from a new address.
+    sim.from = Some(new);
+    sim.listens = new;
+    let moved = sim.now;
+    sim.run_for(Duration::from_secs(10));
+    let after: Vec<Route> = sim.media_routes_since(moved + Duration::from_secs(3));
+    assert_eq!(after, vec![new], "media after the move went to {after:?}");
+    assert!(sim.connected, "the client stayed connected");
+    assert!(
+        !reconnected(&sim.events()),
+        "no reconnecting for a live client"
+    );
+}
+
+#[test]
+fn a_client_that_checked_over_ice_tcp_then_settled_on_udp_gets_media_on_udp_and_stays() {
+    // What Chromium does: its ICE-TCP pair is checked (and the server's
+    // agent selects it) before it settles on UDP and lets the TCP one go.
+    // rtc's ICE-lite agent keeps its first selected pair for good, and its
+    // STUN-only liveness then failed the transport 9 s later.
+    let tcp: Route = (TransportProtocol::TCP, loopback(2, 40_000));
+    let udp_route = udp(2, 10_000);
+    let mut sim = Sim::new(tcp);
+    sim.run_until_connected();
+    assert_eq!(sim.media_routes_since(sim.start), vec![tcp]);
+
+    sim.from = Some(udp_route);
+    sim.listens = udp_route;
+    let settled = sim.now;
+    sim.run_for(Duration::from_secs(15));
+    let after = sim.media_routes_since(settled + Duration::from_secs(3));
+    assert_eq!(
+        after,
+        vec![udp_route],
+        "media after settling went to {after:?}"
+    );
+    assert!(sim.connected);
+    let events = sim.events();
+    assert!(!reconnected(&events), "{events:?}");
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, ParticipantEvent::Ended { .. })),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn five_seconds_of_silence_make_a_participant_reconnecting_and_the_grace_ends_it() {
+    let mut sim = Sim::new(udp(2, 10_000));
+    sim.run_until_connected();
+    sim.run_for(Duration::from_secs(2));
+    sim.events();
+    // Everything from the client stops (a tunnel).
+    sim.from = None;
+    let stopped = sim.now;
+    let mut declared = None;
+    let mut ended = None;
+    while ended.is_none() && sim.now < stopped + Duration::from_secs(40) {
+        sim.step();
+        for e in sim.events() {
+            match e {
+                ParticipantEvent::Reconnecting { silent_for, .. } => {
+                    declared = Some((sim.now - stopped, silent_for))
+                }
+                ParticipantEvent::Ended { reason } => ended = Some((sim.now - stopped, reason)),
+                _ => {}
+            }
+        }
+    }
+    let (after, silent_for) = declared.expect("declared reconnecting");
+    // The silence window, read on a 250 ms liveness tick.
+    assert!(
+        after >= Duration::from_secs(5) && after <= Duration::from_millis(5_300),
+        "reconnecting {after:?} after the silence began"
+    );
+    assert!(
+        silent_for.abs_diff(after) <= TICK * 2,
+        "{silent_for:?} vs {after:?}"
+    );
+    let (after, reason) = ended.expect("ended after the grace");
+    assert_eq!(reason, LeaveReason::ConnectionLost);
+    // Reconnecting at ~5 s, then the 20 s grace.
+    assert!(
+        after >= Duration::from_secs(25) && after <= Duration::from_millis(25_600),
+        "ended {after:?} after the silence began"
+    );
+}
+
+#[test]
+fn a_transport_whose_dtls_never_completes_ends_with_dtls_timeout_after_10s() {
+    let mut sim = Sim::new(udp(2, 10_000));
+    // ICE gets through; every DTLS datagram of the server is lost.
+    sim.lose = Box::new(|d| d.first().is_some_and(|b| (20..=63).contains(b)));
+    let mut ended = None;
+    while ended.is_none() && sim.elapsed() < Duration::from_secs(30) {
+        sim.step();
+        for e in sim.events() {
+            if let ParticipantEvent::Ended { reason } = e {
+                ended = Some((sim.elapsed(), reason));
+            }
+        }
+    }
+    let (after, reason) = ended.expect("the session ended");
+    assert_eq!(reason, LeaveReason::DtlsTimeout);
+    assert!(
+        after >= Duration::from_secs(10) && after <= Duration::from_secs(11),
+        "ended after {after:?}"
+    );
+    assert!(!sim.connected);
+}
