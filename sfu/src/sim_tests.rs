@@ -44,8 +44,10 @@ struct Sim {
     /// Every datagram the server sent: when, where, and whether it was STUN.
     sent: Vec<(Instant, Route, bool)>,
     /// Loses server datagrams the filter picks.
-    lose: Box<dyn FnMut(&[u8]) -> bool>,
+    lose: LossFilter,
 }
+
+type LossFilter = Box<dyn FnMut(&[u8]) -> bool>;
 
 fn udp(last: u8, port: u16) -> Route {
     (TransportProtocol::UDP, loopback(last, port))
@@ -93,7 +95,7 @@ impl Sim {
         self.now += TICK;
         let now = self.now;
         let _ = self.pc.handle_timeout(now);
-        if self.connected && (self.elapsed().as_millis() / 10) % 2 == 0 {
+        if self.connected && (self.elapsed().as_millis() / 10).is_multiple_of(2) {
             self.seq = self.seq.wrapping_add(1);
             let packet = rtp::Packet {
                 header: rtp::header::Header {
