@@ -435,10 +435,12 @@ async fn session(
     mut notices: mpsc::UnboundedReceiver<ServerMessage>,
     watch: &mut Watch<'_>,
 ) {
+    let mut detached = false;
     loop {
         // A link that broke on a send is detached like one that closed.
-        if link.socket.is_none() && watch.lost_since_ms.is_none() {
+        if link.socket.is_none() && !detached {
             info!("signaling lost; keeping the session for the grace");
+            detached = true;
             handle.detach();
             watch.reconnecting(unix_now_ms());
         }
@@ -447,6 +449,7 @@ async fn session(
                 if let Some(old) = link.socket.replace(socket) {
                     tokio::spawn(close(old, close::REPLACED, "replaced"));
                 }
+                detached = false;
                 match handle.attach().await {
                     Ok(now) => {
                         info!("resumed");
