@@ -970,11 +970,7 @@ impl Meter {
                 .ms_funded_by(hp.hold + wallet.available().max(0))
                 .max(hp.block_end_ms),
         };
-        let shared = Arc::new(Shared {
-            start: started,
-            deadline_ms: AtomicI64::new(deadline),
-            summary: Mutex::new(None),
-        });
+        let shared = Arc::new(Shared::new(started, deadline));
         let mut warnings: Vec<(i64, bool)> = inner
             .config
             .warnings
@@ -1002,6 +998,7 @@ impl Meter {
             announced: None,
             warnings,
             over: false,
+            settled_ms: 0,
         };
         // Seconds left and warnings are computed before anyone can ask.
         let handle = tokio::spawn(actor.run());
