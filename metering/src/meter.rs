@@ -592,6 +592,13 @@ impl Meter {
         Ok(Meter { inner })
     }
 
+    /// The meter's time of day, unix ms (its `Clock`): what a caller turns
+    /// a unix-ms moment into an `Instant` with, e.g. to backdate
+    /// `SessionHandle::pause` to when media stopped.
+    pub fn now_ms(&self) -> i64 {
+        self.inner.clock.now_ms()
+    }
+
     /// Every meter event (seconds left, warnings, cuts, ends). A receiver
     /// that falls more than 4096 events behind loses the oldest.
     pub fn events(&self) -> broadcast::Receiver<MeterEvent> {
