@@ -126,7 +126,7 @@ pub async fn settle_many(
                 .ok_or_else(|| MeterError::Internal("no wallet".into()))?;
             let p = session::plan(&core.terms, core.block_s, &l, w.available(), op, t)
                 .ok_or_else(|| MeterError::Internal("no plan".into()))?;
-            let applied = session::apply(&mut tx, &core, &l, &p, now, inner.webhooks_on())
+            let applied = session::apply(&mut tx, &core, &l, &p, 0, now, inner.webhooks_on())
                 .await
                 .map_err(|e| match e {
                     SettleError::Fenced => MeterError::Internal("fenced".into()),

@@ -592,6 +592,13 @@ impl Meter {
         Ok(Meter { inner })
     }
 
+    /// The meter's time of day, unix ms (its `Clock`): what a caller turns
+    /// a unix-ms moment into an `Instant` with, e.g. to backdate
+    /// `SessionHandle::pause` to when media stopped.
+    pub fn now_ms(&self) -> i64 {
+        self.inner.clock.now_ms()
+    }
+
     /// Every meter event (seconds left, warnings, cuts, ends). A receiver
     /// that falls more than 4096 events behind loses the oldest.
     pub fn events(&self) -> broadcast::Receiver<MeterEvent> {
@@ -970,11 +977,7 @@ impl Meter {
                 .ms_funded_by(hp.hold + wallet.available().max(0))
                 .max(hp.block_end_ms),
         };
-        let shared = Arc::new(Shared {
-            start: started,
-            deadline_ms: AtomicI64::new(deadline),
-            summary: Mutex::new(None),
-        });
+        let shared = Arc::new(Shared::new(started, deadline));
         let mut warnings: Vec<(i64, bool)> = inner
             .config
             .warnings
@@ -1002,6 +1005,7 @@ impl Meter {
             announced: None,
             warnings,
             over: false,
+            settled_ms: 0,
         };
         // Seconds left and warnings are computed before anyone can ask.
         let handle = tokio::spawn(actor.run());

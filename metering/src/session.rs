@@ -62,10 +62,13 @@ pub enum EndReason {
     Recovered,
     /// The meter could not reach its database to fund the next block.
     MeterError,
+    /// The payer or the payee was reconnecting for longer than the grace:
+    /// charged up to the moment its media stopped (a normal end, not a cut).
+    ConnectionLost,
 }
 
 impl EndReason {
-    pub const ALL: [EndReason; 9] = [
+    pub const ALL: [EndReason; 10] = [
         EndReason::Hangup,
         EndReason::PayerLeft,
         EndReason::PayeeLeft,
@@ -75,6 +78,7 @@ impl EndReason {
         EndReason::Abandoned,
         EndReason::Recovered,
         EndReason::MeterError,
+        EndReason::ConnectionLost,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -88,6 +92,7 @@ impl EndReason {
             EndReason::Abandoned => "abandoned",
             EndReason::Recovered => "recovered",
             EndReason::MeterError => "meter_error",
+            EndReason::ConnectionLost => "connection_lost",
         }
     }
 
@@ -126,8 +131,15 @@ pub struct SessionSummary {
     pub payee: Option<String>,
     pub call_type: CallType,
     pub terms: BillingTerms,
+    /// Unix ms when billing started.
     pub started_ms: i64,
+    /// Unix ms when billing ended: for a session paused while a
+    /// participant was reconnecting, `started_ms + duration_ms` plus the
+    /// time paused before the end (a session ended while paused ends at its
+    /// pause point).
     pub ended_ms: i64,
+    /// The billed duration: the time the billed clock ran, without the
+    /// time paused (docs/metering.md "Reconnecting").
     pub duration_ms: i64,
     pub billed_seconds: i64,
     pub coins: i64,
@@ -195,7 +207,7 @@ fn terms_of(row: &AnyRow) -> Result<BillingTerms, MeterError> {
 pub(crate) const SESSION_COLUMNS: &str = "id, node, instance, room, payer, payee, call_type, \
     rate_per_minute, incr_initial, incr_next, commission_bps, state, started_ms, checkpoint_ms, \
     block_start_ms, block_end_ms, limit_coins, captures, coins, payee_coins, platform_coins, \
-    ended_ms, duration_ms, billed_seconds, end_reason";
+    ended_ms, duration_ms, billed_seconds, end_reason, paused_ms, paused_at_ms";
 
 // ---------------------------------------------------------------------------
 // The pure part: what one settle does.
@@ -412,6 +424,7 @@ pub(crate) async fn apply(
     core: &Core,
     l: &Ledgered,
     p: &Plan,
+    paused_ms: i64,
     now_ms: i64,
     webhooks: bool,
 ) -> Result<Applied, SettleError> {
@@ -452,7 +465,7 @@ pub(crate) async fn apply(
             .bind(next.block_start_ms)
             .bind(next.block_end_ms)
             .bind(next.limit)
-            .bind(core.started_ms + next.block_start_ms)
+            .bind(core.started_ms + next.block_start_ms + paused_ms)
             .execute(&mut **tx)
             .await
         }
@@ -470,7 +483,7 @@ pub(crate) async fn apply(
             .bind(p.coins)
             .bind(split.payee)
             .bind(split.platform)
-            .bind(core.started_ms + duration)
+            .bind(core.started_ms + duration + paused_ms)
             .bind(duration)
             .bind(billed)
             .bind(reason.as_str())
@@ -544,7 +557,7 @@ pub(crate) async fn apply(
         call_type: core.call_type,
         terms: core.terms,
         started_ms: core.started_ms,
-        ended_ms: core.started_ms + duration,
+        ended_ms: core.started_ms + duration + paused_ms,
         duration_ms: duration,
         billed_seconds: billed,
         coins: p.coins,
@@ -771,7 +784,13 @@ pub(crate) async fn recover(inner: &Inner, id: &str) -> Result<Option<SessionSum
         .unwrap_or(0);
     let (core, l) = core_of(&row, hold, inner.config.block_secs())?;
     let checkpoint: i64 = get(&row, "checkpoint_ms")?;
-    let duration = (checkpoint - core.started_ms).clamp(l.block_start_ms, l.block_end_ms);
+    // Time paused while a participant was reconnecting is not charged: the
+    // billed clock stood still from `paused_at_ms` and for `paused_ms`
+    // before it.
+    let paused_ms: i64 = get(&row, "paused_ms")?;
+    let paused_at_ms: Option<i64> = get(&row, "paused_at_ms")?;
+    let last = paused_at_ms.map_or(checkpoint, |at| at.min(checkpoint));
+    let duration = (last - core.started_ms - paused_ms).clamp(l.block_start_ms, l.block_end_ms);
     let p = plan(
         &core.terms,
         core.block_s,
@@ -781,7 +800,7 @@ pub(crate) async fn recover(inner: &Inner, id: &str) -> Result<Option<SessionSum
         duration,
     )
     .ok_or_else(|| MeterError::Internal("no recovery plan".into()))?;
-    let applied = match apply(&mut tx, &core, &l, &p, now, inner.webhooks_on()).await {
+    let applied = match apply(&mut tx, &core, &l, &p, paused_ms, now, inner.webhooks_on()).await {
         Ok(a) => a,
         Err(SettleError::Fenced) => return Ok(None),
         Err(SettleError::Meter(e)) => return Err(e),
@@ -845,14 +864,68 @@ pub(crate) enum Msg {
         rate: i64,
         ack: oneshot::Sender<()>,
     },
+    /// Stop the billed clock at `at` (a participant is reconnecting).
+    Pause {
+        at: Instant,
+        ack: oneshot::Sender<()>,
+    },
+    /// Start the billed clock again at `at`.
+    Resume {
+        at: Instant,
+        ack: oneshot::Sender<()>,
+    },
+}
+
+/// The billed clock: the session's time ("ms of call") is the time since
+/// `Shared::start` less the time it was paused.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct BilledClock {
+    /// Time spent paused before the current pause, ms.
+    pub paused_ms: i64,
+    /// Ms of call where the current pause began; None while running.
+    pub paused_at: Option<i64>,
 }
 
 /// What the handle reads without asking the actor.
 pub(crate) struct Shared {
     pub start: Instant,
+    pub clock: std::sync::Mutex<BilledClock>,
     /// The projected cut, ms of call; `ENDED` once over.
     pub deadline_ms: AtomicI64,
     pub summary: std::sync::Mutex<Option<SessionSummary>>,
+}
+
+impl Shared {
+    pub(crate) fn new(start: Instant, deadline_ms: i64) -> Shared {
+        Shared {
+            start,
+            clock: std::sync::Mutex::new(BilledClock::default()),
+            deadline_ms: AtomicI64::new(deadline_ms),
+            summary: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn billed_clock(&self) -> BilledClock {
+        *self.clock.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_billed_clock(&self, clock: BilledClock) {
+        *self.clock.lock().unwrap_or_else(|e| e.into_inner()) = clock;
+    }
+
+    /// Ms since the start at `at` (0 before it), paused or not.
+    fn since_start(&self, at: Instant) -> i64 {
+        at.saturating_duration_since(self.start).as_millis() as i64
+    }
+
+    /// Ms of call now: frozen at the pause point while paused.
+    fn billed_ms(&self) -> i64 {
+        let clock = self.billed_clock();
+        match clock.paused_at {
+            Some(at) => at,
+            None => (self.since_start(Instant::now()) - clock.paused_ms).max(0),
+        }
+    }
 }
 
 const ENDED: i64 = i64::MIN;
@@ -890,10 +963,41 @@ impl SessionHandle {
         if deadline == ENDED {
             return None;
         }
-        let now = Instant::now()
-            .saturating_duration_since(self.shared.start)
-            .as_millis() as i64;
+        let now = self.shared.billed_ms();
         Some(((deadline - now).max(0) as u64).div_ceil(1000))
+    }
+
+    /// Stops the billed clock (docs/metering.md "Reconnecting"): from the
+    /// pause point no time is charged, no boundary or cut fires and the
+    /// projected cut moves later by the time paused; the hold stays. `at`
+    /// backdates the pause to when media stopped; it is clamped to not
+    /// before the last boundary, cut or share of the hold (time already
+    /// settled) nor the last resume, and not after now. Pausing a paused
+    /// session changes nothing. Returns once the session has taken it in;
+    /// false when the session is over (nothing to pause).
+    pub async fn pause(&self, at: Instant) -> bool {
+        let (ack, done) = oneshot::channel();
+        self.tx.send(Msg::Pause { at, ack }).is_ok() && done.await.is_ok()
+    }
+
+    /// Starts the billed clock again at `at` (clamped to not before the
+    /// pause began and not after now), and announces the projected cut,
+    /// later by the time paused. Resuming a running session changes
+    /// nothing. False when the session is over.
+    pub async fn resume(&self, at: Instant) -> bool {
+        let (ack, done) = oneshot::channel();
+        self.tx.send(Msg::Resume { at, ack }).is_ok() && done.await.is_ok()
+    }
+
+    /// True while the billed clock is stopped.
+    pub fn is_paused(&self) -> bool {
+        self.shared.billed_clock().paused_at.is_some()
+    }
+
+    /// The billed duration so far, ms: the time since the start less the
+    /// time paused (frozen while paused).
+    pub fn billed_ms(&self) -> i64 {
+        self.shared.billed_ms()
     }
 
     /// Ends the session now: captures the used part of the hold, releases
@@ -940,20 +1044,28 @@ pub(crate) struct Actor {
     pub warnings: Vec<(i64, bool)>,
     /// Set by `finish`: nothing more happens here.
     pub over: bool,
+    /// Ms of call a pause cannot be backdated before: the last boundary,
+    /// cut or share of the hold settled time up to here.
+    pub settled_ms: i64,
 }
 
 /// How long the actor retries a failing settle before giving up.
 const RETRIES: [u64; 5] = [50, 100, 200, 400, 800];
 
 impl Actor {
+    /// Ms of call now (the billed clock: frozen while paused).
     fn elapsed_ms(&self) -> i64 {
-        Instant::now()
-            .saturating_duration_since(self.shared.start)
-            .as_millis() as i64
+        self.shared.billed_ms()
     }
 
+    /// The instant the billed clock reaches `ms`, if it keeps running.
     fn at(&self, ms: i64) -> Instant {
-        self.shared.start + Duration::from_millis(ms.max(0) as u64)
+        let paused = self.shared.billed_clock().paused_ms;
+        self.shared.start + Duration::from_millis((ms + paused).max(0) as u64)
+    }
+
+    fn paused(&self) -> bool {
+        self.shared.billed_clock().paused_at.is_some()
     }
 
     /// The projected cut: what captured + held + available funds, pro rata.
@@ -1030,9 +1142,11 @@ impl Actor {
         self.announce();
         loop {
             let wake = self.next_wake();
+            // While paused no timer runs: the billed clock stands still.
+            let paused = self.paused();
             tokio::select! {
                 biased;
-                _ = tokio::time::sleep_until(self.at(wake)) => {
+                _ = tokio::time::sleep_until(self.at(wake)), if !paused => {
                     if self.on_wake().await {
                         return;
                     }
@@ -1068,6 +1182,20 @@ impl Actor {
                             }
                             done
                         }
+                        Some(Msg::Pause { at, ack }) => {
+                            let done = self.pause(at).await;
+                            if !done {
+                                let _ = ack.send(());
+                            }
+                            done
+                        }
+                        Some(Msg::Resume { at, ack }) => {
+                            let done = self.resume(at).await;
+                            if !done {
+                                let _ = ack.send(());
+                            }
+                            done
+                        }
                     };
                     if done {
                         return;
@@ -1092,6 +1220,97 @@ impl Actor {
         }
         self.announce();
         false
+    }
+
+    /// Stops the billed clock at `at`, clamped to [the last settled time
+    /// or resume, now]. Returns true when the session is over.
+    async fn pause(&mut self, at: Instant) -> bool {
+        if self.paused() {
+            return false;
+        }
+        // A block that ran out while the request was on its way settles
+        // first (a pause cannot reach back before a settle).
+        while !self.over && self.elapsed_ms() >= self.l.block_end_ms {
+            let op = if self.l.limit.is_some() {
+                Op::Cut
+            } else {
+                Op::Boundary
+            };
+            if self.settle_retrying(op).await {
+                return true;
+            }
+        }
+        if self.over {
+            return true;
+        }
+        let mut clock = self.shared.billed_clock();
+        let now = self.elapsed_ms();
+        let asked = self.shared.since_start(at) - clock.paused_ms;
+        let floor = self.settled_ms.max(self.l.block_start_ms);
+        let point = asked.max(floor).min(now);
+        clock.paused_at = Some(point);
+        self.shared.set_billed_clock(clock);
+        info!(session = %self.core.id, at_ms = point, backdated_ms = now - point, "billed clock paused");
+        self.write_pause(clock).await
+    }
+
+    /// Starts the billed clock again at `at`, clamped to [the pause's
+    /// instant, now]. Returns true when the session is over.
+    async fn resume(&mut self, at: Instant) -> bool {
+        let mut clock = self.shared.billed_clock();
+        let Some(point) = clock.paused_at else {
+            return false;
+        };
+        let paused_from = point + clock.paused_ms;
+        let now = self.shared.since_start(Instant::now());
+        let resumed = self.shared.since_start(at).max(paused_from).min(now);
+        clock.paused_ms = resumed - point;
+        clock.paused_at = None;
+        self.shared.set_billed_clock(clock);
+        self.settled_ms = self.settled_ms.max(point);
+        info!(session = %self.core.id, paused_ms = resumed - paused_from, "billed clock resumed");
+        if self.write_pause(clock).await {
+            return true;
+        }
+        // The projected cut is as far in call time as before, later in
+        // time of day: say it again.
+        self.announced = None;
+        self.announce();
+        false
+    }
+
+    /// Mirrors the billed clock in the session's row, so that recovery
+    /// charges no paused time either. A failed write leaves the clock as it
+    /// is here (recovery would then charge paused time up to the last
+    /// checkpoint, never beyond the hold). Returns true when the row was
+    /// closed elsewhere.
+    async fn write_pause(&mut self, clock: BilledClock) -> bool {
+        let paused_at_ms = clock
+            .paused_at
+            .map(|at| self.core.started_ms + at + clock.paused_ms);
+        let inner = self.inner.clone();
+        let _io = inner.clock.io_guard();
+        let written = sqlx::query(
+            "UPDATE sessions SET paused_ms = $3, paused_at_ms = $4              WHERE id = $1 AND state = 'open' AND captures = $2",
+        )
+        .bind(&self.core.id)
+        .bind(self.l.captures)
+        .bind(clock.paused_ms)
+        .bind(paused_at_ms)
+        .execute(&inner.db.write)
+        .await;
+        drop(_io);
+        match written {
+            Ok(r) if r.rows_affected() == 1 => false,
+            Ok(_) => {
+                self.fenced().await;
+                true
+            }
+            Err(e) => {
+                warn!(session = %self.core.id, error = %e, "could not record the pause; recovery may charge paused time");
+                false
+            }
+        }
     }
 
     async fn on_wallet(&mut self, snap: WalletSnap) -> bool {
@@ -1221,7 +1440,17 @@ impl Actor {
         ) else {
             return Ok(false);
         };
-        let applied = match apply(&mut tx, &self.core, &self.l, &p, now, inner.webhooks_on()).await
+        let paused_ms = self.shared.billed_clock().paused_ms;
+        let applied = match apply(
+            &mut tx,
+            &self.core,
+            &self.l,
+            &p,
+            paused_ms,
+            now,
+            inner.webhooks_on(),
+        )
+        .await
         {
             Ok(a) => a,
             Err(SettleError::Fenced) => {
@@ -1234,6 +1463,9 @@ impl Actor {
         tx.commit().await?;
         drop(_io);
         debug!(session = %self.core.id, ?op, coins = applied.ledgered.coins, hold = applied.ledgered.hold, "settled");
+        if matches!(op, Op::Boundary | Op::Cut | Op::Yield { .. }) {
+            self.settled_ms = self.settled_ms.max(t.min(self.elapsed_ms()));
+        }
         self.l = applied.ledgered;
         self.wallet = applied.wallet;
         inner.wallet_changed(&self.core.payer, applied.wallet, Some(&self.core.id));
