@@ -139,8 +139,12 @@ async fn a_payer_silent_past_the_grace_ends_connection_lost_charged_up_to_the_si
         bob.event("participant_reconnecting").await["identity"],
         "alice"
     );
-    let left = bob.event("left").await;
-    assert_eq!(left["reason"], "connection_lost", "{left}");
+    let left = bob.event("participant_left").await;
+    assert_eq!(
+        (left["identity"].as_str(), left["reason"].as_str()),
+        (Some("alice"), Some("connection_lost")),
+        "{left}"
+    );
     for t in talking {
         t.abort();
     }
