@@ -13,11 +13,14 @@
 // document or navigator), for the same reason.
 //
 // Staying connected (docs/protocol.md, "Staying connected"): when the
-// WebSocket drops, a transport's ICE fails (or stays disconnected for 2 s) or
-// the server says `reconnecting`, the room goes `reconnecting` and takes its
-// session back with `resume` on a new WebSocket, restarting ICE on both
-// transports; when the server no longer keeps the session it joins afresh and
-// publishes the same tracks again.
+// WebSocket drops, a transport's ICE fails (or stays disconnected for 2 s),
+// no inbound bytes at all arrive for 2 s on transports that were receiving
+// (the media watchdog reads getStats() every 0.5 s) or the server says
+// `reconnecting`, the room goes `reconnecting` and takes its session back
+// with `resume` on a new WebSocket, restarting ICE on both transports; when
+// the server no longer keeps the session it joins afresh and publishes the
+// same tracks again. A WebSocket given up while the session goes on is
+// closed with 4000 `resuming` (or left open); only leaving closes with 1000.
 
 /** Protocol version this SDK speaks. */
 export const PROTOCOL_VERSION = 1;
@@ -35,11 +38,24 @@ export const RECONNECT_TRIES = 10;
 export const RECONNECT_JITTER_MS = 500;
 /** How long a transport's ICE may stay `disconnected` before the room reconnects, in ms. */
 export const ICE_DISCONNECTED_MS = 2000;
+/** How often the media watchdog reads each transport's stats while connected, in ms. */
+export const MEDIA_WATCHDOG_INTERVAL_MS = 500;
+/**
+ * No inbound bytes at all for this long, on transports one of which was
+ * receiving, is a lost connection (in ms): the room resumes.
+ */
+export const MEDIA_SILENCE_MS = 2000;
 /** Grace when the server names none (`reconnect_grace_s`), in s. */
 const DEFAULT_GRACE_S = 20;
 /** How long an in-place ICE restart (after the server's `reconnecting`) may take before a resume, in ms. */
 const ICE_RESTART_TIMEOUT_MS = 5000;
 
+/**
+ * Close code we give a WebSocket we stop using while the session goes on
+ * (a reconnect try given up, a `resume` the server refused): the server
+ * ends the session on any other close frame from the client, as on `leave`.
+ */
+const CLOSE_RESUMING = 4000;
 /** Close code: `resume` named no session the server keeps: join afresh. */
 const CLOSE_RESUME_FAILED = 4008;
 /** Close code: the session was resumed on a newer WebSocket. */
@@ -235,6 +251,21 @@ class Transport {
     this.iceTimer = null;
     /** An ICE restart of this transport is under way (after the server's `reconnecting`). */
     this.restarting = false;
+    /** Our video senders owe a keyframe once this (publisher) transport sends on its new path. */
+    this.keyframePending = false;
+    /** The RTCIceTransport whose selected pair we watch for that. @type {any} */
+    this.watchedIce = null;
+    /** What the media watchdog knows of this transport's inbound bytes. */
+    this.inbound = { bytes: /** @type {number|null} */ (null), lastIncreaseAt: 0, increases: 0 };
+  }
+
+  /**
+   * Forgets what the media watchdog saw: the transport takes part again once
+   * it has received bytes twice (after a silence we were told of, such as a
+   * remote mute, and after every reconnect).
+   */
+  resetInbound() {
+    this.inbound = { bytes: null, lastIncreaseAt: 0, increases: 0 };
   }
 
   /** Whether ICE is up (or was never needed: nothing negotiated yet). */
@@ -310,7 +341,8 @@ class Transport {
  * Events (subscribe with `room.on(name, fn)`; `fn` gets one plain object):
  * - `connectionStateChanged` `{state, previous}` (the room's ConnectionState)
  * - `reconnecting` `{reason}` (`signaling_lost`, `ice_failed`, `ice_disconnected`,
- *   `dtls_timeout`, `resume_failed`, or the server's `reconnecting` reason, e.g. `media_silent`)
+ *   `no_inbound_media` (the media watchdog), `dtls_timeout`, `resume_failed`, or the server's
+ *   `reconnecting` reason, e.g. `media_silent`)
  * - `reconnected` `{resumed}` (`true`: the same session goes on; `false`: joined afresh with a
  *   new participant sid and published the same tracks again)
  * - `participantJoined` `{participant}`
@@ -392,6 +424,10 @@ export class Room extends Emitter {
     this._connecting = null;
     /** @type {Promise<void>|null} */
     this._leaving = null;
+    /** The media watchdog's next reading. @type {ReturnType<typeof setTimeout>|null} */
+    this._watchdogTimer = null;
+    /** Counts watchdog starts and stops: a reading from an older run is ignored. */
+    this._watchdogRun = 0;
   }
 
   /** The publisher RTCPeerConnection (null before `joined`). */
@@ -511,6 +547,7 @@ export class Room extends Emitter {
         this._publications.splice(this._publications.indexOf(p), 1);
         pub.pc.removeTrack(p.transceiver.sender); // sendonly -> inactive
       }
+      this._expectSilence(pub);
       await this._negotiatePublisher(pub);
     });
   }
@@ -535,6 +572,7 @@ export class Room extends Emitter {
       pub.muted = Boolean(muted);
       pub.track.enabled = !muted;
     }
+    if (muted) this._expectSilence(this._pub);
     this._send({ type: 'mute', track_sid: sid, muted: Boolean(muted) });
   }
 
@@ -576,6 +614,8 @@ export class Room extends Emitter {
     const previous = this.state;
     if (previous === state) return;
     this.state = state;
+    if (state === 'connected') this._startWatchdog();
+    else this._stopWatchdog();
     this.emit('connectionStateChanged', { state, previous });
   }
 
@@ -603,9 +643,11 @@ export class Room extends Emitter {
   }
 
   /**
-   * Forgets a WebSocket: none of its events count any more.
+   * Forgets a WebSocket: none of its events count any more. It is closed
+   * with 4000 `resuming` (the server keeps the session), or with `how.code`
+   * (1000 only when the session ends), or left open (`close: false`).
    * @param {SocketCtx|null} ctx
-   * @param {{close?: boolean, code?: number, reason?: string}} [how] close it (default), or leave it open
+   * @param {{close?: boolean, code?: number, reason?: string}} [how]
    */
   _dropSocket(ctx, how = {}) {
     if (!ctx) return;
@@ -620,17 +662,22 @@ export class Room extends Emitter {
     }
     ctx.ws.onopen = ctx.ws.onmessage = ctx.ws.onerror = ctx.ws.onclose = null;
     try {
-      ctx.ws.close(how.code ?? 1000, how.reason ?? '');
+      if (how.code === undefined) ctx.ws.close(CLOSE_RESUMING, 'resuming');
+      else ctx.ws.close(how.code, how.reason ?? '');
     } catch {
       // already closed
     }
   }
 
+  /**
+   * Closes the WebSockets given up during a reconnect with 1000: only when
+   * the session they belonged to is over (we left, or joined afresh).
+   */
   _closeAbandoned() {
     for (const ctx of this._abandoned) {
       ctx.ws.onerror = ctx.ws.onclose = null;
       try {
-        ctx.ws.close(1000, '');
+        ctx.ws.close(1000, 'left');
       } catch {
         // already closed
       }
@@ -1040,6 +1087,7 @@ export class Room extends Emitter {
   _onParticipantLeft(msg) {
     const sid = msg.participant_sid;
     if (typeof sid !== 'string') return;
+    this._expectSilence(this._sub);
     for (const sub of [...this.subscribedTracks.values()]) {
       if (sub.participantSid === sid) this._unsubscribe(sub.trackSid);
     }
@@ -1063,6 +1111,8 @@ export class Room extends Emitter {
     if (typeof sid !== 'string' || sid === this.localParticipant?.sid) return;
     const participant = this.participants.get(sid);
     if (participant) participant.reconnecting = reconnecting;
+    // Nothing is forwarded from a participant while it is reconnecting.
+    if (reconnecting) this._expectSilence(this._sub);
     this.emit(reconnecting ? 'participantReconnecting' : 'participantResumed', {
       participantSid: sid,
       identity: msg.identity ?? participant?.identity ?? '',
@@ -1114,6 +1164,7 @@ export class Room extends Emitter {
       return;
     }
     this._unsubscribe(trackSid);
+    this._expectSilence(this._sub);
     const participant = this.participants.get(sid);
     participant?.tracks.delete(trackSid);
     this.emit('trackUnpublished', { participantSid: sid, participant, trackSid });
@@ -1125,6 +1176,7 @@ export class Room extends Emitter {
     const info = participant?.tracks.get(msg.track_sid);
     const muted = Boolean(msg.muted);
     if (info) info.muted = muted;
+    if (muted) this._expectSilence(participant === this.localParticipant ? this._pub : this._sub);
     this.emit('trackMuted', { participantSid: sid, participant, trackSid: msg.track_sid, muted });
   }
 
@@ -1161,10 +1213,123 @@ export class Room extends Emitter {
       }
     } else if (s === 'connected' || s === 'completed') {
       t.restarting = false;
+      if (t === this._pub) this._sendKeyframe(t);
       const r = this._recovery;
       if (r?.mode === 'ice' && this.state === 'reconnecting' && !this._pub?.restarting && !this._sub?.restarting) {
         this._recovered(true);
       }
+    }
+  }
+
+  /**
+   * Media watchdog (while `connected`): reads each transport's inbound
+   * bytes every MEDIA_WATCHDOG_INTERVAL_MS. When a transport that was
+   * receiving has got nothing for MEDIA_SILENCE_MS and no other transport got
+   * anything either, the connection is lost (its network went away; ICE
+   * says `disconnected` only seconds later and the old WebSocket may give no
+   * sign at all): the room resumes. Transports whose stats say nothing of
+   * bytes (or fail) take no part; with none, the watchdog does nothing.
+   */
+  _startWatchdog() {
+    this._stopWatchdog();
+    this._pub?.resetInbound();
+    this._sub?.resetInbound();
+    const run = this._watchdogRun;
+    const tick = () => {
+      this._watchdogTimer = setTimeout(async () => {
+        this._watchdogTimer = null;
+        let lost = false;
+        try {
+          lost = await this._inboundLost();
+        } catch {
+          lost = false;
+        }
+        if (run !== this._watchdogRun || this.state !== 'connected') return;
+        if (lost) this._recover('no_inbound_media');
+        else tick();
+      }, MEDIA_WATCHDOG_INTERVAL_MS);
+    };
+    tick();
+  }
+
+  _stopWatchdog() {
+    this._watchdogRun = (this._watchdogRun ?? 0) + 1;
+    if (this._watchdogTimer) clearTimeout(this._watchdogTimer);
+    this._watchdogTimer = null;
+  }
+
+  /**
+   * One watchdog reading of both transports.
+   * @returns {Promise<boolean>} whether no inbound bytes at all arrived for
+   *   MEDIA_SILENCE_MS on transports one of which was receiving
+   */
+  async _inboundLost() {
+    const transports = [this._pub, this._sub].filter(
+      (t) => t && t.pc.remoteDescription && typeof t.pc.getStats === 'function',
+    );
+    const readings = await Promise.all(transports.map((t) => inboundBytes(t.pc)));
+    const now = Date.now();
+    let heard = false;
+    let stalled = false;
+    transports.forEach((t, i) => {
+      const bytes = readings[i];
+      if (bytes === null) return; // no stats: takes no part
+      const w = t.inbound;
+      if (w.bytes === null || bytes < w.bytes) {
+        // The first reading, or new candidate pairs after an ICE restart: a new baseline.
+        w.bytes = bytes;
+        w.lastIncreaseAt = now;
+        w.increases = 0;
+      } else if (bytes > w.bytes) {
+        // Bytes now and then (farther apart than the silence) are not a flow.
+        w.increases = now - w.lastIncreaseAt >= MEDIA_SILENCE_MS ? 1 : w.increases + 1;
+        w.bytes = bytes;
+        w.lastIncreaseAt = now;
+      }
+      if (now - w.lastIncreaseAt < MEDIA_SILENCE_MS) heard = true;
+      else if (w.increases >= 2) stalled = true;
+    });
+    return stalled && !heard;
+  }
+
+  /**
+   * Media stops on our subscriber (or publisher) for a reason we were told
+   * of: the watchdog waits for it to flow again before it counts.
+   * @param {Transport|null} t
+   */
+  _expectSilence(t) {
+    t?.resetInbound();
+  }
+
+  /**
+   * After a reconnect our subscribers' decoders have lost our video, and a
+   * keyframe request the server sent meanwhile went down the old path, so
+   * our video starts again with a keyframe once the publisher sends on its
+   * new path: when its ICE transport selects a new candidate pair (or, where
+   * RTCIceTransport has no such event, when its ICE state is connected again).
+   * @param {Transport|null} pub
+   */
+  _keyframeOnNewPath(pub) {
+    if (!pub || this._publications.length === 0) return;
+    pub.keyframePending = true;
+    let ice = null;
+    try {
+      const senders = typeof pub.pc.getSenders === 'function' ? pub.pc.getSenders() : [];
+      ice = senders.find((x) => x?.transport?.iceTransport)?.transport.iceTransport ?? null;
+    } catch {
+      ice = null;
+    }
+    if (!ice || ice === pub.watchedIce || typeof ice.addEventListener !== 'function') return;
+    pub.watchedIce = ice;
+    ice.addEventListener('selectedcandidatepairchange', () => this._sendKeyframe(pub));
+  }
+
+  /** @param {Transport} pub */
+  _sendKeyframe(pub) {
+    if (!pub.keyframePending || pub !== this._pub) return;
+    pub.keyframePending = false;
+    for (const p of this._publications) {
+      if (p.kind === 'video') renewKeyframe(p.transceiver?.sender);
     }
   }
 
@@ -1194,6 +1359,7 @@ export class Room extends Emitter {
     r.timer = setTimeout(() => {
       if (this._recovery === r && r.mode === 'ice') this._escalate();
     }, ICE_RESTART_TIMEOUT_MS);
+    this._keyframeOnNewPath(this._pub);
     this._restartIce({ subscriber: true });
     if (!this._pub?.restarting && !this._sub?.restarting) this._recovered(true); // nothing to restart
   }
@@ -1326,7 +1492,9 @@ export class Room extends Emitter {
     r.tryTimer = setTimeout(() => {
       r.tryTimer = null;
       if (this._ctx !== ctx || ctx.phase === 'session') return;
-      this._dropSocket(ctx);
+      // A resume the server may have taken keeps the session (4000); a join
+      // we never got `joined` for is a session we do not want (1000).
+      this._dropSocket(ctx, phase === 'join' ? { code: 1000, reason: 'left' } : {});
       this._tryFailed(phase, 1006, 'timeout');
     }, this._tryTimeout);
   }
@@ -1401,6 +1569,7 @@ export class Room extends Emitter {
       if (info && info.muted !== p.muted) this._send({ type: 'mute', track_sid: p.sid, muted: p.muted });
     }
     // The server's next subscribe_offer restarts the subscriber; we restart the publisher.
+    this._keyframeOnNewPath(this._pub);
     this._restartIce({ subscriber: false });
     this._recovered(true);
   }
@@ -1560,6 +1729,84 @@ function toTrackInfo(t) {
   const info = { sid: String(t.sid), kind: String(t.kind), muted: Boolean(t.muted) };
   if (t.mid !== undefined && t.mid !== null) info.mid = String(t.mid);
   return info;
+}
+
+/**
+ * Makes a video sender's encoder start again with a keyframe: its encodings
+ * set inactive and active again (RTCRtpSender has no keyframe request of its
+ * own outside encoded transforms). Does nothing where getParameters/
+ * setParameters are missing or an encoding is inactive on purpose; never throws.
+ * @param {RTCRtpSender|undefined} sender
+ */
+async function renewKeyframe(sender) {
+  if (!sender?.track || typeof sender.getParameters !== 'function' || typeof sender.setParameters !== 'function') {
+    return;
+  }
+  const setActive = async (active) => {
+    const params = sender.getParameters();
+    if (!Array.isArray(params?.encodings) || params.encodings.length === 0) return false;
+    for (const e of params.encodings) e.active = active;
+    await sender.setParameters(params);
+    return true;
+  };
+  try {
+    const params = sender.getParameters();
+    if (!Array.isArray(params?.encodings) || params.encodings.some((e) => e?.active === false)) return;
+    if (!(await setActive(false))) return;
+  } catch {
+    return;
+  }
+  try {
+    await setActive(true);
+  } catch {
+    await setActive(true).catch(() => {});
+  }
+}
+
+/**
+ * A finite, non-negative number from a stats field (numbers, or strings in
+ * older implementations), or null.
+ * @param {unknown} v
+ * @returns {number|null}
+ */
+function statNumber(v) {
+  const n = typeof v === 'number' ? v : typeof v === 'string' && v.trim() !== '' ? Number(v) : NaN;
+  return Number.isFinite(n) && n >= 0 ? n : null;
+}
+
+/**
+ * Bytes received on a peer connection so far, from `getStats()`: the sum of
+ * its `transport` stats' `bytesReceived`, or else of its `candidate-pair`
+ * stats'. Null when the stats fail or have neither (then the watchdog leaves
+ * this connection alone). Copes with a report that is a Map (browsers,
+ * react-native-webrtc) or an array, and with legacy entries whose fields are
+ * in a `values` array of one-key objects.
+ * @param {RTCPeerConnection} pc
+ * @returns {Promise<number|null>}
+ */
+async function inboundBytes(pc) {
+  let report;
+  try {
+    report = await pc.getStats();
+  } catch {
+    return null;
+  }
+  if (!report || typeof report.forEach !== 'function') return null;
+  let transport = null;
+  let pairs = null;
+  report.forEach((entry) => {
+    if (!entry || typeof entry !== 'object') return;
+    let s = entry;
+    if (Array.isArray(entry.values)) {
+      s = { ...entry };
+      for (const kv of entry.values) if (kv && typeof kv === 'object') Object.assign(s, kv);
+    }
+    const bytes = statNumber(s.bytesReceived);
+    if (bytes === null) return;
+    if (s.type === 'transport') transport = (transport ?? 0) + bytes;
+    else if (s.type === 'candidate-pair' || s.type === 'googCandidatePair') pairs = (pairs ?? 0) + bytes;
+  });
+  return transport ?? pairs;
 }
 
 /** @returns {RTCIceServer} */

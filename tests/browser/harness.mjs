@@ -3,6 +3,7 @@
 // Not a test file (node --test runs *.test.mjs only).
 
 import { spawn, execFile } from 'node:child_process';
+import { appendFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -56,6 +57,9 @@ export function runCallgate(args) {
  * @param {{wrap?: string[], env?: Record<string, string>}} [opts] `wrap`: a command the binary
  *   runs under (e.g. `['ip', 'netns', 'exec', ns]`, which execs it, so the child is callgate);
  *   `env`: more environment variables (e.g. CALLGATE_HTTP_BIND)
+ *
+ * The server logs at RUST_LOG (default `info`); with TEST_SERVER_LOG=<file> all of its
+ * output is also appended to that file (the tests print only the tail on failure).
  */
 export function startServer(args, { wrap = [], env = {} } = {}) {
   const [command, ...prefix] = wrap.length ? [...wrap, CALLGATE_BIN] : [CALLGATE_BIN];
@@ -71,7 +75,9 @@ export function startServer(args, { wrap = [], env = {} } = {}) {
     exit: null,
     exited: /** @type {Promise<void>} */ (null),
   };
+  const logFile = process.env.TEST_SERVER_LOG;
   const append = (chunk) => {
+    if (logFile) appendFileSync(logFile, chunk);
     server.log += chunk;
     if (server.log.length > 200_000) server.log = server.log.slice(-150_000);
   };

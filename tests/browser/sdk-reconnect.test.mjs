@@ -7,7 +7,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { Room, RECONNECT_SCHEDULE_MS, ICE_DISCONNECTED_MS } from '../../web/callgate.js';
+import {
+  Room, RECONNECT_SCHEDULE_MS, ICE_DISCONNECTED_MS, MEDIA_SILENCE_MS, MEDIA_WATCHDOG_INTERVAL_MS,
+} from '../../web/callgate.js';
 
 class FakeWS {
   /** @type {FakeWS[]} */
@@ -105,6 +107,11 @@ class FakePC {
     this.config = config;
   }
   removeTrack() {}
+  /** Stats as the test sets them: `statsReport` (a function of nothing), or none at all. */
+  getStats() {
+    if (!this.statsReport) return Promise.reject(new Error('no stats'));
+    return Promise.resolve(this.statsReport());
+  }
   close() {
     this.closed = true;
     this.signalingState = 'closed';
@@ -228,6 +235,8 @@ test('a dropped WebSocket is resumed on a new one with the secret; missed change
   await settle();
   assert.ok(ws2.types().includes('subscribe_answer'), `answered: ${ws2.types()}`);
 
+  // The old socket was never closed by the client (a close frame other than 4000 would end the session).
+  assert.equal(ws.closedByClient, null);
   // The server closes the old socket with 4009 replaced: nothing happens.
   ws.onclose?.({ code: 4009, reason: 'replaced' });
   assert.equal(room.state, 'connected');
@@ -286,6 +295,7 @@ test('resume_failed (error, then close 4008) makes the room join afresh at once 
   const resumeTry = FakeWS.all[1];
   resumeTry.open();
   resumeTry.recv({ type: 'error', code: 'resume_failed', message: 'no such session' });
+  assert.deepEqual(resumeTry.closedByClient, { code: 4000, reason: 'resuming' }, 'a refused resume is dropped with 4000');
   resumeTry.serverClose(4008, 'resume_failed');
   t.mock.timers.tick(0);
   await settle();
@@ -379,4 +389,164 @@ test('participant_reconnecting and participant_resumed become participantReconne
     events.filter((e) => e.name.startsWith('participantRe')).map((e) => [e.name, e.detail.participantSid, e.detail.identity]),
     [['participantReconnecting', 'PA_bob', 'bob'], ['participantResumed', 'PA_bob', 'bob']],
   );
+});
+
+/** Moves the mocked clock in steps of 100 ms, letting the watchdog's getStats() promises settle. */
+async function advance(t, ms) {
+  for (let done = 0; done < ms; done += 100) {
+    t.mock.timers.tick(Math.min(100, ms - done));
+    await settle();
+  }
+}
+
+/** Gives `pc` a byte counter that the returned object moves: a browser-shaped (Map) report. */
+function inbound(pc, shape = 'transport') {
+  const counter = { bytes: 1000 };
+  pc.statsReport = () => {
+    if (shape === 'transport') {
+      return new Map([
+        ['T01', { id: 'T01', type: 'transport', bytesReceived: counter.bytes }],
+        ['OT01V', { id: 'OT01V', type: 'outbound-rtp', kind: 'video', bytesSent: 5 }],
+      ]);
+    }
+    if (shape === 'pairs') {
+      // No transport stats (as on some react-native-webrtc versions): candidate pairs in an array.
+      return [
+        { id: 'CP1', type: 'candidate-pair', bytesReceived: counter.bytes },
+        { id: 'CP2', type: 'candidate-pair', bytesReceived: 0 },
+      ];
+    }
+    // Legacy shape: fields in a `values` array, numbers as strings.
+    return [{ id: 'conn', type: 'googCandidatePair', values: [{ bytesReceived: String(counter.bytes) }] }];
+  };
+  return counter;
+}
+
+/** Bytes keep arriving on `counters` every 100 ms for `ms`. */
+async function flowing(t, counters, ms) {
+  for (let done = 0; done < ms; done += 100) {
+    for (const c of counters) c.bytes += 500;
+    await advance(t, 100);
+  }
+}
+
+test('a resume try that gets no answer is closed with 4000 resuming, and the next try resumes the same session', async (t) => {
+  const { room, ws } = await joinedAndPublishing(t, { reconnectTryTimeout: 1000 });
+  ws.serverClose(1006);
+  t.mock.timers.tick(0);
+  const silent = FakeWS.all[1];
+  silent.open();
+  assert.equal(silent.sent[0].type, 'resume');
+  t.mock.timers.tick(1000); // no `resumed`
+  assert.deepEqual(silent.closedByClient, { code: 4000, reason: 'resuming' });
+  assert.equal(room.state, 'reconnecting');
+  t.mock.timers.tick(RECONNECT_SCHEDULE_MS[1]);
+  const next = FakeWS.all[2];
+  assert.ok(next, 'a next try');
+  next.open();
+  assert.equal(next.sent[0].type, 'resume');
+  next.recv(session('resumed', { participants: [BOB] }));
+  await settle();
+  assert.equal(room.state, 'connected');
+  assert.equal(room.localParticipant.sid, 'PA_me');
+});
+
+test('leave() closes with 1000: the session socket after the server\'s silence, and a pending try and the given-up socket while reconnecting', async (t) => {
+  {
+    const { room, ws } = await joinedAndPublishing(t);
+    const leaving = room.leave(3000);
+    assert.equal(ws.sent.at(-1).type, 'leave');
+    t.mock.timers.tick(3000); // the server never closes
+    await leaving;
+    assert.deepEqual(ws.closedByClient, { code: 1000, reason: 'left' });
+    t.mock.timers.reset();
+  }
+  {
+    const { room, ws, events } = await joinedAndPublishing(t);
+    ws.recv({ type: 'reconnecting', reason: 'media_silent' });
+    t.mock.timers.tick(5000); // the in-place ICE restart did not do: tries on new sockets
+    const attempt = FakeWS.all.at(-1);
+    assert.notEqual(attempt, ws);
+    assert.equal(ws.closedByClient, null, 'the given-up socket stays open while resuming');
+    await room.leave();
+    assert.deepEqual(attempt.closedByClient, { code: 1000, reason: 'left' });
+    assert.deepEqual(ws.closedByClient, { code: 1000, reason: 'left' });
+    assert.equal(events.at(-1).name, 'disconnected');
+  }
+});
+
+test('media watchdog: no inbound bytes for 2 s on transports that were receiving starts a resume (no_inbound_media); 1.5 s of silence does not', async (t) => {
+  const { room, events, ws, pub, sub } = await joinedAndPublishing(t);
+  assert.equal(MEDIA_WATCHDOG_INTERVAL_MS, 500);
+  assert.equal(MEDIA_SILENCE_MS, 2000);
+  const rxPub = inbound(pub);
+  const rxSub = inbound(sub);
+  await flowing(t, [rxPub, rxSub], 2000);
+  await advance(t, 1500); // a short silence
+  assert.equal(room.state, 'connected', 'a silence shorter than 2 s is not a lost connection');
+  await flowing(t, [rxPub, rxSub], 1000);
+
+  const silentFrom = Date.now();
+  await advance(t, MEDIA_SILENCE_MS - 100);
+  assert.equal(room.state, 'connected');
+  await advance(t, 600);
+  assert.equal(room.state, 'reconnecting');
+  const at = events.find((e) => e.name === 'reconnecting');
+  assert.equal(at.detail.reason, 'no_inbound_media');
+  assert.ok(Date.now() - silentFrom <= MEDIA_SILENCE_MS + MEDIA_WATCHDOG_INTERVAL_MS, `detected after ${Date.now() - silentFrom} ms`);
+  // The resume path: the old socket is left open, a new one sends `resume`.
+  assert.equal(ws.closedByClient, null);
+  t.mock.timers.tick(0);
+  const w = FakeWS.all.at(-1);
+  assert.notEqual(w, ws);
+  w.open();
+  assert.equal(w.sent[0].type, 'resume');
+});
+
+test('media watchdog: one transport still receiving keeps the room connected while the other is silent', async (t) => {
+  const { room, pub, sub } = await joinedAndPublishing(t);
+  const rxPub = inbound(pub);
+  const rxSub = inbound(sub);
+  await flowing(t, [rxPub, rxSub], 2000);
+  await flowing(t, [rxPub], 5000); // the subscriber gets nothing, the publisher its RTCP
+  assert.equal(room.state, 'connected');
+});
+
+test('media watchdog: a silence announced by the server (remote mute, participant reconnecting) does not start a resume', async (t) => {
+  const { room, ws, sub } = await joinedAndPublishing(t);
+  const rxSub = inbound(sub); // the publisher has no stats: only the subscriber counts
+  await flowing(t, [rxSub], 2000);
+  ws.recv({ type: 'track_muted', participant_sid: 'PA_bob', track_sid: 'TR_bv', muted: true });
+  await advance(t, 5000);
+  assert.equal(room.state, 'connected', 'muted: nothing to receive');
+  ws.recv({ type: 'track_muted', participant_sid: 'PA_bob', track_sid: 'TR_bv', muted: false });
+  await flowing(t, [rxSub], 2000);
+  ws.recv({ type: 'participant_reconnecting', participant_sid: 'PA_bob', identity: 'bob' });
+  await advance(t, 5000);
+  assert.equal(room.state, 'connected', 'bob reconnecting: nothing is forwarded from him');
+  // Flowing again, then silent without a word from the server: that is ours to fix.
+  await flowing(t, [rxSub], 2000);
+  await advance(t, MEDIA_SILENCE_MS + MEDIA_WATCHDOG_INTERVAL_MS);
+  assert.equal(room.state, 'reconnecting');
+});
+
+test('media watchdog: reads candidate-pair bytes from array and legacy reports (react-native-webrtc), and does nothing without stats', async (t) => {
+  for (const shape of ['pairs', 'legacy']) {
+    const { room, sub } = await joinedAndPublishing(t);
+    const rx = inbound(sub, shape);
+    await flowing(t, [rx], 2000);
+    assert.equal(room.state, 'connected');
+    await advance(t, MEDIA_SILENCE_MS + MEDIA_WATCHDOG_INTERVAL_MS);
+    assert.equal(room.state, 'reconnecting', `${shape}: silence detected`);
+    t.mock.timers.reset();
+  }
+  {
+    const { room, pub, sub } = await joinedAndPublishing(t);
+    // getStats() rejects on both (FakePC without a report), then reports without byte counts.
+    await advance(t, 10_000);
+    assert.equal(room.state, 'connected', 'getStats() failing: the watchdog does nothing');
+    for (const pc of [pub, sub]) pc.statsReport = () => new Map([['x', { type: 'transport' }], ['y', null]]);
+    await advance(t, 10_000);
+    assert.equal(room.state, 'connected', 'no byte counts: the watchdog does nothing');
+  }
 });
