@@ -81,6 +81,14 @@ pub struct LoadtestArgs {
     /// No progress line.
     #[arg(long)]
     quiet: bool,
+    /// Every participant moves its transports to a new loopback address
+    /// (127.0.x.y) once, at a random moment in the middle half of the
+    /// window; reports resume times and packets lost (`rtc` client only).
+    #[arg(long)]
+    reconnect: bool,
+    /// Seed for the random moments of `--reconnect`.
+    #[arg(long)]
+    seed: Option<u64>,
 }
 
 impl LoadtestArgs {
@@ -106,6 +114,8 @@ impl LoadtestArgs {
             join_concurrency: self.join_concurrency,
             join_timeout: self.join_timeout,
             progress: !self.quiet,
+            reconnect: self.reconnect,
+            seed: self.seed,
         }
     }
 }

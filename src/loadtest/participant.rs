@@ -333,6 +333,20 @@ impl Participant {
         })
     }
 
+    /// Moves both its transports to new sockets on `ip` (`rtc` client
+    /// only: the `webrtc` crate owns its sockets), as a client that changed
+    /// networks. False when it has nothing that can move.
+    pub fn move_to(&self, ip: std::net::IpAddr) -> bool {
+        let mut moved = false;
+        for pc in [&self.publisher, &self.subscriber].into_iter().flatten() {
+            if let Pc::Rtc(p) = &**pc {
+                p.move_to(ip);
+                moved = true;
+            }
+        }
+        moved
+    }
+
     /// Says `leave`, closes both transports and stops its tasks.
     pub async fn leave(self) {
         let _ = self.signal.send(json!({"type": "leave"}).to_string());

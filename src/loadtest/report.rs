@@ -5,7 +5,7 @@ use std::fmt::Write;
 use serde::{Deserialize, Serialize};
 
 use super::participant::ClientKind;
-use super::stats::{MediaSummary, Percentiles};
+use super::stats::{MediaSummary, Percentiles, ReconnectSummary};
 
 /// What the server did over the window (from /metrics and /proc).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -39,6 +39,8 @@ pub struct Report {
     pub video_kbps: u32,
     pub duration_secs: f64,
     pub media: MediaSummary,
+    /// With `--reconnect`: what the address changes cost.
+    pub reconnect: Option<ReconnectSummary>,
     pub server: Option<ServerSummary>,
     /// The load generator's own CPU over the window, % of one core.
     pub loadgen_cpu_pct: Option<f64>,
@@ -141,6 +143,38 @@ impl Report {
                 ),
             ),
         ];
+        if let Some(r) = &self.reconnect {
+            let tail = |p: &Percentiles| {
+                format!(
+                    "{} / {} / {} ({})",
+                    ms(p.p50_ms),
+                    ms(p.p99_ms),
+                    ms(p.max_ms),
+                    p.samples
+                )
+            };
+            rows.push((
+                "moved / resumed",
+                format!(
+                    "{}/{} transports (seed {})",
+                    r.transports_resumed, r.transports_moved, r.seed
+                ),
+            ));
+            rows.push(("resume p50 / p99 / max (n)", tail(&r.resume)));
+            rows.push(("  publisher transports", tail(&r.resume_publisher)));
+            rows.push(("  subscriber transports", tail(&r.resume_subscriber)));
+            rows.push(("switch to media p50 / p99 / max", tail(&r.outage)));
+            rows.push(("  first datagram to first check", tail(&r.to_first_check)));
+            rows.push(("  first check to media", tail(&r.after_first_check)));
+            rows.push((
+                "lost across the moves",
+                format!(
+                    "{} packets ({} tracks hit)",
+                    thousands(r.lost_packets as f64),
+                    r.pairs_affected
+                ),
+            ));
+        }
         if let Some(s) = &self.server {
             rows.push((
                 "server forwarded",

@@ -5,7 +5,7 @@
 //! synthetic sources, so a packet costs no channel hop, no extra task
 //! wake-up and no copy between the socket and the engine.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -55,6 +55,8 @@ enum Command {
     /// Publisher: apply the server's answer, start the sources.
     Answer(String, Reply<()>),
     Candidate(RTCIceCandidateInit),
+    /// Switch to a new socket on this address (`--reconnect`).
+    Move(IpAddr),
     Close,
 }
 
@@ -93,6 +95,8 @@ impl RtcPeer {
             buf: vec![0u8; 2048],
             marks: Vec::new(),
             kick: false,
+            unsent_move: None,
+            unchecked_move: None,
         };
         tokio::spawn(driver.run(rx));
         Ok(RtcPeer { commands: tx })
@@ -120,6 +124,14 @@ impl RtcPeer {
 
     pub fn add_candidate(&self, init: RTCIceCandidateInit) {
         let _ = self.commands.send(Command::Candidate(init));
+    }
+
+    /// Moves the transport to a new source address: its task binds a new
+    /// socket on `ip`, closes the old one and carries on from the new one.
+    /// The engine is not told: what it writes leaves the new socket, what
+    /// arrives there is handed to it as before.
+    pub fn move_to(&self, ip: IpAddr) {
+        let _ = self.commands.send(Command::Move(ip));
     }
 
     /// Closes the peer connection (DTLS close_notify goes out); its task ends.
@@ -189,6 +201,11 @@ struct Driver {
     marks: Vec<(Mark, usize, u64)>,
     /// Run the engine's timers now, whatever it says is next.
     kick: bool,
+    /// The recorder's id of this transport's move, until its first
+    /// datagram has left the new socket.
+    unsent_move: Option<usize>,
+    /// … and until its first ICE check has.
+    unchecked_move: Option<usize>,
 }
 
 impl Driver {
@@ -239,7 +256,7 @@ impl Driver {
         let now = Instant::now();
         // A new description starts ICE checks on the engine's next timeout,
         // which poll_timeout puts a check interval (200 ms) away.
-        self.kick = true;
+        self.kick = !matches!(command, Command::Move(_));
         match command {
             Command::Offer(sdp, reply) => {
                 debug!(
@@ -277,8 +294,53 @@ impl Driver {
             Command::Candidate(init) => {
                 let _ = self.pc.add_remote_candidate(init);
             }
+            Command::Move(ip) => self.move_to(ip),
             Command::Close => {}
         }
+    }
+
+    /// Swaps the socket for a new one on `ip`; the old one is closed here.
+    /// The local address the engine sees stays the old one (its candidate).
+    fn move_to(&mut self, ip: IpAddr) {
+        let bound = std::net::UdpSocket::bind((ip, 0)).and_then(|s| {
+            s.set_nonblocking(true)?;
+            UdpSocket::from_std(s)
+        });
+        let socket = match bound {
+            Ok(s) => s,
+            Err(e) => {
+                self.ctx
+                    .failures
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(format!(
+                        "participant {} {} could not bind {ip}: {e}",
+                        self.ctx.participant,
+                        self.target.as_str()
+                    ));
+                return;
+            }
+        };
+        // Marks read on the old socket belong before the move.
+        self.record();
+        self.socket = socket;
+        let tracks: Vec<u32> = self.sources.iter().map(|s| s.id).collect();
+        let now_us = self.ctx.clock.now_us();
+        let id = self
+            .ctx
+            .recorder
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .moved(self.ctx.participant, &tracks, now_us);
+        self.unsent_move = Some(id);
+        self.unchecked_move = Some(id);
+        debug!(
+            participant = self.ctx.participant,
+            target = self.target.as_str(),
+            new = ?self.socket.local_addr().ok(),
+            at_ms = now_us / 1000,
+            "moved"
+        );
     }
 
     fn publish(&mut self, now: Instant, tracks: Vec<(u32, MediaKind)>) -> Result<String, String> {
@@ -483,9 +545,23 @@ impl Driver {
     fn flush(&mut self) {
         while let Some(out) = self.pc.poll_write() {
             // A full socket buffer drops the datagram, as a network would.
-            let _ = self
+            let sent = self
                 .socket
                 .try_send_to(&out.message, out.transport.peer_addr);
+            if sent.is_err() || self.unchecked_move.is_none() {
+                continue;
+            }
+            let now_us = self.ctx.clock.now_us();
+            let mut r = self.ctx.recorder.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(id) = self.unsent_move.take() {
+                r.sent_from_new_address(id, now_us);
+            }
+            // A STUN binding request: type 0x0001 (RFC 8489 section 5).
+            if out.message.starts_with(&[0x00, 0x01])
+                && let Some(id) = self.unchecked_move.take()
+            {
+                r.checked_from_new_address(id, now_us);
+            }
         }
     }
 }

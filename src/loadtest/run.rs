@@ -43,6 +43,40 @@ pub struct Options {
     pub join_timeout: Duration,
     /// Print a progress line on stderr.
     pub progress: bool,
+    /// Every participant moves its transports to a new loopback address
+    /// once, at a random moment in the middle half of the window.
+    pub reconnect: bool,
+    /// Seed for those moments (random when absent; the report says which).
+    pub seed: Option<u64>,
+}
+
+/// When each participant moves (offset into the window) and to which
+/// address: uniformly in the middle half of the window, so media flows
+/// for a quarter of it before and after; sorted by time.
+fn move_schedule(participants: usize, window: Duration, seed: u64) -> Vec<(Duration, usize)> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (lo, hi) = (window / 4, window * 3 / 4);
+    let mut moves: Vec<(Duration, usize)> = (0..participants)
+        .map(|i| {
+            let at = if hi > lo {
+                rng.random_range(lo..hi)
+            } else {
+                lo
+            };
+            (at, i)
+        })
+        .collect();
+    moves.sort();
+    moves
+}
+
+/// The loopback address participant `i` moves to: 127.0.x.y with x ≥ 1,
+/// never the 127.0.0.1 everybody starts on, distinct for 64,516 of them.
+fn move_address(i: usize) -> std::net::IpAddr {
+    let x = 1 + (i / 254) % 254;
+    let y = 1 + i % 254;
+    std::net::IpAddr::from([127, 0, x as u8, y as u8])
 }
 
 /// Where the server is: the WebSocket URL and the HTTP authority.
@@ -238,6 +272,12 @@ fn token(
 /// Runs one scenario and reports what it measured.
 pub async fn run(opts: &Options) -> Result<Report, LoadTestError> {
     let target = Target::parse(&opts.url)?;
+    if opts.reconnect && opts.client != ClientKind::Rtc {
+        return Err(LoadTestError::Usage(
+            "--reconnect needs --client rtc (the webrtc crate owns its sockets)".into(),
+        ));
+    }
+    let seed = opts.seed.unwrap_or_else(rand::random);
     let clock = Clock(Instant::now());
     let recorder = Arc::new(Mutex::new(Recorder::default()));
     let plan = Plan::new(
@@ -349,7 +389,14 @@ pub async fn run(opts: &Options) -> Result<Report, LoadTestError> {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .begin_window(clock.now_us());
-    tokio::time::sleep(opts.duration).await;
+    let window_start = Instant::now();
+    if opts.reconnect {
+        for (at, i) in move_schedule(participants.len(), opts.duration, seed) {
+            tokio::time::sleep_until((window_start + at).into()).await;
+            participants[i].move_to(move_address(i));
+        }
+    }
+    tokio::time::sleep_until((window_start + opts.duration).into()).await;
     recorder
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -376,6 +423,12 @@ pub async fn run(opts: &Options) -> Result<Report, LoadTestError> {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .summarize(&expected);
+    let reconnect = opts.reconnect.then(|| {
+        recorder
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .reconnect_summary(seed)
+    });
 
     *phase.lock().unwrap_or_else(|e| e.into_inner()) = "leaving";
     let _ = stop_tx.send(true);
@@ -402,6 +455,7 @@ pub async fn run(opts: &Options) -> Result<Report, LoadTestError> {
         video_kbps: opts.video.kbps,
         duration_secs: opts.duration.as_secs_f64(),
         media,
+        reconnect,
         server: server_summary(&before, &after, opts.server_pid),
         loadgen_cpu_pct: match (self_before, self_after) {
             (Some(a), Some(b)) => Some((b - a) * 100.0 / window),
@@ -430,5 +484,31 @@ mod tests {
             Err(LoadTestError::NotLoopback(_))
         ));
         assert!(Target::parse("http://127.0.0.1:7880").is_err());
+    }
+
+    #[test]
+    fn moves_fall_in_the_middle_half_of_the_window_in_order_and_repeat_with_the_seed() {
+        let window = Duration::from_secs(20);
+        let moves = move_schedule(50, window, 42);
+        assert_eq!(moves.len(), 50);
+        assert!(
+            moves
+                .iter()
+                .all(|(at, _)| *at >= window / 4 && *at < window * 3 / 4)
+        );
+        assert!(moves.windows(2).all(|w| w[0].0 <= w[1].0));
+        let mut who: Vec<usize> = moves.iter().map(|(_, i)| *i).collect();
+        who.sort_unstable();
+        assert_eq!(who, (0..50).collect::<Vec<_>>());
+        assert_eq!(move_schedule(50, window, 42), moves);
+        assert_ne!(move_schedule(50, window, 43), moves);
+    }
+
+    #[test]
+    fn move_addresses_are_distinct_loopback_addresses_other_than_the_first() {
+        let addrs: std::collections::HashSet<_> = (0..1000).map(move_address).collect();
+        assert_eq!(addrs.len(), 1000);
+        let first = std::net::IpAddr::from([127, 0, 0, 1]);
+        assert!(addrs.iter().all(|a| a.is_loopback() && *a != first));
     }
 }

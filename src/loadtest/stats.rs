@@ -81,6 +81,38 @@ struct SentTrack {
 struct ReceivedTrack {
     marks: MarkSet,
     packets: u64,
+    /// Gaps (indices into `Recorder::gaps`) this pair has not closed yet.
+    open: Vec<usize>,
+}
+
+/// One transport's move to a new source address (`--reconnect`).
+#[derive(Debug, Clone)]
+struct Move {
+    publisher: bool,
+    /// When its socket was switched.
+    switched_us: u64,
+    /// When its first datagram left the new socket.
+    first_sent_us: Option<u64>,
+    /// When its first ICE check left the new socket: the server learns a
+    /// new address from an authenticated check only.
+    first_check_us: Option<u64>,
+    /// When media flowed again: for a subscriber transport, the first
+    /// marked RTP packet it received after the switch; for a publisher
+    /// transport, the first packet sent from its new socket that reached
+    /// any of its subscribers.
+    resumed_us: Option<u64>,
+}
+
+/// The marks of one (subscriber, track) pair a move may have cost: from
+/// `from` (the first mark the pair could not have had before the move) to
+/// `to`, the first mark at or past `from` the pair received afterwards.
+#[derive(Debug, Clone)]
+struct Gap {
+    subscriber: usize,
+    track: u32,
+    from: u32,
+    to: Option<u32>,
+    by: usize,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -102,6 +134,8 @@ pub struct Recorder {
     window_start: Option<(u64, Counters)>,
     window_end: Option<(u64, Counters)>,
     latency: HashMap<MediaKind, Histogram>,
+    moves: Vec<Move>,
+    gaps: Vec<Gap>,
 }
 
 /// Percentiles in milliseconds.
@@ -155,6 +189,34 @@ pub struct MediaSummary {
     pub joins_without_media: usize,
 }
 
+/// What the address changes cost (`--reconnect`).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct ReconnectSummary {
+    /// The seed the moments of the moves were drawn with.
+    pub seed: u64,
+    pub transports_moved: usize,
+    /// Moved transports whose media flowed again before the run ended.
+    pub transports_resumed: usize,
+    /// First datagram sent from the new address to media flowing again
+    /// (see `Move::resumed_us`), all moved transports.
+    pub resume: Percentiles,
+    pub resume_publisher: Percentiles,
+    pub resume_subscriber: Percentiles,
+    /// Socket switch to media flowing again: adds the wait for the
+    /// client's first datagram on the new address.
+    pub outage: Percentiles,
+    /// First datagram from the new address to the first ICE check from it
+    /// (until then the server drops what comes from there).
+    pub to_first_check: Percentiles,
+    /// First ICE check from the new address to media flowing again.
+    pub after_first_check: Percentiles,
+    /// (subscriber, track) pairs that were flowing when a move hit them.
+    pub pairs_affected: usize,
+    /// Marks in those pairs' gaps that never arrived (NACK repairs count
+    /// as arrived).
+    pub lost_packets: u64,
+}
+
 /// RTP header bytes counted with each payload for bit rates.
 const RTP_HEADER: u64 = 12;
 
@@ -206,6 +268,19 @@ impl Recorder {
         let r = self.received.entry((subscriber, mark.track)).or_default();
         r.packets += 1;
         r.marks.insert(mark.seq);
+        if !r.open.is_empty() {
+            let (gaps, moves) = (&mut self.gaps, &mut self.moves);
+            r.open.retain(|&g| {
+                let gap = &mut gaps[g];
+                if mark.seq < gap.from {
+                    return true;
+                }
+                gap.to = Some(mark.seq);
+                let m = &mut moves[gap.by];
+                m.resumed_us = Some(m.resumed_us.map_or(now_us, |t| t.min(now_us)));
+                false
+            });
+        }
         if self.window_start.is_some() && self.window_end.is_none() {
             let kind = self
                 .sent
@@ -267,6 +342,128 @@ impl Recorder {
             self.totals.tx_packets,
             self.totals.rx_packets,
         )
+    }
+
+    /// A transport of `participant` has switched to a new source address
+    /// (`tracks`: what it publishes, empty for a subscriber transport).
+    /// Opens a gap on every pair flowing through it; returns the move's id.
+    pub fn moved(&mut self, participant: usize, tracks: &[u32], now_us: u64) -> usize {
+        let by = self.moves.len();
+        let publisher = !tracks.is_empty();
+        self.moves.push(Move {
+            publisher,
+            switched_us: now_us,
+            first_sent_us: None,
+            first_check_us: None,
+            resumed_us: None,
+        });
+        for ((sub, track), r) in &mut self.received {
+            let from = if publisher {
+                // What the publisher sends from here on leaves the new socket.
+                match self.sent.get(*track as usize) {
+                    Some(t) if tracks.contains(track) => t.next_seq,
+                    _ => continue,
+                }
+            } else if *sub == participant {
+                // Anything past what it had can only come to the new socket.
+                r.marks.max().map_or(0, |m| m + 1)
+            } else {
+                continue;
+            };
+            r.open.push(self.gaps.len());
+            self.gaps.push(Gap {
+                subscriber: *sub,
+                track: *track,
+                from,
+                to: None,
+                by,
+            });
+        }
+        by
+    }
+
+    /// The moved transport sent its first datagram from the new address.
+    pub fn sent_from_new_address(&mut self, by: usize, now_us: u64) {
+        if let Some(m) = self.moves.get_mut(by) {
+            m.first_sent_us.get_or_insert(now_us);
+        }
+    }
+
+    /// The moved transport sent its first ICE check from the new address.
+    pub fn checked_from_new_address(&mut self, by: usize, now_us: u64) {
+        if let Some(m) = self.moves.get_mut(by) {
+            m.first_check_us.get_or_insert(now_us);
+        }
+    }
+
+    /// Resume times and the marks the moves cost. A gap never closed runs
+    /// to the end of its track's window.
+    pub fn reconnect_summary(&self, seed: u64) -> ReconnectSummary {
+        let mut s = ReconnectSummary {
+            seed,
+            transports_moved: self.moves.len(),
+            pairs_affected: self.gaps.len(),
+            ..ReconnectSummary::default()
+        };
+        let mut all = Histogram::default();
+        let mut publ = Histogram::default();
+        let mut subs = Histogram::default();
+        let mut outage = Histogram::default();
+        let mut to_check = Histogram::default();
+        let mut after_check = Histogram::default();
+        for m in &self.moves {
+            let Some(resumed) = m.resumed_us else {
+                continue;
+            };
+            s.transports_resumed += 1;
+            outage.record(resumed.saturating_sub(m.switched_us));
+            let Some(sent) = m.first_sent_us else {
+                continue;
+            };
+            if let Some(check) = m.first_check_us {
+                to_check.record(check.saturating_sub(sent));
+                after_check.record(resumed.saturating_sub(check));
+            }
+            let us = resumed.saturating_sub(sent);
+            all.record(us);
+            if m.publisher {
+                publ.record(us);
+            } else {
+                subs.record(us);
+            }
+        }
+        s.resume = Percentiles::of(&all);
+        s.resume_publisher = Percentiles::of(&publ);
+        s.resume_subscriber = Percentiles::of(&subs);
+        s.outage = Percentiles::of(&outage);
+        s.to_first_check = Percentiles::of(&to_check);
+        s.after_first_check = Percentiles::of(&after_check);
+        // Two moves (the subscriber's and the publisher's) may hit one pair
+        // with overlapping gaps: count each missing mark once.
+        let mut by_pair: HashMap<(usize, u32), Vec<(u32, u32)>> = HashMap::new();
+        for g in &self.gaps {
+            let to =
+                g.to.unwrap_or_else(|| self.window_of(g.track).1)
+                    .max(g.from);
+            by_pair
+                .entry((g.subscriber, g.track))
+                .or_default()
+                .push((g.from, to));
+        }
+        for (pair, mut ranges) in by_pair {
+            ranges.sort_unstable();
+            let marks = self.received.get(&pair).map(|r| &r.marks);
+            let mut done = 0;
+            for (from, to) in ranges {
+                let from = from.max(done);
+                if from < to {
+                    let got = marks.map_or(0, |m| m.count_in(from, to));
+                    s.lost_packets += u64::from(to - from) - got;
+                }
+                done = done.max(to);
+            }
+        }
+        s
     }
 
     /// Loss, rates and latency over the window, for the `expected`
@@ -454,5 +651,96 @@ mod tests {
         assert_eq!(s.latency.samples, 0);
         assert_eq!(s.latency.p99_ms, None);
         assert_eq!(s.joins_without_media, 1);
+    }
+
+    /// Alice's subscriber transport moves, then the publisher's: resume
+    /// runs from each one's first datagram on its new address to the first
+    /// packet past the move; loss counts the marks in each pair's gap that
+    /// never came, once, with a NACK repair counted as arrived.
+    #[test]
+    fn moves_report_resume_from_the_first_new_datagram_and_the_marks_their_gaps_lost() {
+        let mut r = Recorder::default();
+        let video = r.add_track(MediaKind::Video);
+        let (alice, bob, publisher) = (1, 2, 0);
+        r.begin_window(0);
+        let send = |r: &mut Recorder, at: u64| r.stamp(video, false, 1000, at);
+        for i in 0..10 {
+            let m = send(&mut r, i * 1_000);
+            r.received(alice, &m, 1000, i * 1_000 + 500);
+            r.received(bob, &m, 1000, i * 1_000 + 500);
+        }
+        // Alice's subscriber transport moves; marks 10–12 only reach Bob.
+        let alice_move = r.moved(alice, &[], 10_000);
+        r.sent_from_new_address(alice_move, 10_400);
+        r.sent_from_new_address(alice_move, 10_900); // only the first counts
+        r.checked_from_new_address(alice_move, 13_000);
+        let mut m11 = None;
+        for i in 10..13 {
+            let m = send(&mut r, i * 1_000);
+            r.received(bob, &m, 1000, i * 1_000 + 500);
+            m11 = m11.or((i == 11).then_some(m));
+        }
+        // Mark 13 is the first she gets again; 11 comes back by NACK.
+        let m13 = send(&mut r, 13_000);
+        r.received(alice, &m13, 1000, 13_600);
+        r.received(alice, &m11.unwrap(), 1000, 13_700);
+        // The publisher moves; mark 13 was still on its way to Bob, and
+        // marks 14 and 15 from the new address never get through.
+        let publisher_move = r.moved(publisher, &[video], 13_800);
+        r.received(bob, &m13, 1000, 13_900);
+        let m14 = send(&mut r, 14_000);
+        r.sent_from_new_address(publisher_move, 14_000);
+        send(&mut r, 15_000);
+        let m16 = send(&mut r, 16_000);
+        r.received(bob, &m16, 1000, 17_000);
+        r.received(alice, &m16, 1000, 17_100);
+        r.received(alice, &m14, 1000, 17_200); // late repair of 14, for Alice only
+        r.end_window(20_000);
+
+        let s = r.reconnect_summary(7);
+        assert_eq!(s.seed, 7);
+        assert_eq!(s.transports_moved, 2);
+        assert_eq!(s.transports_resumed, 2);
+        // Alice's gap; then Alice's and Bob's gaps from the publisher's move.
+        assert_eq!(s.pairs_affected, 3);
+        // Alice: 10 and 12 (11 repaired); 15 (14 repaired). Bob: 14 and 15.
+        assert_eq!(s.lost_packets, 5);
+        assert_eq!(s.resume_subscriber.samples, 1);
+        assert_eq!(s.resume_subscriber.p50_ms, Some(3.2)); // 10.4 → 13.6 ms
+        assert_eq!(s.resume_publisher.max_ms, Some(3.0)); // 14.0 → 17.0 ms (Bob first)
+        assert_eq!(s.resume.samples, 2);
+        assert_eq!(s.resume.max_ms, Some(3.2));
+        assert_eq!(s.outage.max_ms, Some(3.6)); // switch at 10.0 → 13.6 ms
+        // Only Alice's transport said when it checked: 10.4 → 13.0 → 13.6 ms.
+        assert_eq!(s.to_first_check.samples, 1);
+        assert_eq!(s.to_first_check.max_ms, Some(2.6));
+        assert_eq!(s.after_first_check.max_ms, Some(0.6));
+    }
+
+    #[test]
+    fn a_move_that_never_resumes_loses_the_rest_of_the_window_and_counts_once() {
+        let mut r = Recorder::default();
+        let audio = r.add_track(MediaKind::Audio);
+        r.begin_window(0);
+        for i in 0..5 {
+            let m = r.stamp(audio, false, 80, i * 20_000);
+            r.received(3, &m, 80, i * 20_000 + 1_000);
+        }
+        // Both of participant 3's transports would open gaps on this pair
+        // from the same mark: overlapping gaps count once.
+        let a = r.moved(3, &[], 100_000);
+        let b = r.moved(3, &[], 100_000);
+        r.sent_from_new_address(a, 100_500);
+        r.sent_from_new_address(b, 100_500);
+        for i in 5..20 {
+            r.stamp(audio, false, 80, i * 20_000);
+        }
+        r.end_window(400_000);
+        let s = r.reconnect_summary(0);
+        assert_eq!((s.transports_moved, s.transports_resumed), (2, 0));
+        assert_eq!(s.pairs_affected, 2);
+        assert_eq!(s.lost_packets, 15);
+        assert_eq!(s.resume.samples, 0);
+        assert_eq!(s.resume.p99_ms, None);
     }
 }
