@@ -392,7 +392,9 @@ impl Shard {
             transport.routes.learn(route, now);
             self.by_addr.insert(route, id);
         }
-        if transport.routes.heard(route, now, arrival) {
+        let had_route = transport.routes.active().is_some();
+        let moved = transport.routes.heard(route, now, arrival) && had_route;
+        if moved {
             debug!(transport = id, ?route, "media route moved");
         }
         transport.last_heard = Some(now);
@@ -438,8 +440,31 @@ impl Shard {
             self.metrics.drop_malformed.inc();
         }
         self.drive(now, id);
+        if moved {
+            self.keyframes_after_a_move(now, id);
+        }
         self.resume_heard(now);
         self.flush(now);
+    }
+
+    /// Media lost on the old path left decoders waiting for a keyframe:
+    /// ask for one at once rather than at the receiver's next request
+    /// (Chromium asks every ~3 s while stalled, and the one it sent before
+    /// the move went to the dead path).
+    fn keyframes_after_a_move(&mut self, now: Instant, id: TransportId) {
+        let Some(t) = self.transports.get(&id) else {
+            return;
+        };
+        let (room, sid, role) = (t.room.clone(), t.participant_sid.clone(), t.role);
+        match role {
+            TransportRole::Publisher => {
+                let own: Vec<String> = t.producers.values().cloned().collect();
+                for producer in own {
+                    self.request_keyframe(now, &room, &producer);
+                }
+            }
+            TransportRole::Subscriber => self.request_keyframes_for(now, &room, &sid),
+        }
     }
 
     /// The address our candidate for `protocol` has: what rtc must see as

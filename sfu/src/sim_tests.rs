@@ -201,7 +201,13 @@ fn media_follows_a_client_whose_address_changes_without_an_ice_restart() {
     sim.from = Some(new);
     sim.listens = new;
     let moved = sim.now;
+    let plis = sim.shard.metrics().plis.get();
     sim.run_for(Duration::from_secs(10));
+    assert_eq!(
+        sim.shard.metrics().plis.get(),
+        plis + 1,
+        "one keyframe asked of the moved publisher"
+    );
     let after: Vec<Route> = sim.media_routes_since(moved + Duration::from_secs(3));
     assert_eq!(after, vec![new], "media after the move went to {after:?}");
     assert!(sim.connected, "the client stayed connected");
