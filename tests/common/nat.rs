@@ -4,7 +4,8 @@
 //! its own on an outside address, as a home router or a carrier NAT does.
 //! `rebind` moves every mapping to a new outside address mid-call (a
 //! network change, or NAT rebinding, as the server sees it); `drop_if`
-//! loses chosen client datagrams.
+//! loses chosen client datagrams; `impair` makes both directions a lossy,
+//! jittery link (this kernel has no netem, so it is done here).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -29,6 +30,78 @@ struct State {
     drop_if: Option<Filter>,
     /// Client datagrams the filter dropped.
     dropped: usize,
+    link: Option<Link>,
+}
+
+/// A lossy, jittery link, the same both ways.
+#[derive(Clone)]
+pub struct Link {
+    /// Chance that a datagram is lost, 0.0–1.0.
+    pub loss: f64,
+    /// Each datagram is delayed uniformly within `delay ± jitter`.
+    pub delay: std::time::Duration,
+    pub jitter: std::time::Duration,
+    rng: Arc<Mutex<rand::rngs::StdRng>>,
+    /// Datagrams offered to the link, and those it lost.
+    counts: Arc<Mutex<(u64, u64)>>,
+}
+
+impl Link {
+    pub fn new(
+        loss: f64,
+        delay: std::time::Duration,
+        jitter: std::time::Duration,
+        seed: u64,
+    ) -> Link {
+        use rand::SeedableRng;
+        Link {
+            loss,
+            delay,
+            jitter,
+            rng: Arc::new(Mutex::new(rand::rngs::StdRng::seed_from_u64(seed))),
+            counts: Arc::new(Mutex::new((0, 0))),
+        }
+    }
+
+    /// Datagrams offered to the link so far, and how many it lost.
+    pub fn counts(&self) -> (u64, u64) {
+        *self.counts.lock().unwrap()
+    }
+
+    /// `None`: lost; otherwise how long the datagram is held.
+    fn fate(&self) -> Option<std::time::Duration> {
+        use rand::Rng;
+        let mut rng = self.rng.lock().unwrap();
+        let lost = rng.random::<f64>() < self.loss;
+        {
+            let mut counts = self.counts.lock().unwrap();
+            counts.0 += 1;
+            counts.1 += u64::from(lost);
+        }
+        if lost {
+            return None;
+        }
+        let low = self.delay.saturating_sub(self.jitter);
+        let high = self.delay + self.jitter;
+        Some(rng.random_range(low..=high))
+    }
+}
+
+/// Sends `datagram` on `socket` to `to` after the link's delay, or loses it.
+fn send_over(link: Option<&Link>, socket: Arc<UdpSocket>, datagram: &[u8], to: SocketAddr) {
+    match link {
+        None => {
+            let _ = socket.try_send_to(datagram, to);
+        }
+        Some(link) => {
+            let Some(after) = link.fate() else { return };
+            let datagram = datagram.to_vec();
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                let _ = socket.send_to(&datagram, to).await;
+            });
+        }
+    }
 }
 
 impl Nat {
@@ -46,6 +119,7 @@ impl Nat {
             mappings: HashMap::new(),
             drop_if: None,
             dropped: 0,
+            link: None,
         }));
         let task = tokio::spawn(forward_out(inside.clone(), state.clone()));
         Arc::new(Nat {
@@ -78,6 +152,11 @@ impl Nat {
     /// Loses the client datagrams `filter` picks (from now on).
     pub fn drop_if(&self, filter: impl FnMut(&[u8]) -> bool + Send + 'static) {
         self.state.lock().unwrap().drop_if = Some(Box::new(filter));
+    }
+
+    /// Makes both directions `link` (from now on).
+    pub fn impair(&self, link: Link) {
+        self.state.lock().unwrap().link = Some(link);
     }
 
     /// How many client datagrams the filter has dropped.
@@ -113,7 +192,7 @@ async fn forward_out(inside: Arc<UdpSocket>, state: Arc<Mutex<State>>) {
             return;
         };
         let datagram = &buf[..n];
-        let (outside, server) = {
+        let (outside, server, link) = {
             let mut st = state.lock().unwrap();
             let Some(server) = st.server else { continue };
             if let Some(filter) = st.drop_if.as_mut()
@@ -122,29 +201,41 @@ async fn forward_out(inside: Arc<UdpSocket>, state: Arc<Mutex<State>>) {
                 st.dropped += 1;
                 continue;
             }
+            let link = st.link.clone();
             match st.mappings.get(&from) {
-                Some((socket, _)) => (socket.clone(), server),
+                Some((socket, _)) => (socket.clone(), server, link),
                 None => {
                     let ip = st.outside_ip;
                     let std_socket = std::net::UdpSocket::bind(SocketAddr::new(ip, 0))
                         .expect("nat outside socket");
                     std_socket.set_nonblocking(true).unwrap();
                     let socket = Arc::new(UdpSocket::from_std(std_socket).unwrap());
-                    let task = tokio::spawn(forward_in(socket.clone(), inside.clone(), from));
+                    let task = tokio::spawn(forward_in(
+                        socket.clone(),
+                        inside.clone(),
+                        from,
+                        state.clone(),
+                    ));
                     st.mappings.insert(from, (socket.clone(), task));
-                    (socket, server)
+                    (socket, server, link)
                 }
             }
         };
-        let _ = outside.send_to(datagram, server).await;
+        send_over(link.as_ref(), outside, datagram, server);
     }
 }
 
 /// Server → client: what arrives on a mapping goes to its inside address.
-async fn forward_in(outside: Arc<UdpSocket>, inside: Arc<UdpSocket>, client: SocketAddr) {
+async fn forward_in(
+    outside: Arc<UdpSocket>,
+    inside: Arc<UdpSocket>,
+    client: SocketAddr,
+    state: Arc<Mutex<State>>,
+) {
     let mut buf = vec![0u8; 65536];
     while let Ok((n, _)) = outside.recv_from(&mut buf).await {
-        let _ = inside.send_to(&buf[..n], client).await;
+        let link = state.lock().unwrap().link.clone();
+        send_over(link.as_ref(), inside.clone(), &buf[..n], client);
     }
 }
 
