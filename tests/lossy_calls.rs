@@ -8,7 +8,6 @@ mod common;
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use common::nat::{Link, Nat};
@@ -29,37 +28,6 @@ async fn lossy_nat(seed: u64) -> (Arc<Nat>, Link) {
     (nat, link)
 }
 
-/// Sends marked payloads every 20 ms; the last index sent is readable.
-fn talk(mut track: LocalTrack) -> (Arc<AtomicU32>, tokio::task::JoinHandle<()>) {
-    let last = Arc::new(AtomicU32::new(0));
-    let sent = last.clone();
-    let task = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(20));
-        for i in 1.. {
-            tick.tick().await;
-            track.send(marked_payload(i, 120)).await;
-            sent.store(i, Ordering::Release);
-        }
-    });
-    (last, task)
-}
-
-/// Waits until `client` has a payload from `publisher` numbered above `after`.
-async fn hears_after(client: &Client, publisher: &str, after: u32) {
-    client
-        .received
-        .wait_for(&format!("media from {publisher} after {after}"), |all| {
-            all.iter().any(|((stream, _), payloads)| {
-                stream == publisher
-                    && payloads
-                        .iter()
-                        .filter_map(|p| payload_index(p))
-                        .any(|i| i > after)
-            })
-        })
-        .await;
-}
-
 /// One call of two clients, each behind its own lossy link: connects
 /// (media both ways), then stays connected for 10 s (media keeps coming
 /// both ways, nobody is seen reconnecting or leaving). Returns how long it
@@ -75,16 +43,15 @@ async fn one_call(server: &TestServer, call: u64) -> (Duration, u64, u64) {
     let b = LocalTrack::new(RtpCodecKind::Audio, opus(), 111);
     alice.publish(&[&a]).await;
     bob.publish(&[&b]).await;
-    let (from_alice, ta) = talk(a);
-    let (from_bob, tb) = talk(b);
+    let (from_alice, from_bob) = (Sending::start(a), Sending::start(b));
     hears_after(&bob, &alice.sid, 0).await;
     hears_after(&alice, &bob.sid, 0).await;
     let connected = started.elapsed();
 
     // The call lasts: 10 s more of media both ways.
     tokio::time::sleep(Duration::from_secs(10)).await;
-    hears_after(&bob, &alice.sid, from_alice.load(Ordering::Acquire) - 50).await;
-    hears_after(&alice, &bob.sid, from_bob.load(Ordering::Acquire) - 50).await;
+    hears_after(&bob, &alice.sid, from_alice.last() - 50).await;
+    hears_after(&alice, &bob.sid, from_bob.last() - 50).await;
     let mut seen = Vec::new();
     while let Ok(m) = bob.events.try_recv() {
         seen.push(m["type"].as_str().unwrap_or("").to_owned());
@@ -95,8 +62,6 @@ async fn one_call(server: &TestServer, call: u64) -> (Duration, u64, u64) {
             .any(|t| t == "participant_left" || t == "participant_reconnecting" || t == "left"),
         "call {call}: {seen:?}"
     );
-    ta.abort();
-    tb.abort();
     let ((sent_a, lost_a), (sent_b, lost_b)) = (link_a.counts(), link_b.counts());
     (connected, sent_a + sent_b, lost_a + lost_b)
 }

@@ -6,7 +6,6 @@ mod common;
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use common::nat::Nat;
@@ -14,62 +13,8 @@ use common::*;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use serde_json::{Value, json};
 
-const PAYLOAD: usize = 160;
-
 fn ip(last: u8) -> IpAddr {
     IpAddr::from([127, 0, 0, last])
-}
-
-/// Sends marked payloads on `track` every 20 ms until dropped; the index of
-/// the last one sent is readable.
-struct Sending {
-    last: Arc<AtomicU32>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Sending {
-    fn start(mut track: LocalTrack) -> Sending {
-        let last = Arc::new(AtomicU32::new(0));
-        let sent = last.clone();
-        let task = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(20));
-            for i in 1.. {
-                tick.tick().await;
-                track.send(marked_payload(i, PAYLOAD)).await;
-                sent.store(i, Ordering::Release);
-            }
-        });
-        Sending { last, task }
-    }
-
-    fn last(&self) -> u32 {
-        self.last.load(Ordering::Acquire)
-    }
-}
-
-impl Drop for Sending {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Waits until `client` has a payload from `publisher_sid` numbered above `after`.
-async fn receives_after(client: &Client, publisher_sid: &str, after: u32) {
-    client
-        .received
-        .wait_for(
-            &format!("a payload from {publisher_sid} after {after}"),
-            |all| {
-                all.iter().any(|((stream, _), payloads)| {
-                    stream == publisher_sid
-                        && payloads
-                            .iter()
-                            .filter_map(|p| payload_index(p))
-                            .any(|i| i > after)
-                })
-            },
-        )
-        .await;
 }
 
 /// The types of the events `client` has been sent so far.
@@ -112,8 +57,8 @@ async fn call(server: &TestServer, nat: Option<Arc<Nat>>) -> (Client, Client, Se
     alice.publish(&[&a]).await;
     bob.publish(&[&b]).await;
     let (a, b) = (Sending::start(a), Sending::start(b));
-    receives_after(&bob, &alice.sid, 0).await;
-    receives_after(&alice, &bob.sid, 0).await;
+    hears_after(&bob, &alice.sid, 0).await;
+    hears_after(&alice, &bob.sid, 0).await;
     (alice, bob, a, b)
 }
 
@@ -135,8 +80,8 @@ async fn a_client_that_moves_to_a_new_address_and_resumes_gets_media_both_ways_a
     assert_eq!(resumed["participants"][0]["identity"], "bob");
     alice.restart_publisher_ice().await;
 
-    receives_after(&bob, &alice.sid, moved_a).await;
-    receives_after(&alice, &bob.sid, moved_b).await;
+    hears_after(&bob, &alice.sid, moved_a).await;
+    hears_after(&alice, &bob.sid, moved_b).await;
     eprintln!("media both ways {:?} after the move", started.elapsed());
     assert!(
         nat.outside_addrs().iter().all(|a| a.ip() == ip(3)),
@@ -171,7 +116,7 @@ async fn a_websocket_dropped_for_3s_then_resumed_keeps_the_session_and_its_media
     assert_eq!(resumed["resume_secret"], alice.joined["resume_secret"]);
     let m = event_noting(&mut bob, "participant_resumed", &mut seen).await;
     assert_eq!(m["participant_sid"], alice.sid.as_str());
-    receives_after(&bob, &alice.sid, from_alice.last()).await;
+    hears_after(&bob, &alice.sid, from_alice.last()).await;
     seen.extend(event_types(&mut bob));
     assert!(!seen.contains(&"participant_left".to_owned()), "{seen:?}");
     assert_eq!(
@@ -261,7 +206,7 @@ async fn a_client_checking_consent_every_5s_that_loses_one_check_stays_connected
     let track = LocalTrack::new(RtpCodecKind::Video, vp8(), 96);
     alice.publish(&[&track]).await;
     let sending = Sending::start(track);
-    receives_after(&bob, &alice.sid, 0).await;
+    hears_after(&bob, &alice.sid, 0).await;
     event_types(&mut bob);
     let plis_before = metric(
         &metrics_text(&server).await,
@@ -280,7 +225,7 @@ async fn a_client_checking_consent_every_5s_that_loses_one_check_stays_connected
     // The scenario: a minute of the call.
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert_eq!(nat.dropped(), 1, "exactly one consent check was lost");
-    receives_after(&bob, &alice.sid, sending.last() - 5).await;
+    hears_after(&bob, &alice.sid, sending.last() - 5).await;
     let seen = event_types(&mut bob);
     assert!(
         !seen
@@ -296,4 +241,22 @@ async fn a_client_checking_consent_every_5s_that_loses_one_check_stays_connected
         plis_before,
         "no keyframe was asked for again"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_whose_nat_rebinds_keeps_its_call_without_a_restart_or_a_new_websocket() {
+    let server = TestServer::start(&[]);
+    let nat = Nat::start(ip(1), ip(2)).await;
+    let (alice, mut bob, from_alice, from_bob) = call(&server, Some(nat.clone())).await;
+
+    // Alice's NAT gives her a new public address; her WebSocket and her
+    // ICE agents carry on as before (their next consent checks come from
+    // the new address).
+    nat.rebind(ip(3));
+    let (moved_a, moved_b) = (from_alice.last(), from_bob.last());
+    hears_after(&bob, &alice.sid, moved_a).await;
+    hears_after(&alice, &bob.sid, moved_b).await;
+    assert!(nat.outside_addrs().iter().all(|a| a.ip() == ip(3)));
+    let seen = event_types(&mut bob);
+    assert!(!seen.contains(&"participant_left".to_owned()), "{seen:?}");
 }

@@ -75,8 +75,11 @@ struct Transport {
     routes: Routes,
     /// When anything (STUN, DTLS, SRTP, SRTCP) last arrived from the client.
     last_heard: Option<Instant>,
-    /// When its ICE first connected: DTLS must complete within the deadline.
-    ice_connected_at: Option<Instant>,
+    /// Until its DTLS completes: when its ICE first connected, or the
+    /// client last sent a DTLS datagram if later. DTLS must complete within
+    /// the deadline of this; a client still retransmitting its flights
+    /// (doubling its timer under loss) is given the time.
+    dtls_waiting_since: Option<Instant>,
     /// Its participant is reconnecting: traffic arriving may end that.
     owner_reconnecting: bool,
     next_timeout: Option<Instant>,
@@ -398,6 +401,9 @@ impl Shard {
             debug!(transport = id, ?route, "media route moved");
         }
         transport.last_heard = Some(now);
+        if !transport.connected && is_dtls(data) && transport.dtls_waiting_since.is_some() {
+            transport.dtls_waiting_since = Some(now);
+        }
         if transport.owner_reconnecting {
             self.heard_again.push(id);
         }
@@ -545,6 +551,14 @@ impl Shard {
 
     // ---- liveness ----------------------------------------------------------
 
+    fn participant(&self, room: &str, sid: &str) -> Option<&Participant> {
+        self.rooms.get(room)?.participants.get(sid)
+    }
+
+    fn participant_mut(&mut self, room: &str, sid: &str) -> Option<&mut Participant> {
+        self.rooms.get_mut(room)?.participants.get_mut(sid)
+    }
+
     /// When anything last arrived on any of a participant's transports.
     fn last_heard(&self, p: &Participant) -> Option<Instant> {
         [p.publisher, p.subscriber]
@@ -583,7 +597,9 @@ impl Shard {
                     .into_iter()
                     .flatten()
                     .filter_map(|id| self.transports.get(&id))
-                    .any(|t| !t.connected && t.ice_connected_at.is_some_and(|at| at + dtls <= now));
+                    .any(|t| {
+                        !t.connected && t.dtls_waiting_since.is_some_and(|at| at + dtls <= now)
+                    });
                 if dtls_stalled {
                     stalled.push((room.name.clone(), p.sid.clone()));
                 }
@@ -664,11 +680,7 @@ impl Shard {
     /// A reconnecting participant is back once its signaling is attached and
     /// traffic arrived after it stopped.
     fn try_resume(&mut self, now: Instant, room_name: &str, sid: &str) {
-        let Some(p) = self
-            .rooms
-            .get(room_name)
-            .and_then(|r| r.participants.get(sid))
-        else {
+        let Some(p) = self.participant(room_name, sid) else {
             return;
         };
         let Some(r) = p.reconnecting else {
@@ -701,28 +713,14 @@ impl Shard {
             identity: p.identity.clone(),
         };
         room.broadcast(Some(sid), &event);
-        // One keyframe each way: the others' decoders lost its video, and
-        // its own lost theirs.
-        let own: Vec<String> = room
-            .producers
-            .values()
-            .filter(|p| p.owner_sid == sid)
-            .map(|p| p.sid.clone())
-            .collect();
-        for producer in own {
-            self.request_keyframe(now, room_name, &producer);
-        }
-        self.request_keyframes_for(now, room_name, sid);
+        // The others' decoders lost its video, and its own lost theirs.
+        self.request_keyframes_both_ways(now, room_name, sid);
     }
 
     /// The participant's signaling connection is gone (without `leave`):
     /// keep it for the grace, reconnecting.
     pub(crate) fn detach(&mut self, now: Instant, room_name: &str, sid: &str) {
-        let Some(p) = self
-            .rooms
-            .get_mut(room_name)
-            .and_then(|r| r.participants.get_mut(sid))
-        else {
+        let Some(p) = self.participant_mut(room_name, sid) else {
             return;
         };
         p.detached = true;
@@ -786,6 +784,7 @@ impl Shard {
     /// transport and offers them. An offer still unanswered (its answer was
     /// lost with the connection) is rolled back first.
     fn restart_subscriber(&mut self, now: Instant, room_name: &str, sid: &str) {
+        // Field by field: the participant and its transport are borrowed together.
         let Some(p) = self
             .rooms
             .get_mut(room_name)
@@ -1061,7 +1060,7 @@ impl Shard {
                 // now rather than up to a tick later (measured: 200 ms of
                 // join time when the server is the DTLS client).
                 if let Some(t) = self.transports.get_mut(&id) {
-                    t.ice_connected_at.get_or_insert(now);
+                    t.dtls_waiting_since.get_or_insert(now);
                     let _ = t.pc.handle_timeout(now);
                     self.drive(now, id);
                 }
@@ -1098,6 +1097,26 @@ impl Shard {
             }
             _ => {}
         }
+    }
+
+    /// One keyframe each way: of every track `sid` publishes (for its
+    /// subscribers) and of every track it receives.
+    fn request_keyframes_both_ways(&mut self, now: Instant, room_name: &str, sid: &str) {
+        let own: Vec<String> = self
+            .rooms
+            .get(room_name)
+            .map(|room| {
+                room.producers
+                    .values()
+                    .filter(|p| p.owner_sid == sid)
+                    .map(|p| p.sid.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for producer in own {
+            self.request_keyframe(now, room_name, &producer);
+        }
+        self.request_keyframes_for(now, room_name, sid);
     }
 
     fn request_keyframes_for(&mut self, now: Instant, room: &str, subscriber_sid: &str) {
@@ -1327,7 +1346,7 @@ impl Shard {
                 ice: IceCreds::new(ufrag, pwd),
                 routes: Routes::default(),
                 last_heard: None,
-                ice_connected_at: None,
+                dtls_waiting_since: None,
                 owner_reconnecting: false,
                 next_timeout: None,
                 producers: HashMap::new(),
@@ -1812,16 +1831,7 @@ impl Shard {
             }
         }
         if !held {
-            let own: Vec<String> = room
-                .producers
-                .values()
-                .filter(|p| p.owner_sid == sid)
-                .map(|p| p.sid.clone())
-                .collect();
-            for producer in own {
-                self.request_keyframe(now, room_name, &producer);
-            }
-            self.request_keyframes_for(now, room_name, sid);
+            self.request_keyframes_both_ways(now, room_name, sid);
             self.flush(now);
         }
         info!(room = %room_name, participant = %sid, held, "media hold changed");
@@ -1896,6 +1906,11 @@ fn answer_offer(pc: &mut RTCPeerConnection, now: Instant, sdp: String) -> Result
     pc.local_description()
         .map(|d| d.sdp)
         .ok_or_else(|| SfuError::Internal("answer has no local description".into()))
+}
+
+/// Whether a datagram is DTLS (RFC 7983: first byte 20–63).
+fn is_dtls(payload: &[u8]) -> bool {
+    payload.first().is_some_and(|b| (20..=63).contains(b))
 }
 
 /// Whether an outbound datagram is STUN (RFC 7983: first byte 0–3).

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use callgate_sfu::{
-    JoinRequest, LeaveReason, ParticipantEvent, ParticipantHandle, SfuError, TrackKind,
+    JoinRequest, LeaveReason, ParticipantEvent, ParticipantHandle, Resumed, SfuError, TrackKind,
 };
 use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info, info_span};
@@ -14,7 +14,7 @@ use crate::AppState;
 use crate::calls::{CallObserver, CallParticipant, MediaGate, MediaUsage};
 use crate::http::ConnectionPass;
 use crate::protocol::{
-    ClientMessage, MAX_FRAME_BYTES, PROTOCOL_VERSION, ParseError, ServerMessage,
+    ClientMessage, MAX_FRAME_BYTES, PROTOCOL_VERSION, ParseError, ServerMessage, Welcome,
 };
 use crate::token::{TokenError, unix_now, unix_now_ms};
 
@@ -255,15 +255,16 @@ pub(crate) async fn serve(
     let span = info_span!("participant", room = %room, sid = %handle.sid(), identity = %claims.sub);
     async {
         info!("joined");
-        let welcome = ServerMessage::Joined {
-            protocol: PROTOCOL_VERSION,
-            room: joined.room,
-            participant: joined.participant,
-            participants: joined.others,
-            ice_servers: ice_servers(&state, &claims.sub),
-            resume_secret: secret.clone(),
-            reconnect_grace_s: state.reconnect_grace.as_secs(),
-        };
+        let welcome = ServerMessage::Joined(welcome(
+            &state,
+            Resumed {
+                room: joined.room,
+                participant: joined.participant,
+                others: joined.others,
+            },
+            &claims.sub,
+            &secret,
+        ));
         let call = CallParticipant {
             room: room.clone(),
             identity: claims.sub.clone(),
@@ -320,7 +321,7 @@ fn scopeguard(state: &Arc<AppState>) -> impl Drop + '_ {
 /// Whether `joined` already shows video in the room.
 fn welcome_has_video(welcome: &ServerMessage) -> bool {
     match welcome {
-        ServerMessage::Joined { participants, .. } => participants
+        ServerMessage::Joined(Welcome { participants, .. }) => participants
             .iter()
             .flat_map(|p| &p.tracks)
             .any(|t| t.kind == TrackKind::Video),
@@ -389,12 +390,21 @@ impl Link {
     }
 }
 
-fn ice_servers(state: &AppState, identity: &str) -> Vec<crate::protocol::IceServer> {
-    state
-        .ice_servers
-        .as_ref()
-        .map(|p| p.ice_servers(identity))
-        .unwrap_or_default()
+/// `joined` / `resumed` for `identity`: the room as the media plane sees it now.
+fn welcome(state: &AppState, now: Resumed, identity: &str, secret: &str) -> Welcome {
+    Welcome {
+        protocol: PROTOCOL_VERSION,
+        room: now.room,
+        participant: now.participant,
+        participants: now.others,
+        ice_servers: state
+            .ice_servers
+            .as_ref()
+            .map(|p| p.ice_servers(identity))
+            .unwrap_or_default(),
+        resume_secret: secret.to_owned(),
+        reconnect_grace_s: state.reconnect_grace.as_secs(),
+    }
 }
 
 /// A new WebSocket asking to take session `sid` back: handed to that
@@ -454,15 +464,12 @@ async fn session(
                     Ok(now) => {
                         info!("resumed");
                         state.metrics.resumes.inc();
-                        let resumed = ServerMessage::Resumed {
-                            protocol: PROTOCOL_VERSION,
-                            room: now.room,
-                            participant: now.participant,
-                            participants: now.others,
-                            ice_servers: ice_servers(state, &watch.call.identity),
-                            resume_secret: link.secret.clone(),
-                            reconnect_grace_s: state.reconnect_grace.as_secs(),
-                        };
+                        let resumed = ServerMessage::Resumed(welcome(
+                            state,
+                            now,
+                            &watch.call.identity,
+                            &link.secret,
+                        ));
                         link.send(&resumed).await;
                     }
                     Err(_) => {

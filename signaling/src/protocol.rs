@@ -96,28 +96,27 @@ pub struct IceServer {
     pub credential: Option<String>,
 }
 
+/// What `joined` and `resumed` tell a participant: the room as it is.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Welcome {
+    pub protocol: u32,
+    pub room: RoomInfo,
+    pub participant: ParticipantInfo,
+    /// Everybody else in the room, with their tracks.
+    pub participants: Vec<ParticipantInfo>,
+    pub ice_servers: Vec<IceServer>,
+    /// Takes this session back with `resume` on a new WebSocket.
+    pub resume_secret: String,
+    /// How long the server keeps the session for that.
+    pub reconnect_grace_s: u64,
+}
+
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
-    Joined {
-        protocol: u32,
-        room: RoomInfo,
-        participant: ParticipantInfo,
-        participants: Vec<ParticipantInfo>,
-        ice_servers: Vec<IceServer>,
-        resume_secret: String,
-        reconnect_grace_s: u64,
-    },
+    Joined(Welcome),
     /// The answer to `resume`: the same fields as `joined`, as they are now.
-    Resumed {
-        protocol: u32,
-        room: RoomInfo,
-        participant: ParticipantInfo,
-        participants: Vec<ParticipantInfo>,
-        ice_servers: Vec<IceServer>,
-        resume_secret: String,
-        reconnect_grace_s: u64,
-    },
+    Resumed(Welcome),
     PublishAnswer {
         sdp: String,
     },

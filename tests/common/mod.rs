@@ -10,6 +10,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -1256,4 +1257,56 @@ pub async fn forward_and_count(
             );
         }
     }
+}
+
+/// Sends marked payloads on `track` every 20 ms until dropped; the index of
+/// the last one sent is readable.
+pub struct Sending {
+    last: Arc<AtomicU32>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Sending {
+    pub fn start(mut track: LocalTrack) -> Sending {
+        let last = Arc::new(AtomicU32::new(0));
+        let sent = last.clone();
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            for i in 1.. {
+                tick.tick().await;
+                track.send(marked_payload(i, 160)).await;
+                sent.store(i, Ordering::Release);
+            }
+        });
+        Sending { last, task }
+    }
+
+    pub fn last(&self) -> u32 {
+        self.last.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Waits until `client` has a payload from `publisher_sid` numbered above `after`.
+pub async fn hears_after(client: &Client, publisher_sid: &str, after: u32) {
+    client
+        .received
+        .wait_for(
+            &format!("a payload from {publisher_sid} after {after}"),
+            |all| {
+                all.iter().any(|((stream, _), payloads)| {
+                    stream == publisher_sid
+                        && payloads
+                            .iter()
+                            .filter_map(|p| payload_index(p))
+                            .any(|i| i > after)
+                })
+            },
+        )
+        .await;
 }
