@@ -16,6 +16,14 @@
 //! already has (their record sequence numbers repeat), so a needless resend
 //! costs only bandwidth.
 //!
+//! It also keeps the timer RFC 6347 §4.2.4 gives every flight: when the
+//! client sends nothing new for a while after our flight (1 s, doubling),
+//! the flight goes out again. rtc's handshaker on the other side, when the
+//! client runs it (the test clients, other webrtc-rs peers), has the same
+//! flaw: a flight of ours that arrives in part clears its timer, and it
+//! waits for ever without repeating its own; only our timer gets the
+//! handshake going again then.
+//!
 //! It reads record headers only (RFC 6347 §4.1: type, version, epoch,
 //! sequence number, length) and the handshake header of epoch-0 records
 //! (type, length, message_seq); it never decrypts anything.
@@ -28,6 +36,15 @@ use bytes::BytesMut;
 const MAX_FLIGHT_DATAGRAMS: usize = 8;
 /// A retransmitted client flight of several datagrams gets one resend.
 const MIN_RESEND_INTERVAL: Duration = Duration::from_millis(20);
+/// RFC 6347 §4.2.4.1 starts at 1 s, doubled at each expiry, capped. Ours
+/// starts later than the client's 1 s: while the client's own timer works,
+/// it repeats its flight first and gets ours in answer; a resend of ours
+/// that crossed its next flight would clear the timer of a client running
+/// rtc's handshaker. Ours only has to act when the client has gone quiet.
+const INITIAL_RTO: Duration = Duration::from_millis(2500);
+const MAX_RTO: Duration = Duration::from_secs(8);
+/// Timer resends of one flight before we leave it to the client.
+const MAX_TIMER_RESENDS: u32 = 6;
 
 const RECORD_HEADER: usize = 13;
 const HANDSHAKE_HEADER: usize = 12;
@@ -84,6 +101,17 @@ fn records(data: &[u8]) -> Vec<RecordKey> {
     keys
 }
 
+const CLIENT_HELLO: u8 = 1;
+
+/// The handshake type of a datagram's first record, if it is an epoch-0
+/// handshake record.
+fn first_handshake_type(data: &[u8]) -> Option<u8> {
+    let epoch = u16::from_be_bytes([*data.get(3)?, *data.get(4)?]);
+    (*data.first()? == CONTENT_HANDSHAKE && epoch == 0)
+        .then(|| data.get(RECORD_HEADER).copied())
+        .flatten()
+}
+
 /// The highest handshake message_seq among a datagram's epoch-0 records.
 fn highest_message_seq(keys: &[RecordKey]) -> Option<u16> {
     keys.iter()
@@ -101,6 +129,11 @@ pub(crate) enum Inbound {
     NewFlight,
     /// A client flight seen before: send our last flight again.
     Retransmission,
+    /// A ClientHello older than one the client has sent since (a late copy,
+    /// overtaken on the way): keep it from rtc, whose DTLS server would
+    /// start the handshake over on it (back to HelloVerifyRequest) and
+    /// refuse the flights of the handshake in progress.
+    Stale,
 }
 
 /// One transport's view of its DTLS handshake.
@@ -113,6 +146,16 @@ pub(crate) struct FlightReplay {
     /// Our DTLS datagrams in answer to it, and their record keys.
     flight: Vec<(BytesMut, Vec<RecordKey>)>,
     last_resend: Option<Instant>,
+    /// When our flight last went out, while the client has sent nothing
+    /// newer: the retransmission timer runs from here.
+    sent_at: Option<Instant>,
+    rto: Duration,
+    timer_resends: u32,
+    /// Our first flight was a ClientHello: we are the DTLS client (the peer
+    /// answered `a=setup:passive`). Our flights then have rtc's own timer,
+    /// and a resend of ours could clear the timer of a peer running rtc's
+    /// DTLS server (its handshaker clears it on any packet), so ours stays off.
+    dtls_client: bool,
     /// The client sent media: it has finished the handshake.
     over: bool,
 }
@@ -136,22 +179,33 @@ impl FlightReplay {
             return Inbound::Other;
         };
         match self.client_seq {
+            Some(seen) if seq < seen && first_handshake_type(data) == Some(CLIENT_HELLO) => {
+                Inbound::Stale
+            }
             Some(seen) if seq <= seen => Inbound::Retransmission,
             _ => {
                 self.client_seq = Some(seq);
+                // Our flight was answered: no timer until we send the next.
+                self.sent_at = None;
                 Inbound::NewFlight
             }
         }
     }
 
     /// Notes a datagram we send the client.
-    pub(crate) fn outbound(&mut self, data: &BytesMut) {
+    pub(crate) fn outbound(&mut self, now: Instant, data: &BytesMut) {
         if self.over || !is_dtls(data) {
             return;
         }
-        if self.answers != self.client_seq {
+        if self.client_seq.is_none() && first_handshake_type(data) == Some(CLIENT_HELLO) {
+            self.dtls_client = true;
+        }
+        if self.answers != self.client_seq || self.flight.is_empty() {
             self.answers = self.client_seq;
             self.flight.clear();
+            self.sent_at = Some(now);
+            self.rto = INITIAL_RTO;
+            self.timer_resends = 0;
         }
         let keys = records(data);
         let known = self.flight.iter().any(|(_, k)| *k == keys);
@@ -160,16 +214,61 @@ impl FlightReplay {
         }
     }
 
+    /// Where the handshake stands, for a log line.
+    pub(crate) fn describe(&self) -> String {
+        format!(
+            "client_seq={:?} answers={:?} kept={} timer_resends={} dtls_client={}",
+            self.client_seq,
+            self.answers,
+            self.flight.len(),
+            self.timer_resends,
+            self.dtls_client
+        )
+    }
+
+    /// When our flight goes out again if the client sends nothing new.
+    pub(crate) fn next_timer(&self) -> Option<Instant> {
+        if self.over
+            || self.dtls_client
+            || self.flight.is_empty()
+            || self.timer_resends >= MAX_TIMER_RESENDS
+        {
+            return None;
+        }
+        self.sent_at.map(|at| at + self.rto)
+    }
+
+    /// Our flight again if its timer has expired (and the timer doubled).
+    pub(crate) fn resend_on_timer(&mut self, now: Instant) -> Vec<BytesMut> {
+        if self.next_timer().is_none_or(|at| now < at) {
+            return Vec::new();
+        }
+        self.timer_resends += 1;
+        self.rto = (self.rto * 2).min(MAX_RTO);
+        self.sent_at = Some(now);
+        self.last_resend = Some(now);
+        self.flight.iter().map(|(d, _)| d.clone()).collect()
+    }
+
     /// The datagrams to send again for a retransmitted client flight (none
     /// within `MIN_RESEND_INTERVAL` of the last resend).
     pub(crate) fn resend(&mut self, now: Instant) -> Vec<BytesMut> {
-        if self
-            .last_resend
-            .is_some_and(|at| now < at + MIN_RESEND_INTERVAL)
+        // What we keep must answer the client's latest flight: a flight of
+        // ours answering an older one (rtc has not answered the latest
+        // yet) would only confuse the client (rtc's client handshaker
+        // drops its timer on it).
+        if self.answers != self.client_seq
+            || self
+                .last_resend
+                .is_some_and(|at| now < at + MIN_RESEND_INTERVAL)
         {
             return Vec::new();
         }
         self.last_resend = Some(now);
+        if self.sent_at.is_some() {
+            // Just sent: the timer runs from here.
+            self.sent_at = Some(now);
+        }
         self.flight.iter().map(|(d, _)| d.clone()).collect()
     }
 }
@@ -204,9 +303,9 @@ mod tests {
         let client_hello = record(22, 0, 0, Some(0));
         assert_eq!(replay.inbound(&client_hello), Inbound::NewFlight);
         let server_flight = BytesMut::from(&record(22, 0, 0, Some(0))[..]);
-        replay.outbound(&server_flight);
+        replay.outbound(now, &server_flight);
         // rtc's own retransmission of it: same content, new record number.
-        replay.outbound(&BytesMut::from(&record(22, 0, 7, Some(0))[..]));
+        replay.outbound(now, &BytesMut::from(&record(22, 0, 7, Some(0))[..]));
         let again = record(22, 0, 1, Some(0));
         assert_eq!(replay.inbound(&again), Inbound::Retransmission);
         assert_eq!(replay.resend(now), vec![server_flight.clone()]);
@@ -217,7 +316,7 @@ mod tests {
         assert_eq!(replay.inbound(&flight5), Inbound::NewFlight);
         let flight6 =
             BytesMut::from(&[record(20, 0, 1, None), record(22, 1, 0, None)].concat()[..]);
-        replay.outbound(&flight6);
+        replay.outbound(now, &flight6);
         assert_eq!(replay.inbound(&flight5), Inbound::Retransmission);
         assert_eq!(replay.resend(now + Duration::from_secs(1)), vec![flight6]);
 
@@ -225,6 +324,70 @@ mod tests {
         assert_eq!(replay.inbound(&[0x80, 96, 0, 1]), Inbound::Other);
         assert_eq!(replay.inbound(&flight5), Inbound::Other);
         assert!(replay.flight.is_empty());
+    }
+
+    #[test]
+    fn our_flight_goes_out_again_on_a_doubling_timer_until_the_client_answers() {
+        let start = Instant::now();
+        let mut replay = FlightReplay::default();
+        assert_eq!(
+            replay.inbound(&record(22, 0, 0, Some(0))),
+            Inbound::NewFlight
+        );
+        let flight = BytesMut::from(&record(22, 0, 0, Some(1))[..]);
+        replay.outbound(start, &flight);
+        assert_eq!(replay.next_timer(), Some(start + INITIAL_RTO));
+        assert!(replay.resend_on_timer(start + INITIAL_RTO / 2).is_empty());
+        let mut at = start + INITIAL_RTO;
+        let mut gaps = Vec::new();
+        let mut last = start;
+        while let Some(next) = replay.next_timer() {
+            at = at.max(next);
+            assert_eq!(replay.resend_on_timer(at), vec![flight.clone()]);
+            gaps.push((at - last).as_millis());
+            last = at;
+        }
+        assert_eq!(
+            gaps,
+            vec![2500, 5000, 8000, 8000, 8000, 8000],
+            "then it is left to the client"
+        );
+        // A new client flight stops the timer.
+        let mut replay = FlightReplay::default();
+        replay.inbound(&record(22, 0, 0, Some(0)));
+        replay.outbound(start, &flight);
+        replay.inbound(&record(22, 0, 1, Some(2)));
+        assert_eq!(replay.next_timer(), None);
+    }
+
+    #[test]
+    fn a_client_hello_overtaken_by_a_later_one_is_stale() {
+        let mut replay = FlightReplay::default();
+        let mut first = record(22, 0, 0, Some(0));
+        first[RECORD_HEADER] = CLIENT_HELLO;
+        let mut with_cookie = record(22, 0, 1, Some(1));
+        with_cookie[RECORD_HEADER] = CLIENT_HELLO;
+        assert_eq!(replay.inbound(&first), Inbound::NewFlight);
+        assert_eq!(replay.inbound(&with_cookie), Inbound::NewFlight);
+        assert_eq!(replay.inbound(&first), Inbound::Stale);
+        // The latest one repeated is a retransmission, as are older
+        // messages of other types (parts of a multi-datagram flight).
+        assert_eq!(replay.inbound(&with_cookie), Inbound::Retransmission);
+        let mut certificate = record(22, 0, 2, Some(0));
+        certificate[RECORD_HEADER] = 11;
+        assert_eq!(replay.inbound(&certificate), Inbound::Retransmission);
+    }
+
+    #[test]
+    fn as_the_dtls_client_we_leave_the_timer_to_rtc() {
+        let now = Instant::now();
+        let mut replay = FlightReplay::default();
+        // Our first datagram is a ClientHello (handshake type 1).
+        let mut hello = record(22, 0, 0, Some(0));
+        hello[RECORD_HEADER] = CLIENT_HELLO;
+        replay.outbound(now, &BytesMut::from(&hello[..]));
+        assert_eq!(replay.next_timer(), None);
+        assert!(replay.resend_on_timer(now + MAX_RTO).is_empty());
     }
 
     #[test]

@@ -158,6 +158,7 @@ impl SfuMetrics {
             drop_not_connected: drop("not_connected"),
             drop_not_negotiated: drop("not_negotiated"),
             drop_stun_unauthenticated: drop("stun_unauthenticated"),
+            drop_dtls_stale: drop("dtls_stale"),
         }
     }
 
@@ -269,6 +270,10 @@ pub(crate) struct WorkerMetrics {
     /// STUN requests whose USERNAME or MESSAGE-INTEGRITY does not match the
     /// transport's ICE credentials.
     pub drop_stun_unauthenticated: IntCounter,
+    /// A ClientHello older than one the client has already sent (a late
+    /// retransmission, reordered): rtc's DTLS server would start the
+    /// handshake over on it and lose the one in progress.
+    pub drop_dtls_stale: IntCounter,
 }
 
 pub(crate) struct TcpMetrics {

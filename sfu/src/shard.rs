@@ -408,7 +408,12 @@ impl Shard {
             self.heard_again.push(id);
         }
         let data = resigned.as_deref().unwrap_or(data);
-        if transport.flights.inbound(data) == Inbound::Retransmission {
+        let flight = transport.flights.inbound(data);
+        if flight == Inbound::Stale {
+            self.metrics.drop_dtls_stale.inc();
+            return;
+        }
+        if flight == Inbound::Retransmission {
             // rtc-dtls does not answer a repeated client flight (module
             // `dtls_flight`); we do, with what it sent last time.
             for payload in transport.flights.resend(now) {
@@ -518,6 +523,19 @@ impl Shard {
                 if let Err(e) = t.pc.handle_timeout(now) {
                     debug!(transport = id, error = %e, "timeout handling failed");
                 }
+                if !t.connected
+                    && let Some((protocol, to)) = t.routes.active()
+                {
+                    for payload in t.flights.resend_on_timer(now) {
+                        self.metrics.dtls_flight_resends.inc();
+                        self.metrics.bytes_out.inc_by(payload.len() as u64);
+                        self.transmits.push_back(Transmit {
+                            protocol,
+                            to,
+                            payload,
+                        });
+                    }
+                }
             }
             self.drive(now, id);
         }
@@ -593,14 +611,15 @@ impl Shard {
                     }
                     _ => {}
                 }
-                let dtls_stalled = [p.publisher, p.subscriber]
+                let stalled_transport = [p.publisher, p.subscriber]
                     .into_iter()
                     .flatten()
                     .filter_map(|id| self.transports.get(&id))
-                    .any(|t| {
+                    .find(|t| {
                         !t.connected && t.dtls_waiting_since.is_some_and(|at| at + dtls <= now)
                     });
-                if dtls_stalled {
+                if let Some(t) = stalled_transport {
+                    warn!(room = %room.name, participant = %p.sid, role = ?t.role, handshake = %t.flights.describe(), "DTLS did not complete in time");
                     stalled.push((room.name.clone(), p.sid.clone()));
                 }
             }
@@ -618,7 +637,6 @@ impl Shard {
             self.remove_participant(now, &room, &sid, LeaveReason::ConnectionLost);
         }
         for (room, sid) in stalled {
-            warn!(room = %room, participant = %sid, "DTLS did not complete in time");
             self.remove_participant(now, &room, &sid, LeaveReason::DtlsTimeout);
         }
     }
@@ -871,7 +889,7 @@ impl Shard {
     }
 
     /// Sends what the dirty transports have queued, and learns their next timeouts.
-    fn flush(&mut self, _now: Instant) {
+    fn flush(&mut self, now: Instant) {
         while let Some(id) = self.dirty.pop() {
             let Some(t) = self.transports.get_mut(&id) else {
                 continue;
@@ -895,7 +913,7 @@ impl Shard {
                     (protocol, to) = (p, addr);
                 }
                 self.metrics.bytes_out.inc_by(payload.len() as u64);
-                t.flights.outbound(&payload);
+                t.flights.outbound(now, &payload);
                 self.transmits.push_back(Transmit {
                     protocol,
                     to,
@@ -903,6 +921,11 @@ impl Shard {
                 });
             }
             t.next_timeout = t.pc.poll_timeout();
+            if !t.connected
+                && let Some(at) = t.flights.next_timer()
+            {
+                t.next_timeout = Some(t.next_timeout.map_or(at, |n| n.min(at)));
+            }
         }
     }
 

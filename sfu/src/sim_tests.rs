@@ -45,6 +45,10 @@ struct Sim {
     sent: Vec<(Instant, Route, bool)>,
     /// Loses server datagrams the filter picks.
     lose: LossFilter,
+    /// Each tick's client datagrams reach the server in reverse order.
+    reverse_client: bool,
+    /// Each tick's server datagrams reach the client in reverse order.
+    reverse_server: bool,
 }
 
 type LossFilter = Box<dyn FnMut(&[u8]) -> bool>;
@@ -82,6 +86,8 @@ impl Sim {
             events: joined.events,
             sent: Vec::new(),
             lose: Box::new(|_| false),
+            reverse_client: false,
+            reverse_server: false,
         }
     }
 
@@ -113,10 +119,16 @@ impl Sim {
                 let _ = sender.write_rtp(now, packet);
             }
         }
+        let mut outs = Vec::new();
         while let Some(out) = self.pc.poll_write() {
+            outs.push(out.message);
+        }
+        if self.reverse_client {
+            outs.reverse();
+        }
+        for out in outs {
             if let Some((protocol, addr)) = self.from {
-                self.shard
-                    .handle_datagram(now, protocol, addr, &out.message);
+                self.shard.handle_datagram(now, protocol, addr, &out);
             }
         }
         while let Some(event) = self.pc.poll_event() {
@@ -126,7 +138,14 @@ impl Sim {
         }
         while self.pc.poll_read().is_some() {}
         self.shard.handle_timeout(now);
+        let mut transmits = Vec::new();
         while let Some(t) = self.shard.poll_transmit() {
+            transmits.push(t);
+        }
+        if self.reverse_server {
+            transmits.reverse();
+        }
+        for t in transmits {
             let route = (t.protocol, t.to);
             let stun = t.payload.first().is_some_and(|b| *b < 4);
             self.sent.push((now, route, stun));
@@ -325,4 +344,21 @@ fn a_transport_whose_dtls_stalls_ends_with_dtls_timeout_10s_after_the_clients_la
         "ended at {after:?}, the client's last datagram at {last:?}"
     );
     assert!(!sim.connected);
+}
+
+#[test]
+fn dtls_completes_when_each_flight_arrives_in_reverse_order() {
+    for (client, server) in [(true, false), (false, true), (true, true)] {
+        let mut sim = Sim::new(udp(2, 10_000));
+        sim.reverse_client = client;
+        sim.reverse_server = server;
+        let deadline = sim.now + Duration::from_secs(20);
+        while !sim.connected && sim.now < deadline {
+            sim.step();
+        }
+        assert!(
+            sim.connected,
+            "no connection with client datagrams reversed: {client}, server's: {server}"
+        );
+    }
 }

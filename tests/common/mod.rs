@@ -531,8 +531,11 @@ async fn new_pc(
         }));
     // No mDNS: it would send multicast off loopback (and fails outright in
     // a network namespace that has only `lo`).
-    let mut settings =
-        SettingEngineBuilder::new().with_multicast_dns_mode(MulticastDnsMode::Disabled);
+    // Answering the server's subscribe offers `a=setup:active`, as browsers
+    // do: the server is the DTLS server on both transports.
+    let mut settings = SettingEngineBuilder::new()
+        .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+        .with_answering_dtls_role(rtc::peer_connection::transport::RTCDtlsRole::Client);
     if let Some(every) = keepalive {
         // Consent checks every `every`, and no giving up on our side: the
         // test is about what the server does.
