@@ -133,3 +133,45 @@ export async function waitForStats(page, done, timeoutMs) {
     await new Promise((r) => setTimeout(r, 500));
   }
 }
+
+/**
+ * The selected candidate pair of each of the page's transports (`publisher`,
+ * `subscriber`): for each end its candidate type, address (`ip:port`),
+ * protocol, and for a relay candidate its relay protocol; null for a
+ * transport with none (closed, or not connected yet).
+ */
+export function selectedCandidatePairs(page) {
+  return page.evaluate(async () => {
+    const end = (c) =>
+      c
+        ? {
+            type: c.candidateType ?? null,
+            address: `${c.address ?? c.ip}:${c.port}`,
+            protocol: c.protocol ?? null,
+            relayProtocol: c.relayProtocol ?? null,
+          }
+        : null;
+    const out = {};
+    const room = window.callgate.room;
+    for (const [name, pc] of [['publisher', room.publisherPc], ['subscriber', room.subscriberPc]]) {
+      if (!pc || pc.connectionState === 'closed') {
+        out[name] = null;
+        continue;
+      }
+      const report = await pc.getStats();
+      let pair = null;
+      report.forEach((s) => {
+        if (s.type === 'transport' && s.selectedCandidatePairId) pair = report.get(s.selectedCandidatePairId);
+      });
+      if (!pair) {
+        report.forEach((s) => {
+          if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') pair = s;
+        });
+      }
+      out[name] = pair
+        ? { local: end(report.get(pair.localCandidateId)), remote: end(report.get(pair.remoteCandidateId)) }
+        : null;
+    }
+    return out;
+  });
+}

@@ -49,7 +49,9 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { chromium } from 'playwright-core';
 
-import { REPO_ROOT, CALLGATE_BIN, CHROMIUM, CHROMIUM_ARGS, runCallgate, startServer, stopServer } from './harness.mjs';
+import {
+  REPO_ROOT, CALLGATE_BIN, CHROMIUM, CHROMIUM_ARGS, runCallgate, startServer, stopServer, selectedCandidatePairs,
+} from './harness.mjs';
 import { NetLab, namespacesUnavailable } from './netns.mjs';
 
 const SERVER_IP = '10.19.0.1';
@@ -171,28 +173,6 @@ async function framesFrom(page, identity) {
   return stats.remote
     .filter((r) => r.kind === 'video' && r.identity === identity)
     .reduce((n, r) => Math.max(n, r.framesDecoded), 0);
-}
-
-/** Protocol and remote address of each transport's selected candidate pair. */
-function selectedPairs(page) {
-  return page.evaluate(async () => {
-    const out = {};
-    const room = window.callgate.room;
-    for (const [name, pc] of [['publisher', room.publisherPc], ['subscriber', room.subscriberPc]]) {
-      if (!pc || pc.connectionState === 'closed') {
-        out[name] = null;
-        continue;
-      }
-      const report = await pc.getStats();
-      let pair = null;
-      report.forEach((s) => {
-        if (s.type === 'transport' && s.selectedCandidatePairId) pair = report.get(s.selectedCandidatePairId);
-      });
-      const remote = pair ? report.get(pair.remoteCandidateId) : null;
-      out[name] = remote ? { protocol: remote.protocol, remote: `${remote.address ?? remote.ip}:${remote.port}` } : null;
-    }
-    return out;
-  });
 }
 
 /**
@@ -355,7 +335,7 @@ async function oneCall(i, browsers) {
           series.push(frames);
         }
       }
-      result.pairs = { alice: await selectedPairs(pages.alice), bob: await selectedPairs(pages.bob) };
+      result.pairs = { alice: await selectedCandidatePairs(pages.alice), bob: await selectedCandidatePairs(pages.bob) };
       result.steps = { alice: await connectSteps(pages.alice, openedAt), bob: await connectSteps(pages.bob, openedAt) };
       result.events = {};
       const gone = [];
@@ -541,7 +521,7 @@ test(`${CALLS} of ${CALLS} calls connect and stay connected through callgate at 
         for (const transport of ['publisher', 'subscriber']) {
           const pair = r.pairs[side][transport];
           assert.ok(
-            pair && pair.protocol === 'udp' && pair.remote.startsWith(`${FORWARDER_IP}:`),
+            pair && pair.remote?.protocol === 'udp' && pair.remote.address.startsWith(`${FORWARDER_IP}:`),
             `call ${r.call}: ${side}'s ${transport} transport uses UDP to the forwarder ${FORWARDER_IP}: ${JSON.stringify(pair)}`,
           );
         }

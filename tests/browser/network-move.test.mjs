@@ -32,6 +32,7 @@ import { chromium } from 'playwright-core';
 
 import {
   CALLGATE_BIN, CHROMIUM, CHROMIUM_ARGS, runCallgate, startServer, stopServer, mediaFlowing, waitForStats,
+  selectedCandidatePairs,
 } from './harness.mjs';
 import { NetLab, namespacesUnavailable } from './netns.mjs';
 
@@ -61,34 +62,17 @@ async function readyLine(server) {
   throw new Error(`no ready line from callgate:\n${server.log}`);
 }
 
+/** The local address of each transport's selected pair. */
+function localAddresses(pairs) {
+  return Object.fromEntries(Object.entries(pairs).map(([t, p]) => [t, p?.local?.address ?? null]));
+}
+
 /** Frames bob's page decoded from participant `sid`'s video (0 when none yet). */
 async function framesFrom(page, sid) {
   const stats = await page.evaluate(() => window.callgateStats());
   return stats.remote
     .filter((r) => r.kind === 'video' && r.participantSid === sid)
     .reduce((n, r) => Math.max(n, r.framesDecoded), 0);
-}
-
-/** Local address of the selected candidate pair of each of the page's transports. */
-function selectedLocalAddresses(page) {
-  return page.evaluate(async () => {
-    const out = {};
-    const room = window.callgate.room;
-    for (const [name, pc] of [['publisher', room.publisherPc], ['subscriber', room.subscriberPc]]) {
-      if (!pc || pc.connectionState === 'closed') {
-        out[name] = null;
-        continue;
-      }
-      const report = await pc.getStats();
-      let pair = null;
-      report.forEach((s) => {
-        if (s.type === 'transport' && s.selectedCandidatePairId) pair = report.get(s.selectedCandidatePairId);
-      });
-      const local = pair ? report.get(pair.localCandidateId) : null;
-      out[name] = local ? `${local.address ?? local.ip}:${local.port}` : null;
-    }
-    return out;
-  });
 }
 
 test('bob decodes new video from alice within 5 s of her new network and never sees her leave when her network changes mid-call', { timeout: 240_000 }, async (t) => {
@@ -172,7 +156,7 @@ test('bob decodes new video from alice within 5 s of her new network and never s
       sids[identity] = await handle.jsonValue();
     }
     await Promise.all(['alice', 'bob'].map((who) => waitForStats(pages[who], mediaFlowing, MEDIA_TIMEOUT_MS)));
-    const before = await selectedLocalAddresses(pages.alice);
+    const before = localAddresses(await selectedCandidatePairs(pages.alice));
     t.diagnostic(`in call; alice's transports use ${JSON.stringify(before)}`);
 
     // Bob's page notes the wall-clock time of every frame of alice's video it presents.
@@ -221,7 +205,9 @@ test('bob decodes new video from alice within 5 s of her new network and never s
     const aliceEvents = await pages.alice.evaluate(() => window.callgate.events);
     const bobEvents = await pages.bob.evaluate(() => window.callgate.events);
     const aliceLeftAtBob = bobEvents.filter((e) => e.name === 'participantLeft' && e.participantSid === sids.alice);
-    const after = await selectedLocalAddresses(pages.alice).catch((err) => ({ error: err.message }));
+    const after = await selectedCandidatePairs(pages.alice)
+      .then(localAddresses)
+      .catch((err) => ({ error: err.message }));
     const rel = (at) => (at === null ? null : at - newLinkUp);
     const summary = {
       recovery_ms: rel(recoveredAt),

@@ -21,7 +21,7 @@ import { chromium } from 'playwright-core';
 
 import {
   REPO_ROOT, CALLGATE_BIN, CHROMIUM, HOST, CHROMIUM_ARGS,
-  freeTcpPort, runCallgate, startServer, stopServer, mediaFlowing, waitForStats,
+  freeTcpPort, runCallgate, startServer, stopServer, mediaFlowing, waitForStats, selectedCandidatePairs,
 } from './harness.mjs';
 
 const MEDIA_TIMEOUT_MS = 40_000;
@@ -35,34 +35,6 @@ async function readyLine(server) {
     await new Promise((r) => setTimeout(r, 200));
   }
   throw new Error('no ready line from callgate');
-}
-
-/** The local and remote candidate types of each transport's selected pair. */
-function selectedPairs(page) {
-  return page.evaluate(async () => {
-    const out = {};
-    const room = window.callgate.room;
-    for (const [name, pc] of [['publisher', room.publisherPc], ['subscriber', room.subscriberPc]]) {
-      const report = await pc.getStats();
-      let pair = null;
-      report.forEach((s) => {
-        if (s.type === 'transport' && s.selectedCandidatePairId) pair = report.get(s.selectedCandidatePairId);
-      });
-      if (!pair) {
-        report.forEach((s) => {
-          if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') pair = s;
-        });
-      }
-      out[name] = pair
-        ? {
-            local: report.get(pair.localCandidateId)?.candidateType ?? null,
-            relayProtocol: report.get(pair.localCandidateId)?.relayProtocol ?? null,
-            remote: report.get(pair.remoteCandidateId)?.candidateType ?? null,
-          }
-        : null;
-    }
-    return out;
-  });
 }
 
 /** The sum of a Prometheus series over label sets containing `labels`. */
@@ -153,9 +125,9 @@ test('alice and bob see and hear each other through the TURN relay only', { time
         stats.remote.some((r) => r.kind === 'video' && r.framesDecoded > 10),
         `${me} decodes video over the relay: ${JSON.stringify(stats.remote)}`,
       );
-      const pairs = await selectedPairs(pages[me]);
+      const pairs = await selectedCandidatePairs(pages[me]);
       for (const [transport, pair] of Object.entries(pairs)) {
-        assert.equal(pair?.local, 'relay', `${me}'s ${transport} goes through the relay: ${JSON.stringify(pairs)}`);
+        assert.equal(pair?.local?.type, 'relay', `${me}'s ${transport} goes through the relay: ${JSON.stringify(pairs)}`);
       }
       t.diagnostic(`${me}: ${JSON.stringify({ pairs, remote: stats.remote })}`);
     }
