@@ -32,7 +32,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::config::SfuConfig;
-use crate::dtls_flight::{FlightReplay, Inbound};
+use crate::dtls_flight::{FlightReplay, Inbound, is_dtls};
 use crate::engine::new_peer_connection;
 use crate::ice_creds::{Checked, Credentials, IceCreds};
 use crate::ids;
@@ -664,9 +664,12 @@ impl Shard {
             declared: now,
             stopped_at,
         });
+        // Detached, traffic cannot bring it back (its signaling must come
+        // first): no per-packet check until `attach`.
+        let watch = !p.detached;
         for id in [p.publisher, p.subscriber].into_iter().flatten() {
             if let Some(t) = self.transports.get_mut(&id) {
-                t.owner_reconnecting = true;
+                t.owner_reconnecting = watch;
             }
         }
         info!(room = %room_name, participant = %sid, identity = %p.identity, "participant reconnecting");
@@ -717,11 +720,6 @@ impl Shard {
             return;
         };
         p.reconnecting = None;
-        for id in [p.publisher, p.subscriber].into_iter().flatten() {
-            if let Some(t) = self.transports.get_mut(&id) {
-                t.owner_reconnecting = false;
-            }
-        }
         self.metrics.reconnecting.dec();
         self.metrics.resumes.inc();
         info!(room = %room_name, participant = %sid, identity = %p.identity, "participant resumed");
@@ -731,6 +729,7 @@ impl Shard {
             identity: p.identity.clone(),
         };
         room.broadcast(Some(sid), &event);
+        self.watch_traffic(room_name, sid, false);
         // The others' decoders lost its video, and its own lost theirs.
         self.request_keyframes_both_ways(now, room_name, sid);
     }
@@ -743,7 +742,21 @@ impl Shard {
         };
         p.detached = true;
         self.declare_reconnecting(now, room_name, sid, now, None);
+        self.watch_traffic(room_name, sid, false);
         self.flush(now);
+    }
+
+    /// Whether traffic on the participant's transports is checked against
+    /// its reconnecting state (`Transport::owner_reconnecting`).
+    fn watch_traffic(&mut self, room_name: &str, sid: &str, on: bool) {
+        let Some(p) = self.participant(room_name, sid) else {
+            return;
+        };
+        for id in [p.publisher, p.subscriber].into_iter().flatten() {
+            if let Some(t) = self.transports.get_mut(&id) {
+                t.owner_reconnecting = on;
+            }
+        }
     }
 
     /// The participant's signaling is back (`resume`): the room as it is,
@@ -781,6 +794,11 @@ impl Shard {
         };
         self.restart_subscriber(now, room_name, sid);
         self.try_resume(now, room_name, sid);
+        // Not back yet: its next traffic will be.
+        let waiting = self
+            .participant(room_name, sid)
+            .is_some_and(|p| p.reconnecting.is_some());
+        self.watch_traffic(room_name, sid, waiting);
         self.flush(now);
         Ok(resumed)
     }
@@ -1929,11 +1947,6 @@ fn answer_offer(pc: &mut RTCPeerConnection, now: Instant, sdp: String) -> Result
     pc.local_description()
         .map(|d| d.sdp)
         .ok_or_else(|| SfuError::Internal("answer has no local description".into()))
-}
-
-/// Whether a datagram is DTLS (RFC 7983: first byte 20–63).
-fn is_dtls(payload: &[u8]) -> bool {
-    payload.first().is_some_and(|b| (20..=63).contains(b))
 }
 
 /// Whether an outbound datagram is STUN (RFC 7983: first byte 0–3).
