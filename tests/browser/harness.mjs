@@ -96,6 +96,17 @@ export function startServer(args, { wrap = [], env = {} } = {}) {
   return server;
 }
 
+/** Waits (bounded: 30 s) for callgate's `callgate ready …` line and returns it. */
+export async function readyLine(server) {
+  for (let i = 0; i < 150; i++) {
+    if (server.exit) throw new Error(`callgate exited before it was ready (${JSON.stringify(server.exit)})\n${server.log}`);
+    const line = server.log.split('\n').find((l) => l.startsWith('callgate ready '));
+    if (line) return line;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`no ready line from callgate:\n${server.log}`);
+}
+
 export async function stopServer(server) {
   if (!server || server.exit) return;
   server.child.kill('SIGTERM');

@@ -50,7 +50,7 @@ import readline from 'node:readline';
 import { chromium } from 'playwright-core';
 
 import {
-  REPO_ROOT, CALLGATE_BIN, CHROMIUM, CHROMIUM_ARGS, runCallgate, startServer, stopServer, selectedCandidatePairs,
+  REPO_ROOT, CALLGATE_BIN, CHROMIUM, CHROMIUM_ARGS, runCallgate, startServer, readyLine, stopServer, selectedCandidatePairs,
 } from './harness.mjs';
 import { NetLab, namespacesUnavailable } from './netns.mjs';
 
@@ -80,17 +80,6 @@ const LOSS_MEASURED_MIN = 0.03;
 const LOSS_MEASURED_MAX = 0.07;
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-/** Waits (bounded) for callgate's ready line. */
-async function readyLine(server) {
-  for (let i = 0; i < 150; i++) {
-    if (server.exit) throw new Error(`callgate exited before it was ready (${JSON.stringify(server.exit)})\n${server.log}`);
-    const line = server.log.split('\n').find((l) => l.startsWith('callgate ready '));
-    if (line) return line;
-    await sleep(200);
-  }
-  throw new Error(`no ready line from callgate:\n${server.log}`);
-}
 
 /**
  * Starts lossy-forwarder.mjs inside namespace `ns`; resolves once it is ready.

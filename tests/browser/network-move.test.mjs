@@ -31,7 +31,7 @@ import path from 'node:path';
 import { chromium } from 'playwright-core';
 
 import {
-  CALLGATE_BIN, CHROMIUM, CHROMIUM_ARGS, runCallgate, startServer, stopServer, mediaFlowing, waitForStats,
+  CALLGATE_BIN, CHROMIUM, CHROMIUM_ARGS, runCallgate, startServer, readyLine, stopServer, mediaFlowing, waitForStats,
   selectedCandidatePairs,
 } from './harness.mjs';
 import { NetLab, namespacesUnavailable } from './netns.mjs';
@@ -50,17 +50,6 @@ const OBSERVE_MS = 30_000;
  * the 30 fps fake camera; a jitter buffer on a LAN holds far less).
  */
 const NEW_FRAMES = 15;
-
-/** Waits (bounded) for callgate's ready line. */
-async function readyLine(server) {
-  for (let i = 0; i < 150; i++) {
-    if (server.exit) throw new Error(`callgate exited before it was ready (${JSON.stringify(server.exit)})\n${server.log}`);
-    const line = server.log.split('\n').find((l) => l.startsWith('callgate ready '));
-    if (line) return line;
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`no ready line from callgate:\n${server.log}`);
-}
 
 /** The local address of each transport's selected pair. */
 function localAddresses(pairs) {

@@ -21,21 +21,10 @@ import { chromium } from 'playwright-core';
 
 import {
   REPO_ROOT, CALLGATE_BIN, CHROMIUM, HOST, CHROMIUM_ARGS,
-  freeTcpPort, runCallgate, startServer, stopServer, mediaFlowing, waitForStats, selectedCandidatePairs,
+  freeTcpPort, runCallgate, startServer, readyLine, stopServer, mediaFlowing, waitForStats, selectedCandidatePairs,
 } from './harness.mjs';
 
 const MEDIA_TIMEOUT_MS = 40_000;
-
-/** Waits (bounded) for the ready line; resolves with its fields. */
-async function readyLine(server) {
-  for (let i = 0; i < 150; i++) {
-    if (server.exit) throw new Error(`callgate exited before it was ready (${JSON.stringify(server.exit)})`);
-    const line = server.log.split('\n').find((l) => l.startsWith('callgate ready '));
-    if (line) return Object.fromEntries(line.split(' ').slice(2).map((f) => f.split('=')));
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error('no ready line from callgate');
-}
 
 /** The sum of a Prometheus series over label sets containing `labels`. */
 function metric(text, name, labels = '') {
@@ -79,7 +68,7 @@ test('alice and bob see and hear each other through the TURN relay only', { time
       '--turn-tls-port', '0',
     ]);
     server.httpPort = httpPort;
-    const ready = await readyLine(server);
+    const ready = Object.fromEntries((await readyLine(server)).split(' ').slice(2).map((f) => f.split('=')));
     assert.ok(ready.turn_udp, `the ready line names the TURN relay: ${JSON.stringify(ready)}`);
 
     const room = `relay-${randomBytes(6).toString('hex')}`;
