@@ -1205,18 +1205,23 @@ impl Actor {
         }
     }
 
+    /// What the end of the held block is: the cut of a last stretch, or a
+    /// boundary before the next block.
+    fn block_end_op(&self) -> Op {
+        if self.l.limit.is_some() {
+            Op::Cut
+        } else {
+            Op::Boundary
+        }
+    }
+
     /// Timers: the end of the held block (boundary or cut), warnings.
     /// Returns true when the session is over.
     async fn on_wake(&mut self) -> bool {
-        if self.elapsed_ms() >= self.l.block_end_ms {
-            let op = if self.l.limit.is_some() {
-                Op::Cut
-            } else {
-                Op::Boundary
-            };
-            if self.settle_retrying(op).await {
-                return true;
-            }
+        if self.elapsed_ms() >= self.l.block_end_ms
+            && self.settle_retrying(self.block_end_op()).await
+        {
+            return true;
         }
         self.announce();
         false
@@ -1231,12 +1236,7 @@ impl Actor {
         // A block that ran out while the request was on its way settles
         // first (a pause cannot reach back before a settle).
         while !self.over && self.elapsed_ms() >= self.l.block_end_ms {
-            let op = if self.l.limit.is_some() {
-                Op::Cut
-            } else {
-                Op::Boundary
-            };
-            if self.settle_retrying(op).await {
+            if self.settle_retrying(self.block_end_op()).await {
                 return true;
             }
         }
