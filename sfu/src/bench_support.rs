@@ -132,11 +132,12 @@ impl ForwardingBench {
     }
 
     fn publish(&mut self, now: Instant) {
-        let (joined, sid) = self
+        let sid = self
             .shard
             .join(now, join_request("publisher"))
-            .expect("publisher joins");
-        drop(joined);
+            .expect("publisher joins")
+            .participant
+            .sid;
         let track = video_track(self.ssrc);
         self.sender = Some(self.publisher.pc.add_track(track).expect("add_track"));
         let offer = self.publisher.pc.create_offer(None).expect("offer");
@@ -167,17 +168,21 @@ impl ForwardingBench {
 
     fn subscribe(&mut self, index: usize) {
         let now = Instant::now();
-        let (mut joined, sid) = self
+        let sid = self
             .shard
             .join(now, join_request(&format!("subscriber-{index}")))
-            .expect("subscriber joins");
-        let offer = loop {
-            match joined.events.try_recv() {
-                Ok(crate::session::ParticipantEvent::SubscribeOffer { sdp }) => break sdp,
-                Ok(_) => continue,
-                Err(_) => panic!("no subscribe offer for subscriber {index}"),
+            .expect("subscriber joins")
+            .participant
+            .sid;
+        let mut offer = None;
+        while let Some((to, event)) = self.shard.poll_event() {
+            if let crate::session::ParticipantEvent::SubscribeOffer { sdp } = event
+                && to == sid
+            {
+                offer = Some(sdp);
             }
-        };
+        }
+        let offer = offer.unwrap_or_else(|| panic!("no subscribe offer for subscriber {index}"));
         let addr = loopback(3, 10_000 + index as u16);
         let mut pc = client(addr, now);
         pc.set_remote_description(now, RTCSessionDescription::offer(offer).expect("sdp"))

@@ -418,7 +418,11 @@ mod tests {
         let (mut shard, server) = new_shard(Duration::from_millis(500));
         let addr = loopback(2, 10_000);
         let mut pc = client(addr, now);
-        let (_joined, sid) = shard.join(now, join_request("publisher")).unwrap();
+        let sid = shard
+            .join(now, join_request("publisher"))
+            .unwrap()
+            .participant
+            .sid;
         pc.add_track(video_track(0x5eed)).unwrap();
         let offer = pc.create_offer(None).unwrap();
         pc.set_local_description(now, offer).unwrap();

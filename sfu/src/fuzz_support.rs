@@ -44,10 +44,12 @@ impl OfferTarget {
     /// or why the offer was refused.
     pub fn apply(&mut self, sdp: &str) -> Result<String, String> {
         let now = Instant::now();
-        let (joined, sid) = self
+        let sid = self
             .shard
             .join(now, join_request("offerer"))
-            .map_err(|e| format!("join: {e}"))?;
+            .map_err(|e| format!("join: {e}"))?
+            .participant
+            .sid;
         let answer = self
             .shard
             .publish_offer(now, ROOM, &sid, sdp.to_owned())
@@ -55,7 +57,7 @@ impl OfferTarget {
         self.shard
             .remove_participant(now, ROOM, &sid, LeaveReason::Left);
         while self.shard.poll_transmit().is_some() {}
-        drop(joined);
+        while self.shard.poll_event().is_some() {}
         answer
     }
 }

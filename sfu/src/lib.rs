@@ -17,6 +17,7 @@ pub mod fuzz_support;
 mod ice_creds;
 mod ids;
 mod metrics;
+mod outbox;
 mod participant;
 mod route;
 mod sdp_check;

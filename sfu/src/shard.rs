@@ -28,7 +28,6 @@ use rtc::rtp_transceiver::{
 };
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
-use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::config::SfuConfig;
@@ -37,15 +36,24 @@ use crate::engine::new_peer_connection;
 use crate::ice_creds::{Checked, Credentials, IceCreds};
 use crate::ids;
 use crate::metrics::WorkerMetrics;
+use crate::outbox::Outbox;
 use crate::route::{Arrival, Route, Routes};
 use crate::sdp_check;
 use crate::session::{
-    JoinRequest, Joined, LeaveReason, ParticipantEvent, ParticipantInfo, ReconnectReason, Resumed,
+    JoinRequest, LeaveReason, ParticipantEvent, ParticipantInfo, ReconnectReason, Resumed,
     RoomInfo, SfuError, TrackInfo, TrackKind, TransportRole,
 };
 use crate::stun::{self, ice_username};
 
 pub(crate) type TransportId = u64;
+
+/// A participant admitted to a room: what its client is told in `joined`.
+/// Its events come out of `Shard::poll_event` under `participant.sid`.
+pub(crate) struct Admission {
+    pub room: RoomInfo,
+    pub participant: ParticipantInfo,
+    pub others: Vec<ParticipantInfo>,
+}
 
 /// A datagram for the worker loop to send: on the UDP socket, or framed on
 /// the ICE-TCP connection from `to`.
@@ -134,7 +142,6 @@ struct Participant {
     can_subscribe: bool,
     publisher: Option<TransportId>,
     subscriber: Option<TransportId>,
-    events: mpsc::UnboundedSender<ParticipantEvent>,
     /// A subscribe offer is out and its answer not yet in.
     offer_pending: bool,
     /// Subscriptions changed while an offer was pending.
@@ -192,6 +199,8 @@ pub(crate) struct Shard {
     heard_again: Vec<TransportId>,
     next_liveness_check: Option<Instant>,
     metrics: WorkerMetrics,
+    /// Events for participants, polled out by the worker.
+    outbox: Outbox,
 }
 
 fn kind_of(kind: RtpCodecKind) -> TrackKind {
@@ -226,11 +235,6 @@ impl Participant {
             tracks,
         }
     }
-
-    fn send(&self, event: ParticipantEvent) {
-        // A closed channel means the signaling side is gone; its leave is on the way.
-        let _ = self.events.send(event);
-    }
 }
 
 impl Producer {
@@ -256,10 +260,10 @@ impl Room {
         }
     }
 
-    fn broadcast(&self, except: Option<&str>, event: &ParticipantEvent) {
+    fn broadcast(&self, outbox: &mut Outbox, except: Option<&str>, event: &ParticipantEvent) {
         for p in self.participants.values() {
             if Some(p.sid.as_str()) != except {
-                p.send(event.clone());
+                outbox.send(&p.sid, event.clone());
             }
         }
     }
@@ -290,7 +294,13 @@ impl Shard {
             heard_again: Vec::new(),
             next_liveness_check: None,
             metrics,
+            outbox: Outbox::default(),
         }
+    }
+
+    /// The next event for a participant: (its sid, the event).
+    pub(crate) fn poll_event(&mut self) -> Option<(String, ParticipantEvent)> {
+        self.outbox.poll()
     }
 
     #[cfg(test)]
@@ -675,16 +685,19 @@ impl Shard {
         info!(room = %room_name, participant = %sid, identity = %p.identity, "participant reconnecting");
         self.metrics.reconnecting.inc();
         if let Some(silent_for) = silent_for {
-            p.send(ParticipantEvent::Reconnecting {
-                reason: ReconnectReason::MediaSilent,
-                silent_for,
-            });
+            self.outbox.send(
+                &p.sid,
+                ParticipantEvent::Reconnecting {
+                    reason: ReconnectReason::MediaSilent,
+                    silent_for,
+                },
+            );
         }
         let event = ParticipantEvent::ParticipantReconnecting {
             participant_sid: sid.to_owned(),
             identity: p.identity.clone(),
         };
-        room.broadcast(Some(sid), &event);
+        room.broadcast(&mut self.outbox, Some(sid), &event);
     }
 
     /// Resumes the reconnecting participants whose transports heard traffic.
@@ -723,12 +736,12 @@ impl Shard {
         self.metrics.reconnecting.dec();
         self.metrics.resumes.inc();
         info!(room = %room_name, participant = %sid, identity = %p.identity, "participant resumed");
-        p.send(ParticipantEvent::Resumed);
+        self.outbox.send(&p.sid, ParticipantEvent::Resumed);
         let event = ParticipantEvent::ParticipantResumed {
             participant_sid: sid.to_owned(),
             identity: p.identity.clone(),
         };
-        room.broadcast(Some(sid), &event);
+        room.broadcast(&mut self.outbox, Some(sid), &event);
         self.watch_traffic(room_name, sid, false);
         // The others' decoders lost its video, and its own lost theirs.
         self.request_keyframes_both_ways(now, room_name, sid);
@@ -1125,7 +1138,7 @@ impl Shard {
                             && !p.media_connected
                         {
                             p.media_connected = true;
-                            p.send(ParticipantEvent::MediaConnected);
+                            self.outbox.send(&p.sid, ParticipantEvent::MediaConnected);
                         }
                     }
                     RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
@@ -1222,7 +1235,7 @@ impl Shard {
             track: producer.info(),
         };
         room.producers.insert(sid.clone(), producer);
-        room.broadcast(None, &event);
+        room.broadcast(&mut self.outbox, None, &event);
         self.metrics.tracks.inc();
 
         let subscribers: Vec<String> = room
@@ -1257,6 +1270,7 @@ impl Shard {
         };
         self.metrics.tracks.dec();
         room.broadcast(
+            &mut self.outbox,
             None,
             &ParticipantEvent::TrackUnpublished {
                 participant_sid: producer.owner_sid.clone(),
@@ -1432,7 +1446,8 @@ impl Shard {
                 p.offer_pending = true;
                 p.needs_offer = false;
                 let sdp = t.ice.present(&sdp);
-                p.send(ParticipantEvent::SubscribeOffer { sdp });
+                self.outbox
+                    .send(&p.sid, ParticipantEvent::SubscribeOffer { sdp });
             }
             Ok(None) => {
                 warn!(room = %room_name, participant = %sid, "offer has no local description")
@@ -1446,11 +1461,7 @@ impl Shard {
 
     // ---- commands ----------------------------------------------------------
 
-    pub(crate) fn join(
-        &mut self,
-        now: Instant,
-        req: JoinRequest,
-    ) -> Result<(Joined, String), SfuError> {
+    pub(crate) fn join(&mut self, now: Instant, req: JoinRequest) -> Result<Admission, SfuError> {
         let max = self.config.max_participants;
         // The same identity joining again replaces the old session, as in LiveKit.
         let duplicate = self.rooms.get(&req.room).and_then(|r| {
@@ -1495,7 +1506,6 @@ impl Shard {
         } else {
             None
         };
-        let (tx, rx) = mpsc::unbounded_channel();
         let participant = Participant {
             sid: sid.clone(),
             identity: req.identity.clone(),
@@ -1504,7 +1514,6 @@ impl Shard {
             can_subscribe: req.can_subscribe,
             publisher,
             subscriber: None,
-            events: tx,
             offer_pending: false,
             needs_offer: false,
             subscriptions: HashMap::new(),
@@ -1523,6 +1532,7 @@ impl Shard {
             room.participants.values().map(|p| p.info(room)).collect();
         others.sort_by(|a, b| a.identity.cmp(&b.identity));
         room.broadcast(
+            &mut self.outbox,
             None,
             &ParticipantEvent::ParticipantJoined {
                 participant: info.clone(),
@@ -1543,15 +1553,11 @@ impl Shard {
             }
         }
         self.flush(now);
-        Ok((
-            Joined {
-                room: room_info,
-                participant: info,
-                others,
-                events: rx,
-            },
-            sid,
-        ))
+        Ok(Admission {
+            room: room_info,
+            participant: info,
+            others,
+        })
     }
 
     pub(crate) fn remove_participant(
@@ -1569,7 +1575,8 @@ impl Shard {
         };
         self.metrics.participants.dec();
         info!(room = %room_name, participant = %sid, identity = %participant.identity, reason = reason.as_str(), "participant left");
-        participant.send(ParticipantEvent::Ended { reason });
+        self.outbox
+            .send(&participant.sid, ParticipantEvent::Ended { reason });
         // Its consumers of others' tracks go with its subscriber transport.
         for producer in room.producers.values_mut() {
             let before = producer.consumers.len();
@@ -1592,6 +1599,7 @@ impl Shard {
         }
         if let Some(room) = self.rooms.get(room_name) {
             room.broadcast(
+                &mut self.outbox,
                 None,
                 &ParticipantEvent::ParticipantLeft {
                     participant_sid: participant.sid.clone(),
@@ -1832,6 +1840,7 @@ impl Shard {
         if producer.muted != muted {
             producer.muted = muted;
             room.broadcast(
+                &mut self.outbox,
                 None,
                 &ParticipantEvent::TrackMuted {
                     participant_sid: sid.to_owned(),

@@ -14,7 +14,6 @@ use rtc::rtp;
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
-use tokio::sync::mpsc;
 
 use crate::bench_support::{ROOM, client, join_request, loopback, new_shard, video_track};
 use crate::route::Route;
@@ -40,7 +39,9 @@ struct Sim {
     sender: RTCRtpSenderId,
     seq: u16,
     connected: bool,
-    events: mpsc::UnboundedReceiver<ParticipantEvent>,
+    /// The participant's sid, and its events not yet read.
+    sid: String,
+    events: Vec<ParticipantEvent>,
     /// Every datagram the server sent: when, where, and whether it was STUN.
     sent: Vec<(Instant, Route, bool)>,
     /// Loses server datagrams the filter picks.
@@ -63,7 +64,11 @@ impl Sim {
         let start = Instant::now();
         let (mut shard, server) = new_shard(Duration::from_millis(500));
         let mut pc = client(loopback(2, 10_000), start);
-        let (joined, sid) = shard.join(start, join_request("alice")).unwrap();
+        let sid = shard
+            .join(start, join_request("alice"))
+            .unwrap()
+            .participant
+            .sid;
         let sender = pc.add_track(video_track(SSRC)).unwrap();
         let offer = pc.create_offer(None).unwrap();
         pc.set_local_description(start, offer).unwrap();
@@ -83,7 +88,8 @@ impl Sim {
             sender,
             seq: 0,
             connected: false,
-            events: joined.events,
+            sid,
+            events: Vec::new(),
             sent: Vec::new(),
             lose: Box::new(|_| false),
             reverse_client: false,
@@ -138,6 +144,11 @@ impl Sim {
         }
         while self.pc.poll_read().is_some() {}
         self.shard.handle_timeout(now);
+        while let Some((to, event)) = self.shard.poll_event() {
+            if to == self.sid {
+                self.events.push(event);
+            }
+        }
         let mut transmits = Vec::new();
         while let Some(t) = self.shard.poll_transmit() {
             transmits.push(t);
@@ -192,13 +203,9 @@ impl Sim {
         routes
     }
 
-    /// The participant's own events so far, with when they were read.
+    /// The participant's own events since they were last read.
     fn events(&mut self) -> Vec<ParticipantEvent> {
-        let mut all = Vec::new();
-        while let Ok(e) = self.events.try_recv() {
-            all.push(e);
-        }
-        all
+        std::mem::take(&mut self.events)
     }
 }
 

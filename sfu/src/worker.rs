@@ -3,6 +3,7 @@
 //! and the clock and drives its `Shard`; everything else reaches it as a
 //! `Command` over a channel (new ICE-TCP connections too, from the acceptor).
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
 use std::thread::JoinHandle;
@@ -18,8 +19,8 @@ use tracing::{debug, info_span, warn};
 use crate::config::SfuConfig;
 use crate::metrics::{TcpMetrics, WorkerMetrics};
 use crate::session::{
-    IceCandidate, JoinRequest, Joined, LeaveReason, ParticipantInfo, Resumed, RoomInfo, SfuError,
-    TransportRole,
+    IceCandidate, JoinRequest, Joined, LeaveReason, ParticipantEvent, ParticipantInfo, Resumed,
+    RoomInfo, SfuError, TransportRole,
 };
 use crate::shard::Shard;
 use crate::tcp::{SendError, TcpConns, TcpEvent, TcpHandoff};
@@ -166,6 +167,35 @@ pub(crate) fn spawn(
     })
 }
 
+/// Each participant's event channel, by sid: where the events the shard
+/// polls out go.
+#[derive(Default)]
+struct Mailboxes {
+    by_sid: HashMap<String, mpsc::UnboundedSender<ParticipantEvent>>,
+}
+
+impl Mailboxes {
+    fn open(&mut self, sid: String) -> mpsc::UnboundedReceiver<ParticipantEvent> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.by_sid.insert(sid, tx);
+        rx
+    }
+
+    fn deliver(&mut self, shard: &mut Shard) {
+        while let Some((sid, event)) = shard.poll_event() {
+            let ended = matches!(event, ParticipantEvent::Ended { .. });
+            // A closed channel means the signaling side is gone; its leave
+            // is on the way.
+            if let Some(tx) = self.by_sid.get(&sid) {
+                let _ = tx.send(event);
+            }
+            if ended {
+                self.by_sid.remove(&sid);
+            }
+        }
+    }
+}
+
 async fn run(
     mut shard: Shard,
     socket: UdpSocket,
@@ -173,6 +203,7 @@ async fn run(
     mut rx: mpsc::UnboundedReceiver<Command>,
 ) {
     let mut buf = vec![0u8; 2048];
+    let mut mailboxes = Mailboxes::default();
     loop {
         let now = Instant::now();
         let deadline = shard
@@ -184,11 +215,12 @@ async fn run(
                 None | Some(Command::Shutdown) => {
                     shard.close_all(Instant::now(), LeaveReason::ServerShutdown);
                     send_all(&mut shard, &socket, &mut tcp);
+                    mailboxes.deliver(&mut shard);
                     tcp.shutdown().await;
                     return;
                 }
                 Some(Command::TcpConnection(handoff)) => open_tcp(&mut shard, &mut tcp, handoff),
-                Some(command) => handle(&mut shard, command),
+                Some(command) => handle(&mut shard, &mut mailboxes, command),
             },
             ready = socket.readable() => {
                 if ready.is_ok() {
@@ -218,6 +250,7 @@ async fn run(
             }
         }
         send_all(&mut shard, &socket, &mut tcp);
+        mailboxes.deliver(&mut shard);
     }
 }
 
@@ -302,11 +335,22 @@ fn handle_tcp(shard: &mut Shard, tcp: &mut TcpConns, event: TcpEvent) {
     }
 }
 
-fn handle(shard: &mut Shard, command: Command) {
+fn handle(shard: &mut Shard, mailboxes: &mut Mailboxes, command: Command) {
     let now = Instant::now();
     match command {
         Command::Join(req, reply) => {
-            let _ = reply.send(shard.join(now, req));
+            let joined = shard.join(now, req).map(|admission| {
+                let sid = admission.participant.sid.clone();
+                let events = mailboxes.open(sid.clone());
+                let joined = Joined {
+                    room: admission.room,
+                    participant: admission.participant,
+                    others: admission.others,
+                    events,
+                };
+                (joined, sid)
+            });
+            let _ = reply.send(joined);
         }
         Command::Leave { room, sid, reason } => shard.remove_participant(now, &room, &sid, reason),
         Command::Detach { room, sid } => shard.detach(now, &room, &sid),

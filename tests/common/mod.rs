@@ -820,6 +820,18 @@ async fn dial_tcp_candidates(
     }
 }
 
+/// `TEST_CLIENT_LOG=rtc_dtls=debug` (a tracing filter) shows what the test
+/// clients' own `webrtc`/`rtc` stacks do; the server's log is
+/// `TEST_SERVER_LOG`.
+fn init_client_log() {
+    if let Ok(filter) = std::env::var("TEST_CLIENT_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+}
+
 impl Client {
     pub async fn join(server: &TestServer, token: &str) -> Client {
         Client::join_with(server, token, None).await
@@ -871,6 +883,7 @@ impl Client {
         nat: Option<Arc<nat::Nat>>,
         keepalive: Option<Duration>,
     ) -> Client {
+        init_client_log();
         let (signal, joined) = Signal::join(server, token).await;
         let (out_tx, mut out_rx) = mpsc::unbounded_channel::<String>();
         let received = Arc::new(Received::default());
