@@ -16,6 +16,12 @@
 //! already has (their record sequence numbers repeat), so a needless resend
 //! costs only bandwidth.
 //!
+//! rtc's own timer retransmissions of our flights are held back: they carry
+//! new record sequence numbers, so a client running rtc's handshaker takes
+//! them as new, clears its timer, and never repeats a flight of its own
+//! that was lost. Our resends are byte-identical copies, which such a
+//! client drops as duplicates with its timer left running.
+//!
 //! It also keeps the timer RFC 6347 §4.2.4 gives every flight: when the
 //! client sends nothing new for a while after our flight (1 s, doubling),
 //! the flight goes out again. rtc's handshaker on the other side, when the
@@ -38,9 +44,9 @@ const MAX_FLIGHT_DATAGRAMS: usize = 8;
 const MIN_RESEND_INTERVAL: Duration = Duration::from_millis(20);
 /// RFC 6347 §4.2.4.1 starts at 1 s, doubled at each expiry, capped. Ours
 /// starts later than the client's 1 s: while the client's own timer works,
-/// it repeats its flight first and gets ours in answer; a resend of ours
-/// that crossed its next flight would clear the timer of a client running
-/// rtc's handshaker. Ours only has to act when the client has gone quiet.
+/// it repeats its flight first and gets ours in answer. Ours only has to
+/// act when the client has gone quiet (a client running rtc's handshaker
+/// that got part of a flight of ours and cleared its timer).
 const INITIAL_RTO: Duration = Duration::from_millis(2500);
 const MAX_RTO: Duration = Duration::from_secs(8);
 /// Timer resends of one flight before we leave it to the client.
@@ -136,6 +142,15 @@ pub(crate) enum Inbound {
     Stale,
 }
 
+/// Whether a DTLS datagram of ours goes out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outbound {
+    Send,
+    /// rtc sending a flight of ours again on its own timer: dropped (see
+    /// `FlightReplay::outbound`).
+    Suppress,
+}
+
 /// One transport's view of its DTLS handshake.
 #[derive(Debug, Default)]
 pub(crate) struct FlightReplay {
@@ -192,10 +207,11 @@ impl FlightReplay {
         }
     }
 
-    /// Notes a datagram we send the client.
-    pub(crate) fn outbound(&mut self, now: Instant, data: &BytesMut) {
+    /// Notes a datagram we are about to send the client, and says whether
+    /// it should go.
+    pub(crate) fn outbound(&mut self, now: Instant, data: &BytesMut) -> Outbound {
         if self.over || !is_dtls(data) {
-            return;
+            return Outbound::Send;
         }
         if self.client_seq.is_none() && first_handshake_type(data) == Some(CLIENT_HELLO) {
             self.dtls_client = true;
@@ -209,9 +225,23 @@ impl FlightReplay {
         }
         let keys = records(data);
         let known = self.flight.iter().any(|(_, k)| *k == keys);
+        if known && !self.dtls_client {
+            // rtc's own timer sending a flight again, under new record
+            // sequence numbers: to a client running rtc's handshaker these
+            // are new records, which clear its retransmission timer even
+            // though they change nothing. If the client's next flight was
+            // lost, it then never sends it again, and the handshake sits
+            // for ever (seen in client logs under 5% loss: flight 5 lost,
+            // our flight 4 again 1 s later, the client silent until the
+            // deadline). Byte-identical resends of ours (on the client's
+            // retransmission, or our timer) are duplicates to it and leave
+            // its timer alone; they are the only resends that go out.
+            return Outbound::Suppress;
+        }
         if !known && self.flight.len() < MAX_FLIGHT_DATAGRAMS {
             self.flight.push((data.clone(), keys));
         }
+        Outbound::Send
     }
 
     /// Where the handshake stands, for a log line.
@@ -303,9 +333,13 @@ mod tests {
         let client_hello = record(22, 0, 0, Some(0));
         assert_eq!(replay.inbound(&client_hello), Inbound::NewFlight);
         let server_flight = BytesMut::from(&record(22, 0, 0, Some(0))[..]);
-        replay.outbound(now, &server_flight);
-        // rtc's own retransmission of it: same content, new record number.
-        replay.outbound(now, &BytesMut::from(&record(22, 0, 7, Some(0))[..]));
+        assert_eq!(replay.outbound(now, &server_flight), Outbound::Send);
+        // rtc's own retransmission of it (same content, new record number)
+        // does not go out, and what is kept stays the first copy.
+        assert_eq!(
+            replay.outbound(now, &BytesMut::from(&record(22, 0, 7, Some(0))[..])),
+            Outbound::Suppress
+        );
         let again = record(22, 0, 1, Some(0));
         assert_eq!(replay.inbound(&again), Inbound::Retransmission);
         assert_eq!(replay.resend(now), vec![server_flight.clone()]);

@@ -159,6 +159,7 @@ impl SfuMetrics {
             drop_not_negotiated: drop("not_negotiated"),
             drop_stun_unauthenticated: drop("stun_unauthenticated"),
             drop_dtls_stale: drop("dtls_stale"),
+            drop_dtls_rtc_resend: drop("dtls_rtc_resend"),
         }
     }
 
@@ -274,6 +275,9 @@ pub(crate) struct WorkerMetrics {
     /// retransmission, reordered): rtc's DTLS server would start the
     /// handshake over on it and lose the one in progress.
     pub drop_dtls_stale: IntCounter,
+    /// rtc's own timer retransmission of a DTLS flight of ours (module
+    /// `dtls_flight`: our byte-identical resends replace it).
+    pub drop_dtls_rtc_resend: IntCounter,
 }
 
 pub(crate) struct TcpMetrics {

@@ -31,7 +31,7 @@ use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tracing::{debug, info, warn};
 
 use crate::config::SfuConfig;
-use crate::dtls_flight::{FlightReplay, Inbound, is_dtls};
+use crate::dtls_flight::{FlightReplay, Inbound, Outbound, is_dtls};
 use crate::engine::new_peer_connection;
 use crate::ice_creds::{Checked, Credentials, IceCreds};
 use crate::ids;
@@ -944,7 +944,10 @@ impl Shard {
                     (protocol, to) = (p, addr);
                 }
                 self.metrics.bytes_out.inc_by(payload.len() as u64);
-                t.flights.outbound(now, &payload);
+                if t.flights.outbound(now, &payload) == Outbound::Suppress {
+                    self.metrics.drop_dtls_rtc_resend.inc();
+                    continue;
+                }
                 self.transmits.push_back(Transmit {
                     protocol,
                     to,

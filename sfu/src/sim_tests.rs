@@ -2,10 +2,11 @@
 //! link: the client's address or transport changes, its traffic stops, or
 //! the server's DTLS never reaches it; what the shard does about it.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::sdp::RTCSessionDescription;
@@ -46,10 +47,16 @@ struct Sim {
     sent: Vec<(Instant, Route, bool)>,
     /// Loses server datagrams the filter picks.
     lose: LossFilter,
+    /// Loses client datagrams the filter picks.
+    lose_client: LossFilter,
     /// Each tick's client datagrams reach the server in reverse order.
     reverse_client: bool,
     /// Each tick's server datagrams reach the client in reverse order.
     reverse_server: bool,
+    /// How long the server's datagrams take to reach the client.
+    server_delay: Duration,
+    /// Server datagrams on their way: when they arrive, and what.
+    in_flight: VecDeque<(Instant, BytesMut)>,
 }
 
 type LossFilter = Box<dyn FnMut(&[u8]) -> bool>;
@@ -92,8 +99,11 @@ impl Sim {
             events: Vec::new(),
             sent: Vec::new(),
             lose: Box::new(|_| false),
+            lose_client: Box::new(|_| false),
             reverse_client: false,
             reverse_server: false,
+            server_delay: Duration::ZERO,
+            in_flight: VecDeque::new(),
         }
     }
 
@@ -106,6 +116,11 @@ impl Sim {
     fn step(&mut self) {
         self.now += TICK;
         let now = self.now;
+        while self.in_flight.front().is_some_and(|(at, _)| *at <= now) {
+            if let Some((_, payload)) = self.in_flight.pop_front() {
+                self.deliver_to_client(now, payload);
+            }
+        }
         let _ = self.pc.handle_timeout(now);
         if self.connected && (self.elapsed().as_millis() / 10).is_multiple_of(2) {
             self.seq = self.seq.wrapping_add(1);
@@ -133,6 +148,9 @@ impl Sim {
             outs.reverse();
         }
         for out in outs {
+            if (self.lose_client)(&out) {
+                continue;
+            }
             if let Some((protocol, addr)) = self.from {
                 self.shard.handle_datagram(now, protocol, addr, &out);
             }
@@ -159,21 +177,31 @@ impl Sim {
         for t in transmits {
             let route = (t.protocol, t.to);
             let stun = t.payload.first().is_some_and(|b| *b < 4);
+
             self.sent.push((now, route, stun));
             if route != self.listens || (self.lose)(&t.payload) {
                 continue;
             }
-            let _ = self.pc.handle_read(TaggedBytesMut {
-                now,
-                transport: TransportContext {
-                    local_addr: self.local,
-                    peer_addr: self.server,
-                    ecn: None,
-                    transport_protocol: TransportProtocol::UDP,
-                },
-                message: t.payload,
-            });
+            if self.server_delay.is_zero() {
+                self.deliver_to_client(now, t.payload);
+            } else {
+                self.in_flight
+                    .push_back((now + self.server_delay, t.payload));
+            }
         }
+    }
+
+    fn deliver_to_client(&mut self, now: Instant, message: BytesMut) {
+        let _ = self.pc.handle_read(TaggedBytesMut {
+            now,
+            transport: TransportContext {
+                local_addr: self.local,
+                peer_addr: self.server,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
+            message,
+        });
     }
 
     fn run_for(&mut self, d: Duration) {
@@ -368,4 +396,39 @@ fn dtls_completes_when_each_flight_arrives_in_reverse_order() {
             "no connection with client datagrams reversed: {client}, server's: {server}"
         );
     }
+}
+
+#[test]
+fn a_lost_client_flight_is_sent_again_because_only_identical_copies_of_ours_are_resent() {
+    // The client's flight 5 (Certificate … Finished) is lost once. Its
+    // handshaker (rtc's) clears its retransmission timer on any new
+    // handshake record; rtc's DTLS server on our side sends its flight 4
+    // again on its own 1 s timer under new record numbers, which used to
+    // reach the client before its own timer fired and leave it waiting
+    // for ever. With those held back, the client's timer repeats flight 5.
+    let mut sim = Sim::new(udp(2, 10_000));
+    // With a one-way delay, our flight 4 (and so the client's flight 5)
+    // goes out a tick before the client's: rtc's server timer fires first.
+    sim.server_delay = TICK;
+    let mut lost = 0;
+    sim.lose_client = Box::new(move |d| {
+        // An epoch-0 handshake record carrying a Certificate (type 11):
+        // the client's flight 5 starts with it.
+        let flight5 = d.len() > 13 && d[0] == 22 && d[3..5] == [0, 0] && d[13] == 11;
+
+        if flight5 && lost == 0 {
+            lost += 1;
+            return true;
+        }
+        false
+    });
+    let deadline = sim.now + Duration::from_secs(5);
+    while !sim.connected && sim.now < deadline {
+        sim.step();
+    }
+    assert!(
+        sim.connected,
+        "no connection 5 s after the client's flight 5 was lost"
+    );
+    assert!(sim.shard.metrics().drop_dtls_rtc_resend.get() >= 1);
 }
