@@ -10,6 +10,7 @@
 #[doc(hidden)]
 pub mod bench_support;
 mod config;
+mod consumer;
 mod dtls_flight;
 mod engine;
 #[doc(hidden)]
@@ -19,6 +20,8 @@ mod ids;
 mod metrics;
 mod outbox;
 mod participant;
+mod producer;
+mod room;
 mod route;
 mod sdp_check;
 mod session;
@@ -27,6 +30,7 @@ mod shard;
 mod sim_tests;
 mod stun;
 mod tcp;
+mod transport;
 mod worker;
 
 pub use config::SfuConfig;

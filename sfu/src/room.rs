@@ -1,0 +1,98 @@
+//! A room and its participants as the media plane keeps them.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use rtc::rtp_transceiver::RTCRtpSenderId;
+
+use crate::outbox::Outbox;
+use crate::producer::Producer;
+use crate::session::{ParticipantEvent, ParticipantInfo, RoomInfo, TrackInfo};
+use crate::transport::TransportId;
+
+pub(crate) struct Participant {
+    pub(crate) sid: String,
+    pub(crate) identity: String,
+    pub(crate) name: String,
+    pub(crate) can_publish: bool,
+    pub(crate) can_subscribe: bool,
+    pub(crate) publisher: Option<TransportId>,
+    pub(crate) subscriber: Option<TransportId>,
+    /// A subscribe offer is out and its answer not yet in.
+    pub(crate) offer_pending: bool,
+    /// Subscriptions changed while an offer was pending.
+    pub(crate) needs_offer: bool,
+    /// Producer sid → the consumer's sender on this participant's subscriber transport.
+    pub(crate) subscriptions: HashMap<String, RTCRtpSenderId>,
+    /// One of its transports has connected.
+    pub(crate) media_connected: bool,
+    /// Nothing is forwarded from or to it until the control plane releases
+    /// it (a paid call waiting for its first hold in the ledger).
+    pub(crate) media_held: bool,
+    /// Its signaling connection is gone and not yet resumed.
+    pub(crate) detached: bool,
+    pub(crate) reconnecting: Option<Reconnecting>,
+}
+
+/// A participant whose connection is lost, waiting to resume.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Reconnecting {
+    /// When it was declared: the grace runs from here.
+    pub(crate) declared: Instant,
+    /// When its traffic (or its signaling) stopped: traffic after this
+    /// means it is back.
+    pub(crate) stopped_at: Instant,
+}
+
+pub(crate) struct Room {
+    pub(crate) name: String,
+    pub(crate) sid: String,
+    pub(crate) participants: HashMap<String, Participant>,
+    pub(crate) producers: HashMap<String, Producer>,
+    pub(crate) empty_since: Option<Instant>,
+}
+
+impl Participant {
+    pub(crate) fn info(&self, room: &Room) -> ParticipantInfo {
+        let mut tracks: Vec<TrackInfo> = room
+            .producers
+            .values()
+            .filter(|p| p.owner_sid == self.sid)
+            .map(Producer::info)
+            .collect();
+        tracks.sort_by(|a, b| a.sid.cmp(&b.sid));
+        ParticipantInfo {
+            sid: self.sid.clone(),
+            identity: self.identity.clone(),
+            name: self.name.clone(),
+            can_publish: self.can_publish,
+            can_subscribe: self.can_subscribe,
+            tracks,
+        }
+    }
+}
+
+impl Room {
+    pub(crate) fn info(&self, max_participants: usize) -> RoomInfo {
+        RoomInfo {
+            name: self.name.clone(),
+            sid: self.sid.clone(),
+            max_participants,
+            num_participants: self.participants.len(),
+            num_tracks: self.producers.len(),
+        }
+    }
+
+    pub(crate) fn broadcast(
+        &self,
+        outbox: &mut Outbox,
+        except: Option<&str>,
+        event: &ParticipantEvent,
+    ) {
+        for p in self.participants.values() {
+            if Some(p.sid.as_str()) != except {
+                outbox.send(&p.sid, event.clone());
+            }
+        }
+    }
+}

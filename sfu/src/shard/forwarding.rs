@@ -1,0 +1,319 @@
+//! Producers and consumers: a publisher's tracks opening and closing, a
+//! subscriber's consumers of them, and each RTP packet's way from one to
+//! the others.
+
+use std::time::Instant;
+
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::event::RTCTrackEventInit;
+use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
+use rtc::rtp;
+use rtc::rtp_transceiver::RTCRtpTransceiverId;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::sansio::Protocol;
+use tracing::{info, warn};
+
+use crate::ids;
+use crate::session::{ParticipantEvent, TrackKind, TransportRole};
+
+use super::Shard;
+use crate::consumer::Consumer;
+use crate::consumer::negotiated_payload_type;
+use crate::producer::Producer;
+use crate::transport::TransportId;
+
+impl Shard {
+    pub(super) fn forward(
+        &mut self,
+        now: Instant,
+        from: TransportId,
+        track_id: &str,
+        mut packet: rtp::Packet,
+    ) {
+        self.metrics.packets_in.inc();
+        let Some(t) = self.transports.get(&from) else {
+            self.metrics.drop_unroutable.inc();
+            return;
+        };
+        if t.media_held {
+            self.metrics.drop_media_held.inc();
+            return;
+        }
+        let Some(producer_sid) = t.producers.get(track_id) else {
+            self.metrics.drop_unroutable.inc();
+            return;
+        };
+        let Some(room) = self.rooms.get_mut(&t.room) else {
+            self.metrics.drop_unroutable.inc();
+            return;
+        };
+        let Some(producer) = room.producers.get_mut(producer_sid) else {
+            self.metrics.drop_unroutable.inc();
+            return;
+        };
+        if producer.muted {
+            self.metrics.drop_muted.inc();
+            return;
+        }
+        // Extension ids are negotiated per leg; the subscriber's interceptors
+        // add the ones its leg needs (transport-wide sequence numbers).
+        packet.header.extension = false;
+        packet.header.extensions.clear();
+        packet.header.extension_profile = 0;
+        for consumer in &mut producer.consumers {
+            let Some(sub) = self.transports.get_mut(&consumer.transport) else {
+                self.metrics.drop_unroutable.inc();
+                continue;
+            };
+            if !sub.connected {
+                self.metrics.drop_not_connected.inc();
+                continue;
+            }
+            if sub.media_held {
+                self.metrics.drop_media_held.inc();
+                continue;
+            }
+            let payload_type = match consumer.payload_type {
+                Some(pt) => pt,
+                None => {
+                    match negotiated_payload_type(&mut sub.pc, consumer.sender_id, &producer.codec)
+                    {
+                        Some(pt) => {
+                            consumer.payload_type = Some(pt);
+                            pt
+                        }
+                        None => {
+                            self.metrics.drop_not_negotiated.inc();
+                            continue;
+                        }
+                    }
+                }
+            };
+            let mut out = packet.clone();
+            out.header.ssrc = consumer.ssrc;
+            out.header.payload_type = payload_type;
+            // Our own SSRC and payload type were checked when the payload type
+            // was resolved; `handle_write` skips re-deriving sender parameters
+            // on every packet.
+            match sub.pc.handle_write(TaggedRTCMessage {
+                now,
+                message: RTCMessage::RtpPacket(String::new(), out),
+            }) {
+                Ok(()) => self.metrics.packets_out.inc(),
+                Err(_) => self.metrics.drop_send_failed.inc(),
+            }
+            if !sub.queued {
+                sub.queued = true;
+                self.dirty.push(consumer.transport);
+            }
+        }
+    }
+
+    pub(super) fn open_producer(&mut self, now: Instant, id: TransportId, init: RTCTrackEventInit) {
+        let Some(t) = self.transports.get_mut(&id) else {
+            return;
+        };
+        if t.role != TransportRole::Publisher || t.producers.contains_key(&init.track_id) {
+            return;
+        }
+        let transceiver_id = RTCRtpTransceiverId::from(init.receiver_id);
+        let mid =
+            t.pc.rtp_transceiver(transceiver_id)
+                .and_then(|tr| tr.mid().clone());
+        let Some(receiver) = t.pc.rtp_receiver(init.receiver_id) else {
+            return;
+        };
+        let track = receiver.track();
+        let kind = kind_of(track.kind());
+        let Some(codec) = track.codec(init.ssrc).cloned() else {
+            warn!(
+                transport = id,
+                ssrc = init.ssrc,
+                "track opened with no codec"
+            );
+            return;
+        };
+        let sid = ids::track_sid();
+        t.producers.insert(init.track_id.clone(), sid.clone());
+        let (room_name, owner_sid) = (t.room.clone(), t.participant_sid.clone());
+        let Some(room) = self.rooms.get_mut(&room_name) else {
+            return;
+        };
+        let producer = Producer {
+            sid: sid.clone(),
+            owner_sid: owner_sid.clone(),
+            transport: id,
+            receiver_id: init.receiver_id,
+            kind,
+            mid,
+            codec,
+            media_ssrc: init.ssrc,
+            muted: false,
+            consumers: Vec::new(),
+            last_keyframe_request: None,
+        };
+        info!(room = %room_name, participant = %owner_sid, track = %sid, ?kind, codec = %producer.codec.mime_type, "track published");
+        let event = ParticipantEvent::TrackPublished {
+            participant_sid: owner_sid.clone(),
+            track: producer.info(),
+        };
+        room.producers.insert(sid.clone(), producer);
+        room.broadcast(&mut self.outbox, None, &event);
+        self.metrics.tracks.inc();
+
+        let subscribers: Vec<String> = room
+            .participants
+            .values()
+            .filter(|p| p.sid != owner_sid && p.can_subscribe)
+            .map(|p| p.sid.clone())
+            .collect();
+        for sub in subscribers {
+            self.subscribe(now, &room_name, &sub, &sid);
+            self.negotiate_subscriber(now, &room_name, &sub);
+        }
+    }
+
+    pub(super) fn close_producer(&mut self, now: Instant, id: TransportId, track_id: &str) {
+        let Some(t) = self.transports.get_mut(&id) else {
+            return;
+        };
+        let Some(sid) = t.producers.remove(track_id) else {
+            return;
+        };
+        let room = t.room.clone();
+        self.remove_producer(now, &room, &sid);
+    }
+
+    pub(super) fn remove_producer(&mut self, now: Instant, room_name: &str, producer_sid: &str) {
+        let Some(room) = self.rooms.get_mut(room_name) else {
+            return;
+        };
+        let Some(producer) = room.producers.remove(producer_sid) else {
+            return;
+        };
+        self.metrics.tracks.dec();
+        room.broadcast(
+            &mut self.outbox,
+            None,
+            &ParticipantEvent::TrackUnpublished {
+                participant_sid: producer.owner_sid.clone(),
+                track_sid: producer.sid.clone(),
+            },
+        );
+        let mut renegotiate = Vec::new();
+        for consumer in producer.consumers {
+            self.metrics.subscriptions.dec();
+            if let Some(p) = room.participants.get_mut(&consumer.subscriber_sid) {
+                p.subscriptions.remove(producer_sid);
+            }
+            if let Some(t) = self.transports.get_mut(&consumer.transport)
+                && t.pc.remove_track(consumer.sender_id).is_ok()
+            {
+                renegotiate.push(consumer.subscriber_sid);
+            }
+        }
+        for sub in renegotiate {
+            self.negotiate_subscriber(now, room_name, &sub);
+        }
+    }
+
+    /// Adds a consumer of `producer_sid` on `subscriber_sid`'s subscriber transport.
+    pub(super) fn subscribe(
+        &mut self,
+        now: Instant,
+        room_name: &str,
+        subscriber_sid: &str,
+        producer_sid: &str,
+    ) {
+        let Some(transport_id) = self.ensure_subscriber_transport(now, room_name, subscriber_sid)
+        else {
+            return;
+        };
+        let Some(room) = self.rooms.get_mut(room_name) else {
+            return;
+        };
+        let Some(producer) = room.producers.get_mut(producer_sid) else {
+            return;
+        };
+        let Some(participant) = room.participants.get_mut(subscriber_sid) else {
+            return;
+        };
+        if participant.subscriptions.contains_key(producer_sid) {
+            return;
+        }
+        let Some(t) = self.transports.get_mut(&transport_id) else {
+            return;
+        };
+        let ssrc = rand::random::<u32>();
+        let track = MediaStreamTrack::new(
+            producer.owner_sid.clone(),
+            producer.sid.clone(),
+            producer.sid.clone(),
+            rtc_kind(producer.kind),
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                codec: producer.codec.clone(),
+                ..Default::default()
+            }],
+        );
+        match t.pc.add_track(track) {
+            Ok(sender_id) => {
+                participant
+                    .subscriptions
+                    .insert(producer_sid.to_owned(), sender_id);
+                producer.consumers.push(Consumer {
+                    subscriber_sid: subscriber_sid.to_owned(),
+                    transport: transport_id,
+                    sender_id,
+                    ssrc,
+                    payload_type: None,
+                });
+                self.metrics.subscriptions.inc();
+            }
+            Err(e) => {
+                warn!(room = %room_name, subscriber = %subscriber_sid, error = %e, "could not add consumer")
+            }
+        }
+    }
+
+    pub(super) fn ensure_subscriber_transport(
+        &mut self,
+        now: Instant,
+        room_name: &str,
+        sid: &str,
+    ) -> Option<TransportId> {
+        let participant = self.rooms.get(room_name)?.participants.get(sid)?;
+        if participant.subscriber.is_some() {
+            return participant.subscriber;
+        }
+        let held = participant.media_held;
+        let id = self
+            .new_transport(now, room_name, sid, TransportRole::Subscriber, held)
+            .ok()?;
+        self.rooms
+            .get_mut(room_name)?
+            .participants
+            .get_mut(sid)?
+            .subscriber = Some(id);
+        Some(id)
+    }
+}
+
+fn kind_of(kind: RtpCodecKind) -> TrackKind {
+    match kind {
+        RtpCodecKind::Audio => TrackKind::Audio,
+        _ => TrackKind::Video,
+    }
+}
+
+fn rtc_kind(kind: TrackKind) -> RtpCodecKind {
+    match kind {
+        TrackKind::Audio => RtpCodecKind::Audio,
+        TrackKind::Video => RtpCodecKind::Video,
+    }
+}

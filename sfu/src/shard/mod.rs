@@ -1,0 +1,654 @@
+//! The state one media worker owns: its rooms, their participants'
+//! transports, and the tables that route datagrams and RTP packets. No I/O
+//! happens here: the worker loop feeds datagrams (UDP, or ICE-TCP frames),
+//! commands and time in, and takes datagrams out (`poll_transmit`), the way
+//! quinn-proto splits protocol state from sockets.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
+use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+use rtc::rtp;
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use tracing::{debug, info};
+
+use crate::config::SfuConfig;
+use crate::dtls_flight::{FlightReplay, Inbound, Outbound, is_dtls};
+use crate::engine::new_peer_connection;
+use crate::ice_creds::{Checked, IceCreds};
+use crate::ids;
+use crate::metrics::WorkerMetrics;
+use crate::outbox::Outbox;
+use crate::room::{Participant, Room};
+use crate::route::{Arrival, Route, Routes};
+use crate::session::{
+    LeaveReason, ParticipantEvent, ParticipantInfo, RoomInfo, SfuError, TransportRole,
+};
+use crate::stun::{self, ice_username};
+use crate::transport::{MAX_EARLY_DATAGRAMS, MAX_TCP_PER_TRANSPORT, Transport};
+
+mod forwarding;
+mod keyframes;
+mod liveness;
+mod negotiation;
+mod rooms;
+
+pub(crate) use crate::transport::TransportId;
+
+/// A participant admitted to a room: what its client is told in `joined`.
+/// Its events come out of `Shard::poll_event` under `participant.sid`.
+pub(crate) struct Admission {
+    pub room: RoomInfo,
+    pub participant: ParticipantInfo,
+    pub others: Vec<ParticipantInfo>,
+}
+
+/// A datagram for the worker loop to send: on the UDP socket, or framed on
+/// the ICE-TCP connection from `to`.
+pub(crate) struct Transmit {
+    pub protocol: TransportProtocol,
+    pub to: SocketAddr,
+    pub payload: BytesMut,
+}
+
+/// How often participants' liveness is judged (silence, grace, DTLS deadline).
+const LIVENESS_TICK: std::time::Duration = std::time::Duration::from_millis(250);
+
+pub(crate) struct Shard {
+    config: SfuConfig,
+    /// Index of the worker owning this shard, the prefix of its ufrags.
+    worker: usize,
+    /// The address in our UDP ICE candidates; `TransportContext.local_addr` must equal it.
+    local_addr: SocketAddr,
+    /// The address in our passive TCP ICE candidates; likewise for TCP frames.
+    tcp_addr: SocketAddr,
+    rooms: HashMap<String, Room>,
+    transports: HashMap<TransportId, Transport>,
+    by_addr: HashMap<Route, TransportId>,
+    by_ufrag: HashMap<String, TransportId>,
+    next_transport_id: TransportId,
+    transmits: VecDeque<Transmit>,
+    /// ICE-TCP connections whose transport closed, for the worker to close.
+    closed_tcp: Vec<SocketAddr>,
+    /// Transports that may have output since they were last drained.
+    dirty: Vec<TransportId>,
+    inbound_rtp: Vec<(String, rtp::Packet)>,
+    /// Transports of reconnecting participants that heard traffic.
+    heard_again: Vec<TransportId>,
+    next_liveness_check: Option<Instant>,
+    metrics: WorkerMetrics,
+    /// Events for participants, polled out by the worker.
+    outbox: Outbox,
+}
+
+impl Shard {
+    pub(crate) fn new(
+        config: SfuConfig,
+        worker: usize,
+        local_addr: SocketAddr,
+        tcp_addr: SocketAddr,
+        metrics: WorkerMetrics,
+    ) -> Self {
+        Shard {
+            config,
+            worker,
+            local_addr,
+            tcp_addr,
+            rooms: HashMap::new(),
+            transports: HashMap::new(),
+            by_addr: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            next_transport_id: 1,
+            transmits: VecDeque::new(),
+            closed_tcp: Vec::new(),
+            dirty: Vec::new(),
+            inbound_rtp: Vec::new(),
+            heard_again: Vec::new(),
+            next_liveness_check: None,
+            metrics,
+            outbox: Outbox::default(),
+        }
+    }
+
+    /// The next event for a participant: (its sid, the event).
+    pub(crate) fn poll_event(&mut self) -> Option<(String, ParticipantEvent)> {
+        self.outbox.poll()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn metrics(&self) -> &WorkerMetrics {
+        &self.metrics
+    }
+
+    pub(crate) fn count_send_failure(&self) {
+        self.metrics.drop_send_failed.inc();
+    }
+
+    pub(crate) fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next ICE-TCP connection (by peer address) whose transport is gone.
+    /// Poll after `poll_transmit` is drained, so its last output (the DTLS
+    /// close) is queued on the connection first.
+    pub(crate) fn poll_closed_tcp(&mut self) -> Option<SocketAddr> {
+        self.closed_tcp.pop()
+    }
+
+    /// Whether a new ICE-TCP connection whose first STUN request names our
+    /// `ufrag` may attach to its transport.
+    pub(crate) fn accepts_tcp(&self, ufrag: &str) -> bool {
+        self.by_ufrag
+            .get(ufrag)
+            .and_then(|id| self.transports.get(id))
+            .is_some_and(|t| t.routes.count(TransportProtocol::TCP) < MAX_TCP_PER_TRANSPORT)
+    }
+
+    /// An ICE-TCP connection ended: its address routes nowhere any more.
+    pub(crate) fn forget_tcp(&mut self, peer: SocketAddr) {
+        let route = (TransportProtocol::TCP, peer);
+        if let Some(id) = self.by_addr.remove(&route)
+            && let Some(t) = self.transports.get_mut(&id)
+        {
+            t.routes.forget(route);
+        }
+    }
+
+    /// Earliest instant at which `handle_timeout` has work.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        let transports = self.transports.values().filter_map(|t| t.next_timeout);
+        let rooms = self
+            .rooms
+            .values()
+            .filter_map(|r| r.empty_since.map(|s| s + self.config.empty_room_timeout));
+        transports
+            .chain(rooms)
+            .chain(self.next_liveness_check)
+            .min()
+    }
+
+    // ---- datagrams -------------------------------------------------------
+
+    /// One datagram, or one RFC 4571 frame of an ICE-TCP connection
+    /// (`protocol` TCP, `from` the connection's peer address).
+    pub(crate) fn handle_datagram(
+        &mut self,
+        now: Instant,
+        protocol: TransportProtocol,
+        from: SocketAddr,
+        data: &[u8],
+    ) {
+        self.metrics.bytes_in.inc_by(data.len() as u64);
+        let route = (protocol, from);
+        let known = self.by_addr.get(&route).copied();
+        let Some(id) = known
+            .or_else(|| ice_username(data).and_then(|ufrag| self.by_ufrag.get(&ufrag).copied()))
+        else {
+            self.metrics.drop_unknown_source.inc();
+            return;
+        };
+        let local_addr = self.local_addr_for(protocol);
+        let Some(transport) = self.transports.get_mut(&id) else {
+            self.metrics.drop_unknown_source.inc();
+            return;
+        };
+        // The ICE agent would drop a request with the wrong credentials
+        // without a trace; check it here so the drop is counted, and so a
+        // forged request never routes a new address to the transport.
+        let mut resigned = None;
+        let arrival = if stun::is_binding_request(data) {
+            match transport.ice.check_request(data) {
+                None => {
+                    self.metrics.drop_stun_unauthenticated.inc();
+                    return;
+                }
+                Some(Checked::AsIs) => {}
+                Some(Checked::Resigned(again)) => resigned = Some(again),
+            }
+            if stun::nominates(data) {
+                Arrival::Nomination
+            } else {
+                Arrival::Check
+            }
+        } else {
+            Arrival::Media
+        };
+        if known.is_none() {
+            transport.routes.learn(route, now);
+            self.by_addr.insert(route, id);
+        }
+        let had_route = transport.routes.active().is_some();
+        let moved = transport.routes.heard(route, now, arrival) && had_route;
+        if moved {
+            debug!(transport = id, ?route, "media route moved");
+        }
+        transport.last_heard = Some(now);
+        if !transport.connected && is_dtls(data) && transport.dtls_waiting_since.is_some() {
+            transport.dtls_waiting_since = Some(now);
+        }
+        if transport.owner_reconnecting {
+            self.heard_again.push(id);
+        }
+        let data = resigned.as_deref().unwrap_or(data);
+        let flight = transport.flights.inbound(data);
+        if flight == Inbound::Stale {
+            self.metrics.drop_dtls_stale.inc();
+            return;
+        }
+        if flight == Inbound::Retransmission {
+            // rtc-dtls does not answer a repeated client flight (module
+            // `dtls_flight`); we do, with what it sent last time.
+            for payload in transport.flights.resend(now) {
+                self.metrics.dtls_flight_resends.inc();
+                self.metrics.bytes_out.inc_by(payload.len() as u64);
+                self.transmits.push_back(Transmit {
+                    protocol,
+                    to: from,
+                    payload,
+                });
+            }
+        }
+        // A client starts its checks as soon as it has our offer, before
+        // its answer reaches us; the ICE agent cannot judge them yet and
+        // would drop them, costing a retransmission (200 ms of join time).
+        // Keep the first few and replay them once the answer is applied.
+        if !transport.connected
+            && transport.early.len() < MAX_EARLY_DATAGRAMS
+            && transport.pc.remote_description().is_none()
+        {
+            transport.early.push((protocol, from, BytesMut::from(data)));
+            return;
+        }
+        if transport
+            .pc
+            .handle_read(tagged(
+                now,
+                protocol,
+                local_addr,
+                from,
+                BytesMut::from(data),
+            ))
+            .is_err()
+        {
+            self.metrics.drop_malformed.inc();
+        }
+        self.drive(now, id);
+        if moved {
+            self.keyframes_after_a_move(now, id);
+        }
+        self.resume_heard(now);
+        self.flush(now);
+    }
+
+    /// The address our candidate for `protocol` has: what rtc must see as
+    /// the local address of a datagram: its ICE agent matches inbound
+    /// datagrams to a local candidate by that address and drops the rest.
+    fn local_addr_for(&self, protocol: TransportProtocol) -> SocketAddr {
+        match protocol {
+            TransportProtocol::TCP => self.tcp_addr,
+            _ => self.local_addr,
+        }
+    }
+
+    /// Feeds a transport the datagrams that came before its remote description.
+    fn replay_early(&mut self, now: Instant, id: TransportId) {
+        let Some(t) = self.transports.get_mut(&id) else {
+            return;
+        };
+        let early = std::mem::take(&mut t.early);
+        for (protocol, from, message) in early {
+            let local_addr = self.local_addr_for(protocol);
+            let Some(t) = self.transports.get_mut(&id) else {
+                return;
+            };
+            if t.pc
+                .handle_read(tagged(now, protocol, local_addr, from, message))
+                .is_err()
+            {
+                self.metrics.drop_malformed.inc();
+            }
+        }
+    }
+
+    // ---- time ------------------------------------------------------------
+
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<TransportId> = self
+            .transports
+            .iter()
+            .filter(|(_, t)| t.next_timeout.is_some_and(|at| at <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            if let Some(t) = self.transports.get_mut(&id) {
+                t.next_timeout = None;
+                if let Err(e) = t.pc.handle_timeout(now) {
+                    debug!(transport = id, error = %e, "timeout handling failed");
+                }
+                if !t.connected
+                    && let Some((protocol, to)) = t.routes.active()
+                {
+                    for payload in t.flights.resend_on_timer(now) {
+                        self.metrics.dtls_flight_resends.inc();
+                        self.metrics.bytes_out.inc_by(payload.len() as u64);
+                        self.transmits.push_back(Transmit {
+                            protocol,
+                            to,
+                            payload,
+                        });
+                    }
+                }
+            }
+            self.drive(now, id);
+        }
+        self.flush(now);
+
+        let expired: Vec<String> = self
+            .rooms
+            .values()
+            .filter(|r| {
+                r.participants.is_empty()
+                    && r.empty_since
+                        .is_some_and(|s| s + self.config.empty_room_timeout <= now)
+            })
+            .map(|r| r.name.clone())
+            .collect();
+        for name in expired {
+            info!(room = %name, "closing empty room");
+            self.rooms.remove(&name);
+            self.metrics.rooms.dec();
+        }
+
+        if self.next_liveness_check.is_some_and(|at| at <= now) {
+            self.check_liveness(now);
+        }
+        self.next_liveness_check = (!self.transports.is_empty()).then(|| {
+            self.next_liveness_check
+                .filter(|at| *at > now)
+                .unwrap_or(now + LIVENESS_TICK)
+        });
+    }
+
+    // ---- liveness ----------------------------------------------------------
+
+    fn participant(&self, room: &str, sid: &str) -> Option<&Participant> {
+        self.rooms.get(room)?.participants.get(sid)
+    }
+
+    fn participant_mut(&mut self, room: &str, sid: &str) -> Option<&mut Participant> {
+        self.rooms.get_mut(room)?.participants.get_mut(sid)
+    }
+
+    // ---- the engine ------------------------------------------------------
+
+    /// Handles everything transport `id` produced: events, inbound media,
+    /// and its outbound datagrams.
+    fn drive(&mut self, now: Instant, id: TransportId) {
+        let mut events = Vec::new();
+        let mut keyframe_ssrcs = Vec::new();
+        let mut inbound = std::mem::take(&mut self.inbound_rtp);
+        {
+            let Some(t) = self.transports.get_mut(&id) else {
+                return;
+            };
+            while let Some(event) = t.pc.poll_event() {
+                events.push(event);
+            }
+            while let Some(TaggedRTCMessage { message, .. }) = t.pc.poll_read() {
+                match message {
+                    RTCMessage::RtpPacket(track_id, packet) => inbound.push((track_id, packet)),
+                    RTCMessage::RtcpPacket(_, packets) => {
+                        for p in packets {
+                            let any = p.as_any();
+                            if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+                                keyframe_ssrcs.push(pli.media_ssrc);
+                            } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+                                keyframe_ssrcs.extend(fir.fir.iter().map(|e| e.ssrc));
+                            } else if any.is::<TransportLayerNack>() {
+                                self.metrics.nacks.inc();
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for event in events {
+            self.handle_pc_event(now, id, event);
+        }
+        for (track_id, packet) in inbound.drain(..) {
+            self.forward(now, id, &track_id, packet);
+        }
+        self.inbound_rtp = inbound;
+        for ssrc in keyframe_ssrcs {
+            self.relay_keyframe_request(now, id, ssrc);
+        }
+        self.mark_dirty(id);
+    }
+
+    fn mark_dirty(&mut self, id: TransportId) {
+        if let Some(t) = self.transports.get_mut(&id)
+            && !t.queued
+        {
+            t.queued = true;
+            self.dirty.push(id);
+        }
+    }
+
+    /// Sends what the dirty transports have queued, and learns their next timeouts.
+    fn flush(&mut self, now: Instant) {
+        while let Some(id) = self.dirty.pop() {
+            let Some(t) = self.transports.get_mut(&id) else {
+                continue;
+            };
+            t.queued = false;
+            while let Some(out) = t.pc.poll_write() {
+                let mut payload = out.message;
+                let (mut protocol, mut to) =
+                    (out.transport.transport_protocol, out.transport.peer_addr);
+                if is_stun(&payload) {
+                    // Answers go where their request came from.
+                    if t.ice.translating() {
+                        match t.ice.outbound(&payload) {
+                            None => continue,
+                            Some(None) => {}
+                            Some(Some(resigned)) => payload = BytesMut::from(&resigned[..]),
+                        }
+                    }
+                } else if let Some((p, addr)) = t.routes.active() {
+                    // Media, RTCP and DTLS go where the client is now (module `route`).
+                    (protocol, to) = (p, addr);
+                }
+                self.metrics.bytes_out.inc_by(payload.len() as u64);
+                if t.flights.outbound(now, &payload) == Outbound::Suppress {
+                    self.metrics.drop_dtls_rtc_resend.inc();
+                    continue;
+                }
+                self.transmits.push_back(Transmit {
+                    protocol,
+                    to,
+                    payload,
+                });
+            }
+            t.next_timeout = t.pc.poll_timeout();
+            if !t.connected
+                && let Some(at) = t.flights.next_timer()
+            {
+                t.next_timeout = Some(t.next_timeout.map_or(at, |n| n.min(at)));
+            }
+        }
+    }
+
+    fn handle_pc_event(&mut self, now: Instant, id: TransportId, event: RTCPeerConnectionEvent) {
+        match event {
+            RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                self.open_producer(now, id, init);
+            }
+            RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnClose(track_id)) => {
+                self.close_producer(now, id, &track_id);
+            }
+            RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(
+                RTCIceConnectionState::Connected,
+            ) => {
+                // The DTLS handshake starts on the next timer tick; run it
+                // now rather than up to a tick later (measured: 200 ms of
+                // join time when the server is the DTLS client).
+                if let Some(t) = self.transports.get_mut(&id) {
+                    t.dtls_waiting_since.get_or_insert(now);
+                    let _ = t.pc.handle_timeout(now);
+                    self.drive(now, id);
+                }
+            }
+            RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
+                let Some(t) = self.transports.get_mut(&id) else {
+                    return;
+                };
+                debug!(transport = id, role = ?t.role, %state, "transport state");
+                match state {
+                    RTCPeerConnectionState::Connected => {
+                        t.connected = true;
+                        let (room, sid) = (t.room.clone(), t.participant_sid.clone());
+                        if t.role == TransportRole::Subscriber {
+                            self.request_keyframes_for(now, &room, &sid);
+                        }
+                        if let Some(p) = self
+                            .rooms
+                            .get_mut(&room)
+                            .and_then(|r| r.participants.get_mut(&sid))
+                            && !p.media_connected
+                        {
+                            p.media_connected = true;
+                            self.outbox.send(&p.sid, ParticipantEvent::MediaConnected);
+                        }
+                    }
+                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
+                        t.connected = false;
+                        let (room, sid) = (t.room.clone(), t.participant_sid.clone());
+                        self.remove_participant(now, &room, &sid, LeaveReason::Disconnected);
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn new_transport(
+        &mut self,
+        now: Instant,
+        room: &str,
+        participant_sid: &str,
+        role: TransportRole,
+        media_held: bool,
+    ) -> Result<TransportId, SfuError> {
+        let (ufrag, pwd) = ids::ice_credentials(self.worker);
+        let pc = new_peer_connection(self.local_addr, self.tcp_addr, &ufrag, &pwd, now)?;
+        let id = self.next_transport_id;
+        self.next_transport_id += 1;
+        self.by_ufrag.insert(ufrag.clone(), id);
+        self.transports.insert(
+            id,
+            Transport {
+                role,
+                room: room.to_owned(),
+                participant_sid: participant_sid.to_owned(),
+                pc,
+                ice: IceCreds::new(ufrag, pwd),
+                routes: Routes::default(),
+                last_heard: None,
+                dtls_waiting_since: None,
+                owner_reconnecting: false,
+                next_timeout: None,
+                producers: HashMap::new(),
+                connected: false,
+                queued: false,
+                early: Vec::new(),
+                media_held,
+                flights: FlightReplay::default(),
+            },
+        );
+        Ok(id)
+    }
+
+    // ---- commands ----------------------------------------------------------
+
+    fn close_transport(&mut self, _now: Instant, id: TransportId) {
+        let Some(mut t) = self.transports.remove(&id) else {
+            return;
+        };
+        for ufrag in t.ice.ufrags() {
+            self.by_ufrag.remove(ufrag);
+        }
+        for route in t.routes.iter() {
+            self.by_addr.remove(&route);
+        }
+        // Closing sends DTLS close_notify so the client learns at once.
+        let _ = t.pc.close();
+        while let Some(out) = t.pc.poll_write() {
+            self.transmits.push_back(Transmit {
+                protocol: out.transport.transport_protocol,
+                to: out.transport.peer_addr,
+                payload: out.message,
+            });
+        }
+        self.closed_tcp.extend(
+            t.routes
+                .iter()
+                .filter(|(p, _)| *p == TransportProtocol::TCP)
+                .map(|(_, addr)| addr),
+        );
+    }
+
+    fn participant_transport(
+        &mut self,
+        room: &str,
+        sid: &str,
+        role: TransportRole,
+    ) -> Result<TransportId, SfuError> {
+        let p = self
+            .rooms
+            .get(room)
+            .ok_or(SfuError::RoomNotFound)?
+            .participants
+            .get(sid)
+            .ok_or(SfuError::ParticipantNotFound)?;
+        match role {
+            TransportRole::Publisher => p.publisher.ok_or(SfuError::PublishNotAllowed),
+            TransportRole::Subscriber if !p.can_subscribe => Err(SfuError::SubscribeNotAllowed),
+            TransportRole::Subscriber => p.subscriber.ok_or(SfuError::NoPendingOffer),
+        }
+    }
+}
+
+/// Whether an outbound datagram is STUN (RFC 7983: first byte 0–3).
+fn is_stun(payload: &[u8]) -> bool {
+    payload.first().is_some_and(|b| *b < 4)
+}
+
+/// A datagram as rtc takes it.
+fn tagged(
+    now: Instant,
+    protocol: TransportProtocol,
+    local_addr: SocketAddr,
+    peer_addr: SocketAddr,
+    message: BytesMut,
+) -> TaggedBytesMut {
+    TaggedBytesMut {
+        now,
+        transport: TransportContext {
+            local_addr,
+            peer_addr,
+            ecn: None,
+            transport_protocol: protocol,
+        },
+        message,
+    }
+}

@@ -1,0 +1,297 @@
+//! Rooms and their participants as the control plane sees them: joining,
+//! leaving, mute, media holds, listings.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use tracing::info;
+
+use crate::ids;
+use crate::session::{
+    JoinRequest, LeaveReason, ParticipantEvent, ParticipantInfo, RoomInfo, SfuError, TransportRole,
+};
+
+use super::{Admission, Shard};
+use crate::room::{Participant, Room};
+
+impl Shard {
+    pub(crate) fn join(&mut self, now: Instant, req: JoinRequest) -> Result<Admission, SfuError> {
+        let max = self.config.max_participants;
+        // The same identity joining again replaces the old session, as in LiveKit.
+        let duplicate = self.rooms.get(&req.room).and_then(|r| {
+            r.participants
+                .values()
+                .find(|p| p.identity == req.identity)
+                .map(|p| p.sid.clone())
+        });
+        if let Some(old) = duplicate {
+            self.remove_participant(now, &req.room, &old, LeaveReason::DuplicateIdentity);
+        }
+        if self
+            .rooms
+            .get(&req.room)
+            .is_some_and(|r| r.participants.len() >= max)
+        {
+            return Err(SfuError::RoomFull(req.room));
+        }
+        if !self.rooms.contains_key(&req.room) {
+            info!(room = %req.room, "room opened");
+            self.metrics.rooms.inc();
+            self.rooms.insert(
+                req.room.clone(),
+                Room {
+                    name: req.room.clone(),
+                    sid: ids::room_sid(),
+                    participants: HashMap::new(),
+                    producers: HashMap::new(),
+                    empty_since: None,
+                },
+            );
+        }
+        let sid = ids::participant_sid();
+        let publisher = if req.can_publish {
+            Some(self.new_transport(
+                now,
+                &req.room,
+                &sid,
+                TransportRole::Publisher,
+                req.media_held,
+            )?)
+        } else {
+            None
+        };
+        let participant = Participant {
+            sid: sid.clone(),
+            identity: req.identity.clone(),
+            name: req.name.clone(),
+            can_publish: req.can_publish,
+            can_subscribe: req.can_subscribe,
+            publisher,
+            subscriber: None,
+            offer_pending: false,
+            needs_offer: false,
+            subscriptions: HashMap::new(),
+            media_connected: false,
+            media_held: req.media_held,
+            detached: false,
+            reconnecting: None,
+        };
+        let room = self
+            .rooms
+            .get_mut(&req.room)
+            .ok_or(SfuError::RoomNotFound)?;
+        room.empty_since = None;
+        let info = participant.info(room);
+        let mut others: Vec<ParticipantInfo> =
+            room.participants.values().map(|p| p.info(room)).collect();
+        others.sort_by(|a, b| a.identity.cmp(&b.identity));
+        room.broadcast(
+            &mut self.outbox,
+            None,
+            &ParticipantEvent::ParticipantJoined {
+                participant: info.clone(),
+            },
+        );
+        room.participants.insert(sid.clone(), participant);
+        self.metrics.participants.inc();
+        info!(room = %req.room, participant = %sid, identity = %req.identity, "participant joined");
+
+        let room_info = room.info(max);
+        if req.can_subscribe {
+            let producers: Vec<String> = room.producers.keys().cloned().collect();
+            for producer in &producers {
+                self.subscribe(now, &req.room, &sid, producer);
+            }
+            if !producers.is_empty() {
+                self.negotiate_subscriber(now, &req.room, &sid);
+            }
+        }
+        self.flush(now);
+        Ok(Admission {
+            room: room_info,
+            participant: info,
+            others,
+        })
+    }
+
+    pub(crate) fn remove_participant(
+        &mut self,
+        now: Instant,
+        room_name: &str,
+        sid: &str,
+        reason: LeaveReason,
+    ) {
+        let Some(room) = self.rooms.get_mut(room_name) else {
+            return;
+        };
+        let Some(participant) = room.participants.remove(sid) else {
+            return;
+        };
+        self.metrics.participants.dec();
+        info!(room = %room_name, participant = %sid, identity = %participant.identity, reason = reason.as_str(), "participant left");
+        self.outbox
+            .send(&participant.sid, ParticipantEvent::Ended { reason });
+        // Its consumers of others' tracks go with its subscriber transport.
+        for producer in room.producers.values_mut() {
+            let before = producer.consumers.len();
+            producer.consumers.retain(|c| c.subscriber_sid != sid);
+            for _ in producer.consumers.len()..before {
+                self.metrics.subscriptions.dec();
+            }
+        }
+        let own: Vec<String> = room
+            .producers
+            .values()
+            .filter(|p| p.owner_sid == sid)
+            .map(|p| p.sid.clone())
+            .collect();
+        if room.participants.is_empty() {
+            room.empty_since = Some(now);
+        }
+        for producer in own {
+            self.remove_producer(now, room_name, &producer);
+        }
+        if let Some(room) = self.rooms.get(room_name) {
+            room.broadcast(
+                &mut self.outbox,
+                None,
+                &ParticipantEvent::ParticipantLeft {
+                    participant_sid: participant.sid.clone(),
+                    identity: participant.identity.clone(),
+                    reason,
+                },
+            );
+        }
+        for id in [participant.publisher, participant.subscriber]
+            .into_iter()
+            .flatten()
+        {
+            self.close_transport(now, id);
+        }
+        self.flush(now);
+    }
+
+    pub(crate) fn mute(
+        &mut self,
+        room_name: &str,
+        sid: &str,
+        track_sid: &str,
+        muted: bool,
+    ) -> Result<(), SfuError> {
+        let room = self
+            .rooms
+            .get_mut(room_name)
+            .ok_or(SfuError::RoomNotFound)?;
+        let producer = room
+            .producers
+            .get_mut(track_sid)
+            .filter(|p| p.owner_sid == sid)
+            .ok_or(SfuError::TrackNotFound)?;
+        if producer.muted != muted {
+            producer.muted = muted;
+            room.broadcast(
+                &mut self.outbox,
+                None,
+                &ParticipantEvent::TrackMuted {
+                    participant_sid: sid.to_owned(),
+                    track_sid: track_sid.to_owned(),
+                    muted,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Holds (`held`) or releases the media of participant `sid`: while
+    /// held, nothing it publishes is forwarded and nothing is forwarded to
+    /// it. On release, its subscriptions and its subscribers ask for
+    /// keyframes, so video starts at once rather than at the next one.
+    pub(crate) fn hold_media(
+        &mut self,
+        now: Instant,
+        room_name: &str,
+        sid: &str,
+        held: bool,
+    ) -> Result<(), SfuError> {
+        let room = self
+            .rooms
+            .get_mut(room_name)
+            .ok_or(SfuError::RoomNotFound)?;
+        let p = room
+            .participants
+            .get_mut(sid)
+            .ok_or(SfuError::ParticipantNotFound)?;
+        if p.media_held == held {
+            return Ok(());
+        }
+        p.media_held = held;
+        for id in [p.publisher, p.subscriber].into_iter().flatten() {
+            if let Some(t) = self.transports.get_mut(&id) {
+                t.media_held = held;
+            }
+        }
+        if !held {
+            self.request_keyframes_both_ways(now, room_name, sid);
+            self.flush(now);
+        }
+        info!(room = %room_name, participant = %sid, held, "media hold changed");
+        Ok(())
+    }
+
+    pub(crate) fn list_rooms(&self) -> Vec<RoomInfo> {
+        self.rooms
+            .values()
+            .map(|r| r.info(self.config.max_participants))
+            .collect()
+    }
+
+    pub(crate) fn list_participants(&self, room: &str) -> Result<Vec<ParticipantInfo>, SfuError> {
+        let room = self.rooms.get(room).ok_or(SfuError::RoomNotFound)?;
+        let mut list: Vec<ParticipantInfo> =
+            room.participants.values().map(|p| p.info(room)).collect();
+        list.sort_by(|a, b| a.identity.cmp(&b.identity));
+        Ok(list)
+    }
+
+    pub(crate) fn remove_identity(
+        &mut self,
+        now: Instant,
+        room_name: &str,
+        identity: &str,
+        reason: LeaveReason,
+    ) -> Result<(), SfuError> {
+        let room = self.rooms.get(room_name).ok_or(SfuError::RoomNotFound)?;
+        let sid = room
+            .participants
+            .values()
+            .find(|p| p.identity == identity)
+            .map(|p| p.sid.clone())
+            .ok_or(SfuError::ParticipantNotFound)?;
+        self.remove_participant(now, room_name, &sid, reason);
+        Ok(())
+    }
+
+    pub(crate) fn close_room(
+        &mut self,
+        now: Instant,
+        room_name: &str,
+        reason: LeaveReason,
+    ) -> Result<(), SfuError> {
+        let room = self.rooms.get(room_name).ok_or(SfuError::RoomNotFound)?;
+        let sids: Vec<String> = room.participants.keys().cloned().collect();
+        for sid in sids {
+            self.remove_participant(now, room_name, &sid, reason);
+        }
+        if self.rooms.remove(room_name).is_some() {
+            self.metrics.rooms.dec();
+        }
+        Ok(())
+    }
+
+    pub(crate) fn close_all(&mut self, now: Instant, reason: LeaveReason) {
+        let names: Vec<String> = self.rooms.keys().cloned().collect();
+        for name in names {
+            let _ = self.close_room(now, &name, reason);
+        }
+    }
+}
