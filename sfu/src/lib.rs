@@ -12,6 +12,7 @@ pub mod bench_support;
 mod config;
 mod consumer;
 mod dtls_flight;
+mod endpoint;
 mod engine;
 #[doc(hidden)]
 pub mod fuzz_support;
@@ -30,6 +31,7 @@ mod shard;
 mod sim_tests;
 mod stun;
 mod tcp;
+mod timers;
 mod transport;
 mod worker;
 

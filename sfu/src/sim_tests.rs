@@ -432,3 +432,31 @@ fn a_lost_client_flight_is_sent_again_because_only_identical_copies_of_ours_are_
     );
     assert!(sim.shard.metrics().drop_dtls_rtc_resend.get() >= 1);
 }
+
+#[test]
+fn media_flows_after_our_last_dtls_flight_is_lost_once() {
+    // Our flight 6 (ChangeCipherSpec + Finished) is lost; the client sends
+    // its flight 5 again and gets it again. Its SRTP must then be ours.
+    let mut sim = Sim::new(udp(2, 10_000));
+    sim.server_delay = TICK;
+    let mut lost = 0;
+    sim.lose = Box::new(move |d| {
+        if d.first() == Some(&20) && lost == 0 {
+            lost += 1;
+            return true;
+        }
+        false
+    });
+    let deadline = sim.now + Duration::from_secs(5);
+    while !sim.connected && sim.now < deadline {
+        sim.step();
+    }
+    assert!(
+        sim.connected,
+        "no connection 5 s after our flight 6 was lost"
+    );
+    sim.run_for(Duration::from_secs(2));
+    let m = sim.shard.metrics();
+    assert!(m.packets_in.get() > 50, "{} packets in", m.packets_in.get());
+    assert_eq!(m.drop_malformed.get(), 0);
+}

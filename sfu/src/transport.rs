@@ -14,6 +14,7 @@ use crate::dtls_flight::FlightReplay;
 use crate::ice_creds::IceCreds;
 use crate::route::Routes;
 use crate::session::TransportRole;
+use crate::timers::Scheduled;
 
 pub(crate) type TransportId = u64;
 
@@ -42,6 +43,8 @@ pub(crate) struct Transport {
     /// Its participant is reconnecting: traffic arriving may end that.
     pub(crate) owner_reconnecting: bool,
     pub(crate) next_timeout: Option<Instant>,
+    /// Its entry in the shard's timer heap.
+    pub(crate) scheduled: Scheduled,
     /// Publisher transports: the client's track id → our producer's sid.
     pub(crate) producers: HashMap<String, String>,
     pub(crate) connected: bool,

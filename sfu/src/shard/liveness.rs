@@ -287,9 +287,9 @@ impl Shard {
             p.offer_pending = false;
         }
         let (ufrag, pwd) = ids::ice_credentials(self.worker);
-        self.by_ufrag.insert(ufrag.clone(), tid);
+        self.endpoint.add_ufrag(ufrag.clone(), tid);
         if let Some(retired) = t.ice.rotate(Credentials { ufrag, pwd }) {
-            self.by_ufrag.remove(&retired);
+            self.endpoint.remove_ufrag(&retired);
         }
         self.negotiate_subscriber(now, room_name, sid);
     }

@@ -22,17 +22,19 @@ use tracing::{debug, info};
 
 use crate::config::SfuConfig;
 use crate::dtls_flight::{FlightReplay, Inbound, Outbound, is_dtls};
+use crate::endpoint::{Demuxed, Endpoint};
 use crate::engine::new_peer_connection;
 use crate::ice_creds::{Checked, IceCreds};
 use crate::ids;
 use crate::metrics::WorkerMetrics;
 use crate::outbox::Outbox;
 use crate::room::{Participant, Room};
-use crate::route::{Arrival, Route, Routes};
+use crate::route::{Arrival, Routes};
 use crate::session::{
     LeaveReason, ParticipantEvent, ParticipantInfo, RoomInfo, SfuError, TransportRole,
 };
-use crate::stun::{self, ice_username};
+use crate::stun;
+use crate::timers::{Scheduled, Timer, Timers};
 use crate::transport::{MAX_EARLY_DATAGRAMS, MAX_TCP_PER_TRANSPORT, Transport};
 
 mod forwarding;
@@ -66,14 +68,9 @@ pub(crate) struct Shard {
     config: SfuConfig,
     /// Index of the worker owning this shard, the prefix of its ufrags.
     worker: usize,
-    /// The address in our UDP ICE candidates; `TransportContext.local_addr` must equal it.
-    local_addr: SocketAddr,
-    /// The address in our passive TCP ICE candidates; likewise for TCP frames.
-    tcp_addr: SocketAddr,
+    endpoint: Endpoint,
     rooms: HashMap<String, Room>,
     transports: HashMap<TransportId, Transport>,
-    by_addr: HashMap<Route, TransportId>,
-    by_ufrag: HashMap<String, TransportId>,
     next_transport_id: TransportId,
     transmits: VecDeque<Transmit>,
     /// ICE-TCP connections whose transport closed, for the worker to close.
@@ -84,6 +81,7 @@ pub(crate) struct Shard {
     /// Transports of reconnecting participants that heard traffic.
     heard_again: Vec<TransportId>,
     next_liveness_check: Option<Instant>,
+    timers: Timers,
     metrics: WorkerMetrics,
     /// Events for participants, polled out by the worker.
     outbox: Outbox,
@@ -100,12 +98,9 @@ impl Shard {
         Shard {
             config,
             worker,
-            local_addr,
-            tcp_addr,
+            endpoint: Endpoint::new(local_addr, tcp_addr),
             rooms: HashMap::new(),
             transports: HashMap::new(),
-            by_addr: HashMap::new(),
-            by_ufrag: HashMap::new(),
             next_transport_id: 1,
             transmits: VecDeque::new(),
             closed_tcp: Vec::new(),
@@ -113,6 +108,7 @@ impl Shard {
             inbound_rtp: Vec::new(),
             heard_again: Vec::new(),
             next_liveness_check: None,
+            timers: Timers::default(),
             metrics,
             outbox: Outbox::default(),
         }
@@ -146,16 +142,16 @@ impl Shard {
     /// Whether a new ICE-TCP connection whose first STUN request names our
     /// `ufrag` may attach to its transport.
     pub(crate) fn accepts_tcp(&self, ufrag: &str) -> bool {
-        self.by_ufrag
-            .get(ufrag)
-            .and_then(|id| self.transports.get(id))
+        self.endpoint
+            .transport_of_ufrag(ufrag)
+            .and_then(|id| self.transports.get(&id))
             .is_some_and(|t| t.routes.count(TransportProtocol::TCP) < MAX_TCP_PER_TRANSPORT)
     }
 
     /// An ICE-TCP connection ended: its address routes nowhere any more.
     pub(crate) fn forget_tcp(&mut self, peer: SocketAddr) {
         let route = (TransportProtocol::TCP, peer);
-        if let Some(id) = self.by_addr.remove(&route)
+        if let Some(id) = self.endpoint.forget_route(route)
             && let Some(t) = self.transports.get_mut(&id)
         {
             t.routes.forget(route);
@@ -164,14 +160,9 @@ impl Shard {
 
     /// Earliest instant at which `handle_timeout` has work.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        let transports = self.transports.values().filter_map(|t| t.next_timeout);
-        let rooms = self
-            .rooms
-            .values()
-            .filter_map(|r| r.empty_since.map(|s| s + self.config.empty_room_timeout));
-        transports
-            .chain(rooms)
-            .chain(self.next_liveness_check)
+        [self.timers.next(), self.next_liveness_check]
+            .into_iter()
+            .flatten()
             .min()
     }
 
@@ -188,14 +179,15 @@ impl Shard {
     ) {
         self.metrics.bytes_in.inc_by(data.len() as u64);
         let route = (protocol, from);
-        let known = self.by_addr.get(&route).copied();
-        let Some(id) = known
-            .or_else(|| ice_username(data).and_then(|ufrag| self.by_ufrag.get(&ufrag).copied()))
+        let Some(Demuxed {
+            transport: id,
+            known_route,
+        }) = self.endpoint.demux(route, data)
         else {
             self.metrics.drop_unknown_source.inc();
             return;
         };
-        let local_addr = self.local_addr_for(protocol);
+        let local_addr = self.endpoint.local_addr_for(protocol);
         let Some(transport) = self.transports.get_mut(&id) else {
             self.metrics.drop_unknown_source.inc();
             return;
@@ -221,9 +213,9 @@ impl Shard {
         } else {
             Arrival::Media
         };
-        if known.is_none() {
+        if !known_route {
             transport.routes.learn(route, now);
-            self.by_addr.insert(route, id);
+            self.endpoint.learn_route(route, id);
         }
         let had_route = transport.routes.active().is_some();
         let moved = transport.routes.heard(route, now, arrival) && had_route;
@@ -288,16 +280,6 @@ impl Shard {
         self.flush(now);
     }
 
-    /// The address our candidate for `protocol` has: what rtc must see as
-    /// the local address of a datagram: its ICE agent matches inbound
-    /// datagrams to a local candidate by that address and drops the rest.
-    fn local_addr_for(&self, protocol: TransportProtocol) -> SocketAddr {
-        match protocol {
-            TransportProtocol::TCP => self.tcp_addr,
-            _ => self.local_addr,
-        }
-    }
-
     /// Feeds a transport the datagrams that came before its remote description.
     fn replay_early(&mut self, now: Instant, id: TransportId) {
         let Some(t) = self.transports.get_mut(&id) else {
@@ -305,7 +287,7 @@ impl Shard {
         };
         let early = std::mem::take(&mut t.early);
         for (protocol, from, message) in early {
-            let local_addr = self.local_addr_for(protocol);
+            let local_addr = self.endpoint.local_addr_for(protocol);
             let Some(t) = self.transports.get_mut(&id) else {
                 return;
             };
@@ -321,51 +303,13 @@ impl Shard {
     // ---- time ------------------------------------------------------------
 
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
-        let due: Vec<TransportId> = self
-            .transports
-            .iter()
-            .filter(|(_, t)| t.next_timeout.is_some_and(|at| at <= now))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in due {
-            if let Some(t) = self.transports.get_mut(&id) {
-                t.next_timeout = None;
-                if let Err(e) = t.pc.handle_timeout(now) {
-                    debug!(transport = id, error = %e, "timeout handling failed");
-                }
-                if !t.connected
-                    && let Some((protocol, to)) = t.routes.active()
-                {
-                    for payload in t.flights.resend_on_timer(now) {
-                        self.metrics.dtls_flight_resends.inc();
-                        self.metrics.bytes_out.inc_by(payload.len() as u64);
-                        self.transmits.push_back(Transmit {
-                            protocol,
-                            to,
-                            payload,
-                        });
-                    }
-                }
+        while let Some((at, timer)) = self.timers.pop_due(now) {
+            match timer {
+                Timer::Transport(id) => self.transport_timeout(now, at, id),
+                Timer::EmptyRoom(name) => self.close_if_still_empty(now, &name),
             }
-            self.drive(now, id);
         }
         self.flush(now);
-
-        let expired: Vec<String> = self
-            .rooms
-            .values()
-            .filter(|r| {
-                r.participants.is_empty()
-                    && r.empty_since
-                        .is_some_and(|s| s + self.config.empty_room_timeout <= now)
-            })
-            .map(|r| r.name.clone())
-            .collect();
-        for name in expired {
-            info!(room = %name, "closing empty room");
-            self.rooms.remove(&name);
-            self.metrics.rooms.dec();
-        }
 
         if self.next_liveness_check.is_some_and(|at| at <= now) {
             self.check_liveness(now);
@@ -375,6 +319,50 @@ impl Shard {
                 .filter(|at| *at > now)
                 .unwrap_or(now + LIVENESS_TICK)
         });
+    }
+
+    /// A transport's timer entry `at` came due.
+    fn transport_timeout(&mut self, now: Instant, at: Instant, id: TransportId) {
+        let Some(t) = self.transports.get_mut(&id) else {
+            return;
+        };
+        t.scheduled.fired(at);
+        if t.next_timeout.is_none_or(|next| next > now) {
+            // Its deadline has moved later since: the flush schedules that one.
+            self.mark_dirty(id);
+            return;
+        }
+        t.next_timeout = None;
+        if let Err(e) = t.pc.handle_timeout(now) {
+            debug!(transport = id, error = %e, "timeout handling failed");
+        }
+        if !t.connected
+            && let Some((protocol, to)) = t.routes.active()
+        {
+            for payload in t.flights.resend_on_timer(now) {
+                self.metrics.dtls_flight_resends.inc();
+                self.metrics.bytes_out.inc_by(payload.len() as u64);
+                self.transmits.push_back(Transmit {
+                    protocol,
+                    to,
+                    payload,
+                });
+            }
+        }
+        self.drive(now, id);
+    }
+
+    fn close_if_still_empty(&mut self, now: Instant, name: &str) {
+        let expired = self.rooms.get(name).is_some_and(|r| {
+            r.participants.is_empty()
+                && r.empty_since
+                    .is_some_and(|s| s + self.config.empty_room_timeout <= now)
+        });
+        if expired {
+            info!(room = %name, "closing empty room");
+            self.rooms.remove(name);
+            self.metrics.rooms.dec();
+        }
     }
 
     // ---- liveness ----------------------------------------------------------
@@ -484,6 +472,11 @@ impl Shard {
             {
                 t.next_timeout = Some(t.next_timeout.map_or(at, |n| n.min(at)));
             }
+            if let Some(at) = t.next_timeout
+                && t.scheduled.needs(at)
+            {
+                self.timers.schedule(at, Timer::Transport(id));
+            }
         }
     }
 
@@ -550,10 +543,16 @@ impl Shard {
         media_held: bool,
     ) -> Result<TransportId, SfuError> {
         let (ufrag, pwd) = ids::ice_credentials(self.worker);
-        let pc = new_peer_connection(self.local_addr, self.tcp_addr, &ufrag, &pwd, now)?;
+        let pc = new_peer_connection(
+            self.endpoint.udp_addr(),
+            self.endpoint.tcp_addr(),
+            &ufrag,
+            &pwd,
+            now,
+        )?;
         let id = self.next_transport_id;
         self.next_transport_id += 1;
-        self.by_ufrag.insert(ufrag.clone(), id);
+        self.endpoint.add_ufrag(ufrag.clone(), id);
         self.transports.insert(
             id,
             Transport {
@@ -567,6 +566,7 @@ impl Shard {
                 dtls_waiting_since: None,
                 owner_reconnecting: false,
                 next_timeout: None,
+                scheduled: Scheduled::default(),
                 producers: HashMap::new(),
                 connected: false,
                 queued: false,
@@ -585,10 +585,10 @@ impl Shard {
             return;
         };
         for ufrag in t.ice.ufrags() {
-            self.by_ufrag.remove(ufrag);
+            self.endpoint.remove_ufrag(ufrag);
         }
         for route in t.routes.iter() {
-            self.by_addr.remove(&route);
+            self.endpoint.forget_route(route);
         }
         // Closing sends DTLS close_notify so the client learns at once.
         let _ = t.pc.close();

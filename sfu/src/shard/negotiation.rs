@@ -94,7 +94,7 @@ impl Shard {
     /// leaves a fresh peer connection with the same ICE credentials (nothing
     /// was negotiated yet), a later one is rolled back (RFC 9429 §5.7).
     pub(super) fn undo_offer(&mut self, now: Instant, id: TransportId) {
-        let (local_addr, tcp_addr) = (self.local_addr, self.tcp_addr);
+        let (local_addr, tcp_addr) = (self.endpoint.udp_addr(), self.endpoint.tcp_addr());
         let Some(t) = self.transports.get_mut(&id) else {
             return;
         };

@@ -13,6 +13,7 @@ use crate::session::{
 
 use super::{Admission, Shard};
 use crate::room::{Participant, Room};
+use crate::timers::Timer;
 
 impl Shard {
     pub(crate) fn join(&mut self, now: Instant, req: JoinRequest) -> Result<Admission, SfuError> {
@@ -147,6 +148,10 @@ impl Shard {
             .collect();
         if room.participants.is_empty() {
             room.empty_since = Some(now);
+            self.timers.schedule(
+                now + self.config.empty_room_timeout,
+                Timer::EmptyRoom(room_name.to_owned()),
+            );
         }
         for producer in own {
             self.remove_producer(now, room_name, &producer);
