@@ -18,12 +18,14 @@ mod ice_creds;
 mod ids;
 mod metrics;
 mod participant;
+pub(crate) mod quality;
 mod route;
 mod sdp_check;
 mod session;
 mod shard;
 #[cfg(test)]
 mod sim_tests;
+pub(crate) mod speaker;
 mod stun;
 mod tcp;
 mod worker;
