@@ -22,6 +22,7 @@ mod metrics;
 mod outbox;
 mod participant;
 mod producer;
+mod quality;
 mod room;
 mod route;
 mod sdp_check;
@@ -29,6 +30,7 @@ mod session;
 mod shard;
 #[cfg(test)]
 mod sim_tests;
+mod speaker;
 mod stun;
 mod tcp;
 mod timers;
