@@ -341,7 +341,7 @@ class Transport {
  * Events (subscribe with `room.on(name, fn)`; `fn` gets one plain object):
  * - `connectionStateChanged` `{state, previous}` (the room's ConnectionState)
  * - `reconnecting` `{reason}` (`signaling_lost`, `ice_failed`, `ice_disconnected`,
- *   `no_inbound_media` (the media watchdog), `dtls_timeout`, `resume_failed`, or the server's
+ *   `no_inbound_media` (the media watchdog), `dtls_timeout`, `internal_error`, `resume_failed`, or the server's
  *   `reconnecting` reason, e.g. `media_silent`)
  * - `reconnected` `{resumed}` (`true`: the same session goes on; `false`: joined afresh with a
  *   new participant sid and published the same tracks again)
@@ -711,9 +711,13 @@ export class Room extends Emitter {
     }
     // The session's WebSocket.
     const left = ctx.leftReason ?? (code === 1000 && END_REASONS.has(reason) ? reason : null);
-    if (left === 'dtls_timeout' || (code === 1000 && reason === 'dtls_timeout')) {
-      this._lostSession('dtls_timeout', true);
-      return;
+    // The server gave up on this session's transports (a stalled DTLS
+    // handshake, or a failure inside the server): join again.
+    for (const rejoin of ['dtls_timeout', 'internal_error']) {
+      if (left === rejoin || (code === 1000 && reason === rejoin)) {
+        this._lostSession(rejoin, true);
+        return;
+      }
     }
     if (this._leaving || left !== null || isRefusal(code)) {
       this._end(code, left ?? reason);

@@ -385,7 +385,14 @@ pub(crate) fn new_shard(keyframe_request_interval: Duration) -> (Shard, SocketAd
         ..SfuConfig::default()
     };
     (
-        Shard::new(config, 0, server, loopback(1, 7881), metrics),
+        Shard::new(
+            config,
+            0,
+            server,
+            loopback(1, 7881),
+            metrics,
+            rand::SeedableRng::seed_from_u64(7),
+        ),
         server,
     )
 }

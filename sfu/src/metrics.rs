@@ -16,6 +16,7 @@ pub struct SfuMetrics {
     dtls_flight_resends: IntCounterVec,
     reconnecting: IntGaugeVec,
     resumes: IntCounterVec,
+    transport_panics: IntCounterVec,
     drops: IntCounterVec,
     tcp_connections: IntGaugeVec,
     /// Connections still sending their first frame.
@@ -55,6 +56,12 @@ impl SfuMetrics {
                 registry,
                 "callgate_participant_resumes_total",
                 "Reconnecting participants that came back within the grace",
+                &["worker"],
+            )?,
+            transport_panics: counter(
+                registry,
+                "callgate_transport_panics_total",
+                "Panics caught while handling one participant's transport or command (it ends with internal_error; the worker's other calls go on)",
                 &["worker"],
             )?,
             tracks: gauge(registry, "callgate_tracks", "Published tracks (producers)")?,
@@ -149,6 +156,7 @@ impl SfuMetrics {
             dtls_flight_resends: self.dtls_flight_resends.with_label_values(&[&w]),
             reconnecting: self.reconnecting.with_label_values(&[&w]),
             resumes: self.resumes.with_label_values(&[&w]),
+            transport_panics: self.transport_panics.with_label_values(&[&w]),
             drop_unknown_source: drop("unknown_source"),
             drop_malformed: drop("malformed"),
             drop_unroutable: drop("unroutable"),
@@ -250,6 +258,8 @@ pub(crate) struct WorkerMetrics {
     pub dtls_flight_resends: IntCounter,
     pub reconnecting: IntGauge,
     pub resumes: IntCounter,
+    /// Panics caught while handling one transport.
+    pub transport_panics: IntCounter,
     /// Datagrams from an address no transport knows, that are not a STUN
     /// request for a known ICE username.
     pub drop_unknown_source: IntCounter,

@@ -75,6 +75,9 @@ pub enum LeaveReason {
     /// A transport's DTLS handshake did not complete in time after its ICE
     /// connected; the client joins again.
     DtlsTimeout,
+    /// Handling one of its transports failed inside the server (a bug,
+    /// caught and counted); the client joins again.
+    InternalError,
 }
 
 impl LeaveReason {
@@ -91,6 +94,7 @@ impl LeaveReason {
             LeaveReason::BillingInvalid => "billing_invalid",
             LeaveReason::ConnectionLost => "connection_lost",
             LeaveReason::DtlsTimeout => "dtls_timeout",
+            LeaveReason::InternalError => "internal_error",
         }
     }
 }

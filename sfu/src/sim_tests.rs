@@ -460,3 +460,42 @@ fn media_flows_after_our_last_dtls_flight_is_lost_once() {
     assert!(m.packets_in.get() > 50, "{} packets in", m.packets_in.get());
     assert_eq!(m.drop_malformed.get(), 0);
 }
+
+#[test]
+fn a_panic_in_one_transport_ends_its_participant_and_the_workers_other_rooms_go_on() {
+    let mut sim = Sim::new(udp(2, 10_000));
+    sim.run_until_connected();
+    sim.run_for(Duration::from_secs(1));
+    let alice_transport = sim.shard.transport_ids()[0];
+    // Someone in another room of the same worker.
+    let mut other = join_request("bob");
+    other.room = "another-room".into();
+    let bob = sim.shard.join(sim.now, other).unwrap().participant.sid;
+    sim.shard.fail_transport = Some(alice_transport);
+
+    // Its next datagram or timer fails.
+    let mut ended = Vec::new();
+    let deadline = sim.now + Duration::from_secs(1);
+    while ended.is_empty() && sim.now < deadline {
+        sim.step();
+        ended.extend(sim.events().into_iter().filter_map(|e| match e {
+            ParticipantEvent::Ended { reason } => Some(reason),
+            _ => None,
+        }));
+    }
+    assert_eq!(ended, vec![LeaveReason::InternalError]);
+    assert_eq!(sim.shard.metrics().transport_panics.get(), 1);
+    assert!(
+        sim.shard.list_participants(ROOM).unwrap().is_empty(),
+        "alice is gone"
+    );
+    let others = sim.shard.list_participants("another-room").unwrap();
+    assert_eq!(others.len(), 1);
+    assert_eq!(others[0].sid, bob);
+    // The worker goes on: its timers and its other room still work.
+    sim.shard.fail_transport = None;
+    sim.run_for(Duration::from_secs(1));
+    sim.shard
+        .hold_media(sim.now, "another-room", &bob, true)
+        .unwrap();
+}

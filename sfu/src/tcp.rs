@@ -666,7 +666,7 @@ mod tests {
     #[tokio::test]
     async fn first_request_routes_to_the_worker_its_ufrag_names() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let (ufrag, _) = ids::ice_credentials(1);
+        let (ufrag, _) = ids::ice_credentials(1, &mut rand::rng());
         let request = binding_request(&format!("{ufrag}:client"));
         let (result, mut rxs) = hand_off_of(&listener, framed(&[&request])).await;
         assert_eq!(result, Ok(()));
@@ -680,7 +680,7 @@ mod tests {
         }
 
         // A worker that does not exist.
-        let (ufrag, _) = ids::ice_credentials(2);
+        let (ufrag, _) = ids::ice_credentials(2, &mut rand::rng());
         let request = binding_request(&format!("{ufrag}:client"));
         let (result, _) = hand_off_of(&listener, framed(&[&request])).await;
         assert_eq!(result, Err(TcpRefusal::UnknownUfrag));
@@ -779,7 +779,7 @@ mod tests {
         assert_eq!(metrics.tcp_pending().held.get(), 8);
 
         // A client from the busiest address still gets through at once.
-        let (ufrag, _) = ids::ice_credentials(0);
+        let (ufrag, _) = ids::ice_credentials(0, &mut rand::rng());
         let mut client = connect_from(Ipv4Addr::new(127, 0, 0, 1), addr).await;
         let request = binding_request(&format!("{ufrag}:client"));
         client.write_all(&framed(&[&request])).await.unwrap();

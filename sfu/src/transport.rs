@@ -47,6 +47,12 @@ pub(crate) struct Transport {
     pub(crate) scheduled: Scheduled,
     /// Publisher transports: the client's track id → our producer's sid.
     pub(crate) producers: HashMap<String, String>,
+    /// Publisher transports: the SSRC of each stream the client sends →
+    /// our producer's sid (how inbound RTP is routed).
+    pub(crate) producer_by_ssrc: HashMap<u32, String>,
+    /// Subscriber transports: the SSRC of each consumer we send on it →
+    /// the producer it consumes (how the subscriber's PLI/FIR/NACK find it).
+    pub(crate) consumed_by_ssrc: HashMap<u32, String>,
     pub(crate) connected: bool,
     /// In `Shard::dirty`, so a fan-out marks each subscriber once in O(1).
     pub(crate) queued: bool,

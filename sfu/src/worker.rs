@@ -4,11 +4,13 @@
 //! `Command` over a channel (new ICE-TCP connections too, from the acceptor).
 
 use std::collections::HashMap;
+
 use std::io;
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use rand::SeedableRng;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::shared::TransportProtocol;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -144,7 +146,8 @@ pub(crate) fn spawn(
     let bound = std_socket.local_addr()?;
     let local_addr = SocketAddr::new(config.advertise_ip, bound.port());
     let (tx, rx) = mpsc::unbounded_channel();
-    let shard = Shard::new(config.clone(), index, local_addr, tcp_addr, metrics);
+    let rng = rand::rngs::StdRng::from_os_rng();
+    let shard = Shard::new(config.clone(), index, local_addr, tcp_addr, metrics, rng);
     let thread = std::thread::Builder::new()
         .name(format!("media-worker-{index}"))
         .spawn(move || {
@@ -335,7 +338,44 @@ fn handle_tcp(shard: &mut Shard, tcp: &mut TcpConns, event: TcpEvent) {
     }
 }
 
+impl Command {
+    /// The participant a command acts for, if it names one.
+    fn participant(&self) -> Option<(&str, &str)> {
+        match self {
+            Command::Leave { room, sid, .. }
+            | Command::PublishOffer { room, sid, .. }
+            | Command::SubscribeAnswer { room, sid, .. }
+            | Command::Candidate { room, sid, .. }
+            | Command::Mute { room, sid, .. }
+            | Command::HoldMedia { room, sid, .. }
+            | Command::Detach { room, sid }
+            | Command::Attach { room, sid, .. }
+            | Command::IceRestart { room, sid, .. } => Some((room, sid)),
+            _ => None,
+        }
+    }
+}
+
+/// Handles one command. A panic inside it ends the participant it acts for
+/// with `internal_error` (its reply is dropped: the caller sees the worker
+/// gone for that call only) and is counted, so the worker's other calls go on.
 fn handle(shard: &mut Shard, mailboxes: &mut Mailboxes, command: Command) {
+    let owner = command
+        .participant()
+        .map(|(room, sid)| (room.to_owned(), sid.to_owned()));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run_command(shard, mailboxes, command)
+    }));
+    if outcome.is_err() {
+        warn!(?owner, "panic while handling a command");
+        shard.count_panic();
+        if let Some((room, sid)) = owner {
+            shard.remove_participant(Instant::now(), &room, &sid, LeaveReason::InternalError);
+        }
+    }
+}
+
+fn run_command(shard: &mut Shard, mailboxes: &mut Mailboxes, command: Command) {
     let now = Instant::now();
     match command {
         Command::Join(req, reply) => {

@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use rand::Rng;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::event::RTCTrackEventInit;
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
@@ -33,7 +34,8 @@ impl Shard {
         mut packet: rtp::Packet,
     ) {
         self.metrics.packets_in.inc();
-        let Some(t) = self.transports.get(&from) else {
+        let ssrc = packet.header.ssrc;
+        let Some(t) = self.transports.get_mut(&from) else {
             self.metrics.drop_unroutable.inc();
             return;
         };
@@ -41,7 +43,17 @@ impl Shard {
             self.metrics.drop_media_held.inc();
             return;
         }
-        let Some(producer_sid) = t.producers.get(track_id) else {
+        if !t.producer_by_ssrc.contains_key(&ssrc) {
+            // A stream of a track rtc announced under another SSRC (a
+            // simulcast layer, a new SSRC after renegotiation): routed by
+            // rtc's track id once, by SSRC from then on.
+            let Some(sid) = t.producers.get(track_id).cloned() else {
+                self.metrics.drop_unroutable.inc();
+                return;
+            };
+            t.producer_by_ssrc.insert(ssrc, sid);
+        }
+        let Some(producer_sid) = t.producer_by_ssrc.get(&ssrc) else {
             self.metrics.drop_unroutable.inc();
             return;
         };
@@ -135,8 +147,9 @@ impl Shard {
             );
             return;
         };
-        let sid = ids::track_sid();
+        let sid = ids::track_sid(&mut self.rng);
         t.producers.insert(init.track_id.clone(), sid.clone());
+        t.producer_by_ssrc.insert(init.ssrc, sid.clone());
         let (room_name, owner_sid) = (t.room.clone(), t.participant_sid.clone());
         let Some(room) = self.rooms.get_mut(&room_name) else {
             return;
@@ -182,6 +195,7 @@ impl Shard {
         let Some(sid) = t.producers.remove(track_id) else {
             return;
         };
+        t.producer_by_ssrc.retain(|_, producer| *producer != sid);
         let room = t.room.clone();
         self.remove_producer(now, &room, &sid);
     }
@@ -208,9 +222,11 @@ impl Shard {
             if let Some(p) = room.participants.get_mut(&consumer.subscriber_sid) {
                 p.subscriptions.remove(producer_sid);
             }
-            if let Some(t) = self.transports.get_mut(&consumer.transport)
-                && t.pc.remove_track(consumer.sender_id).is_ok()
-            {
+            let Some(t) = self.transports.get_mut(&consumer.transport) else {
+                continue;
+            };
+            t.consumed_by_ssrc.remove(&consumer.ssrc);
+            if t.pc.remove_track(consumer.sender_id).is_ok() {
                 renegotiate.push(consumer.subscriber_sid);
             }
         }
@@ -246,7 +262,7 @@ impl Shard {
         let Some(t) = self.transports.get_mut(&transport_id) else {
             return;
         };
-        let ssrc = rand::random::<u32>();
+        let ssrc = self.rng.random::<u32>();
         let track = MediaStreamTrack::new(
             producer.owner_sid.clone(),
             producer.sid.clone(),
@@ -266,6 +282,7 @@ impl Shard {
                 participant
                     .subscriptions
                     .insert(producer_sid.to_owned(), sender_id);
+                t.consumed_by_ssrc.insert(ssrc, producer_sid.to_owned());
                 producer.consumers.push(Consumer {
                     subscriber_sid: subscriber_sid.to_owned(),
                     transport: transport_id,

@@ -42,17 +42,9 @@ impl Shard {
         let Some(t) = self.transports.get(&subscriber) else {
             return;
         };
-        let Some(room) = self.rooms.get(&t.room) else {
-            return;
-        };
-        let producer = room.producers.values().find(|p| {
-            p.consumers
-                .iter()
-                .any(|c| c.transport == subscriber && c.ssrc == ssrc)
-        });
-        if let Some(sid) = producer.map(|p| p.sid.clone()) {
-            let room_name = t.room.clone();
-            self.request_keyframe(now, &room_name, &sid);
+        if let Some(producer) = t.consumed_by_ssrc.get(&ssrc) {
+            let (room, producer) = (t.room.clone(), producer.clone());
+            self.request_keyframe(now, &room, &producer);
         }
     }
 

@@ -286,7 +286,7 @@ impl Shard {
             }
             p.offer_pending = false;
         }
-        let (ufrag, pwd) = ids::ice_credentials(self.worker);
+        let (ufrag, pwd) = ids::ice_credentials(self.worker, &mut self.rng);
         self.endpoint.add_ufrag(ufrag.clone(), tid);
         if let Some(retired) = t.ice.rotate(Credentials { ufrag, pwd }) {
             self.endpoint.remove_ufrag(&retired);

@@ -6,9 +6,11 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::panic::{self, AssertUnwindSafe};
 use std::time::Instant;
 
 use bytes::BytesMut;
+use rand::rngs::StdRng;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
@@ -18,7 +20,7 @@ use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp;
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::config::SfuConfig;
 use crate::dtls_flight::{FlightReplay, Inbound, Outbound, is_dtls};
@@ -85,6 +87,13 @@ pub(crate) struct Shard {
     metrics: WorkerMetrics,
     /// Events for participants, polled out by the worker.
     outbox: Outbox,
+    /// Every random choice of ours (sids, ICE credentials, SSRCs): seeded
+    /// from the OS in the server, from a fixed seed in tests. (rtc's own
+    /// randomness, DTLS and SRTP, is its own.)
+    rng: StdRng,
+    /// A transport whose handling panics (tests of `guarded`).
+    #[cfg(test)]
+    pub(crate) fail_transport: Option<TransportId>,
 }
 
 impl Shard {
@@ -94,6 +103,7 @@ impl Shard {
         local_addr: SocketAddr,
         tcp_addr: SocketAddr,
         metrics: WorkerMetrics,
+        rng: StdRng,
     ) -> Self {
         Shard {
             config,
@@ -111,6 +121,9 @@ impl Shard {
             timers: Timers::default(),
             metrics,
             outbox: Outbox::default(),
+            rng,
+            #[cfg(test)]
+            fail_transport: None,
         }
     }
 
@@ -124,8 +137,18 @@ impl Shard {
         &self.metrics
     }
 
+    #[cfg(test)]
+    pub(crate) fn transport_ids(&self) -> Vec<TransportId> {
+        self.transports.keys().copied().collect()
+    }
+
     pub(crate) fn count_send_failure(&self) {
         self.metrics.drop_send_failed.inc();
+    }
+
+    /// A panic caught outside the shard (the worker's command handling).
+    pub(crate) fn count_panic(&self) {
+        self.metrics.transport_panics.inc();
     }
 
     pub(crate) fn poll_transmit(&mut self) -> Option<Transmit> {
@@ -259,23 +282,20 @@ impl Shard {
             transport.early.push((protocol, from, BytesMut::from(data)));
             return;
         }
-        if transport
-            .pc
-            .handle_read(tagged(
-                now,
-                protocol,
-                local_addr,
-                from,
-                BytesMut::from(data),
-            ))
-            .is_err()
-        {
-            self.metrics.drop_malformed.inc();
-        }
-        self.drive(now, id);
-        if moved {
-            self.keyframes_after_a_move(now, id);
-        }
+        let datagram = tagged(now, protocol, local_addr, from, BytesMut::from(data));
+        self.guarded(now, id, |shard| {
+            shard.fail_if_told(id);
+            let Some(transport) = shard.transports.get_mut(&id) else {
+                return;
+            };
+            if transport.pc.handle_read(datagram).is_err() {
+                shard.metrics.drop_malformed.inc();
+            }
+            shard.drive(now, id);
+            if moved {
+                shard.keyframes_after_a_move(now, id);
+            }
+        });
         self.resume_heard(now);
         self.flush(now);
     }
@@ -321,8 +341,53 @@ impl Shard {
         });
     }
 
+    /// Runs `work` on behalf of transport `id`. A panic inside it (rtc's or
+    /// ours) ends that transport's participant with `internal_error` and is
+    /// counted, instead of unwinding out of the worker and ending every call
+    /// it holds.
+    fn guarded(&mut self, now: Instant, id: TransportId, work: impl FnOnce(&mut Self)) {
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| work(self)));
+        if outcome.is_ok() {
+            return;
+        }
+        self.metrics.transport_panics.inc();
+        let owner = self
+            .transports
+            .get(&id)
+            .map(|t| (t.room.clone(), t.participant_sid.clone()));
+        warn!(
+            transport = id,
+            ?owner,
+            "panic while handling a transport; its participant ends"
+        );
+        match owner {
+            Some((room, sid)) if self.participant(&room, &sid).is_some() => {
+                self.remove_participant(now, &room, &sid, LeaveReason::InternalError)
+            }
+            _ => self.close_transport(now, id),
+        }
+    }
+
+    /// Tests make a transport's handling fail here (`fail_transport`).
+    fn fail_if_told(&self, id: TransportId) {
+        #[cfg(test)]
+        if self.fail_transport == Some(id) {
+            panic!("failure injected into transport {id}");
+        }
+        #[cfg(not(test))]
+        let _ = id;
+    }
+
     /// A transport's timer entry `at` came due.
     fn transport_timeout(&mut self, now: Instant, at: Instant, id: TransportId) {
+        self.guarded(now, id, |shard| shard.run_transport_timer(now, at, id));
+    }
+
+    fn run_transport_timer(&mut self, now: Instant, at: Instant, id: TransportId) {
+        if !self.transports.contains_key(&id) {
+            return;
+        }
+        self.fail_if_told(id);
         let Some(t) = self.transports.get_mut(&id) else {
             return;
         };
@@ -542,7 +607,7 @@ impl Shard {
         role: TransportRole,
         media_held: bool,
     ) -> Result<TransportId, SfuError> {
-        let (ufrag, pwd) = ids::ice_credentials(self.worker);
+        let (ufrag, pwd) = ids::ice_credentials(self.worker, &mut self.rng);
         let pc = new_peer_connection(
             self.endpoint.udp_addr(),
             self.endpoint.tcp_addr(),
@@ -568,6 +633,8 @@ impl Shard {
                 next_timeout: None,
                 scheduled: Scheduled::default(),
                 producers: HashMap::new(),
+                producer_by_ssrc: HashMap::new(),
+                consumed_by_ssrc: HashMap::new(),
                 connected: false,
                 queued: false,
                 early: Vec::new(),

@@ -42,14 +42,14 @@ impl Shard {
                 req.room.clone(),
                 Room {
                     name: req.room.clone(),
-                    sid: ids::room_sid(),
+                    sid: ids::room_sid(&mut self.rng),
                     participants: HashMap::new(),
                     producers: HashMap::new(),
                     empty_since: None,
                 },
             );
         }
-        let sid = ids::participant_sid();
+        let sid = ids::participant_sid(&mut self.rng);
         let publisher = if req.can_publish {
             Some(self.new_transport(
                 now,
