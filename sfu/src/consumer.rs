@@ -4,6 +4,7 @@ use rtc::peer_connection::RTCPeerConnection;
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
 
+use crate::session::SubscriptionSettings;
 use crate::transport::TransportId;
 
 /// One producer forwarded to one subscriber.
@@ -15,6 +16,8 @@ pub(crate) struct Consumer {
     /// Payload type the subscriber's leg negotiated for the producer's codec;
     /// known once its answer is applied.
     pub(crate) payload_type: Option<u8>,
+    /// What the subscriber asked for this track (`update_subscription`).
+    pub(crate) settings: SubscriptionSettings,
 }
 
 /// The payload type `sender_id`'s negotiated leg uses for `codec`, if any.

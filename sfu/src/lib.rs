@@ -40,9 +40,11 @@ mod worker;
 pub use config::SfuConfig;
 pub use metrics::SfuMetrics;
 pub use participant::ParticipantHandle;
+pub use quality::ConnectionQuality;
 pub use session::{
-    IceCandidate, JoinRequest, Joined, LeaveReason, ParticipantEvent, ParticipantInfo,
-    ReconnectReason, Resumed, RoomInfo, SfuError, TrackInfo, TrackKind, TransportRole,
+    ConnectionQualityInfo, IceCandidate, JoinRequest, Joined, LayerState, LeaveReason,
+    ParticipantEvent, ParticipantInfo, ReconnectReason, Resumed, RoomInfo, SfuError, SpeakerInfo,
+    SubscriptionSettings, TrackInfo, TrackKind, TransportRole,
 };
 
 use std::hash::{DefaultHasher, Hash, Hasher};

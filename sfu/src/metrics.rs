@@ -168,6 +168,7 @@ impl SfuMetrics {
             drop_stun_unauthenticated: drop("stun_unauthenticated"),
             drop_dtls_stale: drop("dtls_stale"),
             drop_dtls_rtc_resend: drop("dtls_rtc_resend"),
+            drop_subscription_disabled: drop("subscription_disabled"),
         }
     }
 
@@ -288,6 +289,9 @@ pub(crate) struct WorkerMetrics {
     /// rtc's own timer retransmission of a DTLS flight of ours (module
     /// `dtls_flight`: our byte-identical resends replace it).
     pub drop_dtls_rtc_resend: IntCounter,
+    /// Per forwarded leg: the subscriber disabled the track
+    /// (`update_subscription`).
+    pub drop_subscription_disabled: IntCounter,
 }
 
 pub(crate) struct TcpMetrics {

@@ -2,7 +2,9 @@
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::session::{IceCandidate, LeaveReason, Resumed, SfuError, TransportRole};
+use crate::session::{
+    IceCandidate, LeaveReason, Resumed, SfuError, SubscriptionSettings, TransportRole,
+};
 use crate::worker::Command;
 
 /// Held by the signaling connection of one participant. Dropping it without
@@ -86,6 +88,22 @@ impl ParticipantHandle {
             sid: self.sid.clone(),
             track_sid,
             muted,
+            reply,
+        })
+        .await
+    }
+
+    /// What the client wants of a track it receives (`update_subscription`).
+    pub async fn update_subscription(
+        &self,
+        track_sid: String,
+        settings: SubscriptionSettings,
+    ) -> Result<(), SfuError> {
+        self.ask(|reply| Command::UpdateSubscription {
+            room: self.room.clone(),
+            sid: self.sid.clone(),
+            track_sid,
+            settings,
             reply,
         })
         .await

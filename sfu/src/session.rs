@@ -156,11 +156,76 @@ pub enum ParticipantEvent {
     /// time. For the control plane (billing starts on it); not a message.
     #[serde(skip)]
     MediaConnected,
+    /// Who is speaking now, loudest first (empty: nobody); to everyone in
+    /// the room, when the set, the order or a level changes.
+    SpeakersChanged {
+        speakers: Vec<SpeakerInfo>,
+    },
+    /// Participants whose connection quality changed; to the participant
+    /// itself and to everyone subscribed to it.
+    ConnectionQuality {
+        updates: Vec<ConnectionQualityInfo>,
+    },
+    /// To a publisher: which simulcast layers of its track someone
+    /// receives; the others may be paused at the encoder (dynacast).
+    SubscribedLayers {
+        track_sid: String,
+        layers: Vec<LayerState>,
+    },
     /// The session is over; nothing follows.
     #[serde(rename = "left")]
     Ended {
         reason: LeaveReason,
     },
+}
+
+/// One active speaker.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SpeakerInfo {
+    pub participant_sid: String,
+    pub track_sid: String,
+    /// Loudness, 0.0 (silent) to 1.0 (full scale), smoothed.
+    pub level: f32,
+}
+
+/// One participant's connection quality.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConnectionQualityInfo {
+    pub participant_sid: String,
+    pub quality: crate::quality::ConnectionQuality,
+}
+
+/// One simulcast layer of a published track, and whether it is wanted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LayerState {
+    /// The layer's RTP stream id: `q`, `h` or `f`.
+    pub rid: String,
+    pub active: bool,
+}
+
+/// What a subscriber wants of one track it receives (adaptive stream): the
+/// server picks the highest layer no larger than the size asked for that
+/// fits the subscriber's bandwidth, and sends nothing while `disabled`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubscriptionSettings {
+    /// Send nothing of this track (its element is hidden or off screen).
+    pub disabled: bool,
+    /// The size it is shown at, in pixels; `None`: as large as there is.
+    pub max_width: Option<u32>,
+    pub max_height: Option<u32>,
+    /// Higher is served first when bandwidth is short (0–255; default 128).
+    pub priority: u8,
+}
+
+impl Default for SubscriptionSettings {
+    fn default() -> Self {
+        SubscriptionSettings {
+            disabled: false,
+            max_width: None,
+            max_height: None,
+            priority: 128,
+        }
+    }
 }
 
 /// Why the server says a participant is reconnecting.

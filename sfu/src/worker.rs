@@ -22,7 +22,7 @@ use crate::config::SfuConfig;
 use crate::metrics::{TcpMetrics, WorkerMetrics};
 use crate::session::{
     IceCandidate, JoinRequest, Joined, LeaveReason, ParticipantEvent, ParticipantInfo, Resumed,
-    RoomInfo, SfuError, TransportRole,
+    RoomInfo, SfuError, SubscriptionSettings, TransportRole,
 };
 use crate::shard::Shard;
 use crate::tcp::{SendError, TcpConns, TcpEvent, TcpHandoff};
@@ -60,6 +60,13 @@ pub(crate) enum Command {
         sid: String,
         track_sid: String,
         muted: bool,
+        reply: Reply<()>,
+    },
+    UpdateSubscription {
+        room: String,
+        sid: String,
+        track_sid: String,
+        settings: SubscriptionSettings,
         reply: Reply<()>,
     },
     ListRooms(oneshot::Sender<Vec<RoomInfo>>),
@@ -347,6 +354,7 @@ impl Command {
             | Command::SubscribeAnswer { room, sid, .. }
             | Command::Candidate { room, sid, .. }
             | Command::Mute { room, sid, .. }
+            | Command::UpdateSubscription { room, sid, .. }
             | Command::HoldMedia { room, sid, .. }
             | Command::Detach { room, sid }
             | Command::Attach { room, sid, .. }
@@ -439,6 +447,15 @@ fn run_command(shard: &mut Shard, mailboxes: &mut Mailboxes, command: Command) {
             reply,
         } => {
             let _ = reply.send(shard.mute(&room, &sid, &track_sid, muted));
+        }
+        Command::UpdateSubscription {
+            room,
+            sid,
+            track_sid,
+            settings,
+            reply,
+        } => {
+            let _ = reply.send(shard.update_subscription(now, &room, &sid, &track_sid, settings));
         }
         Command::ListRooms(reply) => {
             let _ = reply.send(shard.list_rooms());

@@ -17,7 +17,7 @@ use rtc::sansio::Protocol;
 use tracing::{info, warn};
 
 use crate::ids;
-use crate::session::{ParticipantEvent, TrackKind, TransportRole};
+use crate::session::{ParticipantEvent, SfuError, SubscriptionSettings, TrackKind, TransportRole};
 
 use super::Shard;
 use crate::consumer::Consumer;
@@ -85,6 +85,10 @@ impl Shard {
             }
             if sub.media_held {
                 self.metrics.drop_media_held.inc();
+                continue;
+            }
+            if consumer.settings.disabled {
+                self.metrics.drop_subscription_disabled.inc();
                 continue;
             }
             let payload_type = match consumer.payload_type {
@@ -289,6 +293,7 @@ impl Shard {
                     sender_id,
                     ssrc,
                     payload_type: None,
+                    settings: SubscriptionSettings::default(),
                 });
                 self.metrics.subscriptions.inc();
             }
@@ -296,6 +301,35 @@ impl Shard {
                 warn!(room = %room_name, subscriber = %subscriber_sid, error = %e, "could not add consumer")
             }
         }
+    }
+
+    /// What subscriber `sid` wants of track `track_sid` it receives. A
+    /// consumer enabled again asks for a keyframe, so its picture comes back
+    /// at once.
+    pub(crate) fn update_subscription(
+        &mut self,
+        now: Instant,
+        room_name: &str,
+        sid: &str,
+        track_sid: &str,
+        settings: SubscriptionSettings,
+    ) -> Result<(), SfuError> {
+        let room = self
+            .rooms
+            .get_mut(room_name)
+            .ok_or(SfuError::RoomNotFound)?;
+        let consumer = room
+            .producers
+            .get_mut(track_sid)
+            .and_then(|p| p.consumers.iter_mut().find(|c| c.subscriber_sid == sid))
+            .ok_or(SfuError::TrackNotFound)?;
+        let enabled_again = consumer.settings.disabled && !settings.disabled;
+        consumer.settings = settings;
+        if enabled_again {
+            self.request_keyframe(now, room_name, track_sid);
+            self.flush(now);
+        }
+        Ok(())
     }
 
     pub(super) fn ensure_subscriber_transport(
