@@ -23,6 +23,7 @@ mod outbox;
 mod participant;
 mod producer;
 mod quality;
+pub(crate) mod rewriter;
 mod room;
 mod route;
 mod sdp_check;
