@@ -18,6 +18,7 @@ mod engine;
 pub mod fuzz_support;
 mod ice_creds;
 mod ids;
+pub(crate) mod keyframe;
 mod metrics;
 mod outbox;
 mod participant;
@@ -36,6 +37,7 @@ mod stun;
 mod tcp;
 mod timers;
 mod transport;
+pub(crate) mod vp8;
 mod worker;
 
 pub use config::SfuConfig;
