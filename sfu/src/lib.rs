@@ -27,6 +27,7 @@ mod quality;
 pub(crate) mod rewriter;
 mod room;
 mod route;
+pub(crate) mod rtx;
 mod sdp_check;
 mod session;
 mod shard;
