@@ -206,8 +206,14 @@ mod tests {
 
     #[test]
     fn vp8() {
-        assert!(is_keyframe("video/VP8", &[0x90, 0x80, 0x05, 0x50, 0x42, 0x00]));
-        assert!(!is_keyframe("video/VP8", &[0x90, 0x80, 0x05, 0x51, 0x42, 0x00]));
+        assert!(is_keyframe(
+            "video/VP8",
+            &[0x90, 0x80, 0x05, 0x50, 0x42, 0x00]
+        ));
+        assert!(!is_keyframe(
+            "video/VP8",
+            &[0x90, 0x80, 0x05, 0x51, 0x42, 0x00]
+        ));
         assert!(!is_keyframe("video/VP8", &[0x90, 0x80]));
     }
 
@@ -224,7 +230,17 @@ mod tests {
         // I (15-bit id), B, E, V with Y (one layer, 4 bytes of size) and no G.
         assert!(is_keyframe(
             "video/VP9",
-            &[0x8E, 0x80 | 0x12, 0x34, 0x10, 0x02, 0x80, 0x01, 0x68, VP9_KEY]
+            &[
+                0x8E,
+                0x80 | 0x12,
+                0x34,
+                0x10,
+                0x02,
+                0x80,
+                0x01,
+                0x68,
+                VP9_KEY
+            ]
         ));
         // I (7-bit), L non-flexible (layer byte + TL0PICIDX), B, V with G.
         assert!(is_keyframe(
@@ -342,7 +358,10 @@ mod tests {
             for len in 0..12usize {
                 for seed in 0..=255u8 {
                     let p: Vec<u8> = (0..len)
-                        .map(|i| seed.wrapping_mul(0x9D).wrapping_add((i as u8).wrapping_mul(0x3B)))
+                        .map(|i| {
+                            seed.wrapping_mul(0x9D)
+                                .wrapping_add((i as u8).wrapping_mul(0x3B))
+                        })
                         .collect();
                     let _ = is_keyframe(codec, &p);
                 }

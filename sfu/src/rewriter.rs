@@ -526,7 +526,10 @@ mod tests {
     fn switching_layers_at_a_keyframe_continues_seq_and_advances_ts_by_elapsed_time() {
         let t0 = Instant::now();
         let mut r = forwarding(Q, 500, 1_000_000, t0);
-        assert_eq!(r.forward(Q, 501, 1_003_000, t0 + ms(33), false), Some((1001, 8000)));
+        assert_eq!(
+            r.forward(Q, 501, 1_003_000, t0 + ms(33), false),
+            Some((1001, 8000))
+        );
         r.switch_to(F);
         // 50 ms after the last packet sent: 4500 ticks at 90 kHz.
         assert_eq!(
@@ -567,9 +570,15 @@ mod tests {
         // Delta frames of the new layer: not yet.
         assert_eq!(r.forward(F, 70, 0, t0, false), None);
         // The old layer goes on meanwhile.
-        assert_eq!(r.forward(Q, 501, 3000, t0 + ms(33), false), Some((1001, 8000)));
+        assert_eq!(
+            r.forward(Q, 501, 3000, t0 + ms(33), false),
+            Some((1001, 8000))
+        );
         // A keyframe on the old layer does not complete the switch.
-        assert_eq!(r.forward(Q, 502, 6000, t0 + ms(66), true), Some((1002, 11_000)));
+        assert_eq!(
+            r.forward(Q, 502, 6000, t0 + ms(66), true),
+            Some((1002, 11_000))
+        );
         assert_eq!(r.current_source(), Some(Q));
         // 50 ms after the last packet sent: 4500 ticks.
         assert_eq!(
@@ -647,10 +656,7 @@ mod tests {
         r.switch_to(F);
         r.resume();
         assert_eq!(r.forward(Q, 700, 0, t0 + ms(200), true), None);
-        assert_eq!(
-            r.forward(F, 1, 0, t0 + ms(200), true),
-            Some((1002, 23_000))
-        );
+        assert_eq!(r.forward(F, 1, 0, t0 + ms(200), true), Some((1002, 23_000)));
     }
 
     #[test]

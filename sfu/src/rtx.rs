@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 use rtc::rtp::Packet;
 
 /// Wraps `original` for retransmission on the RTX stream `rtx_ssrc` /
@@ -209,6 +209,7 @@ impl SendHistory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use rtc::rtp::header::{EXTENSION_PROFILE_ONE_BYTE, Extension, Header};
     use rtc::shared::marshal::{Marshal, Unmarshal};
 
@@ -325,7 +326,10 @@ mod tests {
         // Capacity rounds up to a power of two.
         assert_eq!(SendHistory::new(500, DEFAULT_MAX_AGE).capacity(), 512);
         assert_eq!(SendHistory::new(0, DEFAULT_MAX_AGE).capacity(), 1);
-        assert_eq!(SendHistory::new(usize::MAX, DEFAULT_MAX_AGE).capacity(), 32_768);
+        assert_eq!(
+            SendHistory::new(usize::MAX, DEFAULT_MAX_AGE).capacity(),
+            32_768
+        );
     }
 
     #[test]

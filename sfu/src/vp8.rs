@@ -115,7 +115,8 @@ impl Vp8Descriptor {
             desc.picture_id_at = at;
             if b & 0x80 != 0 {
                 let low = *payload.get(at + 1)?;
-                desc.picture_id = Some(PictureId::Long((u16::from(b & 0x7F) << 8) | u16::from(low)));
+                desc.picture_id =
+                    Some(PictureId::Long((u16::from(b & 0x7F) << 8) | u16::from(low)));
                 at += 2;
             } else {
                 desc.picture_id = Some(PictureId::Short(b));
@@ -416,8 +417,14 @@ mod tests {
         );
         let mut no_start_code = KEYFRAME;
         no_start_code[4] = 0x02;
-        assert_eq!(keyframe_dimensions(&full(true, 5, 1, 0, &no_start_code)), None);
-        assert_eq!(keyframe_dimensions(&full(true, 5, 1, 0, &KEYFRAME[..9])), None);
+        assert_eq!(
+            keyframe_dimensions(&full(true, 5, 1, 0, &no_start_code)),
+            None
+        );
+        assert_eq!(
+            keyframe_dimensions(&full(true, 5, 1, 0, &KEYFRAME[..9])),
+            None
+        );
         assert_eq!(keyframe_dimensions(&full(true, 5, 1, 0, &INTERFRAME)), None);
     }
 
@@ -515,7 +522,9 @@ mod tests {
         assert_eq!(truncated, [0x80, 0xC0, 0x81]);
         for len in 0..8 {
             for seed in 0..=255u8 {
-                let mut p: Vec<u8> = (0..len).map(|i| seed.wrapping_mul(31).wrapping_add(i)).collect();
+                let mut p: Vec<u8> = (0..len)
+                    .map(|i| seed.wrapping_mul(31).wrapping_add(i))
+                    .collect();
                 let _ = Vp8Descriptor::parse(&p);
                 let _ = keyframe_dimensions(&p);
                 let _ = r.rewrite(u32::from(seed % 3), &mut p);
