@@ -16,6 +16,7 @@ mod endpoint;
 mod engine;
 #[doc(hidden)]
 pub mod fuzz_support;
+pub(crate) mod header_ext;
 mod ice_creds;
 mod ids;
 pub(crate) mod keyframe;
