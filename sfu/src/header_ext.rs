@@ -179,7 +179,13 @@ impl ExtensionRewriter {
         let mut out = Vec::with_capacity(self.copied.len() + 3);
         if has_rfc8285_extensions(header) {
             for &(from, to) in &self.copied {
-                if let Some(ext) = header.extensions.iter().find(|e| e.id == from) {
+                // An empty value is malformed for both kinds, and would
+                // force the two-byte form on the whole packet.
+                if let Some(ext) = header
+                    .extensions
+                    .iter()
+                    .find(|e| e.id == from && !e.payload.is_empty())
+                {
                     out.push(Extension {
                         id: to,
                         payload: ext.payload.clone(),
@@ -675,5 +681,10 @@ mod tests {
         set_extensions(&mut empty, vec![ext(1, &[])]);
         assert_eq!(empty.extension_profile, EXTENSION_PROFILE_TWO_BYTE);
         assert_eq!(audio_level(&empty, &publisher()), None);
+        // Nor is an empty one forwarded.
+        let rewriter = ExtensionRewriter::new(&publisher(), &subscriber(), "0");
+        rewriter.rewrite(&mut empty, Instant::now(), Instant::now(), &mut 0);
+        assert_eq!(ids(&empty), vec![6, 7, 8]);
+        assert_eq!(empty.extension_profile, EXTENSION_PROFILE_ONE_BYTE);
     }
 }
