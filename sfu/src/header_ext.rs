@@ -20,6 +20,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use rtc::rtp::extension::audio_level_extension::AudioLevelExtension;
 use rtc::rtp::header::{EXTENSION_PROFILE_ONE_BYTE, EXTENSION_PROFILE_TWO_BYTE, Extension, Header};
 
 pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
@@ -258,24 +259,18 @@ pub fn abs_send_time(since_epoch: Duration) -> u32 {
     (value & 0xFF_FFFF) as u32
 }
 
-/// An audio level (RFC 6464): `level` is the level in -dBov (0 loudest,
-/// 127 silence), `voice` the sender's voice-activity flag.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AudioLevel {
-    pub level: u8,
-    pub voice: bool,
-}
-
-/// The audio level a publisher put on a packet, read with the ids of the
-/// publisher's leg.
-pub fn audio_level(header: &Header, publisher: &ExtensionMap) -> Option<AudioLevel> {
+/// The audio level (RFC 6464) a publisher put on a packet, read with the
+/// ids of the publisher's leg: `level` in -dBov (0 loudest, 127 silence),
+/// `voice` the sender's voice-activity flag. Returned as rtc's type, which
+/// the active-speaker detector takes.
+pub fn audio_level(header: &Header, publisher: &ExtensionMap) -> Option<AudioLevelExtension> {
     if !has_rfc8285_extensions(header) {
         return None;
     }
     let id = publisher.id(ExtensionKind::AudioLevel)?;
     let ext = header.extensions.iter().find(|e| e.id == id)?;
     let &byte = ext.payload.first()?;
-    Some(AudioLevel {
+    Some(AudioLevelExtension {
         level: byte & 0x7F,
         voice: byte & 0x80 != 0,
     })
@@ -660,7 +655,7 @@ mod tests {
         let header = from_publisher();
         assert_eq!(
             audio_level(&header, &publisher()),
-            Some(AudioLevel {
+            Some(AudioLevelExtension {
                 level: 30,
                 voice: true
             })
@@ -669,7 +664,7 @@ mod tests {
         set_extensions(&mut quiet, vec![ext(1, &[127])]);
         assert_eq!(
             audio_level(&quiet, &publisher()),
-            Some(AudioLevel {
+            Some(AudioLevelExtension {
                 level: 127,
                 voice: false
             })
