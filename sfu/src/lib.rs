@@ -16,15 +16,19 @@ mod endpoint;
 mod engine;
 #[doc(hidden)]
 pub mod fuzz_support;
+pub(crate) mod header_ext;
 mod ice_creds;
 mod ids;
+pub(crate) mod keyframe;
 mod metrics;
 mod outbox;
 mod participant;
 mod producer;
 mod quality;
+pub(crate) mod rewriter;
 mod room;
 mod route;
+pub(crate) mod rtx;
 mod sdp_check;
 mod session;
 mod shard;
@@ -35,6 +39,7 @@ mod stun;
 mod tcp;
 mod timers;
 mod transport;
+pub(crate) mod vp8;
 mod worker;
 
 pub use config::SfuConfig;
