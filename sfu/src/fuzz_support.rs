@@ -207,7 +207,7 @@ mod tests {
         // Version 2, marker, PT 96, seq 7 + i, ts 9000, some SSRC, payload.
         let packet = |seq: u8| {
             let mut rtp = vec![0x80, 0xe0, 0, seq, 0, 0, 0x23, 0x28, 1, 2, 3, 4];
-            rtp.extend_from_slice(&[0xab; 40]);
+            rtp.extend_from_slice(&bench_support::vp8_keyframe_payload(40));
             rtp
         };
         // The first packets may meet the consumer before its payload type

@@ -169,6 +169,8 @@ impl SfuMetrics {
             drop_dtls_stale: drop("dtls_stale"),
             drop_dtls_rtc_resend: drop("dtls_rtc_resend"),
             drop_subscription_disabled: drop("subscription_disabled"),
+            drop_padding: drop("padding"),
+            drop_awaiting_keyframe: drop("awaiting_keyframe"),
         }
     }
 
@@ -292,6 +294,11 @@ pub(crate) struct WorkerMetrics {
     /// Per forwarded leg: the subscriber disabled the track
     /// (`update_subscription`).
     pub drop_subscription_disabled: IntCounter,
+    /// A publisher's padding-only packet (bandwidth probing): not forwarded.
+    pub drop_padding: IntCounter,
+    /// Per forwarded leg: video after a pause or a new subscription, before
+    /// the keyframe the consumer can start at.
+    pub drop_awaiting_keyframe: IntCounter,
 }
 
 pub(crate) struct TcpMetrics {

@@ -6,6 +6,8 @@ use rtc::rtp_transceiver::RTCRtpReceiverId;
 use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
 
 use crate::consumer::Consumer;
+use crate::header_ext::ExtensionMap;
+use crate::keyframe::VideoCodec;
 use crate::session::{TrackInfo, TrackKind};
 use crate::transport::TransportId;
 
@@ -18,6 +20,10 @@ pub(crate) struct Producer {
     pub(crate) kind: TrackKind,
     pub(crate) mid: Option<String>,
     pub(crate) codec: RTCRtpCodec,
+    /// Its video codec, for telling keyframes apart; `None` for audio.
+    pub(crate) video_codec: Option<VideoCodec>,
+    /// The header extensions the publisher's leg negotiated.
+    pub(crate) extensions: ExtensionMap,
     pub(crate) media_ssrc: u32,
     pub(crate) muted: bool,
     pub(crate) consumers: Vec<Consumer>,

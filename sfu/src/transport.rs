@@ -61,6 +61,11 @@ pub(crate) struct Transport {
     /// Its participant's media is held (`Participant::media_held`): kept
     /// here too, so the forwarding loop reads it from the transport it holds.
     pub(crate) media_held: bool,
+    /// Subscriber transports: the transport-wide sequence number of the
+    /// next packet sent, shared by all its streams.
+    pub(crate) transport_seq: u16,
+    /// When it was created: abs-send-time counts from here.
+    pub(crate) epoch: Instant,
     /// Our last DTLS flight, sent again when the client repeats its own.
     pub(crate) flights: FlightReplay,
 }

@@ -446,7 +446,7 @@ fn run_command(shard: &mut Shard, mailboxes: &mut Mailboxes, command: Command) {
             muted,
             reply,
         } => {
-            let _ = reply.send(shard.mute(&room, &sid, &track_sid, muted));
+            let _ = reply.send(shard.mute(now, &room, &sid, &track_sid, muted));
         }
         Command::UpdateSubscription {
             room,

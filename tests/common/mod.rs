@@ -421,6 +421,7 @@ impl Received {
     }
 
     fn push(&self, stream: String, track: String, payload: Bytes) {
+        let payload = without_keyframe_header(payload);
         self.first_at_ms
             .lock()
             .unwrap()
@@ -597,10 +598,37 @@ pub fn opus() -> RTCRtpCodec {
 }
 
 /// A track this client publishes and writes RTP to.
+/// The codec header the test clients put before every video payload, so
+/// that each packet starts a keyframe as the server reads it (a consumer
+/// starts forwarding video only at a keyframe): for VP8 an RFC 7741
+/// descriptor with S=1 then a frame tag with P=0, for H.264 an IDR NAL
+/// header. Received payloads have it taken off again, so tests see what
+/// they sent.
+fn keyframe_header(mime: &str) -> &'static [u8] {
+    if mime.eq_ignore_ascii_case("video/VP8") {
+        &[0x10, 0x00]
+    } else if mime.eq_ignore_ascii_case("video/H264") {
+        &[0x65]
+    } else {
+        &[]
+    }
+}
+
+/// A received payload without the header `keyframe_header` put on it.
+fn without_keyframe_header(payload: Bytes) -> Bytes {
+    for header in [&[0x10, 0x00][..], &[0x65][..]] {
+        if payload.starts_with(header) && payload[header.len()..].starts_with(b"CG") {
+            return payload.slice(header.len()..);
+        }
+    }
+    payload
+}
+
 pub struct LocalTrack {
     pub track: Arc<TrackLocalStaticRTP>,
     pub ssrc: u32,
     pub payload_type: u8,
+    keyframe_header: &'static [u8],
     seq: u16,
     timestamp: u32,
 }
@@ -609,6 +637,7 @@ impl LocalTrack {
     pub fn new(kind: RtpCodecKind, codec: RTCRtpCodec, payload_type: u8) -> LocalTrack {
         let ssrc = rand::random::<u32>();
         let id = format!("{kind}-{ssrc}");
+        let keyframe_header = keyframe_header(&codec.mime_type);
         let track = TrackLocalStaticRTP::new(MediaStreamTrack::new(
             "local-stream".into(),
             id.clone(),
@@ -627,12 +656,18 @@ impl LocalTrack {
             track: Arc::new(track),
             ssrc,
             payload_type,
+            keyframe_header,
             seq: rand::random(),
             timestamp: rand::random(),
         }
     }
 
     pub async fn send(&mut self, payload: Bytes) {
+        let payload = if self.keyframe_header.is_empty() {
+            payload
+        } else {
+            Bytes::from([self.keyframe_header, &payload[..]].concat())
+        };
         self.seq = self.seq.wrapping_add(1);
         self.timestamp = self.timestamp.wrapping_add(3000);
         let packet = rtp::Packet {

@@ -20,9 +20,11 @@ use crate::ids;
 use crate::session::{ParticipantEvent, SfuError, SubscriptionSettings, TrackKind, TransportRole};
 
 use super::Shard;
-use crate::consumer::Consumer;
-use crate::consumer::negotiated_payload_type;
+use crate::consumer::{Consumer, Leg};
+use crate::header_ext::ExtensionMap;
+use crate::keyframe::VideoCodec;
 use crate::producer::Producer;
+use crate::rewriter::SequenceRewriter;
 use crate::transport::TransportId;
 
 impl Shard {
@@ -31,7 +33,7 @@ impl Shard {
         now: Instant,
         from: TransportId,
         track_id: &str,
-        mut packet: rtp::Packet,
+        packet: rtp::Packet,
     ) {
         self.metrics.packets_in.inc();
         let ssrc = packet.header.ssrc;
@@ -65,53 +67,78 @@ impl Shard {
             self.metrics.drop_unroutable.inc();
             return;
         };
-        if producer.muted {
-            self.metrics.drop_muted.inc();
+        let (seq, ts) = (packet.header.sequence_number, packet.header.timestamp);
+        if packet.payload.is_empty() {
+            // Padding only (a publisher probing its bandwidth): nothing for a
+            // subscriber to decode, and its own probing is ours to do. The
+            // consumers' numbering closes up over it.
+            self.metrics.drop_padding.inc();
+            for consumer in &mut producer.consumers {
+                consumer.sequence.drop_packet(ssrc, seq);
+            }
             return;
         }
-        // Extension ids are negotiated per leg; the subscriber's interceptors
-        // add the ones its leg needs (transport-wide sequence numbers).
-        packet.header.extension = false;
-        packet.header.extensions.clear();
-        packet.header.extension_profile = 0;
+        // Where a consumer may start (or start again) after a pause: any
+        // audio packet, a keyframe's first packet of video.
+        let switching_point = match producer.video_codec {
+            None => producer.kind == TrackKind::Audio,
+            Some(codec) => codec.is_keyframe(&packet.payload),
+        };
         for consumer in &mut producer.consumers {
             let Some(sub) = self.transports.get_mut(&consumer.transport) else {
                 self.metrics.drop_unroutable.inc();
                 continue;
             };
-            if !sub.connected {
-                self.metrics.drop_not_connected.inc();
+            let blocked = if producer.muted {
+                Some(&self.metrics.drop_muted)
+            } else if !sub.connected {
+                Some(&self.metrics.drop_not_connected)
+            } else if sub.media_held {
+                Some(&self.metrics.drop_media_held)
+            } else if consumer.settings.disabled {
+                Some(&self.metrics.drop_subscription_disabled)
+            } else {
+                None
+            };
+            if let Some(counter) = blocked {
+                // Whatever stops the flow, the numbering picks up after it
+                // with no gap (at a keyframe, for video).
+                counter.inc();
+                consumer.sequence.pause();
                 continue;
             }
-            if sub.media_held {
-                self.metrics.drop_media_held.inc();
-                continue;
+            if consumer.sequence.is_paused() {
+                consumer.sequence.resume();
             }
-            if consumer.settings.disabled {
-                self.metrics.drop_subscription_disabled.inc();
-                continue;
+            if consumer.leg.is_none() {
+                consumer.leg = Leg::negotiated(
+                    &mut sub.pc,
+                    consumer.sender_id,
+                    &producer.codec,
+                    &producer.extensions,
+                );
             }
-            let payload_type = match consumer.payload_type {
-                Some(pt) => pt,
-                None => {
-                    match negotiated_payload_type(&mut sub.pc, consumer.sender_id, &producer.codec)
-                    {
-                        Some(pt) => {
-                            consumer.payload_type = Some(pt);
-                            pt
-                        }
-                        None => {
-                            self.metrics.drop_not_negotiated.inc();
-                            continue;
-                        }
-                    }
-                }
+            let Some(leg) = &consumer.leg else {
+                self.metrics.drop_not_negotiated.inc();
+                continue;
+            };
+            let Some((out_seq, out_ts)) =
+                consumer
+                    .sequence
+                    .forward(ssrc, seq, ts, now, switching_point)
+            else {
+                self.metrics.drop_awaiting_keyframe.inc();
+                continue;
             };
             let mut out = packet.clone();
             out.header.ssrc = consumer.ssrc;
-            out.header.payload_type = payload_type;
-            // Our own SSRC and payload type were checked when the payload type
-            // was resolved; `handle_write` skips re-deriving sender parameters
+            out.header.payload_type = leg.payload_type;
+            out.header.sequence_number = out_seq;
+            out.header.timestamp = out_ts;
+            leg.extensions
+                .rewrite(&mut out.header, now, sub.epoch, &mut sub.transport_seq);
+            // Our own SSRC and payload type were checked when the leg was
+            // resolved; `handle_write` skips re-deriving sender parameters
             // on every packet.
             match sub.pc.handle_write(TaggedRTCMessage {
                 now,
@@ -138,9 +165,17 @@ impl Shard {
         let mid =
             t.pc.rtp_transceiver(transceiver_id)
                 .and_then(|tr| tr.mid().clone());
-        let Some(receiver) = t.pc.rtp_receiver(init.receiver_id) else {
+        let Some(mut receiver) = t.pc.rtp_receiver(init.receiver_id) else {
             return;
         };
+        let extensions = ExtensionMap::from_pairs(
+            receiver
+                .get_parameters()
+                .rtp_parameters
+                .header_extensions
+                .iter()
+                .filter_map(|e| Some((u8::try_from(e.id).ok()?, e.uri.as_str()))),
+        );
         let track = receiver.track();
         let kind = kind_of(track.kind());
         let Some(codec) = track.codec(init.ssrc).cloned() else {
@@ -165,7 +200,9 @@ impl Shard {
             receiver_id: init.receiver_id,
             kind,
             mid,
+            video_codec: VideoCodec::from_mime(&codec.mime_type),
             codec,
+            extensions,
             media_ssrc: init.ssrc,
             muted: false,
             consumers: Vec::new(),
@@ -267,6 +304,13 @@ impl Shard {
             return;
         };
         let ssrc = self.rng.random::<u32>();
+        // RFC 3550: the first sequence number and timestamp are random.
+        let mut sequence = SequenceRewriter::new(
+            producer.codec.clock_rate,
+            self.rng.random(),
+            self.rng.random(),
+        );
+        sequence.switch_to(producer.media_ssrc);
         let track = MediaStreamTrack::new(
             producer.owner_sid.clone(),
             producer.sid.clone(),
@@ -292,8 +336,9 @@ impl Shard {
                     transport: transport_id,
                     sender_id,
                     ssrc,
-                    payload_type: None,
+                    leg: None,
                     settings: SubscriptionSettings::default(),
+                    sequence,
                 });
                 self.metrics.subscriptions.inc();
             }

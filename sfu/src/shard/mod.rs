@@ -635,6 +635,8 @@ impl Shard {
                 producers: HashMap::new(),
                 producer_by_ssrc: HashMap::new(),
                 consumed_by_ssrc: HashMap::new(),
+                transport_seq: 0,
+                epoch: now,
                 connected: false,
                 queued: false,
                 early: Vec::new(),

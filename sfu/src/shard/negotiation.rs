@@ -177,11 +177,11 @@ impl Shard {
             .map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
         p.offer_pending = false;
         let again = p.needs_offer;
-        // Payload types may have changed with the new answer.
+        // Payload types and extension ids may have changed with the new answer.
         if let Some(room) = self.rooms.get_mut(room_name) {
             for producer in room.producers.values_mut() {
                 for c in producer.consumers.iter_mut().filter(|c| c.transport == id) {
-                    c.payload_type = None;
+                    c.leg = None;
                 }
             }
         }

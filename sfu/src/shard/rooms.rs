@@ -178,6 +178,7 @@ impl Shard {
 
     pub(crate) fn mute(
         &mut self,
+        now: Instant,
         room_name: &str,
         sid: &str,
         track_sid: &str,
@@ -203,6 +204,11 @@ impl Shard {
                     muted,
                 },
             );
+            if !muted {
+                // Its consumers start again at a keyframe.
+                self.request_keyframe(now, room_name, track_sid);
+                self.flush(now);
+            }
         }
         Ok(())
     }
