@@ -11,7 +11,8 @@
 pub mod bench_support;
 mod config;
 mod dtls_flight;
-mod engine;
+#[doc(hidden)]
+pub mod engine;
 #[doc(hidden)]
 pub mod fuzz_support;
 mod ice_creds;
