@@ -44,19 +44,31 @@ struct Peer {
     received: Vec<u16>,
 }
 
-pub(crate) fn loopback(last: u8, port: u16) -> SocketAddr {
+/// `127.0.0.<last>:<port>`.
+pub fn loopback(last: u8, port: u16) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)), port)
 }
 
 /// A client peer connection with the default codecs and interceptors and
 /// one UDP host candidate at `addr`.
-pub(crate) fn client(addr: SocketAddr, now: Instant) -> RTCPeerConnection {
+pub fn client(addr: SocketAddr, now: Instant) -> RTCPeerConnection {
+    client_with(addr, now, |registry, _| registry)
+}
+
+/// [`client`], with `extend` adding interceptors (and what they register on
+/// the media engine) to the default chain.
+pub fn client_with(
+    addr: SocketAddr,
+    now: Instant,
+    extend: impl FnOnce(Registry, &mut MediaEngine) -> Registry,
+) -> RTCPeerConnection {
     let mut media_engine = MediaEngine::default();
     media_engine
         .register_default_codecs()
         .expect("default codecs");
     let registry =
         register_default_interceptors(Registry::new(), &mut media_engine).expect("interceptors");
+    let registry = extend(registry, &mut media_engine);
     let mut pc = RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_media_engine(media_engine)
@@ -418,7 +430,7 @@ pub fn vp8_keyframe_payload(len: usize) -> Vec<u8> {
 }
 
 /// The publisher's VP8 track, sent with `ssrc`.
-pub(crate) fn video_track(ssrc: u32) -> MediaStreamTrack {
+pub fn video_track(ssrc: u32) -> MediaStreamTrack {
     MediaStreamTrack::new(
         "stream".into(),
         TRACK_ID.into(),

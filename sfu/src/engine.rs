@@ -23,16 +23,33 @@ use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability,
+    RtpCodecKind, TYPE_RTCP_FB_TRANSPORT_CC,
 };
 use rtc::sansio::Protocol;
+use rtc::sdp::extmap::TRANSPORT_CC_URI;
 use rtc::shared::error::Error;
 
 use crate::session::SfuError;
 
+/// Transport-wide congestion control feedback (`a=rtcp-fb:<pt> transport-cc`).
+fn transport_cc() -> RTCPFeedback {
+    RTCPFeedback {
+        typ: TYPE_RTCP_FB_TRANSPORT_CC.into(),
+        parameter: String::new(),
+    }
+}
+
 /// Codecs the SFU forwards. No RTX: the SFU asks publishers for
 /// retransmissions with plain NACK and answers subscribers' NACKs from its
 /// own send cache, so one SSRC per track is all there is to route.
+///
+/// Every codec carries `transport-cc`, and the transport-wide sequence
+/// number extension is offered for audio and video: with both, a browser
+/// runs its send-side estimate on the TWCC feedback the default chain's
+/// receiver sends (docs/congestion-control.md). Named here rather than left
+/// to `register_default_interceptors`, whose `register_feedback` only reaches
+/// codecs registered before it runs.
 fn register_codecs(media_engine: &mut MediaEngine) -> Result<(), Error> {
     let video_feedback = || {
         vec![
@@ -44,6 +61,7 @@ fn register_codecs(media_engine: &mut MediaEngine) -> Result<(), Error> {
                 typ: "ccm".into(),
                 parameter: "fir".into(),
             },
+            transport_cc(),
         ]
     };
     media_engine.register_codec(
@@ -53,7 +71,7 @@ fn register_codecs(media_engine: &mut MediaEngine) -> Result<(), Error> {
                 clock_rate: 48000,
                 channels: 2,
                 sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
-                rtcp_feedback: vec![],
+                rtcp_feedback: vec![transport_cc()],
             },
             payload_type: 111,
         },
@@ -97,6 +115,15 @@ fn register_codecs(media_engine: &mut MediaEngine) -> Result<(), Error> {
                 payload_type,
             },
             RtpCodecKind::Video,
+        )?;
+    }
+    for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
+        media_engine.register_header_extension(
+            RTCRtpHeaderExtensionCapability {
+                uri: TRANSPORT_CC_URI.into(),
+            },
+            kind,
+            None,
         )?;
     }
     Ok(())

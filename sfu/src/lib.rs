@@ -13,22 +13,23 @@ mod config;
 mod consumer;
 mod dtls_flight;
 mod endpoint;
-mod engine;
+#[doc(hidden)]
+pub mod engine;
 #[doc(hidden)]
 pub mod fuzz_support;
-pub(crate) mod header_ext;
+mod header_ext;
 mod ice_creds;
 mod ids;
-pub(crate) mod keyframe;
+mod keyframe;
 mod metrics;
 mod outbox;
 mod participant;
 mod producer;
 mod quality;
-pub(crate) mod rewriter;
+mod rewriter;
 mod room;
 mod route;
-pub(crate) mod rtx;
+mod rtx;
 mod sdp_check;
 mod session;
 mod shard;
@@ -39,7 +40,7 @@ mod stun;
 mod tcp;
 mod timers;
 mod transport;
-pub(crate) mod vp8;
+mod vp8;
 mod worker;
 
 pub use config::SfuConfig;
