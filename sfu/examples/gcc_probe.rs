@@ -257,6 +257,7 @@ impl Pair {
     fn new(now: Instant, client: RTCPeerConnection, client_addr: SocketAddr) -> Pair {
         let server_addr = loopback(1, 7882);
         let mut server = new_peer_connection(
+            callgate_sfu::TransportRole::Publisher,
             server_addr,
             loopback(1, 7881),
             "probeufrag",

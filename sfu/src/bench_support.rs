@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use rtc::interceptor::Registry;
+use rtc::interceptor::{Registry, Slot};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
@@ -19,6 +19,7 @@ use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtp;
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::rtp_transceiver::rtp_sender::{
@@ -28,6 +29,7 @@ use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
 use crate::config::SfuConfig;
+use crate::engine::DeliverRtcp;
 use crate::metrics::SfuMetrics;
 use crate::session::JoinRequest;
 use crate::shard::Shard;
@@ -42,6 +44,8 @@ struct Peer {
     connected: bool,
     /// Sequence numbers of the RTP packets this peer has read.
     received: Vec<u16>,
+    /// REMBs it received: (bits per second, the SSRCs they name).
+    rembs: Vec<(f32, Vec<u32>)>,
 }
 
 /// `127.0.0.<last>:<port>`.
@@ -123,10 +127,17 @@ impl ForwardingBench {
             shard,
             server,
             publisher: Peer {
-                pc: client(publisher_addr, now),
+                // It reads the REMBs the server sends it.
+                pc: client_with(publisher_addr, now, |registry, _| {
+                    registry.with(
+                        Slot::from(14_000),
+                        DeliverRtcp::new(|any| any.is::<ReceiverEstimatedMaximumBitrate>()),
+                    )
+                }),
                 addr: publisher_addr,
                 connected: false,
                 received: Vec::new(),
+                rembs: Vec::new(),
             },
             sender: None,
             ssrc: 0x5eed,
@@ -210,6 +221,7 @@ impl ForwardingBench {
             addr,
             connected: false,
             received: Vec::new(),
+            rembs: Vec::new(),
         });
         self.pump_until(|b| b.subscribers.last().is_some_and(|p| p.connected));
     }
@@ -246,8 +258,19 @@ impl ForwardingBench {
                 }
             }
             while let Some(message) = peer.pc.poll_read() {
-                if let RTCMessage::RtpPacket(_, packet) = message.message {
-                    peer.received.push(packet.header.sequence_number);
+                match message.message {
+                    RTCMessage::RtpPacket(_, packet) => {
+                        peer.received.push(packet.header.sequence_number)
+                    }
+                    RTCMessage::RtcpPacket(_, packets) => {
+                        peer.rembs.extend(packets.iter().filter_map(|p| {
+                            let remb = p
+                                .as_any()
+                                .downcast_ref::<ReceiverEstimatedMaximumBitrate>()?;
+                            Some((remb.bitrate, remb.ssrcs.clone()))
+                        }))
+                    }
+                    _ => {}
                 }
             }
         }
@@ -507,6 +530,69 @@ mod tests {
         };
         receiver.write_rtcp(now, vec![Box::new(pli)]).expect("pli");
         bench.pump_once();
+    }
+
+    /// Subscriber `index` tells the server its downlink takes `bps`.
+    fn subscriber_sends_remb(bench: &mut ForwardingBench, index: usize, bps: f32) {
+        let now = Instant::now();
+        let peer = &mut bench.subscribers[index];
+        let receiver = peer.pc.get_receivers().next().expect("a receiver");
+        let mut receiver = peer.pc.rtp_receiver(receiver).expect("receiver");
+        let media_ssrc = receiver.track().ssrcs().next().expect("an ssrc");
+        let remb = ReceiverEstimatedMaximumBitrate {
+            sender_ssrc: 1,
+            bitrate: bps,
+            ssrcs: vec![media_ssrc],
+        };
+        receiver
+            .write_rtcp(now, vec![Box::new(remb)])
+            .expect("remb");
+        bench.pump_once();
+        bench.pump_once();
+    }
+
+    /// Packets subscriber `index` gets of the next `count` the publisher sends.
+    fn delivered(bench: &mut ForwardingBench, index: usize, count: usize) -> usize {
+        let before = bench.subscribers[index].received.len();
+        for _ in 0..count {
+            bench.forward_losing(&[]);
+        }
+        bench.pump_once();
+        bench.subscribers[index].received.len() - before
+    }
+
+    #[test]
+    fn the_publisher_is_told_its_only_subscribers_estimate_and_video_pauses_below_the_minimum() {
+        let mut bench = ForwardingBench::new(1, 300);
+        let ssrc = bench.ssrc;
+        assert!(delivered(&mut bench, 0, 10) >= 9);
+
+        // A single video track takes the whole estimate (no audio here).
+        subscriber_sends_remb(&mut bench, 0, 300_000.0);
+        assert_eq!(bench.publisher.rembs, vec![(300_000.0, vec![ssrc])]);
+        // A change of more than 10% goes out at once; a small one waits for
+        // the once-a-second refresh.
+        subscriber_sends_remb(&mut bench, 0, 310_000.0);
+        assert_eq!(bench.publisher.rembs.len(), 1);
+        subscriber_sends_remb(&mut bench, 0, 1_000_000.0);
+        assert_eq!(bench.publisher.rembs[1], (1_000_000.0, vec![ssrc]));
+
+        // Below what video is worth sending at, the consumer pauses (the
+        // publisher is not pushed below that minimum for it).
+        let rembs = bench.publisher.rembs.len();
+        subscriber_sends_remb(&mut bench, 0, 50_000.0);
+        assert_eq!(delivered(&mut bench, 0, 10), 0);
+        assert!(bench.shard.metrics().drop_bandwidth.get() >= 10);
+        // No subscriber limits it now: the publisher is released.
+        assert_eq!(bench.publisher.rembs.len(), rembs + 1);
+        // (REMB's 18-bit mantissa rounds the 100 Mbit/s we send.)
+        assert!(bench.publisher.rembs[rembs].0 >= 99_000_000.0);
+
+        // Room again: it resumes at the next keyframe (every bench packet
+        // is one).
+        subscriber_sends_remb(&mut bench, 0, 400_000.0);
+        assert!(delivered(&mut bench, 0, 10) >= 9);
+        assert_eq!(bench.publisher.rembs.last(), Some(&(400_000.0, vec![ssrc])));
     }
 
     #[test]

@@ -22,6 +22,10 @@ pub(crate) struct Consumer {
     pub(crate) leg: Option<Leg>,
     /// What the subscriber asked for this track (`update_subscription`).
     pub(crate) settings: SubscriptionSettings,
+    /// Its share of the subscriber's estimate (module `allocation`), in
+    /// bits per second; `None` while the subscriber has given none. Zero:
+    /// paused for want of bandwidth.
+    pub(crate) share: Option<u64>,
     /// Outgoing sequence numbers and timestamps: continuous across pauses
     /// (mute, holds, disabled) and source switches.
     pub(crate) sequence: SequenceRewriter,

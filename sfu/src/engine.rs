@@ -10,7 +10,10 @@ use rtc::ice::mdns::MulticastDnsMode;
 use rtc::ice::tcp_type::TcpType;
 use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_nack, configure_rtcp_reports, configure_simulcast_extension_headers,
+    register_default_interceptors,
+};
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_AV1, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MIME_TYPE_VP9, MediaEngine,
 };
@@ -21,16 +24,22 @@ use rtc::peer_connection::transport::{
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability,
     RtpCodecKind, TYPE_RTCP_FB_TRANSPORT_CC,
 };
 use rtc::sansio::Protocol;
-use rtc::sdp::extmap::TRANSPORT_CC_URI;
+use rtc::sdp::extmap::{
+    ABS_SEND_TIME_URI, AUDIO_LEVEL_URI, TRANSPORT_CC_URI, VIDEO_ORIENTATION_URI,
+};
 use rtc::shared::error::Error;
 
-use crate::session::SfuError;
+use crate::session::{SfuError, TransportRole};
+
+/// Packets behind the newest an SRTP receiver still accepts.
+const SRTP_REPLAY_WINDOW: usize = 1024;
 
 /// Transport-wide congestion control feedback (`a=rtcp-fb:<pt> transport-cc`).
 fn transport_cc() -> RTCPFeedback {
@@ -44,15 +53,21 @@ fn transport_cc() -> RTCPFeedback {
 /// retransmissions with plain NACK and answers subscribers' NACKs from its
 /// own send cache, so one SSRC per track is all there is to route.
 ///
-/// Every codec carries `transport-cc`, and the transport-wide sequence
-/// number extension is offered for audio and video: with both, a browser
-/// runs its send-side estimate on the TWCC feedback the default chain's
-/// receiver sends (docs/congestion-control.md). Named here rather than left
-/// to `register_default_interceptors`, whose `register_feedback` only reaches
-/// codecs registered before it runs.
-fn register_codecs(media_engine: &mut MediaEngine) -> Result<(), Error> {
+/// Congestion control differs by leg (docs/congestion-control.md):
+/// - publisher transports carry `transport-cc` on every codec and the
+///   transport-wide sequence number extension: the browser runs its
+///   send-side estimate on the TWCC feedback our receiver sends;
+/// - subscriber transports carry `goog-remb` and abs-send-time but no
+///   transport-cc, so the browser runs its receive-side estimate and tells
+///   us in REMB what it can take (rtc 0.21's own send-side estimator was
+///   measured unusable).
+///
+/// Named here rather than left to `register_default_interceptors`, whose
+/// `register_feedback` only reaches codecs registered before it runs.
+fn register_codecs(media_engine: &mut MediaEngine, role: TransportRole) -> Result<(), Error> {
+    let send_side = role == TransportRole::Publisher;
     let video_feedback = || {
-        vec![
+        let mut feedback = vec![
             RTCPFeedback {
                 typ: "goog-remb".into(),
                 parameter: String::new(),
@@ -61,8 +76,11 @@ fn register_codecs(media_engine: &mut MediaEngine) -> Result<(), Error> {
                 typ: "ccm".into(),
                 parameter: "fir".into(),
             },
-            transport_cc(),
-        ]
+        ];
+        if send_side {
+            feedback.push(transport_cc());
+        }
+        feedback
     };
     media_engine.register_codec(
         RTCRtpCodecParameters {
@@ -71,7 +89,11 @@ fn register_codecs(media_engine: &mut MediaEngine) -> Result<(), Error> {
                 clock_rate: 48000,
                 channels: 2,
                 sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
-                rtcp_feedback: vec![transport_cc()],
+                rtcp_feedback: if send_side {
+                    vec![transport_cc()]
+                } else {
+                    vec![]
+                },
             },
             payload_type: 111,
         },
@@ -117,11 +139,19 @@ fn register_codecs(media_engine: &mut MediaEngine) -> Result<(), Error> {
             RtpCodecKind::Video,
         )?;
     }
-    for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
+    let mut extensions = vec![
+        (AUDIO_LEVEL_URI, RtpCodecKind::Audio),
+        (VIDEO_ORIENTATION_URI, RtpCodecKind::Video),
+        (ABS_SEND_TIME_URI, RtpCodecKind::Audio),
+        (ABS_SEND_TIME_URI, RtpCodecKind::Video),
+    ];
+    if send_side {
+        extensions.push((TRANSPORT_CC_URI, RtpCodecKind::Audio));
+        extensions.push((TRANSPORT_CC_URI, RtpCodecKind::Video));
+    }
+    for (uri, kind) in extensions {
         media_engine.register_header_extension(
-            RTCRtpHeaderExtensionCapability {
-                uri: TRANSPORT_CC_URI.into(),
-            },
+            RTCRtpHeaderExtensionCapability { uri: uri.into() },
             kind,
             None,
         )?;
@@ -130,16 +160,39 @@ fn register_codecs(media_engine: &mut MediaEngine) -> Result<(), Error> {
 }
 
 /// Lets keyframe requests (PLI, FIR) from subscribers reach the SFU, which
-/// relays them to the publisher, and NACKs, which it counts (the NACK
-/// responder still answers them: marking does not consume). All other RTCP
-/// stays with the interceptors.
-#[derive(Default)]
-struct DeliverKeyframeRequests {
+/// relays them to the publisher, REMB (a subscriber's bandwidth estimate),
+/// and NACKs, which it counts (the NACK responder still answers them:
+/// marking does not consume). All other RTCP stays with the interceptors.
+pub(crate) struct DeliverRtcp {
+    /// Whether an RTCP packet goes to the application.
+    wanted: fn(&dyn std::any::Any) -> bool,
     reads: VecDeque<TaggedPacket>,
     writes: VecDeque<TaggedPacket>,
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for DeliverKeyframeRequests {
+impl DeliverRtcp {
+    /// Delivers the inbound RTCP packets `wanted` picks (a compound packet
+    /// goes whole if any of its parts is wanted).
+    pub(crate) fn new(wanted: fn(&dyn std::any::Any) -> bool) -> Self {
+        DeliverRtcp {
+            wanted,
+            reads: VecDeque::new(),
+            writes: VecDeque::new(),
+        }
+    }
+
+    /// What the SFU's own transports act on.
+    fn for_the_sfu() -> Self {
+        DeliverRtcp::new(|any| {
+            any.is::<PictureLossIndication>()
+                || any.is::<FullIntraRequest>()
+                || any.is::<TransportLayerNack>()
+                || any.is::<ReceiverEstimatedMaximumBitrate>()
+        })
+    }
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for DeliverRtcp {
     type Rout = TaggedPacket;
     type Wout = TaggedPacket;
     type Eout = ();
@@ -148,13 +201,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for DeliverKeyframeRequests {
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Error> {
         if let Packet::Rtcp(packets) = &msg.message.packet {
-            let wanted = packets.iter().any(|p| {
-                let any = p.as_any();
-                any.is::<PictureLossIndication>()
-                    || any.is::<FullIntraRequest>()
-                    || any.is::<TransportLayerNack>()
-            });
-            if wanted {
+            if packets.iter().any(|p| (self.wanted)(p.as_any())) {
                 msg.message.add(Attribute::DeliverToApplication);
             }
         }
@@ -179,7 +226,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for DeliverKeyframeRequests {
     }
 }
 
-impl Interceptor for DeliverKeyframeRequests {
+impl Interceptor for DeliverRtcp {
     fn bind_local_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
@@ -191,13 +238,14 @@ impl Interceptor for DeliverKeyframeRequests {
 /// Inbound packets must carry the matching candidate address as
 /// `TransportContext.local_addr` (rtc-ice `Agent::find_local_candidate`).
 pub fn new_peer_connection(
+    role: TransportRole,
     udp: SocketAddr,
     tcp: SocketAddr,
     ufrag: &str,
     pwd: &str,
     now: Instant,
 ) -> Result<RTCPeerConnection, SfuError> {
-    build(udp, tcp, ufrag, pwd, now).map_err(|e| SfuError::Internal(e.to_string()))
+    build(role, udp, tcp, ufrag, pwd, now).map_err(|e| SfuError::Internal(e.to_string()))
 }
 
 fn host_candidate(
@@ -221,6 +269,7 @@ fn host_candidate(
 }
 
 fn build(
+    role: TransportRole,
     udp: SocketAddr,
     tcp: SocketAddr,
     ufrag: &str,
@@ -228,9 +277,18 @@ fn build(
     now: Instant,
 ) -> Result<RTCPeerConnection, Error> {
     let mut media_engine = MediaEngine::default();
-    register_codecs(&mut media_engine)?;
-    let registry = Registry::new().with(Slot::from(14_000), DeliverKeyframeRequests::default());
-    let registry = register_default_interceptors(registry, &mut media_engine)?;
+    register_codecs(&mut media_engine, role)?;
+    let registry = Registry::new().with(Slot::from(14_000), DeliverRtcp::for_the_sfu());
+    let registry = match role {
+        TransportRole::Publisher => register_default_interceptors(registry, &mut media_engine)?,
+        // The default chain without its TWCC receiver (which would offer
+        // transport-cc): nothing is received on a subscriber transport.
+        TransportRole::Subscriber => {
+            let registry = configure_nack(registry, &mut media_engine);
+            configure_simulcast_extension_headers(&mut media_engine)?;
+            configure_rtcp_reports(registry)
+        }
+    };
 
     let setting_engine = SettingEngineBuilder::new()
         .with_lite(true)
@@ -252,6 +310,12 @@ fn build(
         // shard judges liveness from any traffic and keeps the session
         // through a reconnect instead.
         .with_ice_timeouts(Some(Duration::ZERO), Some(Duration::ZERO), None)
+        // A publisher's retransmission (plain NACK, on the media SSRC) can
+        // come 100+ packets after the original on a fast video stream; the
+        // default 64-packet window would drop it as too old at SRTP, before
+        // the TWCC receiver, which then reports it lost to the browser's
+        // estimator.
+        .with_srtp_replay_protection_window(SRTP_REPLAY_WINDOW)
         .build();
 
     let mut pc = RTCPeerConnectionBuilder::new()

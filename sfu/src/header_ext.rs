@@ -23,15 +23,13 @@ use bytes::Bytes;
 use rtc::rtp::extension::audio_level_extension::AudioLevelExtension;
 use rtc::rtp::header::{EXTENSION_PROFILE_ONE_BYTE, EXTENSION_PROFILE_TWO_BYTE, Extension, Header};
 
-pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
-pub const VIDEO_ORIENTATION_URI: &str = "urn:3gpp:video-orientation";
-pub const MID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
-pub const RTP_STREAM_ID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
-pub const REPAIRED_RTP_STREAM_ID_URI: &str =
-    "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id";
-pub const TRANSPORT_CC_URI: &str =
-    "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
-pub const ABS_SEND_TIME_URI: &str = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time";
+// The URIs are rtc's (RFC 6464, 3GPP TS 26.114, RFC 9143, RFC 8852, the
+// transport-wide-cc and abs-send-time drafts).
+pub use rtc::sdp::extmap::{
+    ABS_SEND_TIME_URI, AUDIO_LEVEL_URI, SDES_MID_URI as MID_URI,
+    SDES_REPAIR_RTP_STREAM_ID_URI as REPAIRED_RTP_STREAM_ID_URI,
+    SDES_RTP_STREAM_ID_URI as RTP_STREAM_ID_URI, TRANSPORT_CC_URI, VIDEO_ORIENTATION_URI,
+};
 
 /// The header extensions the SFU knows; any other is dropped on forwarding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

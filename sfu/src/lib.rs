@@ -7,6 +7,7 @@
 //! routes each connection by the worker index at the front of the ICE ufrag
 //! its first STUN request names. [`Sfu`] is the handle the control plane holds.
 
+mod allocation;
 #[doc(hidden)]
 pub mod bench_support;
 mod config;

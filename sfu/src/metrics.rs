@@ -1,7 +1,10 @@
 //! Prometheus metrics of the media plane. Each worker holds its own
 //! pre-labelled handles, so counting on the packet path touches no shared map.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
 
 #[derive(Clone)]
 pub struct SfuMetrics {
@@ -17,6 +20,8 @@ pub struct SfuMetrics {
     reconnecting: IntGaugeVec,
     resumes: IntCounterVec,
     transport_panics: IntCounterVec,
+    rembs: IntCounterVec,
+    subscriber_estimates: HistogramVec,
     drops: IntCounterVec,
     tcp_connections: IntGaugeVec,
     /// Connections still sending their first frame.
@@ -64,6 +69,26 @@ impl SfuMetrics {
                 "Panics caught while handling one participant's transport or command (it ends with internal_error; the worker's other calls go on)",
                 &["worker"],
             )?,
+            rembs: counter(
+                registry,
+                "callgate_rembs_total",
+                "REMB sent to publishers: the lowest share of their video any subscriber can take",
+                &["worker"],
+            )?,
+            subscriber_estimates: {
+                let h = HistogramVec::new(
+                    HistogramOpts::new(
+                        "callgate_subscriber_estimate_bps",
+                        "Subscribers' downlink estimates (REMB from their browsers), bits per second",
+                    )
+                    .buckets(vec![
+                        100e3, 200e3, 300e3, 500e3, 750e3, 1e6, 1.5e6, 2e6, 3e6, 5e6, 10e6,
+                    ]),
+                    &["worker"],
+                )?;
+                registry.register(Box::new(h.clone()))?;
+                h
+            },
             tracks: gauge(registry, "callgate_tracks", "Published tracks (producers)")?,
             subscriptions: gauge(
                 registry,
@@ -157,6 +182,8 @@ impl SfuMetrics {
             reconnecting: self.reconnecting.with_label_values(&[&w]),
             resumes: self.resumes.with_label_values(&[&w]),
             transport_panics: self.transport_panics.with_label_values(&[&w]),
+            rembs: self.rembs.with_label_values(&[&w]),
+            subscriber_estimates: self.subscriber_estimates.with_label_values(&[&w]),
             drop_unknown_source: drop("unknown_source"),
             drop_malformed: drop("malformed"),
             drop_unroutable: drop("unroutable"),
@@ -170,6 +197,7 @@ impl SfuMetrics {
             drop_dtls_rtc_resend: drop("dtls_rtc_resend"),
             drop_subscription_disabled: drop("subscription_disabled"),
             drop_padding: drop("padding"),
+            drop_bandwidth: drop("bandwidth"),
             drop_awaiting_keyframe: drop("awaiting_keyframe"),
         }
     }
@@ -263,6 +291,10 @@ pub(crate) struct WorkerMetrics {
     pub resumes: IntCounter,
     /// Panics caught while handling one transport.
     pub transport_panics: IntCounter,
+    /// REMB sent to publishers.
+    pub rembs: IntCounter,
+    /// Subscribers' downlink estimates as they arrive.
+    pub subscriber_estimates: Histogram,
     /// Datagrams from an address no transport knows, that are not a STUN
     /// request for a known ICE username.
     pub drop_unknown_source: IntCounter,
@@ -296,6 +328,9 @@ pub(crate) struct WorkerMetrics {
     pub drop_subscription_disabled: IntCounter,
     /// A publisher's padding-only packet (bandwidth probing): not forwarded.
     pub drop_padding: IntCounter,
+    /// Per forwarded leg: the subscriber's estimate leaves this video track
+    /// nothing (module `allocation`).
+    pub drop_bandwidth: IntCounter,
     /// Per forwarded leg: video after a pause or a new subscription, before
     /// the keyframe the consumer can start at.
     pub drop_awaiting_keyframe: IntCounter,

@@ -27,6 +27,8 @@ pub(crate) struct Producer {
     pub(crate) media_ssrc: u32,
     pub(crate) muted: bool,
     pub(crate) consumers: Vec<Consumer>,
+    /// The last REMB we sent its publisher: (bits per second, when).
+    pub(crate) remb_sent: Option<(u64, Instant)>,
     pub(crate) last_keyframe_request: Option<Instant>,
 }
 

@@ -66,6 +66,9 @@ pub(crate) struct Transport {
     pub(crate) transport_seq: u16,
     /// When it was created: abs-send-time counts from here.
     pub(crate) epoch: Instant,
+    /// Subscriber transports: what the subscriber's browser last said its
+    /// downlink can take (REMB), in bits per second.
+    pub(crate) estimate: Option<u64>,
     /// Our last DTLS flight, sent again when the client repeats its own.
     pub(crate) flights: FlightReplay,
 }

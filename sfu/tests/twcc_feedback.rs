@@ -176,6 +176,7 @@ impl Call {
         let server_addr = loopback(1, 7882);
         let client_addr = loopback(2, 10_000);
         let mut server = new_peer_connection(
+            callgate_sfu::TransportRole::Publisher,
             server_addr,
             loopback(1, 7881),
             "srvufrag",

@@ -97,6 +97,8 @@ impl Shard {
                 Some(&self.metrics.drop_media_held)
             } else if consumer.settings.disabled {
                 Some(&self.metrics.drop_subscription_disabled)
+            } else if consumer.share == Some(0) {
+                Some(&self.metrics.drop_bandwidth)
             } else {
                 None
             };
@@ -206,6 +208,7 @@ impl Shard {
             media_ssrc: init.ssrc,
             muted: false,
             consumers: Vec::new(),
+            remb_sent: None,
             last_keyframe_request: None,
         };
         info!(room = %room_name, participant = %owner_sid, track = %sid, ?kind, codec = %producer.codec.mime_type, "track published");
@@ -338,6 +341,7 @@ impl Shard {
                     ssrc,
                     leg: None,
                     settings: SubscriptionSettings::default(),
+                    share: None,
                     sequence,
                 });
                 self.metrics.subscriptions.inc();

@@ -16,6 +16,7 @@ use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp;
 use rtc::sansio::Protocol;
@@ -39,6 +40,7 @@ use crate::stun;
 use crate::timers::{Scheduled, Timer, Timers};
 use crate::transport::{MAX_EARLY_DATAGRAMS, MAX_TCP_PER_TRANSPORT, Transport};
 
+mod bandwidth;
 mod forwarding;
 mod keyframes;
 mod liveness;
@@ -333,6 +335,8 @@ impl Shard {
 
         if self.next_liveness_check.is_some_and(|at| at <= now) {
             self.check_liveness(now);
+            self.allocate_bandwidth(now);
+            self.flush(now);
         }
         self.next_liveness_check = (!self.transports.is_empty()).then(|| {
             self.next_liveness_check
@@ -447,6 +451,7 @@ impl Shard {
     fn drive(&mut self, now: Instant, id: TransportId) {
         let mut events = Vec::new();
         let mut keyframe_ssrcs = Vec::new();
+        let mut estimate = None;
         let mut inbound = std::mem::take(&mut self.inbound_rtp);
         {
             let Some(t) = self.transports.get_mut(&id) else {
@@ -465,6 +470,10 @@ impl Shard {
                                 keyframe_ssrcs.push(pli.media_ssrc);
                             } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
                                 keyframe_ssrcs.extend(fir.fir.iter().map(|e| e.ssrc));
+                            } else if let Some(remb) =
+                                any.downcast_ref::<ReceiverEstimatedMaximumBitrate>()
+                            {
+                                estimate = Some(remb.bitrate);
                             } else if any.is::<TransportLayerNack>() {
                                 self.metrics.nacks.inc();
                             }
@@ -483,6 +492,9 @@ impl Shard {
         self.inbound_rtp = inbound;
         for ssrc in keyframe_ssrcs {
             self.relay_keyframe_request(now, id, ssrc);
+        }
+        if let Some(bitrate) = estimate {
+            self.estimate_heard(now, id, bitrate);
         }
         self.mark_dirty(id);
     }
@@ -609,6 +621,7 @@ impl Shard {
     ) -> Result<TransportId, SfuError> {
         let (ufrag, pwd) = ids::ice_credentials(self.worker, &mut self.rng);
         let pc = new_peer_connection(
+            role,
             self.endpoint.udp_addr(),
             self.endpoint.tcp_addr(),
             &ufrag,
@@ -636,6 +649,7 @@ impl Shard {
                 producer_by_ssrc: HashMap::new(),
                 consumed_by_ssrc: HashMap::new(),
                 transport_seq: 0,
+                estimate: None,
                 epoch: now,
                 connected: false,
                 queued: false,

@@ -107,7 +107,14 @@ impl Shard {
             return;
         }
         let creds = t.ice.internal();
-        match new_peer_connection(local_addr, tcp_addr, &creds.ufrag, &creds.pwd, now) {
+        match new_peer_connection(
+            TransportRole::Publisher,
+            local_addr,
+            tcp_addr,
+            &creds.ufrag,
+            &creds.pwd,
+            now,
+        ) {
             Ok(pc) => {
                 let _ = std::mem::replace(&mut t.pc, pc).close();
                 t.early.clear();

@@ -1,0 +1,149 @@
+//! Subscribers' bandwidth: their browsers' estimates (REMB) split among the
+//! tracks each receives (module `allocation`), a track's consumer paused
+//! when its share is nothing, and each single-stream publisher told (REMB)
+//! the least any of its subscribers can take, so a weak downlink lowers the
+//! publisher's bitrate instead of freezing the picture.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+
+use super::Shard;
+use crate::allocation::{Demand, VIDEO_MIN, allocate};
+use crate::session::TrackKind;
+use crate::transport::TransportId;
+
+/// A REMB is sent again at least this often while it applies (receivers
+/// refresh theirs about once a second too).
+const REMB_REFRESH: Duration = Duration::from_secs(1);
+/// A new target goes out at once when it differs from the last by more
+/// than this fraction.
+const REMB_CHANGE: f64 = 0.1;
+/// What a publisher is told when no subscriber limits it any more: far
+/// above any camera's bitrate, so its own estimate governs again.
+const REMB_RELEASE: u64 = 100_000_000;
+/// Estimates above this are taken as this (a REMB can say up to ~2^81).
+const MAX_ESTIMATE: u64 = 1_000_000_000;
+
+impl Shard {
+    /// Subscriber transport `id` sent a REMB of `bitrate` bits per second.
+    pub(super) fn estimate_heard(&mut self, now: Instant, id: TransportId, bitrate: f32) {
+        if !bitrate.is_finite() || bitrate < 0.0 {
+            return;
+        }
+        let bps = (bitrate as u64).min(MAX_ESTIMATE);
+        let Some(t) = self.transports.get_mut(&id) else {
+            return;
+        };
+        t.estimate = Some(bps);
+        self.metrics.subscriber_estimates.observe(bps as f64);
+        let room = t.room.clone();
+        self.allocate_room(now, &room);
+    }
+
+    /// Shares out every subscriber's estimate and refreshes publishers' REMB.
+    pub(super) fn allocate_bandwidth(&mut self, now: Instant) {
+        let rooms: Vec<String> = self.rooms.keys().cloned().collect();
+        for room in rooms {
+            self.allocate_room(now, &room);
+        }
+    }
+
+    fn allocate_room(&mut self, now: Instant, room_name: &str) {
+        let Some(room) = self.rooms.get_mut(room_name) else {
+            return;
+        };
+        // Each subscriber transport's consumers: (producer, index, demand).
+        let mut by_subscriber: HashMap<TransportId, Vec<(String, usize, Demand)>> = HashMap::new();
+        for (producer_sid, producer) in &room.producers {
+            for (index, c) in producer.consumers.iter().enumerate() {
+                by_subscriber.entry(c.transport).or_default().push((
+                    producer_sid.clone(),
+                    index,
+                    Demand {
+                        kind: producer.kind,
+                        priority: c.settings.priority,
+                        disabled: c.settings.disabled || producer.muted,
+                    },
+                ));
+            }
+        }
+        let mut restarted = Vec::new();
+        for (transport, consumers) in by_subscriber {
+            let estimate = self.transports.get(&transport).and_then(|t| t.estimate);
+            let demands: Vec<Demand> = consumers.iter().map(|(_, _, d)| *d).collect();
+            let shares: Vec<Option<u64>> = match estimate {
+                Some(estimate) => allocate(estimate, &demands).into_iter().map(Some).collect(),
+                None => vec![None; demands.len()],
+            };
+            for ((producer_sid, index, _), share) in consumers.into_iter().zip(shares) {
+                let Some(consumer) = room
+                    .producers
+                    .get_mut(&producer_sid)
+                    .and_then(|p| p.consumers.get_mut(index))
+                else {
+                    continue;
+                };
+                if consumer.share == Some(0) && share != Some(0) {
+                    restarted.push(producer_sid);
+                }
+                consumer.share = share;
+            }
+        }
+        let mut rembs = Vec::new();
+        for producer in room.producers.values_mut() {
+            if producer.kind != TrackKind::Video {
+                continue;
+            }
+            let target = producer
+                .consumers
+                .iter()
+                .filter_map(|c| c.share)
+                .filter(|share| *share > 0)
+                .min()
+                .map(|share| share.max(VIDEO_MIN));
+            let send = match (target, producer.remb_sent) {
+                (Some(target), None) => Some(target),
+                (Some(target), Some((last, at))) => {
+                    let change = (target as f64 - last as f64).abs() / last.max(1) as f64;
+                    (change > REMB_CHANGE || now >= at + REMB_REFRESH).then_some(target)
+                }
+                (None, Some((last, _))) if last != REMB_RELEASE => Some(REMB_RELEASE),
+                (None, _) => None,
+            };
+            if let Some(bps) = send {
+                // A release is told once: nothing more until a subscriber
+                // limits the publisher again.
+                producer.remb_sent = Some((bps, now));
+                rembs.push((
+                    producer.transport,
+                    producer.receiver_id,
+                    producer.media_ssrc,
+                    bps,
+                ));
+            }
+        }
+        for producer_sid in restarted {
+            // A consumer paused for bandwidth starts again at a keyframe.
+            self.request_keyframe(now, room_name, &producer_sid);
+        }
+        for (transport, receiver_id, media_ssrc, bps) in rembs {
+            let Some(t) = self.transports.get_mut(&transport) else {
+                continue;
+            };
+            let Some(mut receiver) = t.pc.rtp_receiver(receiver_id) else {
+                continue;
+            };
+            let remb = ReceiverEstimatedMaximumBitrate {
+                sender_ssrc: 0,
+                bitrate: bps as f32,
+                ssrcs: vec![media_ssrc],
+            };
+            if receiver.write_rtcp(now, vec![Box::new(remb)]).is_ok() {
+                self.metrics.rembs.inc();
+            }
+            self.mark_dirty(transport);
+        }
+    }
+}
