@@ -200,10 +200,10 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for DeliverRtcp {
     type Time = Instant;
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Error> {
-        if let Packet::Rtcp(packets) = &msg.message.packet {
-            if packets.iter().any(|p| (self.wanted)(p.as_any())) {
-                msg.message.add(Attribute::DeliverToApplication);
-            }
+        if let Packet::Rtcp(packets) = &msg.message.packet
+            && packets.iter().any(|p| (self.wanted)(p.as_any()))
+        {
+            msg.message.add(Attribute::DeliverToApplication);
         }
         self.reads.push_back(msg);
         Ok(())
