@@ -144,6 +144,10 @@ pub struct RtcConfig {
     pub socket_buffer_bytes: usize,
     #[serde(with = "humantime_serde_compat")]
     pub keyframe_request_interval: Duration,
+    /// Share subscribers' bandwidth estimates among their tracks and tell
+    /// single-stream publishers the least a subscriber takes (REMB). Off
+    /// only to compare (the browser test of a capped downlink does).
+    pub adapt_to_subscribers: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -220,6 +224,7 @@ impl Default for RtcConfig {
             workers: 0,
             socket_buffer_bytes: 4 << 20,
             keyframe_request_interval: Duration::from_millis(500),
+            adapt_to_subscribers: true,
         }
     }
 }
@@ -966,6 +971,7 @@ impl Config {
             empty_room_timeout: self.room.empty_timeout,
             socket_buffer_bytes: self.rtc.socket_buffer_bytes,
             keyframe_request_interval: self.rtc.keyframe_request_interval,
+            adapt_to_subscribers: self.rtc.adapt_to_subscribers,
             ice_tcp_first_frame_timeout: self.limits.ice_tcp_first_frame_timeout,
             ice_tcp_pending: self.limits.ice_tcp_pending(open_files),
             reconnect_after_silence: self.room.reconnect_after_silence,

@@ -27,6 +27,9 @@ pub struct SfuConfig {
     pub socket_buffer_bytes: usize,
     /// Least time between two keyframe requests sent upstream for one track.
     pub keyframe_request_interval: Duration,
+    /// Share subscribers' bandwidth estimates among their tracks and tell
+    /// single-stream publishers the least a subscriber takes (REMB).
+    pub adapt_to_subscribers: bool,
     /// How long a new ICE-TCP connection may take to send its first STUN
     /// request before it is closed.
     pub ice_tcp_first_frame_timeout: Duration,
@@ -55,6 +58,7 @@ impl Default for SfuConfig {
             empty_room_timeout: Duration::from_secs(20),
             socket_buffer_bytes: 4 << 20,
             keyframe_request_interval: Duration::from_millis(500),
+            adapt_to_subscribers: true,
             ice_tcp_first_frame_timeout: Duration::from_secs(3),
             ice_tcp_pending: AdmissionLimits {
                 max_total: 256,

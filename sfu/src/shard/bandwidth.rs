@@ -29,7 +29,7 @@ const MAX_ESTIMATE: u64 = 1_000_000_000;
 impl Shard {
     /// Subscriber transport `id` sent a REMB of `bitrate` bits per second.
     pub(super) fn estimate_heard(&mut self, now: Instant, id: TransportId, bitrate: f32) {
-        if !bitrate.is_finite() || bitrate < 0.0 {
+        if !bitrate.is_finite() || bitrate < 0.0 || !self.config.adapt_to_subscribers {
             return;
         }
         let bps = (bitrate as u64).min(MAX_ESTIMATE);
