@@ -15,8 +15,6 @@
 //! pair; [`audio_level`] reads the publisher's audio level for speaker
 //! detection.
 
-#![allow(dead_code)] // wired by the consumer
-
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -112,6 +110,7 @@ impl ExtensionMap {
         self.ids[kind.index()]
     }
 
+    #[cfg(test)]
     pub fn kind_of(&self, id: u8) -> Option<ExtensionKind> {
         ExtensionKind::ALL
             .into_iter()
@@ -205,7 +204,9 @@ impl ExtensionRewriter {
     /// Gives a packet already rewritten by [`rewrite`](Self::rewrite) (one
     /// taken from the send history to be resent) a fresh abs-send-time and
     /// transport-wide sequence number: a resend is a new transmission, and
-    /// the subscriber's congestion control must see it as one.
+    /// the subscriber's congestion control must see it as one. (Resends
+    /// come from rtc's NACK responder today, which keeps the stamps.)
+    #[cfg(test)]
     pub fn restamp(
         &self,
         header: &mut Header,

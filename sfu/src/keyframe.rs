@@ -7,8 +7,6 @@
 //! only at the first bytes of the payload and is bounds-checked, so a short
 //! or garbled payload is simply "not a keyframe".
 
-#![allow(dead_code)] // wired by the consumer
-
 use crate::vp8;
 
 /// The video codecs whose keyframes we can recognise.
@@ -49,6 +47,7 @@ impl VideoCodec {
 /// Whether `payload` starts a keyframe of the codec named by `mime`. False
 /// for audio and unknown codecs: they have no keyframes to wait for (a
 /// consumer treats every audio packet as a switching point itself).
+#[cfg(test)]
 pub fn is_keyframe(mime: &str, payload: &[u8]) -> bool {
     VideoCodec::from_mime(mime).is_some_and(|codec| codec.is_keyframe(payload))
 }

@@ -21,9 +21,6 @@
 //! two windows in a row land on the same side of it, so one bad window on a
 //! mobile link does not flip the indicator back and forth.
 
-// Nothing calls this yet: the shard wires it in.
-#![allow(dead_code)]
-
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -158,6 +155,7 @@ impl QualityTracker {
     }
 
     /// The level reported last, `None` before the first window.
+    #[cfg(test)]
     pub fn quality(&self) -> Option<ConnectionQuality> {
         self.reported
     }

@@ -21,8 +21,6 @@
 //!
 //! Sans-I/O: the caller passes every `Instant`; nothing here reads a clock.
 
-#![allow(dead_code)] // wired by the consumer
-
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -238,11 +236,13 @@ impl SequenceRewriter {
     }
 
     /// The source currently forwarded.
+    #[cfg(test)]
     pub fn current_source(&self) -> Option<u32> {
         self.segment.as_ref().map(|s| s.ssrc)
     }
 
     /// The source a switch is waiting for a switching point of.
+    #[cfg(test)]
     pub fn pending_source(&self) -> Option<u32> {
         self.pending
     }

@@ -7,7 +7,10 @@ use rtc::rtp_transceiver::RTCRtpSenderId;
 
 use crate::outbox::Outbox;
 use crate::producer::Producer;
+use crate::quality::QualityTracker;
 use crate::session::{ParticipantEvent, ParticipantInfo, RoomInfo, TrackInfo};
+use crate::speaker::ActiveSpeakers;
+use crate::timers::Scheduled;
 use crate::transport::TransportId;
 
 pub(crate) struct Participant {
@@ -32,6 +35,18 @@ pub(crate) struct Participant {
     /// Its signaling connection is gone and not yet resumed.
     pub(crate) detached: bool,
     pub(crate) reconnecting: Option<Reconnecting>,
+    /// Its connection quality, judged window by window.
+    pub(crate) quality: QualityTracker,
+    /// Its streams' cumulative counters at the last window's end, by SSRC.
+    pub(crate) stream_counters: HashMap<u32, StreamCounters>,
+}
+
+/// A stream's cumulative counters: packets received (what it publishes) or
+/// sent (what it receives), and packets lost.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct StreamCounters {
+    pub(crate) packets: u64,
+    pub(crate) lost: i64,
 }
 
 /// A participant whose connection is lost, waiting to resume.
@@ -50,6 +65,10 @@ pub(crate) struct Room {
     pub(crate) participants: HashMap<String, Participant>,
     pub(crate) producers: HashMap<String, Producer>,
     pub(crate) empty_since: Option<Instant>,
+    /// Who is speaking, from its audio producers' levels (by producer sid).
+    pub(crate) speakers: ActiveSpeakers<String>,
+    /// Its speakers' entry in the shard's timer heap.
+    pub(crate) speakers_scheduled: Scheduled,
 }
 
 impl Participant {

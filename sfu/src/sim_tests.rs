@@ -17,6 +17,7 @@ use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
 use crate::bench_support::{ROOM, client, join_request, loopback, new_shard, video_track};
+use crate::quality::{ConnectionQuality, QUALITY_WINDOW};
 use crate::route::Route;
 use crate::session::{LeaveReason, ParticipantEvent};
 use crate::shard::Shard;
@@ -498,4 +499,42 @@ fn a_panic_in_one_transport_ends_its_participant_and_the_workers_other_rooms_go_
     sim.shard
         .hold_media(sim.now, "another-room", &bob, true)
         .unwrap();
+}
+
+/// The qualities the participant was told of since `events` were last read.
+fn qualities(events: Vec<ParticipantEvent>) -> Vec<ConnectionQuality> {
+    events
+        .into_iter()
+        .filter_map(|e| match e {
+            ParticipantEvent::ConnectionQuality { updates } => {
+                updates.into_iter().next().map(|u| u.quality)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_publisher_losing_5_percent_of_its_video_goes_from_excellent_to_good_after_two_windows() {
+    let mut sim = Sim::new(udp(2, 10_000));
+    sim.run_until_connected();
+    sim.events();
+    sim.run_for(QUALITY_WINDOW * 2);
+    assert_eq!(qualities(sim.events()), vec![ConnectionQuality::Excellent]);
+
+    // Every 20th RTP packet is lost, and so is each retransmission of it.
+    sim.lose_client = Box::new(|d| {
+        let rtp = d.len() > 12 && (128..=191).contains(&d[0]) && !(200..=206).contains(&d[1]);
+        rtp && u16::from_be_bytes([d[2], d[3]]).is_multiple_of(20)
+    });
+    // One bad window is not news; the second confirms it. (5% video loss:
+    // 100 - 5 × 10 - delay ≈ 50, "good".)
+    sim.run_for(QUALITY_WINDOW);
+    assert_eq!(qualities(sim.events()), vec![]);
+    sim.run_for(QUALITY_WINDOW);
+    assert_eq!(qualities(sim.events()), vec![ConnectionQuality::Good]);
+
+    sim.lose_client = Box::new(|_| false);
+    sim.run_for(QUALITY_WINDOW * 3);
+    assert_eq!(qualities(sim.events()), vec![ConnectionQuality::Excellent]);
 }

@@ -18,9 +18,6 @@
 //! at [`ActiveSpeakers::next_timeout`], and forwards what
 //! [`ActiveSpeakers::poll`] returns.
 
-// Nothing calls this yet: the shard wires it in.
-#![allow(dead_code)]
-
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 

@@ -21,6 +21,8 @@ pub(crate) enum Timer {
     Transport(TransportId),
     /// An empty room's close.
     EmptyRoom(String),
+    /// A room's next speaker update.
+    Speakers(String),
 }
 
 #[derive(Default)]

@@ -21,10 +21,11 @@ use crate::session::{ParticipantEvent, SfuError, SubscriptionSettings, TrackKind
 
 use super::Shard;
 use crate::consumer::{Consumer, Leg};
-use crate::header_ext::ExtensionMap;
+use crate::header_ext::{ExtensionMap, audio_level};
 use crate::keyframe::VideoCodec;
 use crate::producer::Producer;
 use crate::rewriter::SequenceRewriter;
+use crate::timers::Timer;
 use crate::transport::TransportId;
 
 impl Shard {
@@ -77,6 +78,16 @@ impl Shard {
                 consumer.sequence.drop_packet(ssrc, seq);
             }
             return;
+        }
+        if producer.kind == TrackKind::Audio
+            && let Some(level) = audio_level(&packet.header, &producer.extensions)
+        {
+            room.speakers.observe(producer_sid, level, now);
+            if let Some(at) = room.speakers.next_timeout()
+                && room.speakers_scheduled.needs(at)
+            {
+                self.timers.schedule(at, Timer::Speakers(room.name.clone()));
+            }
         }
         // Where a consumer may start (or start again) after a pause: any
         // audio packet, a keyframe's first packet of video.
@@ -251,6 +262,7 @@ impl Shard {
         let Some(producer) = room.producers.remove(producer_sid) else {
             return;
         };
+        room.speakers.remove(&producer.sid);
         self.metrics.tracks.dec();
         room.broadcast(
             &mut self.outbox,

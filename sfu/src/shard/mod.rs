@@ -31,6 +31,7 @@ use crate::ice_creds::{Checked, IceCreds};
 use crate::ids;
 use crate::metrics::WorkerMetrics;
 use crate::outbox::Outbox;
+use crate::quality::QUALITY_WINDOW;
 use crate::room::{Participant, Room};
 use crate::route::{Arrival, Routes};
 use crate::session::{
@@ -41,11 +42,13 @@ use crate::timers::{Scheduled, Timer, Timers};
 use crate::transport::{MAX_EARLY_DATAGRAMS, MAX_TCP_PER_TRANSPORT, Transport};
 
 mod bandwidth;
+mod connection_quality;
 mod forwarding;
 mod keyframes;
 mod liveness;
 mod negotiation;
 mod rooms;
+mod speakers;
 
 pub(crate) use crate::transport::TransportId;
 
@@ -85,6 +88,8 @@ pub(crate) struct Shard {
     /// Transports of reconnecting participants that heard traffic.
     heard_again: Vec<TransportId>,
     next_liveness_check: Option<Instant>,
+    /// When participants' connection quality is next judged.
+    next_quality_window: Option<Instant>,
     timers: Timers,
     metrics: WorkerMetrics,
     /// Events for participants, polled out by the worker.
@@ -120,6 +125,7 @@ impl Shard {
             inbound_rtp: Vec::new(),
             heard_again: Vec::new(),
             next_liveness_check: None,
+            next_quality_window: None,
             timers: Timers::default(),
             metrics,
             outbox: Outbox::default(),
@@ -185,10 +191,14 @@ impl Shard {
 
     /// Earliest instant at which `handle_timeout` has work.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        [self.timers.next(), self.next_liveness_check]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.timers.next(),
+            self.next_liveness_check,
+            self.next_quality_window,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     // ---- datagrams -------------------------------------------------------
@@ -329,6 +339,7 @@ impl Shard {
             match timer {
                 Timer::Transport(id) => self.transport_timeout(now, at, id),
                 Timer::EmptyRoom(name) => self.close_if_still_empty(now, &name),
+                Timer::Speakers(name) => self.update_speakers(now, at, &name),
             }
         }
         self.flush(now);
@@ -338,6 +349,14 @@ impl Shard {
             self.allocate_bandwidth(now);
             self.flush(now);
         }
+        if self.next_quality_window.is_some_and(|at| at <= now) {
+            self.end_quality_windows(now);
+        }
+        self.next_quality_window = (!self.transports.is_empty()).then(|| {
+            self.next_quality_window
+                .filter(|at| *at > now)
+                .unwrap_or(now + QUALITY_WINDOW)
+        });
         self.next_liveness_check = (!self.transports.is_empty()).then(|| {
             self.next_liveness_check
                 .filter(|at| *at > now)

@@ -12,8 +12,10 @@ use crate::session::{
 };
 
 use super::{Admission, Shard};
+use crate::quality::QualityTracker;
 use crate::room::{Participant, Room};
-use crate::timers::Timer;
+use crate::speaker::{ActiveSpeakers, SpeakerConfig};
+use crate::timers::{Scheduled, Timer};
 
 impl Shard {
     pub(crate) fn join(&mut self, now: Instant, req: JoinRequest) -> Result<Admission, SfuError> {
@@ -46,6 +48,8 @@ impl Shard {
                     participants: HashMap::new(),
                     producers: HashMap::new(),
                     empty_since: None,
+                    speakers: ActiveSpeakers::new(SpeakerConfig::default()),
+                    speakers_scheduled: Scheduled::default(),
                 },
             );
         }
@@ -76,6 +80,8 @@ impl Shard {
             media_held: req.media_held,
             detached: false,
             reconnecting: None,
+            quality: QualityTracker::new(),
+            stream_counters: HashMap::new(),
         };
         let room = self
             .rooms
