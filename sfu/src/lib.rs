@@ -22,6 +22,7 @@ mod header_ext;
 mod ice_creds;
 mod ids;
 mod keyframe;
+mod layers;
 mod metrics;
 mod outbox;
 mod participant;

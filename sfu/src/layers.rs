@@ -1,0 +1,191 @@
+//! Simulcast layers of one producer, and which one a consumer gets.
+//!
+//! A publisher may send one track as up to three encodings of the same
+//! picture (rid `q` quarter, `h` half, `f` full resolution, as browsers and
+//! LiveKit's SDKs name them). Each consumer gets the highest layer that is
+//! both no larger than the size its subscriber shows the track at
+//! (`update_subscription`) and no faster than its share of the subscriber's
+//! bandwidth (module `allocation`). Pure: the shard measures the layers and
+//! applies the choice.
+
+use std::time::{Duration, Instant};
+
+/// How long a layer's bitrate is measured over before it is updated.
+const RATE_WINDOW: Duration = Duration::from_secs(1);
+/// A layer that sent nothing for this long is not offered to consumers.
+const SILENT_AFTER: Duration = Duration::from_secs(2);
+/// A layer fits a share when its bitrate is at most this much above it
+/// (encoders overshoot briefly; the share is an estimate too).
+const SHARE_SLACK: f64 = 1.1;
+
+/// One encoding of a simulcast track.
+#[derive(Debug, Clone)]
+pub(crate) struct Layer {
+    pub rid: String,
+    pub ssrc: u32,
+    /// Its picture size, read from its last keyframe.
+    pub size: Option<(u32, u32)>,
+    /// Bits per second over the last full window.
+    pub bitrate: u64,
+    window_bytes: u64,
+    window_start: Option<Instant>,
+    last_packet: Option<Instant>,
+}
+
+impl Layer {
+    pub(crate) fn new(rid: String, ssrc: u32) -> Self {
+        Layer {
+            rid,
+            ssrc,
+            size: None,
+            bitrate: 0,
+            window_bytes: 0,
+            window_start: None,
+            last_packet: None,
+        }
+    }
+
+    /// A packet of `bytes` arrived on this layer.
+    pub(crate) fn count(&mut self, now: Instant, bytes: usize) {
+        let start = *self.window_start.get_or_insert(now);
+        if now >= start + RATE_WINDOW {
+            let secs = (now - start).as_secs_f64();
+            self.bitrate = (self.window_bytes as f64 * 8.0 / secs) as u64;
+            self.window_bytes = 0;
+            self.window_start = Some(now);
+        }
+        self.window_bytes += bytes as u64;
+        self.last_packet = Some(now);
+    }
+
+    /// Whether the publisher is sending it.
+    pub(crate) fn is_live(&self, now: Instant) -> bool {
+        self.last_packet.is_some_and(|at| now < at + SILENT_AFTER)
+    }
+}
+
+/// Where a rid ranks among a track's layers: `q` < `h` < `f`; other names
+/// after those, in the order given.
+pub(crate) fn rank(rid: &str) -> u8 {
+    match rid {
+        "q" => 0,
+        "h" => 1,
+        "f" => 2,
+        _ => 3,
+    }
+}
+
+/// The index (into `layers`, lowest quality first) of the layer a consumer
+/// should get: the highest live one that fits `max_size` (width, height)
+/// and `share` (bits per second), else the lowest live one; `None` when no
+/// layer is live. Unknown sizes and bitrates fit.
+pub(crate) fn select(
+    layers: &[Layer],
+    now: Instant,
+    share: Option<u64>,
+    max_size: Option<(u32, u32)>,
+) -> Option<usize> {
+    let live: Vec<usize> = (0..layers.len())
+        .filter(|&i| layers[i].is_live(now))
+        .collect();
+    let fits = |i: usize| {
+        let layer = &layers[i];
+        let size_fits = match (max_size, layer.size) {
+            (Some((max_w, max_h)), Some((w, h))) => w <= max_w || h <= max_h,
+            _ => true,
+        };
+        let rate_fits = match share {
+            Some(share) => layer.bitrate as f64 <= share as f64 * SHARE_SLACK,
+            None => true,
+        };
+        size_fits && rate_fits
+    };
+    live.iter()
+        .rev()
+        .copied()
+        .find(|&i| fits(i))
+        .or(live.first().copied())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// q/h/f at 150/500/1500 kbit/s and 320/640/1280 wide, all live at `now`.
+    fn layers(now: Instant) -> Vec<Layer> {
+        [("q", 150_000, 320), ("h", 500_000, 640), ("f", 1_500_000, 1280)]
+            .into_iter()
+            .enumerate()
+            .map(|(i, (rid, bitrate, width))| {
+                let mut layer = Layer::new(rid.into(), 100 + i as u32);
+                layer.bitrate = bitrate;
+                layer.size = Some((width, width * 9 / 16));
+                layer.last_packet = Some(now);
+                layer
+            })
+            .collect()
+    }
+
+    #[test]
+    fn with_no_limits_the_highest_layer_is_chosen() {
+        let now = Instant::now();
+        assert_eq!(select(&layers(now), now, None, None), Some(2));
+    }
+
+    #[test]
+    fn the_highest_layer_that_fits_the_share_is_chosen() {
+        let now = Instant::now();
+        let l = layers(now);
+        assert_eq!(select(&l, now, Some(2_000_000), None), Some(2));
+        assert_eq!(select(&l, now, Some(700_000), None), Some(1));
+        assert_eq!(select(&l, now, Some(200_000), None), Some(0));
+        // Nothing fits: the lowest still goes (pausing is allocation's call).
+        assert_eq!(select(&l, now, Some(50_000), None), Some(0));
+    }
+
+    #[test]
+    fn a_small_view_gets_the_layer_no_larger_than_it() {
+        let now = Instant::now();
+        let l = layers(now);
+        assert_eq!(select(&l, now, None, Some((320, 180))), Some(0));
+        assert_eq!(select(&l, now, None, Some((700, 400))), Some(1));
+        // Smaller than every layer: the lowest.
+        assert_eq!(select(&l, now, None, Some((100, 60))), Some(0));
+        // Size and share together: the stricter wins.
+        assert_eq!(select(&l, now, Some(200_000), Some((1920, 1080))), Some(0));
+    }
+
+    #[test]
+    fn a_layer_the_publisher_stopped_sending_is_not_offered() {
+        let now = Instant::now();
+        let mut l = layers(now);
+        l[2].last_packet = Some(now - Duration::from_secs(3));
+        assert_eq!(select(&l, now, None, None), Some(1));
+        for layer in &mut l {
+            layer.last_packet = None;
+        }
+        assert_eq!(select(&l, now, None, None), None);
+    }
+
+    #[test]
+    fn the_bitrate_is_measured_over_one_second_windows() {
+        let t0 = Instant::now();
+        let mut layer = Layer::new("h".into(), 1);
+        // 50 packets of 1250 bytes over one second: 500 kbit/s.
+        for i in 0..50 {
+            layer.count(t0 + Duration::from_millis(20 * i), 1250);
+        }
+        assert_eq!(layer.bitrate, 0, "no full window yet");
+        layer.count(t0 + Duration::from_secs(1), 1250);
+        assert_eq!(layer.bitrate, 500_000);
+        assert!(layer.is_live(t0 + Duration::from_secs(2)));
+        assert!(!layer.is_live(t0 + Duration::from_secs(4)));
+    }
+
+    #[test]
+    fn rids_rank_q_h_f() {
+        let mut rids = vec!["f", "x", "q", "h"];
+        rids.sort_by_key(|r| rank(r));
+        assert_eq!(rids, vec!["q", "h", "f", "x"]);
+    }
+}
