@@ -1,12 +1,15 @@
 //! The signaling protocol's edges against the real server: every bad token
 //! is refused with its documented close code, bad messages get an `error`
-//! and leave the connection open, oversized frames close with 1009.
+//! and leave the connection open, oversized frames close with 1009, and
+//! `update_subscription` reaches the track a participant receives.
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 use futures_util::{SinkExt, StreamExt};
-use serde_json::json;
+use serde_json::{Value, json};
 
 fn config_file(body: &str) -> (std::path::PathBuf, impl Drop) {
     struct Remove(std::path::PathBuf);
@@ -167,6 +170,39 @@ async fn bad_messages_get_an_error_and_the_connection_stays() {
             "unknown_track",
         ),
         (
+            r#"{"type":"update_subscription","track_sid":"TR_nope","width":640,"height":360}"#
+                .to_owned(),
+            "unknown_track",
+        ),
+        (
+            r#"{"type":"update_subscription","disabled":true}"#.to_owned(),
+            "malformed_message",
+        ),
+        (
+            r#"{"type":"update_subscription","track_sid":""}"#.to_owned(),
+            "malformed_message",
+        ),
+        (
+            json!({"type": "update_subscription", "track_sid": "T".repeat(65)}).to_string(),
+            "malformed_message",
+        ),
+        (
+            r#"{"type":"update_subscription","track_sid":"TR_nope","width":0}"#.to_owned(),
+            "malformed_message",
+        ),
+        (
+            r#"{"type":"update_subscription","track_sid":"TR_nope","height":16385}"#.to_owned(),
+            "malformed_message",
+        ),
+        (
+            r#"{"type":"update_subscription","track_sid":"TR_nope","priority":256}"#.to_owned(),
+            "malformed_message",
+        ),
+        (
+            r#"{"type":"update_subscription","track_sid":"TR_nope","disabled":"yes"}"#.to_owned(),
+            "malformed_message",
+        ),
+        (
             json!({"type": "join", "token": token(&room, "alice")}).to_string(),
             "already_joined",
         ),
@@ -293,4 +329,105 @@ async fn participants_see_each_other_come_and_go() {
     );
     alice2.send(json!({"type": "leave"})).await;
     alice2.recv_type("left").await;
+}
+
+/// The next `error` the client's driver passed on, skipping
+/// `invalid_candidate` (the test client trickles candidates before its
+/// description reaches the server).
+async fn next_error(client: &mut Client) -> Value {
+    loop {
+        let e = client.event("error").await;
+        if e["code"] != "invalid_candidate" {
+            return e;
+        }
+    }
+}
+
+/// The sum of the server's `subscription_disabled` drops.
+async fn disabled_drops(server: &TestServer) -> f64 {
+    metric(
+        &metrics_text(server).await,
+        "callgate_dropped_packets_total",
+        "reason=\"subscription_disabled\"",
+    )
+}
+
+/// A message the server refuses without touching the media plane: the
+/// first error after it is its own.
+fn refused_sentinel(track_sid: &str) -> Value {
+    json!({"type": "update_subscription", "track_sid": track_sid, "width": 0})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_subscription_is_accepted_for_a_received_track_pauses_it_while_disabled_and_is_refused_for_tracks_not_received()
+ {
+    let server = TestServer::start(&[]);
+    let room = unique_room();
+    let mut alice = Client::join(&server, &token(&room, "alice")).await;
+    let mut bob = Client::join(&server, &token(&room, "bob")).await;
+    let [(mut video, _, _), (mut audio, _, _)] = camera_and_microphone();
+    alice.publish(&[&video, &audio]).await;
+    warm_up(&mut [&mut video, &mut audio], &[&bob], &alice.sid).await;
+    let sids = track_sids(&mut alice, 2).await;
+    let sid_of = |codec: &str| {
+        sids.iter()
+            .find(|(_, c)| c.eq_ignore_ascii_case(codec))
+            .unwrap_or_else(|| panic!("no {codec} track in {sids:?}"))
+            .0
+            .clone()
+    };
+    let (video_sid, audio_sid) = (sid_of("video/VP8"), sid_of("audio/opus"));
+
+    // Messages are handled in order and a successful update_subscription
+    // has no answer: when the first error after it is the sentinel's, it
+    // succeeded.
+    bob.send(json!({
+        "type": "update_subscription", "track_sid": video_sid,
+        "width": 640, "height": 360, "priority": 200,
+    }));
+    bob.send(refused_sentinel(&video_sid));
+    assert_eq!(next_error(&mut bob).await["code"], "malformed_message");
+
+    // Alice publishes the track but does not receive it; nobody receives TR_nope.
+    alice.send(json!({"type": "update_subscription", "track_sid": video_sid, "width": 640}));
+    assert_eq!(next_error(&mut alice).await["code"], "unknown_track");
+    bob.send(json!({"type": "update_subscription", "track_sid": "TR_nope"}));
+    assert_eq!(next_error(&mut bob).await["code"], "unknown_track");
+
+    // Disabled: bob receives nothing of the audio sent from then on.
+    let talking = Sending::start(audio);
+    hears_after(&bob, &alice.sid, talking.last()).await;
+    assert_eq!(disabled_drops(&server).await, 0.0);
+    bob.send(json!({"type": "update_subscription", "track_sid": audio_sid, "disabled": true}));
+    bob.send(refused_sentinel(&audio_sid));
+    assert_eq!(next_error(&mut bob).await["code"], "malformed_message");
+    // Everything sent after this reaches the server after the disable.
+    let disabled_from = talking.last();
+    let wait = async {
+        // Polled: the metric is the only outside view of the drops.
+        while disabled_drops(&server).await < 10.0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, wait)
+        .await
+        .expect("packets of the disabled track are dropped");
+    let late: Vec<u32> = bob
+        .received
+        .payloads(&alice.sid, &audio_sid)
+        .iter()
+        .filter_map(|p| payload_index(p))
+        .filter(|&i| i > disabled_from)
+        .collect();
+    assert!(late.is_empty(), "forwarded while disabled: {late:?}");
+
+    // Enabled again: it flows again, on the same connection.
+    bob.send(json!({"type": "update_subscription", "track_sid": audio_sid, "disabled": false}));
+    bob.send(refused_sentinel(&audio_sid));
+    assert_eq!(next_error(&mut bob).await["code"], "malformed_message");
+    hears_after(&bob, &alice.sid, talking.last()).await;
+    drop(talking);
+
+    bob.send(json!({"type": "leave"}));
+    assert_eq!(bob.event("left").await["reason"], "left");
 }

@@ -21,6 +21,16 @@
 // the server no longer keeps the session it joins afresh and publishes the
 // same tracks again. A WebSocket given up while the session goes on is
 // closed with 4000 `resuming` (or left open); only leaving closes with 1000.
+//
+// Adaptive stream (docs/protocol.md, "Adaptive stream and simulcast"): with
+// `new Room({adaptiveStream: true, ...})`, a remote video shown through
+// `room.attachVideo(trackSid, element)` is received at the size its elements
+// are shown at (ResizeObserver, × devicePixelRatio) and not at all while none
+// of them is visible (IntersectionObserver, `document.hidden`): the room sends
+// `update_subscription` 300 ms after the last change, and only when what it
+// asks for changed. `room.setSubscription(trackSid, settings)` asks for a
+// track by hand. Where those observers or `document` are missing (React
+// Native), pass them in the options or do without.
 
 /** Protocol version this SDK speaks. */
 export const PROTOCOL_VERSION = 1;
@@ -49,6 +59,23 @@ export const MEDIA_SILENCE_MS = 2000;
 const DEFAULT_GRACE_S = 20;
 /** How long an in-place ICE restart (after the server's `reconnecting`) may take before a resume, in ms. */
 const ICE_RESTART_TIMEOUT_MS = 5000;
+
+/**
+ * The simulcast layers of camera video (`simulcast: true`), lowest first, as
+ * LiveKit's SDKs send them: rid `q` at a quarter of the resolution, `h` at
+ * half, `f` at full, each with its bitrate cap (bit/s).
+ */
+export const SIMULCAST_LAYERS = Object.freeze([
+  Object.freeze({ rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 }),
+  Object.freeze({ rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 }),
+  Object.freeze({ rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1_500_000 }),
+]);
+/** Adaptive stream: how long what the elements show must stay the same before it is sent, in ms. */
+export const ADAPTIVE_STREAM_DEBOUNCE_MS = 300;
+/** Largest `width`/`height` of an `update_subscription` (docs/protocol.md). */
+export const MAX_VIDEO_DIMENSION = 16384;
+/** Connection quality levels of `connection_quality`, best first. */
+const QUALITIES = new Set(['excellent', 'good', 'poor', 'lost']);
 
 /**
  * Close code we give a WebSocket we stop using while the session goes on
@@ -89,6 +116,27 @@ const END_REASONS = new Set([
  * @property {boolean} canSubscribe
  * @property {Map<string, TrackInfo>} tracks Published tracks by track sid.
  * @property {boolean} reconnecting Between `participantReconnecting` and `participantResumed`.
+ * @property {ConnectionQuality} quality The latest the server said (`connectionQualityChanged`);
+ *   `unknown` until it says.
+ *
+ * @typedef {'excellent'|'good'|'poor'|'lost'|'unknown'} ConnectionQuality
+ *
+ * @typedef {object} ActiveSpeaker One entry of `room.activeSpeakers`, loudest first.
+ * @property {string} participantSid
+ * @property {string} trackSid The audio track heard.
+ * @property {number} level Smoothed loudness, 0 (silent) to 1 (full scale).
+ * @property {Participant|undefined} participant `room.localParticipant` when it is us.
+ *
+ * @typedef {object} SubscriptionSettings What to receive of one remote track (`setSubscription`).
+ * @property {boolean} [disabled] Receive nothing of it (default false).
+ * @property {number} [width] The size it is shown at, in device pixels (integers 1–16384);
+ * @property {number} [height]   left out: as large as there is.
+ * @property {number} [priority] 0–255, higher is served first when bandwidth is short
+ *   (the server's default, 128, when left out).
+ *
+ * @typedef {object} AdaptiveStreamOptions
+ * @property {number|'screen'} [pixelDensity] Device pixels per CSS pixel of an element; `screen`
+ *   (the default) is `devicePixelRatio`.
  *
  * @typedef {object} RoomInfo
  * @property {string} name
@@ -103,6 +151,10 @@ const END_REASONS = new Set([
  * @property {MediaStream|undefined} stream
  * @property {boolean} muted
  * @property {RTCRtpTransceiver} transceiver
+ * @property {boolean} simulcast Sent as the SIMULCAST_LAYERS encodings.
+ * @property {Map<string, boolean>|null} layers What the server's latest `subscribed_layers` wants
+ *   of each rid (null before one came); its encodings' `active` follow it.
+ * @property {Promise<void>} encodingQueue Changes of the sender's encodings, one at a time.
  *
  * @typedef {object} RemoteTrack A track received on the subscriber transport.
  * @property {string} trackSid
@@ -127,6 +179,23 @@ const END_REASONS = new Set([
  *   the token from the options is used.
  * @property {number} [reconnectTryTimeout] ms one reconnect try waits for `resumed` or
  *   `joined` on its new WebSocket (default 5000).
+ * @property {boolean} [simulcast] Publish camera video as three simulcast layers
+ *   (SIMULCAST_LAYERS). Default false: the callgate server does not forward simulcast yet.
+ * @property {boolean|AdaptiveStreamOptions} [adaptiveStream] Receive each video shown through
+ *   `attachVideo` at the size it is shown at, and not at all while it is not visible.
+ * @property {typeof ResizeObserver} [ResizeObserver] For adaptive stream; defaults to the global.
+ * @property {typeof IntersectionObserver} [IntersectionObserver] For adaptive stream; defaults to
+ *   the global.
+ * @property {Document} [document] For adaptive stream (`hidden`, `visibilitychange`); defaults
+ *   to the global.
+ *
+ * @typedef {object} VideoView One element showing a remote video (`attachVideo`).
+ * @property {string} trackSid
+ * @property {MediaStreamTrack} track
+ * @property {any} element
+ * @property {number|null} width Its CSS size from the ResizeObserver (null before it said).
+ * @property {number|null} height
+ * @property {boolean} visible In the viewport, as the IntersectionObserver says (true before it said).
  *
  * @typedef {'connecting'|'connected'|'reconnecting'|'disconnected'} ConnectionState
  * The room's state: `disconnected` before `connect()` and after the session ended.
@@ -359,6 +428,10 @@ class Transport {
  * - `transportStateChanged` `{target: 'publisher'|'subscriber', state}` (RTCPeerConnection.connectionState)
  * - `balance` `{secondsLeft}` (paid calls: what the payer's wallet still covers)
  * - `balanceWarning` `{secondsLeft}` (paid calls: the cut is near)
+ * - `activeSpeakersChanged` `{speakers: ActiveSpeaker[]}` (loudest first, ourselves included;
+ *   empty: nobody speaks, also while the room is not connected); `room.activeSpeakers` is the same list
+ * - `connectionQualityChanged` `{participantSid, quality, participant}` (ours and that of the
+ *   participants we receive; also in `participant.quality`)
  * - `disconnected` `{reason, code}` (reason: the server's `left` reason or close reason)
  * - `error` `{code, message, error?}` (server `error` messages and local failures)
  *
@@ -384,6 +457,14 @@ export class Room extends Emitter {
     this._connectTimeout = options.connectTimeout ?? 15000;
     this._negotiationTimeout = options.negotiationTimeout ?? 15000;
     this._tryTimeout = options.reconnectTryTimeout ?? 5000;
+    this._simulcast = options.simulcast === true;
+    /** @type {{pixelDensity: number|'screen'}|null} */
+    this._adaptive = options.adaptiveStream
+      ? { pixelDensity: 'screen', ...(typeof options.adaptiveStream === 'object' ? options.adaptiveStream : {}) }
+      : null;
+    this._ResizeObserver = options.ResizeObserver ?? globalThis.ResizeObserver;
+    this._IntersectionObserver = options.IntersectionObserver ?? globalThis.IntersectionObserver;
+    this._document = options.document ?? globalThis.document;
 
     /** @type {ConnectionState} */
     this.state = 'disconnected';
@@ -397,6 +478,8 @@ export class Room extends Emitter {
     this.subscribedTracks = new Map();
     /** ICE servers in use (options first, then the server's). @type {RTCIceServer[]} */
     this.iceServers = [];
+    /** Who speaks now, loudest first (`activeSpeakersChanged`). @type {ActiveSpeaker[]} */
+    this.activeSpeakers = [];
     /** How long the server keeps a lost session (s), from `joined`/`resumed`. */
     this.reconnectGraceS = DEFAULT_GRACE_S;
 
@@ -428,6 +511,32 @@ export class Room extends Emitter {
     this._watchdogTimer = null;
     /** Counts watchdog starts and stops: a reading from an older run is ignored. */
     this._watchdogRun = 0;
+
+    /** What the app asked of remote tracks (`setSubscription`), by track sid. @type {Map<string, SubscriptionSettings>} */
+    this._subscriptionPrefs = new Map();
+    /** The `update_subscription` last sent for each track (JSON), by track sid. @type {Map<string, string>} */
+    this._sentSubscriptions = new Map();
+    /**
+     * Elements showing remote videos through `attachVideo`, by track sid. A
+     * track in here (even with none left) is one whose elements decide what
+     * adaptive stream asks for. @type {Map<string, Set<VideoView>>}
+     */
+    this._views = new Map();
+    /** The same views by element (an element shows one video). @type {Map<any, VideoView>} */
+    this._viewByElement = new Map();
+    /** @type {ResizeObserver|null} */
+    this._resizeObserver = null;
+    /** @type {IntersectionObserver|null} */
+    this._intersectionObserver = null;
+    /** @type {(() => void)|null} */
+    this._onVisibilityChange = null;
+    /** Adaptive stream's debounce. @type {ReturnType<typeof setTimeout>|null} */
+    this._adaptiveTimer = null;
+    /**
+     * `subscribed_layers` for a track of ours whose sid we have not matched yet.
+     * @type {Map<string, Map<string, boolean>>}
+     */
+    this._pendingLayers = new Map();
   }
 
   /** The publisher RTCPeerConnection (null before `joined`). */
@@ -501,15 +610,21 @@ export class Room extends Emitter {
       const fresh = stream.getTracks().filter((t) => !this._publications.some((p) => p.track === t));
       if (fresh.length === 0) return [];
       /** @type {LocalTrackPublication[]} */
-      const added = fresh.map((track) => ({
-        sid: null,
-        mid: null,
-        kind: track.kind,
-        track,
-        stream,
-        muted: false,
-        transceiver: pub.pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] }),
-      }));
+      const added = fresh.map((track) => {
+        const { transceiver, simulcast } = this._addSender(pub, track, stream);
+        return {
+          sid: null,
+          mid: null,
+          kind: track.kind,
+          track,
+          stream,
+          muted: false,
+          transceiver,
+          simulcast,
+          layers: null,
+          encodingQueue: Promise.resolve(),
+        };
+      });
       this._publications.push(...added);
       try {
         await this._negotiatePublisher(pub);
@@ -577,6 +692,84 @@ export class Room extends Emitter {
   }
 
   /**
+   * Says what to receive of a remote track (`update_subscription`): nothing
+   * while `disabled`, video no larger than `width` × `height` device pixels,
+   * and how it ranks (`priority`) when bandwidth is short. Each call replaces
+   * the track's settings as a whole (a field left out takes its default). A
+   * track not received yet gets them once it is; while reconnecting they are
+   * sent once the session is back. With adaptive stream, the elements the
+   * track is attached to decide the size and disable it while none is
+   * visible; `disabled` and `priority` from here still apply.
+   * @param {string} trackSid A remote participant's track.
+   * @param {SubscriptionSettings} [settings]
+   */
+  setSubscription(trackSid, settings = {}) {
+    if (this.state !== 'reconnecting') this._requireJoined();
+    if (typeof trackSid !== 'string' || trackSid === '') {
+      throw new TypeError('setSubscription: trackSid must be a non-empty string');
+    }
+    const prefs = toSubscriptionSettings(settings);
+    const published = [...this.participants.values()].some((p) => p.tracks.has(trackSid));
+    if (!published && !this.subscribedTracks.has(trackSid)) {
+      throw new CallgateError('unknown_track', `no remote participant publishes track ${trackSid}`);
+    }
+    this._subscriptionPrefs.set(trackSid, prefs);
+    this._syncSubscription(trackSid, true);
+  }
+
+  /**
+   * Shows a received video in `element` (a <video>): adds the track to the
+   * element's `srcObject` stream in place of the video it had (so the
+   * element keeps its audio), or gives it a new stream. With adaptive stream
+   * the element's size and visibility then decide what is received of the
+   * track. Detach it (the returned function, or `detachVideo`) when the
+   * element stops showing it; an unsubscribed track is detached by itself.
+   * @param {string} trackSid A subscribed video track (`trackSubscribed`).
+   * @param {HTMLVideoElement} element
+   * @returns {() => void} detaches it
+   */
+  attachVideo(trackSid, element) {
+    const sub = this.subscribedTracks.get(trackSid);
+    if (!sub || sub.kind !== 'video') {
+      throw new CallgateError('unknown_track', `no video track ${trackSid} is received`);
+    }
+    if (!element || typeof element !== 'object') throw new TypeError('attachVideo: element is required');
+    const detach = () => this.detachVideo(trackSid, element);
+    const before = this._viewByElement.get(element);
+    if (before?.trackSid === trackSid) return detach;
+    if (before) this.detachVideo(before.trackSid, element);
+    showTrack(element, sub.track);
+    /** @type {VideoView} */
+    const view = { trackSid, track: sub.track, element, width: null, height: null, visible: true };
+    this._viewByElement.set(element, view);
+    let views = this._views.get(trackSid);
+    if (!views) this._views.set(trackSid, (views = new Set()));
+    views.add(view);
+    if (this._adaptive) {
+      this._observe(element);
+      this._scheduleAdaptive();
+    }
+    return detach;
+  }
+
+  /**
+   * Stops showing a received video in `element` (`attachVideo`'s undo):
+   * takes the track out of its `srcObject`. With adaptive stream, a track
+   * no element shows any more is not received.
+   * @param {string} trackSid
+   * @param {HTMLVideoElement} element
+   */
+  detachVideo(trackSid, element) {
+    const view = this._viewByElement.get(element);
+    if (!view || view.trackSid !== trackSid) return;
+    this._viewByElement.delete(element);
+    this._views.get(trackSid)?.delete(view);
+    this._unobserve(element);
+    hideTrack(element, view.track);
+    if (this._adaptive) this._scheduleAdaptive();
+  }
+
+  /**
    * Leaves the room: sends `leave` and waits (at most `timeoutMs`) for the
    * server to close the WebSocket; then everything is torn down. While
    * reconnecting it stops trying and tears down at once.
@@ -617,6 +810,8 @@ export class Room extends Emitter {
     if (state === 'connected') this._startWatchdog();
     else this._stopWatchdog();
     this.emit('connectionStateChanged', { state, previous });
+    // Nobody is heard while the room is not connected; the server sends the list again when it changes.
+    if (state !== 'connected' && this.activeSpeakers.length > 0) this._setActiveSpeakers([]);
   }
 
   /**
@@ -865,6 +1060,12 @@ export class Room extends Emitter {
         return this.emit('balance', { secondsLeft: msg.seconds_left });
       case 'balance_warning':
         return this.emit('balanceWarning', { secondsLeft: msg.seconds_left });
+      case 'speakers_changed':
+        return this._onSpeakersChanged(msg);
+      case 'connection_quality':
+        return this._onConnectionQuality(msg);
+      case 'subscribed_layers':
+        return this._onSubscribedLayers(msg);
       case 'left':
         ctx.leftReason = typeof msg.reason === 'string' ? msg.reason : 'left';
         return;
@@ -886,7 +1087,11 @@ export class Room extends Emitter {
       sid: msg.room?.sid ?? '',
       maxParticipants: msg.room?.max_participants ?? 0,
     };
+    const before = this.localParticipant;
     this.localParticipant = toParticipant(msg.participant ?? {});
+    if (before && (!this.localParticipant.sid || before.sid === this.localParticipant.sid)) {
+      this.localParticipant.quality = before.quality; // resumed: the same session
+    }
     this._resumeSecret = typeof msg.resume_secret === 'string' && msg.resume_secret ? msg.resume_secret : null;
     const grace = Number(msg.reconnect_grace_s);
     this.reconnectGraceS = Number.isFinite(grace) && grace > 0 ? grace : DEFAULT_GRACE_S;
@@ -1029,6 +1234,7 @@ export class Room extends Emitter {
     /** @type {RemoteTrack} */
     const sub = { trackSid, participantSid, kind: ev.track.kind, track: ev.track, stream, mid };
     this.subscribedTracks.set(trackSid, sub);
+    this._syncSubscription(trackSid);
     this.emit('trackSubscribed', { ...sub, participant: this.participants.get(participantSid) });
   }
 
@@ -1054,6 +1260,7 @@ export class Room extends Emitter {
           mid: sub.mid,
         };
         this.subscribedTracks.set(next.trackSid, next);
+        this._syncSubscription(next.trackSid);
         this.emit('trackSubscribed', { ...next, participant: this.participants.get(participantSid) });
       }
     }
@@ -1063,6 +1270,8 @@ export class Room extends Emitter {
   _unsubscribe(trackSid) {
     const sub = this.subscribedTracks.get(trackSid);
     if (!sub) return;
+    for (const view of [...(this._views.get(trackSid) ?? [])]) this.detachVideo(trackSid, view.element);
+    this._views.delete(trackSid);
     this.subscribedTracks.delete(trackSid);
     this.emit('trackUnsubscribed', { ...sub, participant: this.participants.get(sub.participantSid) });
   }
@@ -1097,6 +1306,10 @@ export class Room extends Emitter {
     }
     const participant = this.participants.get(sid);
     this.participants.delete(sid);
+    for (const trackSid of participant?.tracks.keys() ?? []) this._forgetSubscription(trackSid);
+    if (this.activeSpeakers.some((s) => s.participantSid === sid)) {
+      this._setActiveSpeakers(this.activeSpeakers.filter((s) => s.participantSid !== sid));
+    }
     this.emit('participantLeft', {
       participantSid: sid,
       identity: msg.identity ?? participant?.identity ?? '',
@@ -1154,6 +1367,9 @@ export class Room extends Emitter {
       if (info) {
         p.sid = info.sid;
         p.mid = mid;
+        const layers = this._pendingLayers.get(info.sid);
+        this._pendingLayers.delete(info.sid);
+        if (layers) this._applyLayers(p, layers);
       }
     }
     return this._publications;
@@ -1165,9 +1381,11 @@ export class Room extends Emitter {
     if (typeof trackSid !== 'string') return;
     if (sid === this.localParticipant?.sid) {
       this.localParticipant.tracks.delete(trackSid);
+      this._pendingLayers.delete(trackSid);
       return;
     }
     this._unsubscribe(trackSid);
+    this._forgetSubscription(trackSid);
     this._expectSilence(this._sub);
     const participant = this.participants.get(sid);
     participant?.tracks.delete(trackSid);
@@ -1195,6 +1413,270 @@ export class Room extends Emitter {
       w.reject(new CallgateError(code, message || code));
     }
     this._emitError(code, message);
+  }
+
+  // ------------------------------- speakers, quality, subscriptions, simulcast
+
+  /** @param {string} sid @returns {Participant|undefined} */
+  _participantBySid(sid) {
+    return sid === this.localParticipant?.sid ? this.localParticipant : this.participants.get(sid);
+  }
+
+  _onSpeakersChanged(msg) {
+    if (!Array.isArray(msg.speakers)) return;
+    /** @type {ActiveSpeaker[]} */
+    const speakers = [];
+    for (const s of msg.speakers) {
+      if (typeof s?.participant_sid !== 'string') continue;
+      const level = Number(s.level);
+      speakers.push({
+        participantSid: s.participant_sid,
+        trackSid: typeof s.track_sid === 'string' ? s.track_sid : '',
+        level: Number.isFinite(level) ? Math.min(1, Math.max(0, level)) : 0,
+        participant: this._participantBySid(s.participant_sid),
+      });
+    }
+    this._setActiveSpeakers(speakers);
+  }
+
+  /** @param {ActiveSpeaker[]} speakers */
+  _setActiveSpeakers(speakers) {
+    this.activeSpeakers = speakers;
+    this.emit('activeSpeakersChanged', { speakers });
+  }
+
+  _onConnectionQuality(msg) {
+    if (!Array.isArray(msg.updates)) return;
+    for (const u of msg.updates) {
+      if (typeof u?.participant_sid !== 'string' || !QUALITIES.has(u.quality)) continue;
+      const participant = this._participantBySid(u.participant_sid);
+      if (participant) participant.quality = u.quality;
+      this.emit('connectionQualityChanged', { participantSid: u.participant_sid, quality: u.quality, participant });
+    }
+  }
+
+  /**
+   * A sender for `track` on the publisher: camera video as the simulcast
+   * layers when `simulcast` is on, anything else as one encoding.
+   * @param {Transport} pub
+   * @param {MediaStreamTrack} track
+   * @param {MediaStream|undefined} stream
+   * @returns {{transceiver: RTCRtpTransceiver, simulcast: boolean}}
+   */
+  _addSender(pub, track, stream) {
+    /** @type {RTCRtpTransceiverInit} */
+    const init = { direction: 'sendonly', streams: stream ? [stream] : [] };
+    const simulcast = this._simulcast && isCamera(track);
+    if (simulcast) init.sendEncodings = SIMULCAST_LAYERS.map((layer) => ({ ...layer }));
+    return { transceiver: pub.pc.addTransceiver(track, init), simulcast };
+  }
+
+  /** Which simulcast layers of one of our tracks anybody receives (dynacast). */
+  _onSubscribedLayers(msg) {
+    if (typeof msg.track_sid !== 'string' || !Array.isArray(msg.layers)) return;
+    /** @type {Map<string, boolean>} */
+    const layers = new Map();
+    for (const l of msg.layers) {
+      if (typeof l?.rid === 'string' && typeof l.active === 'boolean') layers.set(l.rid, l.active);
+    }
+    const publication = this._publications.find((p) => p.sid === msg.track_sid);
+    if (publication) this._applyLayers(publication, layers);
+    else this._pendingLayers.set(msg.track_sid, layers);
+  }
+
+  /**
+   * Sets `active` of each of the publication's encodings whose rid `layers`
+   * names; encodings without a rid (no simulcast) are left alone.
+   * @param {LocalTrackPublication} p
+   * @param {Map<string, boolean>} layers
+   */
+  _applyLayers(p, layers) {
+    p.layers = layers;
+    const pub = this._pub;
+    this._changeEncodings(p, async (sender) => {
+      const params = sender.getParameters();
+      if (!Array.isArray(params?.encodings) || p.layers !== layers) return; // a newer one follows
+      let changed = false;
+      for (const e of params.encodings) {
+        if (typeof e?.rid !== 'string' || !layers.has(e.rid)) continue;
+        const active = /** @type {boolean} */ (layers.get(e.rid));
+        if ((e.active !== false) !== active) {
+          e.active = active;
+          changed = true;
+        }
+      }
+      if (!changed) return;
+      await sender.setParameters(params);
+      // Nothing at all sent any more: the server's RTCP may stop too, which the watchdog must not take for a loss.
+      if (params.encodings.every((e) => e?.active === false) && pub === this._pub) this._expectSilence(pub);
+    });
+  }
+
+  /**
+   * Runs `fn` on the publication's sender after the changes of its encodings
+   * queued before it (getParameters/setParameters must not interleave).
+   * Does nothing where the sender lacks them; a failure is an `error` event.
+   * @param {LocalTrackPublication} p
+   * @param {(sender: RTCRtpSender) => Promise<void>} fn
+   */
+  _changeEncodings(p, fn) {
+    const sender = p.transceiver?.sender;
+    if (!sender || typeof sender.getParameters !== 'function' || typeof sender.setParameters !== 'function') return;
+    p.encodingQueue = (p.encodingQueue ?? Promise.resolve())
+      .then(() => fn(sender))
+      .catch((err) => {
+        if (this.state === 'disconnected' || !this._publications.includes(p)) return;
+        this._emitError('set_parameters_failed', `track ${p.sid}: ${err?.message ?? err}`, err);
+      });
+  }
+
+  /**
+   * What to send for `trackSid`: the app's settings, with the size and
+   * visibility of the elements showing it under adaptive stream.
+   * @param {string} trackSid
+   */
+  _subscriptionFor(trackSid) {
+    const prefs = this._subscriptionPrefs.get(trackSid) ?? {};
+    /** @type {{type: string, track_sid: string, disabled: boolean, width?: number, height?: number, priority?: number}} */
+    const msg = { type: 'update_subscription', track_sid: trackSid, disabled: Boolean(prefs.disabled) };
+    let { width, height } = prefs;
+    const views = this._adaptive ? this._views.get(trackSid) : undefined;
+    if (views) {
+      const shown = this._shownSize(views);
+      if (shown) ({ width, height } = shown);
+      else msg.disabled = true;
+    }
+    if (width !== undefined) msg.width = width;
+    if (height !== undefined) msg.height = height;
+    if (prefs.priority !== undefined) msg.priority = prefs.priority;
+    return msg;
+  }
+
+  /**
+   * The largest size, in device pixels, at which a visible element shows
+   * the track; null when none is visible (or the page is hidden).
+   * @param {Set<VideoView>} views
+   * @returns {{width: number, height: number}|null}
+   */
+  _shownSize(views) {
+    if (this._document?.hidden === true) return null;
+    let width = 0;
+    let height = 0;
+    for (const v of views) {
+      if (!v.visible) continue;
+      width = Math.max(width, v.width ?? numberOr0(v.element.clientWidth));
+      height = Math.max(height, v.height ?? numberOr0(v.element.clientHeight));
+    }
+    if (!(width > 0 && height > 0)) return null;
+    const density = this._pixelDensity();
+    const device = (css) => Math.min(MAX_VIDEO_DIMENSION, Math.max(1, Math.round(css * density)));
+    return { width: device(width), height: device(height) };
+  }
+
+  _pixelDensity() {
+    const d = this._adaptive?.pixelDensity;
+    const n = d === 'screen' || d === undefined ? Number(globalThis.devicePixelRatio) : Number(d);
+    return Number.isFinite(n) && n > 0 ? n : 1;
+  }
+
+  /**
+   * Sends `update_subscription` for a received track when what it asks for
+   * differs from what was last sent (or always, with `force`).
+   * @param {string} trackSid
+   * @param {boolean} [force]
+   */
+  _syncSubscription(trackSid, force = false) {
+    if (!this.subscribedTracks.has(trackSid)) return; // sent once it is received
+    const msg = this._subscriptionFor(trackSid);
+    const key = JSON.stringify(msg);
+    const last = this._sentSubscriptions.get(trackSid) ?? defaultSubscriptionKey(trackSid);
+    if (!force && key === last) return;
+    if (this._send(msg)) this._sentSubscriptions.set(trackSid, key);
+  }
+
+  /** After a reconnect: what we want of every track we know of goes out again. */
+  _resendSubscriptions() {
+    const sids = new Set([...this._sentSubscriptions.keys(), ...this._subscriptionPrefs.keys(), ...this._views.keys()]);
+    for (const sid of sids) {
+      const last = this._sentSubscriptions.get(sid);
+      const wanted = JSON.stringify(this._subscriptionFor(sid));
+      // A last message lost with the old socket, or settings the server may not have.
+      if (wanted !== defaultSubscriptionKey(sid) || (last !== undefined && last !== defaultSubscriptionKey(sid))) {
+        this._syncSubscription(sid, true);
+      }
+    }
+  }
+
+  /**
+   * Forgets what we asked of a track that is gone (unpublished, its
+   * participant left).
+   * @param {string} trackSid
+   */
+  _forgetSubscription(trackSid) {
+    this._subscriptionPrefs.delete(trackSid);
+    this._sentSubscriptions.delete(trackSid);
+  }
+
+  /** @param {any} element */
+  _observe(element) {
+    const RO = this._ResizeObserver;
+    const IO = this._IntersectionObserver;
+    if (!this._resizeObserver && typeof RO === 'function') {
+      this._resizeObserver = new RO((entries) => {
+        for (const entry of entries) {
+          const view = this._viewByElement.get(entry.target);
+          const box = entry.contentRect;
+          if (!view || !box) continue;
+          view.width = numberOr0(box.width);
+          view.height = numberOr0(box.height);
+        }
+        this._scheduleAdaptive();
+      });
+    }
+    if (!this._intersectionObserver && typeof IO === 'function') {
+      this._intersectionObserver = new IO((entries) => {
+        for (const entry of entries) {
+          const view = this._viewByElement.get(entry.target);
+          if (view) view.visible = Boolean(entry.isIntersecting);
+        }
+        this._scheduleAdaptive();
+      });
+    }
+    const doc = this._document;
+    if (!this._onVisibilityChange && typeof doc?.addEventListener === 'function') {
+      this._onVisibilityChange = () => this._scheduleAdaptive();
+      doc.addEventListener('visibilitychange', this._onVisibilityChange);
+    }
+    this._resizeObserver?.observe(element);
+    this._intersectionObserver?.observe(element);
+  }
+
+  /** @param {any} element */
+  _unobserve(element) {
+    this._resizeObserver?.unobserve(element);
+    this._intersectionObserver?.unobserve(element);
+  }
+
+  /** Sends what the elements ask for once they have stayed the same for ADAPTIVE_STREAM_DEBOUNCE_MS. */
+  _scheduleAdaptive() {
+    if (this._adaptiveTimer !== null) clearTimeout(this._adaptiveTimer);
+    this._adaptiveTimer = setTimeout(() => {
+      this._adaptiveTimer = null;
+      for (const sid of this._views.keys()) this._syncSubscription(sid);
+    }, ADAPTIVE_STREAM_DEBOUNCE_MS);
+  }
+
+  /** Detaches every element and stops observing (the session is over). */
+  _stopAdaptive() {
+    for (const view of [...this._viewByElement.values()]) this.detachVideo(view.trackSid, view.element);
+    this._views.clear();
+    if (this._adaptiveTimer !== null) clearTimeout(this._adaptiveTimer);
+    this._adaptiveTimer = null;
+    this._resizeObserver?.disconnect();
+    this._intersectionObserver?.disconnect();
+    this._resizeObserver = this._intersectionObserver = null;
+    if (this._onVisibilityChange) this._document?.removeEventListener?.('visibilitychange', this._onVisibilityChange);
+    this._onVisibilityChange = null;
   }
 
   // ------------------------------------------------------- staying connected
@@ -1333,7 +1815,7 @@ export class Room extends Emitter {
     if (!pub.keyframePending || pub !== this._pub) return;
     pub.keyframePending = false;
     for (const p of this._publications) {
-      if (p.kind === 'video') renewKeyframe(p.transceiver?.sender);
+      if (p.kind === 'video') this._changeEncodings(p, renewKeyframe);
     }
   }
 
@@ -1593,6 +2075,9 @@ export class Room extends Emitter {
     oldPub?.close();
     oldSub?.close();
     for (const sid of [...this.subscribedTracks.keys()]) this._unsubscribe(sid);
+    // A new session: the server has the default settings for everything, and our tracks get new sids.
+    this._sentSubscriptions.clear();
+    this._pendingLayers.clear();
     this._takeSession(msg);
     // Our old session may still be listed while the server's grace runs.
     this._syncParticipants((msg.participants ?? []).filter((p) => p?.sid !== oldSid));
@@ -1615,10 +2100,11 @@ export class Room extends Emitter {
     pub
       .enqueue(async () => {
         for (const p of again) {
-          p.transceiver = pub.pc.addTransceiver(p.track, {
-            direction: 'sendonly',
-            streams: p.stream ? [p.stream] : [],
-          });
+          const { transceiver, simulcast } = this._addSender(pub, p.track, p.stream);
+          p.transceiver = transceiver;
+          p.simulcast = simulcast;
+          p.layers = null;
+          p.encodingQueue = Promise.resolve();
           p.track.enabled = !p.muted;
         }
         await this._negotiatePublisher(pub);
@@ -1685,6 +2171,7 @@ export class Room extends Emitter {
     }
     this._recovery = null;
     this._setState('connected');
+    this._resendSubscriptions();
     this.emit('reconnected', { resumed });
   }
 
@@ -1709,6 +2196,10 @@ export class Room extends Emitter {
     this._failPendingAnswer();
     this._pub?.close();
     this._sub?.close();
+    this._stopAdaptive();
+    this._subscriptionPrefs.clear();
+    this._sentSubscriptions.clear();
+    this._pendingLayers.clear();
     this.subscribedTracks.clear();
     this.emit('disconnected', { reason: why, code });
   }
@@ -1724,7 +2215,92 @@ function toParticipant(p) {
     canSubscribe: p.can_subscribe !== false,
     tracks: new Map((Array.isArray(p.tracks) ? p.tracks : []).map((t) => [t.sid, toTrackInfo(t)])),
     reconnecting: false,
+    quality: 'unknown',
   };
+}
+
+/**
+ * The app's SubscriptionSettings, checked against the protocol's ranges.
+ * @param {SubscriptionSettings} settings
+ * @returns {SubscriptionSettings}
+ */
+function toSubscriptionSettings(settings) {
+  if (!settings || typeof settings !== 'object') throw new TypeError('setSubscription: settings must be an object');
+  const { disabled, width, height, priority } = settings;
+  /** @type {SubscriptionSettings} */
+  const out = {};
+  if (disabled !== undefined) {
+    if (typeof disabled !== 'boolean') throw new TypeError('setSubscription: disabled must be a boolean');
+    out.disabled = disabled;
+  }
+  for (const [name, v] of /** @type {const} */ ([['width', width], ['height', height]])) {
+    if (v === undefined) continue;
+    if (!Number.isInteger(v) || v < 1 || v > MAX_VIDEO_DIMENSION) {
+      throw new RangeError(`setSubscription: ${name} must be an integer from 1 to ${MAX_VIDEO_DIMENSION}`);
+    }
+    out[name] = v;
+  }
+  if (priority !== undefined) {
+    if (!Number.isInteger(priority) || priority < 0 || priority > 255) {
+      throw new RangeError('setSubscription: priority must be an integer from 0 to 255');
+    }
+    out.priority = priority;
+  }
+  return out;
+}
+
+/** The `update_subscription` the server's defaults amount to, as `_syncSubscription` compares them. */
+function defaultSubscriptionKey(trackSid) {
+  return JSON.stringify({ type: 'update_subscription', track_sid: trackSid, disabled: false });
+}
+
+/** @param {unknown} v @returns {number} */
+function numberOr0(v) {
+  return typeof v === 'number' && Number.isFinite(v) && v > 0 ? v : 0;
+}
+
+/**
+ * Whether a video track comes from a camera (not a screen or window capture,
+ * whose settings name a `displaySurface`).
+ * @param {MediaStreamTrack} track
+ */
+function isCamera(track) {
+  if (track.kind !== 'video') return false;
+  try {
+    return typeof track.getSettings !== 'function' || track.getSettings()?.displaySurface === undefined;
+  } catch {
+    return true;
+  }
+}
+
+/**
+ * Puts `track` in `element`'s `srcObject` in place of its other video
+ * tracks, or gives the element a new stream with it.
+ * @param {any} element
+ * @param {MediaStreamTrack} track
+ */
+function showTrack(element, track) {
+  const stream = element.srcObject;
+  if (stream && typeof stream.getVideoTracks === 'function' && typeof stream.addTrack === 'function') {
+    for (const t of stream.getVideoTracks()) if (t !== track) stream.removeTrack(t);
+    if (!stream.getVideoTracks().includes(track)) stream.addTrack(track);
+  } else if (typeof globalThis.MediaStream === 'function') {
+    element.srcObject = new globalThis.MediaStream([track]);
+  }
+  element.autoplay = true;
+  element.playsInline = true;
+}
+
+/**
+ * Takes `track` out of `element`'s `srcObject`; a stream left empty is taken away.
+ * @param {any} element
+ * @param {MediaStreamTrack} track
+ */
+function hideTrack(element, track) {
+  const stream = element.srcObject;
+  if (!stream || typeof stream.getTracks !== 'function') return;
+  if (stream.getTracks().includes(track)) stream.removeTrack(track);
+  if (stream.getTracks().length === 0) element.srcObject = null;
 }
 
 /** @returns {TrackInfo} */
@@ -1736,26 +2312,33 @@ function toTrackInfo(t) {
 }
 
 /**
- * Makes a video sender's encoder start again with a keyframe: its encodings
- * set inactive and active again (RTCRtpSender has no keyframe request of its
- * own outside encoded transforms). Does nothing where getParameters/
- * setParameters are missing or an encoding is inactive on purpose; never throws.
+ * Makes a video sender's encoder start again with a keyframe: its active
+ * encodings set inactive and active again (RTCRtpSender has no keyframe
+ * request of its own outside encoded transforms); encodings inactive on
+ * purpose (simulcast layers nobody receives) stay so. Does nothing where
+ * getParameters/setParameters are missing or no encoding is active; never throws.
  * @param {RTCRtpSender|undefined} sender
  */
 async function renewKeyframe(sender) {
   if (!sender?.track || typeof sender.getParameters !== 'function' || typeof sender.setParameters !== 'function') {
     return;
   }
+  /** @type {boolean[]} */
+  let wasActive;
   const setActive = async (active) => {
     const params = sender.getParameters();
-    if (!Array.isArray(params?.encodings) || params.encodings.length === 0) return false;
-    for (const e of params.encodings) e.active = active;
+    if (!Array.isArray(params?.encodings) || params.encodings.length !== wasActive.length) return false;
+    params.encodings.forEach((e, i) => {
+      if (wasActive[i]) e.active = active;
+    });
     await sender.setParameters(params);
     return true;
   };
   try {
     const params = sender.getParameters();
-    if (!Array.isArray(params?.encodings) || params.encodings.some((e) => e?.active === false)) return;
+    if (!Array.isArray(params?.encodings)) return;
+    wasActive = params.encodings.map((e) => e?.active !== false);
+    if (!wasActive.some(Boolean)) return;
     if (!(await setActive(false))) return;
   } catch {
     return;

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use callgate_sfu::{
-    JoinRequest, LeaveReason, ParticipantEvent, ParticipantHandle, Resumed, SfuError, TrackKind,
+    JoinRequest, LeaveReason, ParticipantEvent, ParticipantHandle, Resumed, SfuError,
+    SubscriptionSettings, TrackKind,
 };
 use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info, info_span};
@@ -590,6 +591,24 @@ async fn handle_message(
         }
         ClientMessage::Mute { track_sid, muted } => {
             handle.mute(track_sid, muted).await.map(|()| None)
+        }
+        ClientMessage::UpdateSubscription {
+            track_sid,
+            disabled,
+            width,
+            height,
+            priority,
+        } => {
+            let settings = SubscriptionSettings {
+                disabled,
+                max_width: width,
+                max_height: height,
+                priority: priority.unwrap_or(SubscriptionSettings::default().priority),
+            };
+            handle
+                .update_subscription(track_sid, settings)
+                .await
+                .map(|()| None)
         }
         ClientMessage::Leave => Ok(None),
     };

@@ -10,6 +10,11 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 /// Largest SDP accepted in one message.
 pub const MAX_SDP_BYTES: usize = 32 * 1024;
+/// Longest track sid accepted in `update_subscription` (the server's are
+/// 15 bytes: `TR_` and 12 alphanumerics).
+pub const MAX_SID_BYTES: usize = 64;
+/// Largest `width` or `height` accepted in `update_subscription`, in pixels.
+pub const MAX_VIDEO_DIMENSION: u32 = 16384;
 
 #[derive(Debug, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -43,6 +48,22 @@ pub enum ClientMessage {
     },
     /// A subscribe offer that restarts ICE, please.
     IceRestart,
+    /// What the client wants of a track it receives (adaptive stream).
+    /// Replaces the previous settings of that track as a whole: a field
+    /// left out takes its default.
+    UpdateSubscription {
+        track_sid: String,
+        #[serde(default)]
+        disabled: bool,
+        /// The size the track is shown at, in pixels.
+        #[serde(default)]
+        width: Option<u32>,
+        #[serde(default)]
+        height: Option<u32>,
+        /// 0–255; the server's default (128) when left out.
+        #[serde(default)]
+        priority: Option<u8>,
+    },
 }
 
 const CLIENT_TYPES: &[&str] = &[
@@ -53,6 +74,7 @@ const CLIENT_TYPES: &[&str] = &[
     "subscribe_answer",
     "candidate",
     "mute",
+    "update_subscription",
     "leave",
 ];
 
@@ -81,6 +103,31 @@ impl ClientMessage {
                 Err(ParseError::Malformed(format!(
                     "sdp is longer than {MAX_SDP_BYTES} bytes"
                 )))
+            }
+            ClientMessage::UpdateSubscription {
+                track_sid,
+                width,
+                height,
+                ..
+            } => {
+                if track_sid.is_empty() {
+                    return Err(ParseError::Malformed("track_sid is empty".into()));
+                }
+                if track_sid.len() > MAX_SID_BYTES {
+                    return Err(ParseError::Malformed(format!(
+                        "track_sid is longer than {MAX_SID_BYTES} bytes"
+                    )));
+                }
+                for (name, value) in [("width", width), ("height", height)] {
+                    if let Some(v) = value
+                        && !(1..=MAX_VIDEO_DIMENSION).contains(v)
+                    {
+                        return Err(ParseError::Malformed(format!(
+                            "{name} {v} is outside 1..={MAX_VIDEO_DIMENSION}"
+                        )));
+                    }
+                }
+                Ok(message)
             }
             _ => Ok(message),
         }
@@ -219,6 +266,147 @@ mod tests {
             ClientMessage::parse(&big),
             Err(ParseError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn update_subscription_parses_every_field_and_defaults_the_rest() {
+        assert_eq!(
+            ClientMessage::parse(
+                r#"{"type":"update_subscription","track_sid":"TR_a81c","disabled":true,"width":1280,"height":720,"priority":200}"#
+            ),
+            Ok(ClientMessage::UpdateSubscription {
+                track_sid: "TR_a81c".into(),
+                disabled: true,
+                width: Some(1280),
+                height: Some(720),
+                priority: Some(200),
+            })
+        );
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"update_subscription","track_sid":"TR_a81c"}"#),
+            Ok(ClientMessage::UpdateSubscription {
+                track_sid: "TR_a81c".into(),
+                disabled: false,
+                width: None,
+                height: None,
+                priority: None,
+            })
+        );
+        // As for every message (docs/protocol.md): unknown fields are ignored.
+        assert_eq!(
+            ClientMessage::parse(
+                r#"{"type":"update_subscription","track_sid":"TR_a81c","max_width":5,"extra":true}"#
+            ),
+            Ok(ClientMessage::UpdateSubscription {
+                track_sid: "TR_a81c".into(),
+                disabled: false,
+                width: None,
+                height: None,
+                priority: None,
+            })
+        );
+    }
+
+    #[test]
+    fn update_subscription_accepts_the_bounds_of_every_range() {
+        let sid = "T".repeat(MAX_SID_BYTES);
+        for (width, height, priority) in
+            [(1, 1, 0), (MAX_VIDEO_DIMENSION, MAX_VIDEO_DIMENSION, 255)]
+        {
+            let text = serde_json::json!({
+                "type": "update_subscription",
+                "track_sid": sid,
+                "width": width,
+                "height": height,
+                "priority": priority,
+            })
+            .to_string();
+            assert_eq!(
+                ClientMessage::parse(&text),
+                Ok(ClientMessage::UpdateSubscription {
+                    track_sid: sid.clone(),
+                    disabled: false,
+                    width: Some(width),
+                    height: Some(height),
+                    priority: Some(priority),
+                }),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn update_subscription_out_of_range_or_mistyped_is_malformed() {
+        let long_sid = format!(
+            r#"{{"type":"update_subscription","track_sid":"{}"}}"#,
+            "T".repeat(MAX_SID_BYTES + 1)
+        );
+        let cases = [
+            r#"{"type":"update_subscription"}"#,
+            r#"{"type":"update_subscription","track_sid":""}"#,
+            r#"{"type":"update_subscription","track_sid":5}"#,
+            long_sid.as_str(),
+            r#"{"type":"update_subscription","track_sid":"TR_1","width":0}"#,
+            r#"{"type":"update_subscription","track_sid":"TR_1","height":0}"#,
+            r#"{"type":"update_subscription","track_sid":"TR_1","width":16385}"#,
+            r#"{"type":"update_subscription","track_sid":"TR_1","height":16385}"#,
+            r#"{"type":"update_subscription","track_sid":"TR_1","width":-1}"#,
+            r#"{"type":"update_subscription","track_sid":"TR_1","width":640.5}"#,
+            r#"{"type":"update_subscription","track_sid":"TR_1","width":"640"}"#,
+            r#"{"type":"update_subscription","track_sid":"TR_1","priority":256}"#,
+            r#"{"type":"update_subscription","track_sid":"TR_1","priority":-1}"#,
+            r#"{"type":"update_subscription","track_sid":"TR_1","disabled":"yes"}"#,
+            r#"{"type":"update_subscription","track_sid":"TR_1","disabled":null}"#,
+        ];
+        for text in cases {
+            assert!(
+                matches!(ClientMessage::parse(text), Err(ParseError::Malformed(_))),
+                "{text:.80}: {:?}",
+                ClientMessage::parse(text)
+            );
+        }
+    }
+
+    #[test]
+    fn media_plane_events_serialize_as_documented() {
+        let speakers = ServerMessage::from(ParticipantEvent::SpeakersChanged {
+            speakers: vec![callgate_sfu::SpeakerInfo {
+                participant_sid: "PA_1".into(),
+                track_sid: "TR_1".into(),
+                level: 0.5,
+            }],
+        });
+        assert_eq!(
+            speakers.to_json(),
+            r#"{"type":"speakers_changed","speakers":[{"participant_sid":"PA_1","track_sid":"TR_1","level":0.5}]}"#
+        );
+        let quality = ServerMessage::from(ParticipantEvent::ConnectionQuality {
+            updates: vec![callgate_sfu::ConnectionQualityInfo {
+                participant_sid: "PA_1".into(),
+                quality: callgate_sfu::ConnectionQuality::Poor,
+            }],
+        });
+        assert_eq!(
+            quality.to_json(),
+            r#"{"type":"connection_quality","updates":[{"participant_sid":"PA_1","quality":"poor"}]}"#
+        );
+        let layers = ServerMessage::from(ParticipantEvent::SubscribedLayers {
+            track_sid: "TR_1".into(),
+            layers: vec![
+                callgate_sfu::LayerState {
+                    rid: "q".into(),
+                    active: true,
+                },
+                callgate_sfu::LayerState {
+                    rid: "f".into(),
+                    active: false,
+                },
+            ],
+        });
+        assert_eq!(
+            layers.to_json(),
+            r#"{"type":"subscribed_layers","track_sid":"TR_1","layers":[{"rid":"q","active":true},{"rid":"f","active":false}]}"#
+        );
     }
 
     #[test]
