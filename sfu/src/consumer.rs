@@ -11,6 +11,7 @@ use crate::header_ext::{ExtensionMap, ExtensionRewriter};
 use crate::rewriter::SequenceRewriter;
 use crate::session::SubscriptionSettings;
 use crate::transport::TransportId;
+use crate::vp8::PictureIdRewriter;
 
 /// One producer forwarded to one subscriber.
 pub(crate) struct Consumer {
@@ -29,6 +30,11 @@ pub(crate) struct Consumer {
     /// Outgoing sequence numbers and timestamps: continuous across pauses
     /// (mute, holds, disabled) and source switches.
     pub(crate) sequence: SequenceRewriter,
+    /// Simulcast: the index of the layer it should get (module `layers`);
+    /// `None` until chosen.
+    pub(crate) layer: Option<usize>,
+    /// VP8 picture ids continuous across layer switches.
+    pub(crate) picture_ids: PictureIdRewriter,
 }
 
 /// What the subscriber's leg negotiated for a consumer.

@@ -27,6 +27,8 @@ pub(crate) struct Layer {
     pub size: Option<(u32, u32)>,
     /// Bits per second over the last full window.
     pub bitrate: u64,
+    /// When a keyframe of this layer was last asked for.
+    pub last_keyframe_request: Option<Instant>,
     window_bytes: u64,
     window_start: Option<Instant>,
     last_packet: Option<Instant>,
@@ -39,6 +41,7 @@ impl Layer {
             ssrc,
             size: None,
             bitrate: 0,
+            last_keyframe_request: None,
             window_bytes: 0,
             window_start: None,
             last_packet: None,
@@ -88,6 +91,44 @@ pub(crate) fn select(
     let live: Vec<usize> = (0..layers.len())
         .filter(|&i| layers[i].is_live(now))
         .collect();
+    choose(layers, &live, share, max_size, |layer| layer.bitrate)
+}
+
+/// The layer a consumer would get if the publisher sent every layer: what
+/// to ask the publisher for (dynacast). A layer not being sent is judged by
+/// its last measured bitrate, or by the nominal one of its rid.
+pub(crate) fn wanted(
+    layers: &[Layer],
+    share: Option<u64>,
+    max_size: Option<(u32, u32)>,
+) -> Option<usize> {
+    let all: Vec<usize> = (0..layers.len()).collect();
+    choose(layers, &all, share, max_size, |layer| {
+        if layer.bitrate > 0 {
+            layer.bitrate
+        } else {
+            nominal_bitrate(&layer.rid)
+        }
+    })
+}
+
+/// What browsers' SDKs (ours included) encode each rid at.
+fn nominal_bitrate(rid: &str) -> u64 {
+    match rank(rid) {
+        0 => 150_000,
+        1 => 500_000,
+        _ => 1_500_000,
+    }
+}
+
+/// The highest of `candidates` that fits, else the lowest candidate.
+fn choose(
+    layers: &[Layer],
+    candidates: &[usize],
+    share: Option<u64>,
+    max_size: Option<(u32, u32)>,
+    bitrate: impl Fn(&Layer) -> u64,
+) -> Option<usize> {
     let fits = |i: usize| {
         let layer = &layers[i];
         let size_fits = match (max_size, layer.size) {
@@ -95,16 +136,17 @@ pub(crate) fn select(
             _ => true,
         };
         let rate_fits = match share {
-            Some(share) => layer.bitrate as f64 <= share as f64 * SHARE_SLACK,
+            Some(share) => bitrate(layer) as f64 <= share as f64 * SHARE_SLACK,
             None => true,
         };
         size_fits && rate_fits
     };
-    live.iter()
+    candidates
+        .iter()
         .rev()
         .copied()
         .find(|&i| fits(i))
-        .or(live.first().copied())
+        .or(candidates.first().copied())
 }
 
 #[cfg(test)]
@@ -113,17 +155,21 @@ mod tests {
 
     /// q/h/f at 150/500/1500 kbit/s and 320/640/1280 wide, all live at `now`.
     fn layers(now: Instant) -> Vec<Layer> {
-        [("q", 150_000, 320), ("h", 500_000, 640), ("f", 1_500_000, 1280)]
-            .into_iter()
-            .enumerate()
-            .map(|(i, (rid, bitrate, width))| {
-                let mut layer = Layer::new(rid.into(), 100 + i as u32);
-                layer.bitrate = bitrate;
-                layer.size = Some((width, width * 9 / 16));
-                layer.last_packet = Some(now);
-                layer
-            })
-            .collect()
+        [
+            ("q", 150_000, 320),
+            ("h", 500_000, 640),
+            ("f", 1_500_000, 1280),
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, (rid, bitrate, width))| {
+            let mut layer = Layer::new(rid.into(), 100 + i as u32);
+            layer.bitrate = bitrate;
+            layer.size = Some((width, width * 9 / 16));
+            layer.last_packet = Some(now);
+            layer
+        })
+        .collect()
     }
 
     #[test]
@@ -180,6 +226,18 @@ mod tests {
         assert_eq!(layer.bitrate, 500_000);
         assert!(layer.is_live(t0 + Duration::from_secs(2)));
         assert!(!layer.is_live(t0 + Duration::from_secs(4)));
+    }
+
+    #[test]
+    fn what_a_consumer_wants_counts_layers_not_being_sent_at_their_nominal_rate() {
+        let now = Instant::now();
+        let mut l = layers(now);
+        // f is paused at the publisher: no packets, no measured bitrate.
+        l[2].bitrate = 0;
+        l[2].last_packet = None;
+        assert_eq!(select(&l, now, Some(2_000_000), None), Some(1));
+        assert_eq!(wanted(&l, Some(2_000_000), None), Some(2));
+        assert_eq!(wanted(&l, Some(1_000_000), None), Some(1));
     }
 
     #[test]

@@ -8,6 +8,7 @@ use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
 use crate::consumer::Consumer;
 use crate::header_ext::ExtensionMap;
 use crate::keyframe::VideoCodec;
+use crate::layers::{Layer, rank};
 use crate::session::{TrackInfo, TrackKind};
 use crate::transport::TransportId;
 
@@ -30,6 +31,43 @@ pub(crate) struct Producer {
     /// The last REMB we sent its publisher: (bits per second, when).
     pub(crate) remb_sent: Option<(u64, Instant)>,
     pub(crate) last_keyframe_request: Option<Instant>,
+    /// Its simulcast layers, lowest quality first; empty while it sends a
+    /// single stream.
+    pub(crate) layers: Vec<Layer>,
+    /// Which layers its publisher was last told someone receives
+    /// (`subscribed_layers`), and since when fewer would do.
+    pub(crate) dynacast: Dynacast,
+}
+
+/// The layers a simulcast publisher is asked to send (dynacast).
+#[derive(Debug, Default)]
+pub(crate) struct Dynacast {
+    /// `active` of each layer as last sent; empty: never sent.
+    pub(crate) sent: Vec<bool>,
+    /// A smaller set has been enough since then; the publisher is told
+    /// only once that lasts (a subscriber's view flickering does not make
+    /// the encoder stop and start layers).
+    pub(crate) fewer_since: Option<Instant>,
+}
+
+impl Producer {
+    /// Index of the layer whose stream has `ssrc`.
+    pub(crate) fn layer_of(&self, ssrc: u32) -> Option<usize> {
+        self.layers.iter().position(|l| l.ssrc == ssrc)
+    }
+
+    /// A new layer `rid` on `ssrc`, kept in quality order.
+    pub(crate) fn add_layer(&mut self, rid: String, ssrc: u32) {
+        if self.layer_of(ssrc).is_some() || self.layers.iter().any(|l| l.rid == rid) {
+            return;
+        }
+        self.layers.push(Layer::new(rid, ssrc));
+        self.layers.sort_by_key(|l| rank(&l.rid));
+        // Consumers hold layer indices: they choose again.
+        for consumer in &mut self.consumers {
+            consumer.layer = None;
+        }
+    }
 }
 
 impl Producer {

@@ -236,13 +236,11 @@ impl SequenceRewriter {
     }
 
     /// The source currently forwarded.
-    #[cfg(test)]
     pub fn current_source(&self) -> Option<u32> {
         self.segment.as_ref().map(|s| s.ssrc)
     }
 
     /// The source a switch is waiting for a switching point of.
-    #[cfg(test)]
     pub fn pending_source(&self) -> Option<u32> {
         self.pending
     }

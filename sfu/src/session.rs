@@ -217,6 +217,16 @@ pub struct SubscriptionSettings {
     pub priority: u8,
 }
 
+impl SubscriptionSettings {
+    /// The largest picture wanted, (width, height); `None`: any.
+    pub(crate) fn max_size(&self) -> Option<(u32, u32)> {
+        match (self.max_width, self.max_height) {
+            (None, None) => None,
+            (w, h) => Some((w.unwrap_or(u32::MAX), h.unwrap_or(u32::MAX))),
+        }
+    }
+}
+
 impl Default for SubscriptionSettings {
     fn default() -> Self {
         SubscriptionSettings {

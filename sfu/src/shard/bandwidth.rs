@@ -11,7 +11,8 @@ use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEs
 
 use super::Shard;
 use crate::allocation::{Demand, VIDEO_MIN, allocate};
-use crate::session::TrackKind;
+use crate::layers::{select, wanted};
+use crate::session::{LayerState, ParticipantEvent, TrackKind};
 use crate::transport::TransportId;
 
 /// A REMB is sent again at least this often while it applies (receivers
@@ -93,7 +94,8 @@ impl Shard {
         }
         let mut rembs = Vec::new();
         for producer in room.producers.values_mut() {
-            if producer.kind != TrackKind::Video {
+            // A simulcast track adapts by layer, per consumer.
+            if producer.kind != TrackKind::Video || !producer.layers.is_empty() {
                 continue;
             }
             let target = producer
@@ -128,6 +130,7 @@ impl Shard {
             // A consumer paused for bandwidth starts again at a keyframe.
             self.request_keyframe(now, room_name, &producer_sid);
         }
+        self.choose_layers(now, room_name);
         for (transport, receiver_id, media_ssrc, bps) in rembs {
             let Some(t) = self.transports.get_mut(&transport) else {
                 continue;
@@ -144,6 +147,74 @@ impl Shard {
                 self.metrics.rembs.inc();
             }
             self.mark_dirty(transport);
+        }
+    }
+}
+
+/// How long fewer layers must have been enough before the publisher is
+/// told to stop the others.
+const DYNACAST_DOWN_AFTER: Duration = Duration::from_secs(5);
+
+impl Shard {
+    /// Each simulcast consumer's layer, by its share and the size its
+    /// subscriber shows it at; and the publisher told which layers anyone
+    /// receives (dynacast): every layer up to the highest wanted, at once
+    /// when more are wanted, after `DYNACAST_DOWN_AFTER` when fewer are.
+    pub(super) fn choose_layers(&mut self, now: Instant, room_name: &str) {
+        let Some(room) = self.rooms.get_mut(room_name) else {
+            return;
+        };
+        for producer in room.producers.values_mut() {
+            if producer.layers.is_empty() {
+                continue;
+            }
+            let mut highest_wanted = None;
+            for consumer in &mut producer.consumers {
+                let (share, size) = (consumer.share, consumer.settings.max_size());
+                consumer.layer = select(&producer.layers, now, share, size);
+                let receives = !consumer.settings.disabled && share != Some(0);
+                if receives {
+                    highest_wanted = highest_wanted.max(wanted(&producer.layers, share, size));
+                }
+            }
+            let active: Vec<bool> = (0..producer.layers.len())
+                .map(|i| highest_wanted.is_some_and(|top| i <= top))
+                .collect();
+            let dynacast = &mut producer.dynacast;
+            let more = active
+                .iter()
+                .enumerate()
+                .any(|(i, on)| *on && !dynacast.sent.get(i).copied().unwrap_or(false));
+            let send = if dynacast.sent == active {
+                dynacast.fewer_since = None;
+                false
+            } else if dynacast.sent.len() != active.len() || more {
+                true
+            } else {
+                let since = *dynacast.fewer_since.get_or_insert(now);
+                now >= since + DYNACAST_DOWN_AFTER
+            };
+            if !send {
+                continue;
+            }
+            dynacast.sent = active.clone();
+            dynacast.fewer_since = None;
+            let layers = producer
+                .layers
+                .iter()
+                .zip(active)
+                .map(|(layer, active)| LayerState {
+                    rid: layer.rid.clone(),
+                    active,
+                })
+                .collect();
+            self.outbox.send(
+                &producer.owner_sid,
+                ParticipantEvent::SubscribedLayers {
+                    track_sid: producer.sid.clone(),
+                    layers,
+                },
+            );
         }
     }
 }

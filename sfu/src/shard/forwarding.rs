@@ -23,10 +23,14 @@ use super::Shard;
 use crate::consumer::{Consumer, Leg};
 use crate::header_ext::{ExtensionMap, audio_level};
 use crate::keyframe::VideoCodec;
+use crate::layers::{Layer, select};
+use crate::producer::Dynacast;
 use crate::producer::Producer;
 use crate::rewriter::SequenceRewriter;
 use crate::timers::Timer;
 use crate::transport::TransportId;
+use crate::vp8;
+use crate::vp8::PictureIdRewriter;
 
 impl Shard {
     pub(super) fn forward(
@@ -54,6 +58,17 @@ impl Shard {
                 self.metrics.drop_unroutable.inc();
                 return;
             };
+            // A simulcast layer is known by the rid rtc read off its first
+            // packets.
+            if let Some(producer) = self
+                .rooms
+                .get_mut(&t.room)
+                .and_then(|r| r.producers.get_mut(&sid))
+                && let Some(receiver) = t.pc.rtp_receiver(producer.receiver_id)
+                && let Some(rid) = receiver.track().rid(ssrc)
+            {
+                producer.add_layer(rid.to_string(), ssrc);
+            }
             t.producer_by_ssrc.insert(ssrc, sid);
         }
         let Some(producer_sid) = t.producer_by_ssrc.get(&ssrc) else {
@@ -95,6 +110,19 @@ impl Shard {
             None => producer.kind == TrackKind::Audio,
             Some(codec) => codec.is_keyframe(&packet.payload),
         };
+        let simulcast = !producer.layers.is_empty();
+        if let Some(layer) = producer.layer_of(ssrc).map(|i| &mut producer.layers[i]) {
+            layer.count(now, packet.payload.len());
+            if switching_point
+                && producer.video_codec == Some(VideoCodec::Vp8)
+                && let Some((width, height)) = vp8::keyframe_dimensions(&packet.payload)
+            {
+                layer.size = Some((u32::from(width), u32::from(height)));
+            }
+        }
+        let rewrite_picture_ids = simulcast && producer.video_codec == Some(VideoCodec::Vp8);
+        // Layers consumers switch to, each needing a keyframe.
+        let mut switched_to = Vec::new();
         for consumer in &mut producer.consumers {
             let Some(sub) = self.transports.get_mut(&consumer.transport) else {
                 self.metrics.drop_unroutable.inc();
@@ -122,6 +150,29 @@ impl Shard {
             }
             if consumer.sequence.is_paused() {
                 consumer.sequence.resume();
+                consumer.picture_ids.rebase();
+            }
+            if simulcast {
+                if consumer.layer.is_none_or(|i| i >= producer.layers.len()) {
+                    consumer.layer = select(
+                        &producer.layers,
+                        now,
+                        consumer.share,
+                        consumer.settings.max_size(),
+                    );
+                }
+                let Some(target) = consumer.layer.map(|i| producer.layers[i].ssrc) else {
+                    continue;
+                };
+                let current = consumer.sequence.current_source();
+                if current != Some(target) && consumer.sequence.pending_source() != Some(target) {
+                    consumer.sequence.switch_to(target);
+                    switched_to.push(target);
+                }
+                // Another layer's packet is not this consumer's.
+                if Some(ssrc) != current && ssrc != target {
+                    continue;
+                }
             }
             if consumer.leg.is_none() {
                 consumer.leg = Leg::negotiated(
@@ -144,6 +195,9 @@ impl Shard {
                 continue;
             };
             let mut out = packet.clone();
+            if rewrite_picture_ids {
+                out.payload = consumer.picture_ids.rewrite_bytes(ssrc, out.payload);
+            }
             out.header.ssrc = consumer.ssrc;
             out.header.payload_type = leg.payload_type;
             out.header.sequence_number = out_seq;
@@ -163,6 +217,14 @@ impl Shard {
             if !sub.queued {
                 sub.queued = true;
                 self.dirty.push(consumer.transport);
+            }
+        }
+        if !switched_to.is_empty() {
+            let (room, producer) = (room.name.clone(), producer.sid.clone());
+            switched_to.sort_unstable();
+            switched_to.dedup();
+            for layer_ssrc in switched_to {
+                self.request_layer_keyframe(now, &room, &producer, layer_ssrc);
             }
         }
     }
@@ -221,6 +283,11 @@ impl Shard {
             consumers: Vec::new(),
             remb_sent: None,
             last_keyframe_request: None,
+            layers: init
+                .rid
+                .map(|rid| vec![Layer::new(rid.to_string(), init.ssrc)])
+                .unwrap_or_default(),
+            dynacast: Dynacast::default(),
         };
         info!(room = %room_name, participant = %owner_sid, track = %sid, ?kind, codec = %producer.codec.mime_type, "track published");
         let event = ParticipantEvent::TrackPublished {
@@ -355,6 +422,8 @@ impl Shard {
                     settings: SubscriptionSettings::default(),
                     share: None,
                     sequence,
+                    layer: None,
+                    picture_ids: PictureIdRewriter::new(),
                 });
                 self.metrics.subscriptions.inc();
             }
@@ -386,10 +455,12 @@ impl Shard {
             .ok_or(SfuError::TrackNotFound)?;
         let enabled_again = consumer.settings.disabled && !settings.disabled;
         consumer.settings = settings;
+        // A simulcast consumer may want another layer for its new size.
+        self.choose_layers(now, room_name);
         if enabled_again {
             self.request_keyframe(now, room_name, track_sid);
-            self.flush(now);
         }
+        self.flush(now);
         Ok(())
     }
 

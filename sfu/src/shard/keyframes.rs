@@ -70,10 +70,60 @@ impl Shard {
         let Some(t) = self.transports.get_mut(&producer.transport) else {
             return;
         };
+        // Every layer of a simulcast track: its consumers may be on any.
+        let ssrcs: Vec<u32> = if producer.layers.is_empty() {
+            vec![producer.media_ssrc]
+        } else {
+            producer.layers.iter().map(|l| l.ssrc).collect()
+        };
+        if let Some(mut receiver) = t.pc.rtp_receiver(producer.receiver_id) {
+            for media_ssrc in ssrcs {
+                let pli = PictureLossIndication {
+                    sender_ssrc: 0,
+                    media_ssrc,
+                };
+                if receiver.write_rtcp(now, vec![Box::new(pli)]).is_ok() {
+                    self.metrics.plis.inc();
+                }
+            }
+        }
+        let id = producer.transport;
+        self.mark_dirty(id);
+    }
+
+    /// Asks for a keyframe of one simulcast layer (a consumer switches to
+    /// it), at most once per `keyframe_request_interval` per layer.
+    pub(super) fn request_layer_keyframe(
+        &mut self,
+        now: Instant,
+        room: &str,
+        producer_sid: &str,
+        layer_ssrc: u32,
+    ) {
+        let Some(producer) = self
+            .rooms
+            .get_mut(room)
+            .and_then(|r| r.producers.get_mut(producer_sid))
+        else {
+            return;
+        };
+        let Some(layer) = producer.layers.iter_mut().find(|l| l.ssrc == layer_ssrc) else {
+            return;
+        };
+        if layer
+            .last_keyframe_request
+            .is_some_and(|at| now < at + self.config.keyframe_request_interval)
+        {
+            return;
+        }
+        layer.last_keyframe_request = Some(now);
+        let Some(t) = self.transports.get_mut(&producer.transport) else {
+            return;
+        };
         if let Some(mut receiver) = t.pc.rtp_receiver(producer.receiver_id) {
             let pli = PictureLossIndication {
                 sender_ssrc: 0,
-                media_ssrc: producer.media_ssrc,
+                media_ssrc: layer_ssrc,
             };
             if receiver.write_rtcp(now, vec![Box::new(pli)]).is_ok() {
                 self.metrics.plis.inc();
