@@ -44,6 +44,8 @@ struct Peer {
     connected: bool,
     /// Sequence numbers of the RTP packets this peer has read.
     received: Vec<u16>,
+    /// SRTP datagrams it got on an RTX stream.
+    rtx_datagrams: usize,
     /// REMBs it received: (bits per second, the SSRCs they name).
     rembs: Vec<(f32, Vec<u32>)>,
 }
@@ -138,6 +140,7 @@ impl ForwardingBench {
                 connected: false,
                 received: Vec::new(),
                 rembs: Vec::new(),
+                rtx_datagrams: 0,
             },
             sender: None,
             ssrc: 0x5eed,
@@ -222,6 +225,7 @@ impl ForwardingBench {
             connected: false,
             received: Vec::new(),
             rembs: Vec::new(),
+            rtx_datagrams: 0,
         });
         self.pump_until(|b| b.subscribers.last().is_some_and(|p| p.connected));
     }
@@ -287,6 +291,9 @@ impl ForwardingBench {
         while let Some(t) = self.shard.poll_transmit() {
             if let Some(peer) = by_addr.get_mut(&t.to) {
                 moved = true;
+                if is_rtx(&t.payload) {
+                    peer.rtx_datagrams += 1;
+                }
                 let _ = peer.pc.handle_read(TaggedBytesMut {
                     now,
                     transport: TransportContext {
@@ -452,6 +459,12 @@ pub fn vp8_keyframe_payload(len: usize) -> Vec<u8> {
     payload
 }
 
+/// Whether an SRTP datagram carries RTP of payload type 97: the server's
+/// RTX for VP8 (`engine.rs` pairs each video payload type with the next).
+fn is_rtx(datagram: &[u8]) -> bool {
+    datagram.len() > 12 && (128..=191).contains(&datagram[0]) && datagram[1] & 0x7f == 97
+}
+
 /// The publisher's VP8 track, sent with `ssrc`.
 pub fn video_track(ssrc: u32) -> MediaStreamTrack {
     MediaStreamTrack::new(
@@ -611,7 +624,7 @@ mod tests {
     }
 
     #[test]
-    fn a_lost_packet_is_resent_from_the_cache_when_the_subscriber_nacks() {
+    fn a_lost_packet_is_resent_on_rtx_from_the_cache_when_the_subscriber_nacks() {
         let mut bench = ForwardingBench::new(2, 300);
         for _ in 0..5 {
             bench.forward_losing(&[]);
@@ -635,6 +648,9 @@ mod tests {
         // The subscriber's NACK generator asks for it; the server answers
         // from the send cache of that subscriber's track.
         bench.pump_until(|b| b.subscribers[0].received.contains(&lost[0]));
+        // It came on the RTX stream (the subscriber's answer took RTX).
+        assert!(bench.subscribers[0].rtx_datagrams >= 1);
+        assert_eq!(bench.subscribers[1].rtx_datagrams, 0);
         assert!(bench.shard.metrics().nacks.get() >= 1);
     }
 

@@ -15,7 +15,8 @@ use rtc::peer_connection::configuration::interceptor_registry::{
     register_default_interceptors,
 };
 use rtc::peer_connection::configuration::media_engine::{
-    MIME_TYPE_AV1, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MIME_TYPE_VP9, MediaEngine,
+    MIME_TYPE_AV1, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_RTX, MIME_TYPE_VP8, MIME_TYPE_VP9,
+    MediaEngine,
 };
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::transport::{
@@ -49,9 +50,9 @@ fn transport_cc() -> RTCPFeedback {
     }
 }
 
-/// Codecs the SFU forwards. No RTX: the SFU asks publishers for
-/// retransmissions with plain NACK and answers subscribers' NACKs from its
-/// own send cache, so one SSRC per track is all there is to route.
+/// Codecs the SFU forwards. Publishers are asked for retransmissions with
+/// plain NACK (no RTX), so one SSRC per stream is all there is to route;
+/// subscribers may take RTX.
 ///
 /// Congestion control differs by leg (docs/congestion-control.md):
 /// - publisher transports carry `transport-cc` on every codec and the
@@ -138,6 +139,26 @@ fn register_codecs(media_engine: &mut MediaEngine, role: TransportRole) -> Resul
             },
             RtpCodecKind::Video,
         )?;
+        // Toward subscribers, retransmissions go on an RTX stream (RFC
+        // 4588) when the browser takes it: rtc's NACK responder answers
+        // from its send cache on the consumer's RTX SSRC. Not offered to
+        // publishers: rtc drops RTX that carries the repaired rid, which a
+        // simulcast publisher's RTX does (docs/congestion-control.md).
+        if !send_side {
+            media_engine.register_codec(
+                RTCRtpCodecParameters {
+                    rtp_codec: RTCRtpCodec {
+                        mime_type: MIME_TYPE_RTX.into(),
+                        clock_rate: 90000,
+                        channels: 0,
+                        sdp_fmtp_line: format!("apt={payload_type}"),
+                        rtcp_feedback: vec![],
+                    },
+                    payload_type: payload_type + 1,
+                },
+                RtpCodecKind::Video,
+            )?;
+        }
     }
     let mut extensions = vec![
         (AUDIO_LEVEL_URI, RtpCodecKind::Audio),

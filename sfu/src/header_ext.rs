@@ -201,29 +201,6 @@ impl ExtensionRewriter {
         set_extensions(header, out);
     }
 
-    /// Gives a packet already rewritten by [`rewrite`](Self::rewrite) (one
-    /// taken from the send history to be resent) a fresh abs-send-time and
-    /// transport-wide sequence number: a resend is a new transmission, and
-    /// the subscriber's congestion control must see it as one. (Resends
-    /// come from rtc's NACK responder today, which keeps the stamps.)
-    #[cfg(test)]
-    pub fn restamp(
-        &self,
-        header: &mut Header,
-        now: Instant,
-        epoch: Instant,
-        transport_seq: &mut u16,
-    ) {
-        let mut out: Vec<Extension> = if has_rfc8285_extensions(header) {
-            std::mem::take(&mut header.extensions)
-        } else {
-            Vec::new()
-        };
-        out.retain(|e| Some(e.id) != self.abs_send_time && Some(e.id) != self.transport_cc);
-        self.push_send_stamps(&mut out, now, epoch, transport_seq);
-        set_extensions(header, out);
-    }
-
     fn push_send_stamps(
         &self,
         out: &mut Vec<Extension>,
@@ -613,40 +590,6 @@ mod tests {
         let back = Packet::unmarshal(&mut out.freeze()).unwrap();
         assert_eq!(back.header.extensions, packet.header.extensions);
         assert_eq!(find(&back.header, 5), Some(&[0x9E][..]));
-    }
-
-    #[test]
-    fn restamp_gives_a_resend_new_send_time_and_transport_sequence() {
-        let t0 = Instant::now();
-        let rewriter = ExtensionRewriter::new(&publisher(), &subscriber(), "3");
-        let mut header = from_publisher();
-        let mut tw = 10;
-        rewriter.rewrite(&mut header, t0, t0, &mut tw);
-        let before = header.clone();
-        rewriter.restamp(&mut header, t0 + Duration::from_secs(1), t0, &mut tw);
-        assert_eq!(tw, 12);
-        assert_eq!(find(&header, 7), Some(&[0, 11][..]));
-        assert_eq!(find(&header, 6), Some(&[0x04, 0, 0][..]));
-        for id in [5, 8, 14] {
-            assert_eq!(find(&header, id), find(&before, id));
-        }
-        assert_eq!(ids(&header), ids(&before));
-        assert_eq!(
-            Packet {
-                header,
-                payload: Bytes::new()
-            }
-            .marshal()
-            .unwrap()
-            .len(),
-            Packet {
-                header: before,
-                payload: Bytes::new()
-            }
-            .marshal()
-            .unwrap()
-            .len()
-        );
     }
 
     #[test]

@@ -31,7 +31,6 @@ mod quality;
 mod rewriter;
 mod room;
 mod route;
-mod rtx;
 mod sdp_check;
 mod session;
 mod shard;

@@ -11,7 +11,7 @@ use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::rtp;
 use rtc::rtp_transceiver::RTCRtpTransceiverId;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpRtxParameters, RtpCodecKind,
 };
 use rtc::sansio::Protocol;
 use tracing::{info, warn};
@@ -401,6 +401,10 @@ impl Shard {
             vec![RTCRtpEncodingParameters {
                 rtp_coding_parameters: RTCRtpCodingParameters {
                     ssrc: Some(ssrc),
+                    // Used if the subscriber's answer takes RTX.
+                    rtx: (producer.kind == TrackKind::Video).then(|| RTCRtpRtxParameters {
+                        ssrc: self.rng.random(),
+                    }),
                     ..Default::default()
                 },
                 codec: producer.codec.clone(),
