@@ -7,9 +7,11 @@ use std::collections::HashMap;
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use callgate_udp_batch::{BATCH, SendBatch};
 use rand::SeedableRng;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::shared::TransportProtocol;
@@ -24,7 +26,7 @@ use crate::session::{
     IceCandidate, JoinRequest, Joined, LeaveReason, ParticipantEvent, ParticipantInfo, Resumed,
     RoomInfo, SfuError, SubscriptionSettings, TransportRole,
 };
-use crate::shard::Shard;
+use crate::shard::{Shard, Transmit};
 use crate::tcp::{SendError, TcpConns, TcpEvent, TcpHandoff};
 
 type Reply<T> = oneshot::Sender<Result<T, SfuError>>;
@@ -214,6 +216,7 @@ async fn run(
 ) {
     let mut buf = vec![0u8; 2048];
     let mut mailboxes = Mailboxes::default();
+    let mut udp = UdpOut::new();
     loop {
         let now = Instant::now();
         let deadline = shard
@@ -224,7 +227,7 @@ async fn run(
             command = rx.recv() => match command {
                 None | Some(Command::Shutdown) => {
                     shard.close_all(Instant::now(), LeaveReason::ServerShutdown);
-                    send_all(&mut shard, &socket, &mut tcp);
+                    send_all(&mut shard, &socket, &mut tcp, &mut udp);
                     mailboxes.deliver(&mut shard);
                     tcp.shutdown().await;
                     return;
@@ -246,25 +249,60 @@ async fn run(
                             // ICMP port unreachable from a client that went away.
                             Err(e) => { debug!(error = %e, "recv failed"); break; }
                         }
-                        send_all(&mut shard, &socket, &mut tcp);
+                        send_all(&mut shard, &socket, &mut tcp, &mut udp);
                     }
                 }
                 // `biased` polls UDP first: give waiting ICE-TCP frames a
                 // turn too, so a busy UDP socket cannot starve them.
                 let next = tcp.try_recv();
-                tcp_batch(&mut shard, &socket, &mut tcp, next);
+                tcp_batch(&mut shard, &socket, &mut tcp, &mut udp, next);
             }
-            event = tcp.recv() => tcp_batch(&mut shard, &socket, &mut tcp, event),
+            event = tcp.recv() => tcp_batch(&mut shard, &socket, &mut tcp, &mut udp, event),
             _ = tokio::time::sleep_until(deadline.into()) => {
                 shard.handle_timeout(Instant::now());
             }
         }
-        send_all(&mut shard, &socket, &mut tcp);
+        send_all(&mut shard, &socket, &mut tcp, &mut udp);
         mailboxes.deliver(&mut shard);
     }
 }
 
-fn send_all(shard: &mut Shard, socket: &UdpSocket, tcp: &mut TcpConns) {
+/// What the worker sends on its UDP socket, a batch at a time: one
+/// `sendmmsg` for up to `BATCH` datagrams, which in a fan-out go to as many
+/// subscribers. (UDP GSO would need runs of equal-sized datagrams to one
+/// destination; a fan-out interleaves destinations.)
+struct UdpOut {
+    batch: SendBatch,
+    /// The datagrams in `batch`: their payloads must live until it is sent.
+    queued: Vec<Transmit>,
+}
+
+impl UdpOut {
+    fn new() -> Self {
+        UdpOut {
+            batch: SendBatch::new(),
+            queued: Vec::with_capacity(BATCH),
+        }
+    }
+
+    fn flush(&mut self, fd: RawFd, shard: &Shard) {
+        for t in &self.queued {
+            // SAFETY: every payload is owned by `self.queued`, which is not
+            // touched until the batch is flushed below.
+            unsafe { self.batch.push(fd, &t.to, &t.payload) };
+        }
+        // A full send buffer drops the datagram, as a router would; RTCP
+        // feedback recovers what matters.
+        let sent = self.batch.flush();
+        for _ in 0..sent.failed {
+            shard.count_send_failure();
+        }
+        self.queued.clear();
+    }
+}
+
+fn send_all(shard: &mut Shard, socket: &UdpSocket, tcp: &mut TcpConns, udp: &mut UdpOut) {
+    let fd = socket.as_raw_fd();
     while let Some(t) = shard.poll_transmit() {
         match t.protocol {
             TransportProtocol::TCP => match tcp.send(t.to, t.payload) {
@@ -275,15 +313,14 @@ fn send_all(shard: &mut Shard, socket: &UdpSocket, tcp: &mut TcpConns) {
                 Err(SendError::NoConnection | SendError::TooLarge) => shard.count_send_failure(),
             },
             _ => {
-                if let Err(e) = socket.try_send_to(&t.payload, t.to) {
-                    // A full send buffer drops the datagram, as a router would;
-                    // RTCP feedback recovers what matters.
-                    debug!(error = %e, to = %t.to, "send failed");
-                    shard.count_send_failure();
+                udp.queued.push(t);
+                if udp.queued.len() == BATCH {
+                    udp.flush(fd, shard);
                 }
             }
         }
     }
+    udp.flush(fd, shard);
     // After the transmits: a closed transport's DTLS close is queued first.
     while let Some(peer) = shard.poll_closed_tcp() {
         tcp.close(peer);
@@ -315,12 +352,18 @@ fn open_tcp(shard: &mut Shard, tcp: &mut TcpConns, handoff: TcpHandoff) {
 }
 
 /// Handles `first` and up to `READ_BATCH - 1` more waiting ICE-TCP events.
-fn tcp_batch(shard: &mut Shard, socket: &UdpSocket, tcp: &mut TcpConns, first: Option<TcpEvent>) {
+fn tcp_batch(
+    shard: &mut Shard,
+    socket: &UdpSocket,
+    tcp: &mut TcpConns,
+    udp: &mut UdpOut,
+    first: Option<TcpEvent>,
+) {
     let mut next = first;
     for _ in 0..READ_BATCH {
         let Some(event) = next else { break };
         handle_tcp(shard, tcp, event);
-        send_all(shard, socket, tcp);
+        send_all(shard, socket, tcp, udp);
         next = tcp.try_recv();
     }
 }

@@ -20,11 +20,11 @@ use rtc::stun::message::{
 };
 
 use crate::auth::rest_password;
-use crate::batch::SLOT;
 use crate::metrics::TurnMetrics;
 use crate::proto::{CRYPTO, TAILROOM, long_term_key};
 use crate::relay::{CLIENT_AT, Control, Relay, StreamEvent};
 use crate::{TurnConfig, TurnError};
+use callgate_udp_batch::SLOT;
 
 const SECRET: &str = "fuzz-secret";
 /// A REST username that expires in 2100.

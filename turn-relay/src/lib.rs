@@ -16,7 +16,6 @@
 //! ChannelData and Data-indication hot path is framed in place here.
 
 mod auth;
-mod batch;
 mod filter;
 #[doc(hidden)]
 pub mod fuzz_support;

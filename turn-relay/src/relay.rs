@@ -37,11 +37,11 @@ use slab::Slab;
 use tracing::{debug, error, info_span, warn};
 
 use crate::auth::{NonceCheck, Nonces, UsernameError, parse_username, rest_password};
-use crate::batch::{BATCH, RecvBatch, SendBatch, send_one};
 use crate::filter::PeerFilter;
 use crate::metrics::TurnMetrics;
 use crate::proto::{self, HEADROOM, Reply, TAILROOM};
 use crate::{TurnConfig, TurnError};
+use callgate_udp_batch::{BATCH, RecvBatch, SendBatch, send_one};
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);

@@ -2,10 +2,11 @@
 //! slices of those slots. Nothing here allocates after construction.
 //!
 //! Why libc and not a crate: quinn-udp batches receives but sends one
-//! destination per call (GSO), and relayed packets go to many destinations
-//! from one socket (to clients) or to one destination each from many
-//! sockets (to peers); what is needed is `sendmmsg` over scattered
-//! (fd, destination, bytes) triples, which is a few lines over libc.
+//! destination per call (GSO), and both users here send to many
+//! destinations: the TURN relay from one socket (to clients) or to one
+//! destination each from many sockets (to peers), a media worker from one
+//! socket to every subscriber of a packet; what is needed is `sendmmsg` over
+//! scattered (fd, destination, bytes) triples, a few lines over libc.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -13,11 +14,11 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::RawFd;
 
 /// Datagrams per syscall.
-pub(crate) const BATCH: usize = 32;
+pub const BATCH: usize = 32;
 /// Bytes per slot. TURN traffic is MTU-sized; larger datagrams are dropped.
-pub(crate) const SLOT: usize = 2048;
+pub const SLOT: usize = 2048;
 
-pub(crate) fn to_storage(addr: &SocketAddr, out: &mut libc::sockaddr_storage) -> libc::socklen_t {
+pub fn to_storage(addr: &SocketAddr, out: &mut libc::sockaddr_storage) -> libc::socklen_t {
     match addr {
         SocketAddr::V4(a) => {
             // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in.
@@ -44,7 +45,7 @@ pub(crate) fn to_storage(addr: &SocketAddr, out: &mut libc::sockaddr_storage) ->
     }
 }
 
-pub(crate) fn from_storage(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
+pub fn from_storage(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match s.ss_family as libc::c_int {
         libc::AF_INET => {
             // SAFETY: the family says it is a sockaddr_in.
@@ -70,21 +71,21 @@ pub(crate) fn from_storage(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
 
 /// `BATCH` receive slots, each `SLOT` bytes, of which the first `headroom`
 /// bytes are left free so a header can be put in front of the payload.
-pub(crate) struct RecvBatch {
+pub struct RecvBatch {
     bufs: Box<[u8]>,
     names: Box<[libc::sockaddr_storage]>,
     /// Owned here because `hdrs` point at them.
     _iovs: Box<[libc::iovec]>,
     hdrs: Box<[libc::mmsghdr]>,
     /// Filled slots: (bytes, source).
-    pub(crate) got: Box<[(usize, Option<SocketAddr>)]>,
+    pub got: Box<[(usize, Option<SocketAddr>)]>,
     /// Slots in use, from 0.
-    pub(crate) filled: usize,
+    pub filled: usize,
 }
 
 impl RecvBatch {
     /// `tailroom` bytes at the end of each slot stay free too (padding).
-    pub(crate) fn new(headroom: usize, tailroom: usize) -> RecvBatch {
+    pub fn new(headroom: usize, tailroom: usize) -> RecvBatch {
         let mut bufs = vec![0u8; BATCH * SLOT].into_boxed_slice();
         // SAFETY: all-zero is a valid sockaddr_storage / iovec / mmsghdr.
         let mut names: Box<[libc::sockaddr_storage]> = (0..BATCH)
@@ -115,14 +116,14 @@ impl RecvBatch {
         }
     }
 
-    pub(crate) fn free(&self) -> usize {
+    pub fn free(&self) -> usize {
         BATCH - self.filled
     }
 
     /// Receives up to `free()` datagrams from `fd` into the next slots.
     /// Returns how many (0 when the socket had nothing: WouldBlock).
     /// Truncated datagrams come back with length `usize::MAX`.
-    pub(crate) fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+    pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
         let start = self.filled;
         let want = BATCH - start;
         if want == 0 {
@@ -166,18 +167,18 @@ impl RecvBatch {
     }
 
     /// The whole slot `i`: headroom, then the payload at `headroom()`.
-    pub(crate) fn slot_mut(&mut self, i: usize) -> &mut [u8] {
+    pub fn slot_mut(&mut self, i: usize) -> &mut [u8] {
         &mut self.bufs[i * SLOT..(i + 1) * SLOT]
     }
 
-    pub(crate) fn clear(&mut self) {
+    pub fn clear(&mut self) {
         self.filled = 0;
     }
 }
 
 /// Outgoing datagrams, each a slice of some buffer that outlives the next
 /// [`SendBatch::flush`]. Runs of the same socket go out in one `sendmmsg`.
-pub(crate) struct SendBatch {
+pub struct SendBatch {
     fds: Box<[RawFd]>,
     names: Box<[libc::sockaddr_storage]>,
     iovs: Box<[libc::iovec]>,
@@ -187,13 +188,19 @@ pub(crate) struct SendBatch {
 
 /// What one flush did.
 #[derive(Default, Debug, Clone, Copy)]
-pub(crate) struct Sent {
-    pub(crate) ok: u64,
-    pub(crate) failed: u64,
+pub struct Sent {
+    pub ok: u64,
+    pub failed: u64,
+}
+
+impl Default for SendBatch {
+    fn default() -> Self {
+        SendBatch::new()
+    }
 }
 
 impl SendBatch {
-    pub(crate) fn new() -> SendBatch {
+    pub fn new() -> SendBatch {
         // SAFETY: all-zero is a valid sockaddr_storage / iovec / mmsghdr.
         let names: Box<[libc::sockaddr_storage]> = (0..BATCH)
             .map(|_| unsafe { MaybeUninit::zeroed().assume_init() })
@@ -213,7 +220,7 @@ impl SendBatch {
         }
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
@@ -224,7 +231,7 @@ impl SendBatch {
     /// in a [`RecvBatch`] that is not refilled before then).
     /// Callers push at most one datagram per received one, so a batch
     /// never overflows; if it would, the datagram is dropped (false).
-    pub(crate) unsafe fn push(&mut self, fd: RawFd, to: &SocketAddr, data: &[u8]) -> bool {
+    pub unsafe fn push(&mut self, fd: RawFd, to: &SocketAddr, data: &[u8]) -> bool {
         if self.len == BATCH {
             return false;
         }
@@ -244,7 +251,7 @@ impl SendBatch {
 
     /// Sends everything queued. A datagram the kernel refuses (buffer full,
     /// unreachable) is counted as failed and skipped, as UDP would lose it.
-    pub(crate) fn flush(&mut self) -> Sent {
+    pub fn flush(&mut self) -> Sent {
         let mut sent = Sent::default();
         let mut i = 0;
         while i < self.len {
@@ -305,7 +312,7 @@ impl SendBatch {
 }
 
 /// One datagram on a non-blocking socket, for the slow paths.
-pub(crate) fn send_one(fd: RawFd, to: &SocketAddr, data: &[u8]) -> bool {
+pub fn send_one(fd: RawFd, to: &SocketAddr, data: &[u8]) -> bool {
     // SAFETY: all-zero is a valid sockaddr_storage.
     let mut name: libc::sockaddr_storage = unsafe { MaybeUninit::zeroed().assume_init() };
     let len = to_storage(to, &mut name);
