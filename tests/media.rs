@@ -522,3 +522,79 @@ async fn a_forged_ice_check_is_counted_and_moves_nothing() {
     // transport at all and is `unknown_source`.
     assert_eq!(counter(&metrics_text(&server).await), before + 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn participant_stats_list_what_each_publishes_and_receives_and_follow_update_subscription() {
+    let server = TestServer::start(&[]);
+    let room = unique_room();
+    let mut alice = Client::join(&server, &token(&room, "alice")).await;
+    let bob = Client::join(&server, &token(&room, "bob")).await;
+    let mut video = LocalTrack::new(RtpCodecKind::Video, vp8(), 96);
+    let mut audio = LocalTrack::new(RtpCodecKind::Audio, opus(), 111);
+    alice.publish(&[&video, &audio]).await;
+    warm_up(&mut [&mut video, &mut audio], &[&bob], &alice.sid).await;
+    let mut sids: Vec<String> = track_sids(&mut alice, 2)
+        .await
+        .into_iter()
+        .map(|(sid, _)| sid)
+        .collect();
+    sids.sort();
+    let stats_of = |identity: &str| format!("/v1/rooms/{room}/participants/{identity}/stats");
+
+    let alice_stats = api_json(&server, &stats_of("alice")).await;
+    assert_eq!(alice_stats["sid"], alice.sid.as_str());
+    let published: Vec<&str> = alice_stats["published"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["track_sid"].as_str().unwrap())
+        .collect();
+    assert_eq!(published, sids);
+    // One stream each (no simulcast from this client), nothing received.
+    for track in alice_stats["published"].as_array().unwrap() {
+        assert_eq!(track["layers"], serde_json::json!([]));
+    }
+    assert_eq!(alice_stats["subscriptions"], serde_json::json!([]));
+
+    let bob_stats = api_json(&server, &stats_of("bob")).await;
+    let received: Vec<&str> = bob_stats["subscriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["track_sid"].as_str().unwrap())
+        .collect();
+    assert_eq!(received, sids);
+    for track in bob_stats["subscriptions"].as_array().unwrap() {
+        assert_eq!(track["disabled"], false);
+        assert_eq!(track["priority"], 128);
+    }
+
+    // Bob hides one track and shows the other small: the stats say so.
+    let (hidden, small) = (&sids[0], &sids[1]);
+    bob.send(
+        serde_json::json!({"type": "update_subscription", "track_sid": hidden, "disabled": true}),
+    );
+    bob.send(serde_json::json!({
+        "type": "update_subscription", "track_sid": small, "width": 320, "height": 180, "priority": 200
+    }));
+    let deadline = std::time::Instant::now() + WAIT;
+    let bob_stats = loop {
+        let stats = api_json(&server, &stats_of("bob")).await;
+        if stats["subscriptions"][0]["disabled"] == true
+            && stats["subscriptions"][1]["priority"] == 200
+        {
+            break stats;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stats never followed: {stats}"
+        );
+        tokio::task::yield_now().await;
+    };
+    assert_eq!(bob_stats["subscriptions"][1]["max_width"], 320);
+    assert_eq!(bob_stats["subscriptions"][1]["max_height"], 180);
+
+    let missing = api_text(&server, &stats_of("nobody")).await;
+    assert!(missing.contains("participant_not_found"), "{missing}");
+    alice.close().await;
+}

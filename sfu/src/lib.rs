@@ -49,9 +49,10 @@ pub use metrics::SfuMetrics;
 pub use participant::ParticipantHandle;
 pub use quality::ConnectionQuality;
 pub use session::{
-    ConnectionQualityInfo, IceCandidate, JoinRequest, Joined, LayerState, LeaveReason,
-    ParticipantEvent, ParticipantInfo, ReconnectReason, Resumed, RoomInfo, SfuError, SpeakerInfo,
-    SubscriptionSettings, TrackInfo, TrackKind, TransportRole,
+    ConnectionQualityInfo, IceCandidate, JoinRequest, Joined, LayerState, LayerStats, LeaveReason,
+    ParticipantEvent, ParticipantInfo, ParticipantStats, PublishedStats, ReconnectReason, Resumed,
+    RoomInfo, SfuError, SpeakerInfo, SubscriptionSettings, SubscriptionStats, TrackInfo, TrackKind,
+    TransportRole,
 };
 
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -169,6 +170,20 @@ impl Sfu {
     pub async fn list_participants(&self, room: &str) -> Result<Vec<ParticipantInfo>, SfuError> {
         self.ask(room, |tx| Command::ListParticipants(room.to_owned(), tx))
             .await
+    }
+
+    /// What the media plane knows of `identity`'s media in `room` now.
+    pub async fn participant_stats(
+        &self,
+        room: &str,
+        identity: &str,
+    ) -> Result<ParticipantStats, SfuError> {
+        self.ask(room, |reply| Command::ParticipantStats {
+            room: room.to_owned(),
+            identity: identity.to_owned(),
+            reply,
+        })
+        .await
     }
 
     /// Ends the session of `identity` in `room` (`removed` by the server

@@ -155,7 +155,6 @@ impl QualityTracker {
     }
 
     /// The level reported last, `None` before the first window.
-    #[cfg(test)]
     pub fn quality(&self) -> Option<ConnectionQuality> {
         self.reported
     }

@@ -179,6 +179,61 @@ pub enum ParticipantEvent {
     },
 }
 
+/// What the media plane knows of one participant's media now (the server
+/// API's participant stats).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ParticipantStats {
+    pub sid: String,
+    pub identity: String,
+    /// Its last judged connection quality; `None` before the first window.
+    pub connection_quality: Option<crate::quality::ConnectionQuality>,
+    /// What its browser last said its downlink takes (REMB), bits per second.
+    pub downlink_estimate_bps: Option<u64>,
+    /// The tracks it receives.
+    pub subscriptions: Vec<SubscriptionStats>,
+    /// The tracks it publishes.
+    pub published: Vec<PublishedStats>,
+}
+
+/// One track a participant receives.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SubscriptionStats {
+    pub track_sid: String,
+    pub kind: TrackKind,
+    /// Its share of the participant's downlink estimate, bits per second
+    /// (0: paused for want of bandwidth); `None` while there is no estimate.
+    pub share_bps: Option<u64>,
+    /// The simulcast layer it gets (its rid); `None` for a single stream.
+    pub layer: Option<String>,
+    pub disabled: bool,
+    pub priority: u8,
+    pub max_width: Option<u32>,
+    pub max_height: Option<u32>,
+}
+
+/// One track a participant publishes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PublishedStats {
+    pub track_sid: String,
+    pub kind: TrackKind,
+    pub muted: bool,
+    /// What it was last told to stay under (REMB), bits per second.
+    pub remb_bps: Option<u64>,
+    /// Its simulcast layers, lowest first (empty: a single stream).
+    pub layers: Vec<LayerStats>,
+}
+
+/// One simulcast layer as received.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LayerStats {
+    pub rid: String,
+    pub bitrate_bps: u64,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    /// Someone receives it (what the publisher was last told).
+    pub subscribed: bool,
+}
+
 /// One active speaker.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SpeakerInfo {

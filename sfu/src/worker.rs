@@ -23,8 +23,8 @@ use tracing::{debug, info_span, warn};
 use crate::config::SfuConfig;
 use crate::metrics::{TcpMetrics, WorkerMetrics};
 use crate::session::{
-    IceCandidate, JoinRequest, Joined, LeaveReason, ParticipantEvent, ParticipantInfo, Resumed,
-    RoomInfo, SfuError, SubscriptionSettings, TransportRole,
+    IceCandidate, JoinRequest, Joined, LeaveReason, ParticipantEvent, ParticipantInfo,
+    ParticipantStats, Resumed, RoomInfo, SfuError, SubscriptionSettings, TransportRole,
 };
 use crate::shard::{Shard, Transmit};
 use crate::tcp::{SendError, TcpConns, TcpEvent, TcpHandoff};
@@ -73,6 +73,11 @@ pub(crate) enum Command {
     },
     ListRooms(oneshot::Sender<Vec<RoomInfo>>),
     ListParticipants(String, Reply<Vec<ParticipantInfo>>),
+    ParticipantStats {
+        room: String,
+        identity: String,
+        reply: Reply<ParticipantStats>,
+    },
     RemoveParticipant {
         room: String,
         identity: String,
@@ -502,6 +507,13 @@ fn run_command(shard: &mut Shard, mailboxes: &mut Mailboxes, command: Command) {
         }
         Command::ListRooms(reply) => {
             let _ = reply.send(shard.list_rooms());
+        }
+        Command::ParticipantStats {
+            room,
+            identity,
+            reply,
+        } => {
+            let _ = reply.send(shard.participant_stats(&room, &identity));
         }
         Command::ListParticipants(room, reply) => {
             let _ = reply.send(shard.list_participants(&room));

@@ -100,6 +100,15 @@ async fn list_participants(
     Ok(Json(json!({"participants": participants})))
 }
 
+async fn participant_stats(
+    State(state): State<Arc<AppState>>,
+    Path((room, identity)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    require_admin(&state.keys, &headers)?;
+    Ok(Json(state.sfu.participant_stats(&room, &identity).await?))
+}
+
 async fn remove_participant(
     State(state): State<Arc<AppState>>,
     Path((room, identity)): Path<(String, String)>,
@@ -135,6 +144,10 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route(
             "/v1/rooms/{room}/participants/{identity}",
             delete(remove_participant),
+        )
+        .route(
+            "/v1/rooms/{room}/participants/{identity}/stats",
+            get(participant_stats),
         )
         .route("/v1/{*rest}", axum::routing::any(not_found))
 }

@@ -49,6 +49,7 @@ mod liveness;
 mod negotiation;
 mod rooms;
 mod speakers;
+mod stats;
 
 pub(crate) use crate::transport::TransportId;
 
