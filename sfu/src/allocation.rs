@@ -11,7 +11,9 @@
 //!    `VIDEO_MIN` to be worth sending; when the rest cannot give every
 //!    consumer of a priority that much, the lowest-priority ones get
 //!    nothing (paused) before the others are starved.
-//! 3. Disabled consumers take nothing.
+//! 3. One video of the highest priority is never paused: it gets at least
+//!    `VIDEO_MIN` whatever the estimate (see `allocate`).
+//! 4. Disabled consumers take nothing.
 //!
 //! Pure: no clock, no I/O; the shard calls it when an estimate arrives.
 
@@ -77,12 +79,21 @@ pub(crate) fn allocate(estimate: u64, demands: &[Demand]) -> Vec<u64> {
         let each = available / count;
         if each < VIDEO_MIN {
             // Not enough for all of this priority: the lower ones get
-            // nothing either, and this one shares what there is only if a
-            // member can get its minimum.
-            let fit = (left / VIDEO_MIN).min(count) as usize;
-            let each = if fit > 0 { left / fit as u64 } else { 0 };
-            for &i in members.iter().take(fit) {
-                shares[i] = each;
+            // nothing, and this one is shared among as many as fit their
+            // minimum. But one video of the highest priority always goes,
+            // at its minimum if need be: we do not probe, so a subscriber's
+            // estimate recovers only from the traffic it receives, and with
+            // its only video paused it would stay paused (seen in the
+            // capped-downlink browser test).
+            let mut fit = (left / VIDEO_MIN).min(count);
+            if rank == 0 {
+                fit = fit.max(1);
+            }
+            if fit > 0 {
+                let each = (left / fit).max(VIDEO_MIN);
+                for &i in members.iter().take(fit as usize) {
+                    shares[i] = each;
+                }
             }
             return shares;
         }
@@ -123,8 +134,15 @@ mod tests {
     }
 
     #[test]
-    fn audio_keeps_its_reserve_when_the_estimate_is_below_it() {
-        assert_eq!(allocate(30_000, &[audio(), video(128)]), vec![48_000, 0]);
+    fn audio_keeps_its_reserve_and_the_only_video_its_minimum_when_the_estimate_is_below_both() {
+        assert_eq!(
+            allocate(30_000, &[audio(), video(128)]),
+            vec![48_000, VIDEO_MIN]
+        );
+        assert_eq!(
+            allocate(119_000, &[audio(), video(128)]),
+            vec![48_000, VIDEO_MIN]
+        );
     }
 
     #[test]
@@ -141,6 +159,14 @@ mod tests {
         assert_eq!(
             allocate(1_000_000, &[video(100), video(200), video(100)]),
             vec![100_000, 800_000, 100_000]
+        );
+    }
+
+    #[test]
+    fn far_short_of_bandwidth_one_top_priority_video_still_goes_at_its_minimum() {
+        assert_eq!(
+            allocate(60_000, &[video(100), video(200), video(200)]),
+            vec![0, VIDEO_MIN, 0]
         );
     }
 

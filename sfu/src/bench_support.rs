@@ -496,6 +496,7 @@ fn vp8() -> RTCRtpCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::SubscriptionSettings;
 
     impl ForwardingBench {
         /// Forwards the next packet, delivering it to every subscriber but
@@ -545,6 +546,26 @@ mod tests {
         bench.pump_once();
     }
 
+    impl ForwardingBench {
+        fn participant(&self, identity: &str) -> crate::session::ParticipantInfo {
+            self.shard
+                .list_participants(ROOM)
+                .unwrap()
+                .into_iter()
+                .find(|p| p.identity == identity)
+                .expect("joined")
+        }
+
+        fn subscriber_sid(&self, index: usize) -> String {
+            self.participant(&format!("subscriber-{index}")).sid
+        }
+
+        /// The sid of the publisher's track.
+        fn track_sid(&self) -> String {
+            self.participant("publisher").tracks[0].sid.clone()
+        }
+    }
+
     /// Subscriber `index` tells the server its downlink takes `bps`.
     fn subscriber_sends_remb(bench: &mut ForwardingBench, index: usize, bps: f32) {
         let now = Instant::now();
@@ -575,7 +596,8 @@ mod tests {
     }
 
     #[test]
-    fn the_publisher_is_told_its_only_subscribers_estimate_and_video_pauses_below_the_minimum() {
+    fn the_publisher_is_told_its_only_subscribers_estimate_never_below_the_minimum_and_released_when_hidden()
+     {
         let mut bench = ForwardingBench::new(1, 300);
         let ssrc = bench.ssrc;
         assert!(delivered(&mut bench, 0, 10) >= 9);
@@ -590,22 +612,78 @@ mod tests {
         subscriber_sends_remb(&mut bench, 0, 1_000_000.0);
         assert_eq!(bench.publisher.rembs[1], (1_000_000.0, vec![ssrc]));
 
-        // Below what video is worth sending at, the consumer pauses (the
-        // publisher is not pushed below that minimum for it).
-        let rembs = bench.publisher.rembs.len();
+        // Below what video is worth sending at, its only video still goes,
+        // and the publisher is not pushed below that minimum.
         subscriber_sends_remb(&mut bench, 0, 50_000.0);
-        assert_eq!(delivered(&mut bench, 0, 10), 0);
-        assert!(bench.shard.metrics().drop_bandwidth.get() >= 10);
-        // No subscriber limits it now: the publisher is released.
+        assert!(delivered(&mut bench, 0, 10) >= 9);
+        assert_eq!(bench.shard.metrics().drop_bandwidth.get(), 0);
+        assert_eq!(bench.publisher.rembs.last(), Some(&(100_000.0, vec![ssrc])));
+
+        // The subscriber hides the track: nobody limits the publisher any
+        // more, and it is told so once (100 Mbit/s; REMB's 18-bit mantissa
+        // rounds it).
+        let rembs = bench.publisher.rembs.len();
+        let (sid, track) = (bench.subscriber_sid(0), bench.track_sid());
+        let hidden = SubscriptionSettings {
+            disabled: true,
+            ..Default::default()
+        };
+        let now = Instant::now();
+        bench
+            .shard
+            .update_subscription(now, ROOM, &sid, &track, hidden)
+            .unwrap();
+        subscriber_sends_remb(&mut bench, 0, 400_000.0);
         assert_eq!(bench.publisher.rembs.len(), rembs + 1);
-        // (REMB's 18-bit mantissa rounds the 100 Mbit/s we send.)
         assert!(bench.publisher.rembs[rembs].0 >= 99_000_000.0);
 
-        // Room again: it resumes at the next keyframe (every bench packet
-        // is one).
+        // Shown again: limited to the subscriber's estimate again.
+        bench
+            .shard
+            .update_subscription(now, ROOM, &sid, &track, SubscriptionSettings::default())
+            .unwrap();
         subscriber_sends_remb(&mut bench, 0, 400_000.0);
         assert!(delivered(&mut bench, 0, 10) >= 9);
         assert_eq!(bench.publisher.rembs.last(), Some(&(400_000.0, vec![ssrc])));
+    }
+
+    #[test]
+    fn a_consumer_waiting_for_a_keyframe_keeps_asking_for_one_at_the_throttle() {
+        let mut bench = ForwardingBench::with_keyframe_interval(1, 300, Duration::from_millis(100));
+        // From now on the publisher sends only delta frames (P bit set), as
+        // a browser does between keyframes; then the subscriber pauses and
+        // resumes (disabled, enabled), so its consumer waits for a keyframe.
+        bench.payload = {
+            let mut delta = vp8_keyframe_payload(300);
+            delta[1] = 0x01;
+            Bytes::from(delta)
+        };
+        let (room, sid) = (ROOM.to_owned(), bench.subscriber_sid(0));
+        let track = bench.track_sid();
+        let now = Instant::now();
+        let hidden = SubscriptionSettings {
+            disabled: true,
+            ..Default::default()
+        };
+        bench
+            .shard
+            .update_subscription(now, &room, &sid, &track, hidden)
+            .unwrap();
+        bench.forward_losing(&[]);
+        bench
+            .shard
+            .update_subscription(now, &room, &sid, &track, SubscriptionSettings::default())
+            .unwrap();
+        let before = bench.shard.metrics().plis.get();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(550) {
+            bench.forward_losing(&[]);
+        }
+        // One request when it was enabled again, then one per 100 ms while
+        // it waits: 5 or 6 in 550 ms (without asking again: at most 1).
+        let asked = bench.shard.metrics().plis.get() - before;
+        assert!((4..=7).contains(&asked), "{asked} keyframe requests");
+        assert!(bench.shard.metrics().drop_awaiting_keyframe.get() > 10);
     }
 
     #[test]

@@ -123,6 +123,8 @@ impl Shard {
         let rewrite_picture_ids = simulcast && producer.video_codec == Some(VideoCodec::Vp8);
         // Layers consumers switch to, each needing a keyframe.
         let mut switched_to = Vec::new();
+        // A consumer is waiting for a keyframe of this stream.
+        let mut awaiting_keyframe = false;
         for consumer in &mut producer.consumers {
             let Some(sub) = self.transports.get_mut(&consumer.transport) else {
                 self.metrics.drop_unroutable.inc();
@@ -191,7 +193,15 @@ impl Shard {
                     .sequence
                     .forward(ssrc, seq, ts, now, switching_point)
             else {
-                self.metrics.drop_awaiting_keyframe.inc();
+                if consumer.sequence.pending_source() == Some(ssrc) {
+                    // Waiting for a keyframe of this stream: keep asking
+                    // (throttled) while it waits. A request made before the
+                    // subscriber connected, or lost on the way, must not
+                    // leave it waiting until the publisher's next periodic
+                    // keyframe (seconds, or never).
+                    self.metrics.drop_awaiting_keyframe.inc();
+                    awaiting_keyframe = true;
+                }
                 continue;
             };
             let mut out = packet.clone();
@@ -219,12 +229,19 @@ impl Shard {
                 self.dirty.push(consumer.transport);
             }
         }
+        if awaiting_keyframe && !switched_to.contains(&ssrc) {
+            switched_to.push(ssrc);
+        }
         if !switched_to.is_empty() {
             let (room, producer) = (room.name.clone(), producer.sid.clone());
             switched_to.sort_unstable();
             switched_to.dedup();
-            for layer_ssrc in switched_to {
-                self.request_layer_keyframe(now, &room, &producer, layer_ssrc);
+            for stream_ssrc in switched_to {
+                if simulcast {
+                    self.request_layer_keyframe(now, &room, &producer, stream_ssrc);
+                } else {
+                    self.request_keyframe(now, &room, &producer);
+                }
             }
         }
     }
