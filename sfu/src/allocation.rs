@@ -89,10 +89,9 @@ pub(crate) fn allocate(estimate: u64, demands: &[Demand]) -> Vec<u64> {
             if rank == 0 {
                 fit = fit.max(1);
             }
-            if fit > 0 {
-                let each = (left / fit).max(VIDEO_MIN);
+            if let Some(each) = left.checked_div(fit) {
                 for &i in members.iter().take(fit as usize) {
-                    shares[i] = each;
+                    shares[i] = each.max(VIDEO_MIN);
                 }
             }
             return shares;
