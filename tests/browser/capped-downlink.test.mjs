@@ -103,7 +103,7 @@
 // her unshaped link fell when her RTT to the server read 173 ms (t = 2.4 s).
 // The table now also shows how many of bob's frames alice decoded: none
 // at all in run 6 "on", with no drop for bandwidth, so there it was the
-// start-up race below, the other way round (the kick is for bob only).
+// start-up bug described below, the other way round.
 //
 // Frame size: Chromium scales alice's 640x480 down to 480x360 only when her
 // target stays low for a while (~60–270 kbit/s): it did in run 4 (64–172
@@ -146,26 +146,20 @@
 // The cap applied: bob's subscriber transport is UDP from the server (so
 // through s-b0), and the qdisc carried ≤ the cap + 5% in every window.
 //
-// Start-up (not under test here): on this server (main at a790562), in
-// every run here bob got no video at all from alice within 4 s, and
-// without the kick below within 20 s (alice, the other way, sometimes got
-// none of bob's either): the keyframe asked for when his subscriber leg is
-// answered arrives before the leg is connected and is dropped, and the
-// request made when it connects is within keyframe_request_interval (500 ms)
-// of that one, so it is not sent; every one of alice's packets is then
-// dropped "awaiting_keyframe" until she sends a keyframe of her own (none in
-// 20 s). With CALLGATE_RTC_KEYFRAME_REQUEST_INTERVAL=1ms the video starts
-// 1.5 s after the pages open. So that this test measures adaptation, if bob
-// has no video 4 s after the pages opened, alice's camera is muted and
-// unmuted once (the server asks for a keyframe on unmute), a WARNING line
-// says so, and the table's first row shows when. TEST_CAPPED_KEYFRAME_KICK=0
-// turns that off.
+// Two server bugs this test found are fixed since those runs: video did
+// not start (the keyframe asked for at subscription arrived before the
+// subscriber's leg connected, and the request at connect fell within the
+// 500 ms throttle; a consumer waiting for a keyframe now keeps asking), and
+// a subscriber whose estimate fell under audio + 100 kbit/s had its only
+// video paused and never got it back (run 1 "on", and 2 long runs; one
+// top-priority video is now never paused). Bob must decode alice's video
+// within 20 s of the pages opening.
 //
 // Run from the repo root (as root): node --test tests/browser/capped-downlink.test.mjs
 // (scripts/test.sh runs it inside a private network namespace).
 // Env: TEST_CALLGATE_BIN, CHROMIUM, TEST_SERVER_LOG (see harness.mjs),
 //      TEST_CAPPED_MEASURE_S (the window, default 30 s), TEST_CAPPED_WARMUP_S
-//      (the warm-up, default 10 s), TEST_CAPPED_KEYFRAME_KICK=0, and for
+//      (the warm-up, default 10 s), and for
 //      measuring only: TEST_CAPPED_KBIT (the cap, default 500),
 //      TEST_CAPPED_ONLY="adaptation" or "no adaptation" (one run, nothing asserted).
 
@@ -210,14 +204,6 @@ const TARGET_MARGIN = 1.1;
 const MEASURE_MS = Number(process.env.TEST_CAPPED_MEASURE_S ?? 30) * 1000;
 const WARMUP_MS = Number(process.env.TEST_CAPPED_WARMUP_S ?? 10) * 1000;
 const SAMPLE_MS = 1000;
-/**
- * If bob has no video from alice this long after the pages opened, alice's
- * camera is muted and unmuted once, so the server asks her for a keyframe
- * (see the header: start-up, not adaptation, is not under test here).
- * TEST_CAPPED_KEYFRAME_KICK=0 turns that off.
- */
-const KEYFRAME_KICK = process.env.TEST_CAPPED_KEYFRAME_KICK !== '0';
-const KICK_AFTER_MS = 4000;
 /** B must decode video from A within this long of the pages opening. */
 const CONNECT_LIMIT_MS = 20_000;
 
@@ -397,33 +383,13 @@ async function oneRun(t, run, ctx) {
     for (;;) {
       const b = await subscriberStats(pages.bob, 'alice').catch(() => null);
       if (b && b.video.framesDecoded > 0) break;
-      if (KEYFRAME_KICK && out.kickedAt == null && Date.now() - openedAt > KICK_AFTER_MS) {
-        // Mute and unmute alice's camera: the server asks her for a keyframe on unmute.
-        const kicked = await pages.alice.evaluate(async () => {
-          const room = window.callgate.room;
-          const v = room?.localTracks?.find((x) => x.kind === 'video' && x.sid);
-          if (!v) return false;
-          room.setMuted(v.sid, true);
-          await new Promise((r) => setTimeout(r, 300));
-          room.setMuted(v.sid, false);
-          return true;
-        }).catch(() => false);
-        if (kicked) {
-          out.kickedAt = Date.now() - openedAt;
-          const m = await serverMetrics(pages.alice).catch(() => null);
-          console.log(
-            `WARNING ${run.name}: bob had no video from alice ${KICK_AFTER_MS} ms after the pages opened (the server had dropped ` +
-              `${m?.awaitingKeyframe} video packets awaiting a keyframe after ${m?.plis} keyframe requests); muted and unmuted alice's camera for a keyframe`,
-          );
-        }
-      }
       if (Date.now() - openedAt > CONNECT_LIMIT_MS) {
         const state = await pages.bob.evaluate(() => window.callgateStats?.()).catch((e) => e.message);
         const m = await serverMetrics(pages.alice).catch(() => null);
         throw new Error(
-          `${run.name}: bob decoded no video from alice within ${CONNECT_LIMIT_MS} ms${out.kickedAt != null ? ` (alice's camera muted and unmuted at +${out.kickedAt} ms)` : ''}; ` +
-            `the server dropped ${m?.awaitingKeyframe} video packets awaiting a keyframe and sent ${m?.plis} keyframe requests` +
-            `${KEYFRAME_KICK ? '' : ' (a keyframe lost at start-up? see TEST_CAPPED_KEYFRAME_KICK in the header)'}; bob's stats ${JSON.stringify(state)}`,
+          `${run.name}: bob decoded no video from alice within ${CONNECT_LIMIT_MS} ms; ` +
+            `the server dropped ${m?.awaitingKeyframe} video packets awaiting a keyframe and sent ${m?.plis} keyframe requests; ` +
+            `bob's stats ${JSON.stringify(state)}`,
         );
       }
       await sleep(250);
@@ -454,7 +420,7 @@ async function oneRun(t, run, ctx) {
       (n * SAMPLE_MS < WARMUP_MS ? out.warmup : out.samples).push(sample);
     }
     out.pairs = { alice: await selectedCandidatePairs(pages.alice), bob: await selectedCandidatePairs(pages.bob) };
-    out.summary = { connectMs: out.connectMs, kickedAt: out.kickedAt ?? null, ...summarize(out.samples), ...warmupSummary(out.warmup, out.samples) };
+    out.summary = { connectMs: out.connectMs, ...summarize(out.samples), ...warmupSummary(out.warmup, out.samples) };
   } catch (err) {
     if (server) console.error(`--- ${run.name}: callgate log (tail):\n${server.log.slice(-6000)}`);
     for (const who of ['alice', 'bob']) console.error(`--- ${run.name}: ${who}'s console:\n${out.logs[who].slice(-30).join('\n')}`);
@@ -588,7 +554,7 @@ function warmupSummary(warmup, window) {
 /** One table, a row per figure, a column per run. */
 function table(results) {
   const rows = [
-    ['B first video (ms after opening)', (s) => `${s.connectMs}${s.kickedAt != null ? ` (kicked at ${s.kickedAt})` : ''}`],
+    ['B first video (ms after opening)', (s) => `${s.connectMs}`],
     ['window (s)', 'secs'],
     ['codec', 'codec'],
     ['B framesDecoded (Δ)', (s) => `${s.framesDecoded} (${s.capturedFrames ? Math.round((100 * s.framesDecoded) / s.capturedFrames) : '?'}% of A's captured)`],
