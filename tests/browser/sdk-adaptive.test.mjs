@@ -8,123 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { Room, SIMULCAST_LAYERS, ADAPTIVE_STREAM_DEBOUNCE_MS } from '../../web/callgate.js';
-
-class FakeWS {
-  /** @type {FakeWS[]} */
-  static all = [];
-  constructor(url) {
-    this.url = url;
-    this.readyState = 0;
-    /** @type {any[]} */
-    this.sent = [];
-    FakeWS.all.push(this);
-  }
-  send(data) {
-    this.sent.push(JSON.parse(data));
-  }
-  close() {
-    this.readyState = 3;
-  }
-  // the server's side
-  open() {
-    this.readyState = 1;
-    this.onopen?.({});
-  }
-  recv(msg) {
-    this.onmessage?.({ data: JSON.stringify(msg) });
-  }
-  serverClose(code, reason = '') {
-    this.readyState = 3;
-    this.onclose?.({ code, reason });
-  }
-  /** The update_subscription messages sent so far. */
-  subscriptions() {
-    return this.sent.filter((m) => m.type === 'update_subscription');
-  }
-}
-
-/** An RTCRtpSender's parameters, as browsers hand them out: a fresh copy each time. */
-class FakeSender {
-  constructor(track, sendEncodings) {
-    this.track = track;
-    this.params = { transactionId: '0', encodings: (sendEncodings ?? [{}]).map((e) => ({ active: true, ...e })) };
-    /** encodings of every setParameters call */
-    this.set = [];
-  }
-  getParameters() {
-    return structuredClone(this.params);
-  }
-  async setParameters(params) {
-    this.set.push(params.encodings.map((e) => ({ rid: e.rid, active: e.active })));
-    this.params = structuredClone(params);
-  }
-  /** `active` of each encoding, by rid. */
-  active() {
-    return Object.fromEntries(this.params.encodings.map((e) => [e.rid ?? '-', e.active]));
-  }
-}
-
-class FakePC {
-  /** @type {FakePC[]} */
-  static all = [];
-  constructor(config) {
-    this.config = config;
-    this.listeners = {};
-    this.iceConnectionState = 'new';
-    this.connectionState = 'new';
-    this.signalingState = 'stable';
-    this.localDescription = null;
-    this.remoteDescription = null;
-    this.transceivers = [];
-    FakePC.all.push(this);
-  }
-  addEventListener(type, fn) {
-    (this.listeners[type] ??= []).push(fn);
-  }
-  fire(type, ev) {
-    for (const fn of this.listeners[type] ?? []) fn(ev);
-  }
-  setIce(state) {
-    this.iceConnectionState = state;
-    this.fire('iceconnectionstatechange', {});
-  }
-  addTransceiver(track, init) {
-    const tr = { mid: null, sender: new FakeSender(track, init.sendEncodings), track, init, stop() {} };
-    this.transceivers.push(tr);
-    return tr;
-  }
-  async createOffer() {
-    return { type: 'offer', sdp: 'v=0 offer' };
-  }
-  async createAnswer() {
-    return { type: 'answer', sdp: 'v=0 answer' };
-  }
-  async setLocalDescription(d) {
-    if (d.type === 'rollback') {
-      this.signalingState = 'stable';
-      return;
-    }
-    this.localDescription = d;
-    if (d.type === 'offer') {
-      this.signalingState = 'have-local-offer';
-      this.transceivers.forEach((t, i) => (t.mid ??= String(i)));
-    } else {
-      this.signalingState = 'stable';
-    }
-  }
-  async setRemoteDescription(d) {
-    this.remoteDescription = d;
-    this.signalingState = d.type === 'offer' ? 'have-remote-offer' : 'stable';
-  }
-  async addIceCandidate() {}
-  setConfiguration(config) {
-    this.config = config;
-  }
-  removeTrack() {}
-  close() {
-    this.signalingState = 'closed';
-  }
-}
+import { FakePC, FakeWS, fakeStream } from './sdk-fakes.mjs';
 
 /** A ResizeObserver the test drives: `resize(element, w, h)` is the browser laying it out. */
 class FakeResizeObserver {
@@ -230,14 +114,6 @@ const CAROL = participant('PA_carol', 'carol', [{ sid: 'TR_ca', kind: 'audio', m
 /** Lets promise chains (SDK negotiations, setParameters) run; the mocked clock does not move. */
 async function settle() {
   for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
-}
-
-function fakeStream() {
-  const tracks = [
-    { kind: 'audio', id: 'mic', enabled: true, readyState: 'live' },
-    { kind: 'video', id: 'cam', enabled: true, readyState: 'live', getSettings: () => ({ width: 1280, height: 720 }) },
-  ];
-  return { id: 'local', getTracks: () => tracks };
 }
 
 /** Everything the room emits of `names`, in order. */

@@ -10,113 +10,7 @@ import assert from 'node:assert/strict';
 import {
   Room, RECONNECT_SCHEDULE_MS, ICE_DISCONNECTED_MS, MEDIA_SILENCE_MS, MEDIA_WATCHDOG_INTERVAL_MS,
 } from '../../web/callgate.js';
-
-class FakeWS {
-  /** @type {FakeWS[]} */
-  static all = [];
-  constructor(url) {
-    this.url = url;
-    this.readyState = 0;
-    /** @type {any[]} */
-    this.sent = [];
-    /** @type {{code: number, reason: string}|null} */
-    this.closedByClient = null;
-    this.openedAt = Date.now();
-    FakeWS.all.push(this);
-  }
-  send(data) {
-    this.sent.push(JSON.parse(data));
-  }
-  close(code, reason) {
-    if (this.readyState === 3) return;
-    this.readyState = 3;
-    this.closedByClient = { code, reason };
-  }
-  // the server's side
-  open() {
-    this.readyState = 1;
-    this.onopen?.({});
-  }
-  recv(msg) {
-    this.onmessage?.({ data: JSON.stringify(msg) });
-  }
-  serverClose(code, reason = '') {
-    this.readyState = 3;
-    this.onclose?.({ code, reason });
-  }
-  types() {
-    return this.sent.map((m) => m.type);
-  }
-}
-
-class FakePC {
-  /** @type {FakePC[]} */
-  static all = [];
-  constructor(config) {
-    this.config = config;
-    this.listeners = {};
-    this.iceConnectionState = 'new';
-    this.connectionState = 'new';
-    this.signalingState = 'stable';
-    this.localDescription = null;
-    this.remoteDescription = null;
-    this.transceivers = [];
-    /** options of every createOffer call */
-    this.offers = [];
-    this.closed = false;
-    FakePC.all.push(this);
-  }
-  addEventListener(type, fn) {
-    (this.listeners[type] ??= []).push(fn);
-  }
-  setIce(state) {
-    this.iceConnectionState = state;
-    for (const fn of this.listeners.iceconnectionstatechange ?? []) fn({});
-  }
-  addTransceiver(track, init) {
-    const tr = { mid: null, sender: { track }, track, init, stop() {} };
-    this.transceivers.push(tr);
-    return tr;
-  }
-  async createOffer(options) {
-    this.offers.push(options ?? {});
-    return { type: 'offer', sdp: `v=0 offer ${this.offers.length}` };
-  }
-  async createAnswer() {
-    return { type: 'answer', sdp: 'v=0 answer' };
-  }
-  async setLocalDescription(d) {
-    if (d.type === 'rollback') {
-      this.signalingState = 'stable';
-      return;
-    }
-    this.localDescription = d;
-    if (d.type === 'offer') {
-      this.signalingState = 'have-local-offer';
-      this.transceivers.forEach((t, i) => (t.mid ??= String(i)));
-    } else {
-      this.signalingState = 'stable';
-    }
-  }
-  async setRemoteDescription(d) {
-    this.remoteDescription = d;
-    this.signalingState = d.type === 'offer' ? 'have-remote-offer' : 'stable';
-  }
-  async addIceCandidate() {}
-  setConfiguration(config) {
-    this.config = config;
-  }
-  removeTrack() {}
-  /** Stats as the test sets them: `statsReport` (a function of nothing), or none at all. */
-  getStats() {
-    if (!this.statsReport) return Promise.reject(new Error('no stats'));
-    return Promise.resolve(this.statsReport());
-  }
-  close() {
-    this.closed = true;
-    this.signalingState = 'closed';
-  }
-}
+import { FakePC, FakeWS, fakeStream } from './sdk-fakes.mjs';
 
 const SECRET = 'Qm9vdHN0cmFwLXNlY3JldC0zMi1ieXRlcwAAAAAAAAA';
 const participant = (sid, identity, tracks = []) => ({
@@ -138,14 +32,6 @@ const CAROL = participant('PA_carol', 'carol', [{ sid: 'TR_cv', kind: 'video', m
 /** Lets promise chains (SDK negotiations) run; the mocked clock does not move. */
 async function settle() {
   for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
-}
-
-function fakeStream() {
-  const tracks = [
-    { kind: 'audio', id: 'mic', enabled: true, readyState: 'live' },
-    { kind: 'video', id: 'cam', enabled: true, readyState: 'live' },
-  ];
-  return { id: 'local', getTracks: () => tracks };
 }
 
 /** Everything the room emits, in order. */
