@@ -167,14 +167,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { accessSync, constants as fsConstants } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
 
 import {
-  CALLGATE_BIN, CHROMIUM, CHROMIUM_ARGS, runCallgate, startServer, readyLine, stopServer, selectedCandidatePairs,
+  CALLGATE_BIN, CHROMIUM, CHROMIUM_ARGS, runCallgate, startServer, readyLine, stopServer, selectedCandidatePairs, requireCallgateBinary
 } from './harness.mjs';
 import { NetLab, namespacesUnavailable } from './netns.mjs';
 
@@ -611,11 +610,7 @@ function table(results) {
 }
 
 test(`over a ${CAP_KBIT} kbit/s downlink, the capped page keeps decoding video at a lower bitrate with fewer freezes with adaptation than without`, { timeout: 240_000 }, async (t) => {
-  try {
-    accessSync(CALLGATE_BIN, fsConstants.X_OK);
-  } catch {
-    assert.fail(`no callgate binary at ${CALLGATE_BIN} (build it, or set TEST_CALLGATE_BIN)`);
-  }
+  requireCallgateBinary();
   const unavailable = await namespacesUnavailable();
   assert.equal(unavailable, null, `this test makes network namespaces (root, ip netns): ${unavailable}`);
 

@@ -3,7 +3,7 @@
 // Not a test file (node --test runs *.test.mjs only).
 
 import { spawn, execFile } from 'node:child_process';
-import { appendFileSync } from 'node:fs';
+import { accessSync, appendFileSync, constants as fsConstants } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -30,6 +30,15 @@ export const CHROMIUM_ARGS = [
 ];
 
 /** A TCP port free on 127.0.0.1 right now. */
+/** Fails the test at once, saying why, when the callgate binary is missing. */
+export function requireCallgateBinary() {
+  try {
+    accessSync(CALLGATE_BIN, fsConstants.X_OK);
+  } catch {
+    throw new Error(`no callgate binary at ${CALLGATE_BIN} (build it, or set TEST_CALLGATE_BIN)`);
+  }
+}
+
 export function freeTcpPort() {
   return new Promise((resolve, reject) => {
     const srv = net.createServer();

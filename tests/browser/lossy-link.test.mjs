@@ -42,7 +42,6 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { accessSync, constants as fsConstants } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -50,7 +49,7 @@ import readline from 'node:readline';
 import { chromium } from 'playwright-core';
 
 import {
-  REPO_ROOT, CALLGATE_BIN, CHROMIUM, CHROMIUM_ARGS, runCallgate, startServer, readyLine, stopServer, selectedCandidatePairs,
+  REPO_ROOT, CALLGATE_BIN, CHROMIUM, CHROMIUM_ARGS, runCallgate, startServer, readyLine, stopServer, selectedCandidatePairs, requireCallgateBinary
 } from './harness.mjs';
 import { NetLab, namespacesUnavailable } from './netns.mjs';
 
@@ -358,11 +357,7 @@ function percentile(sorted, p) {
 }
 
 test(`${CALLS} of ${CALLS} calls connect and stay connected through callgate at 5% loss and 30 ± 30 ms jitter on each client's link`, { timeout: 240_000 }, async (t) => {
-  try {
-    accessSync(CALLGATE_BIN, fsConstants.X_OK);
-  } catch {
-    assert.fail(`no callgate binary at ${CALLGATE_BIN} (build it, or set TEST_CALLGATE_BIN)`);
-  }
+  requireCallgateBinary();
   const unavailable = await namespacesUnavailable();
   assert.equal(unavailable, null, `this test makes network namespaces (root, ip netns): ${unavailable}`);
 

@@ -24,7 +24,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { accessSync, constants as fsConstants } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -32,7 +31,7 @@ import { chromium } from 'playwright-core';
 
 import {
   CALLGATE_BIN, CHROMIUM, CHROMIUM_ARGS, runCallgate, startServer, readyLine, stopServer, mediaFlowing, waitForStats,
-  selectedCandidatePairs,
+  selectedCandidatePairs, requireCallgateBinary
 } from './harness.mjs';
 import { NetLab, namespacesUnavailable } from './netns.mjs';
 
@@ -65,11 +64,7 @@ async function framesFrom(page, sid) {
 }
 
 test('bob decodes new video from alice within 5 s of her new network and never sees her leave when her network changes mid-call', { timeout: 240_000 }, async (t) => {
-  try {
-    accessSync(CALLGATE_BIN, fsConstants.X_OK);
-  } catch {
-    assert.fail(`no callgate binary at ${CALLGATE_BIN} (build it, or set TEST_CALLGATE_BIN)`);
-  }
+  requireCallgateBinary();
   const unavailable = await namespacesUnavailable();
   assert.equal(unavailable, null, `this test makes network namespaces (root, ip netns): ${unavailable}`);
 

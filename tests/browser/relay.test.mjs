@@ -13,7 +13,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { accessSync, constants as fsConstants } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -21,7 +20,7 @@ import { chromium } from 'playwright-core';
 
 import {
   REPO_ROOT, CALLGATE_BIN, CHROMIUM, HOST, CHROMIUM_ARGS,
-  freeTcpPort, runCallgate, startServer, readyLine, stopServer, mediaFlowing, waitForStats, selectedCandidatePairs,
+  freeTcpPort, runCallgate, startServer, readyLine, stopServer, mediaFlowing, waitForStats, selectedCandidatePairs, requireCallgateBinary
 } from './harness.mjs';
 
 const MEDIA_TIMEOUT_MS = 40_000;
@@ -40,11 +39,7 @@ function metric(text, name, labels = '') {
 }
 
 test('alice and bob see and hear each other through the TURN relay only', { timeout: 180_000 }, async (t) => {
-  try {
-    accessSync(CALLGATE_BIN, fsConstants.X_OK);
-  } catch {
-    assert.fail(`no callgate binary at ${CALLGATE_BIN} (build it, or set TEST_CALLGATE_BIN)`);
-  }
+  requireCallgateBinary();
 
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'callgate-browser-relay-'));
   let server = null;

@@ -11,7 +11,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { accessSync, constants as fsConstants } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -19,7 +18,7 @@ import { chromium } from 'playwright-core';
 
 import {
   REPO_ROOT, CALLGATE_BIN, CHROMIUM, HOST, CHROMIUM_ARGS,
-  freeTcpPort, runCallgate, startServer, stopServer, mediaFlowing, waitForStats,
+  freeTcpPort, runCallgate, startServer, stopServer, mediaFlowing, waitForStats, requireCallgateBinary
 } from './harness.mjs';
 
 const MEDIA_TIMEOUT_MS = 30_000;
@@ -47,11 +46,7 @@ async function waitForHealthy(server, httpPort) {
 }
 
 test('alice and bob see and hear each other through callgate', { timeout: 180_000 }, async (t) => {
-  try {
-    accessSync(CALLGATE_BIN, fsConstants.X_OK);
-  } catch {
-    assert.fail(`no callgate binary at ${CALLGATE_BIN} (build it, or set TEST_CALLGATE_BIN)`);
-  }
+  requireCallgateBinary();
 
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'callgate-browser-'));
   /** @type {ReturnType<typeof startServer>|null} */
