@@ -82,16 +82,51 @@ pub(crate) fn rank(rid: &str) -> u8 {
 /// should get: the highest live one that fits `max_size` (width, height)
 /// and `share` (bits per second), else the lowest live one; `None` when no
 /// layer is live. Unknown sizes and bitrates fit.
+///
+/// With `step_up`, one live layer above the one the share allows may be
+/// chosen (size permitting). We do not probe with padding, and a browser's
+/// receive-side estimate grows only from the traffic it gets: a consumer
+/// held to the layer its estimate allows would never see the estimate reach
+/// the next one. The caller allows it while the subscriber's estimate has
+/// not fallen lately; if the next layer is too much, the estimate falls
+/// (REMB, within a second or two) and the consumer steps back down.
 pub(crate) fn select(
     layers: &[Layer],
     now: Instant,
     share: Option<u64>,
     max_size: Option<(u32, u32)>,
+    step_up: bool,
 ) -> Option<usize> {
     let live: Vec<usize> = (0..layers.len())
         .filter(|&i| layers[i].is_live(now))
         .collect();
-    choose(layers, &live, share, max_size, |layer| layer.bitrate)
+    let chosen = choose(layers, &live, share, max_size, rate)?;
+    if !step_up || share.is_none() {
+        return Some(chosen);
+    }
+    let above = live.iter().copied().find(|&i| i > chosen);
+    Some(
+        above
+            .filter(|&i| size_fits(&layers[i], max_size))
+            .unwrap_or(chosen),
+    )
+}
+
+/// A layer's bitrate: as measured, or the nominal one of its rid before a
+/// full window was measured (a layer just learnt must not look free).
+fn rate(layer: &Layer) -> u64 {
+    if layer.bitrate > 0 {
+        layer.bitrate
+    } else {
+        nominal_bitrate(&layer.rid)
+    }
+}
+
+fn size_fits(layer: &Layer, max_size: Option<(u32, u32)>) -> bool {
+    match (max_size, layer.size) {
+        (Some((max_w, max_h)), Some((w, h))) => w <= max_w || h <= max_h,
+        _ => true,
+    }
 }
 
 /// The layer a consumer would get if the publisher sent every layer: what
@@ -103,13 +138,7 @@ pub(crate) fn wanted(
     max_size: Option<(u32, u32)>,
 ) -> Option<usize> {
     let all: Vec<usize> = (0..layers.len()).collect();
-    choose(layers, &all, share, max_size, |layer| {
-        if layer.bitrate > 0 {
-            layer.bitrate
-        } else {
-            nominal_bitrate(&layer.rid)
-        }
-    })
+    choose(layers, &all, share, max_size, rate)
 }
 
 /// What browsers' SDKs (ours included) encode each rid at.
@@ -131,15 +160,11 @@ fn choose(
 ) -> Option<usize> {
     let fits = |i: usize| {
         let layer = &layers[i];
-        let size_fits = match (max_size, layer.size) {
-            (Some((max_w, max_h)), Some((w, h))) => w <= max_w || h <= max_h,
-            _ => true,
-        };
         let rate_fits = match share {
             Some(share) => bitrate(layer) as f64 <= share as f64 * SHARE_SLACK,
             None => true,
         };
-        size_fits && rate_fits
+        size_fits(layer, max_size) && rate_fits
     };
     candidates
         .iter()
@@ -175,30 +200,33 @@ mod tests {
     #[test]
     fn with_no_limits_the_highest_layer_is_chosen() {
         let now = Instant::now();
-        assert_eq!(select(&layers(now), now, None, None), Some(2));
+        assert_eq!(select(&layers(now), now, None, None, false), Some(2));
     }
 
     #[test]
     fn the_highest_layer_that_fits_the_share_is_chosen() {
         let now = Instant::now();
         let l = layers(now);
-        assert_eq!(select(&l, now, Some(2_000_000), None), Some(2));
-        assert_eq!(select(&l, now, Some(700_000), None), Some(1));
-        assert_eq!(select(&l, now, Some(200_000), None), Some(0));
+        assert_eq!(select(&l, now, Some(2_000_000), None, false), Some(2));
+        assert_eq!(select(&l, now, Some(700_000), None, false), Some(1));
+        assert_eq!(select(&l, now, Some(200_000), None, false), Some(0));
         // Nothing fits: the lowest still goes (pausing is allocation's call).
-        assert_eq!(select(&l, now, Some(50_000), None), Some(0));
+        assert_eq!(select(&l, now, Some(50_000), None, false), Some(0));
     }
 
     #[test]
     fn a_small_view_gets_the_layer_no_larger_than_it() {
         let now = Instant::now();
         let l = layers(now);
-        assert_eq!(select(&l, now, None, Some((320, 180))), Some(0));
-        assert_eq!(select(&l, now, None, Some((700, 400))), Some(1));
+        assert_eq!(select(&l, now, None, Some((320, 180)), false), Some(0));
+        assert_eq!(select(&l, now, None, Some((700, 400)), false), Some(1));
         // Smaller than every layer: the lowest.
-        assert_eq!(select(&l, now, None, Some((100, 60))), Some(0));
+        assert_eq!(select(&l, now, None, Some((100, 60)), false), Some(0));
         // Size and share together: the stricter wins.
-        assert_eq!(select(&l, now, Some(200_000), Some((1920, 1080))), Some(0));
+        assert_eq!(
+            select(&l, now, Some(200_000), Some((1920, 1080)), false),
+            Some(0)
+        );
     }
 
     #[test]
@@ -206,11 +234,11 @@ mod tests {
         let now = Instant::now();
         let mut l = layers(now);
         l[2].last_packet = Some(now - Duration::from_secs(3));
-        assert_eq!(select(&l, now, None, None), Some(1));
+        assert_eq!(select(&l, now, None, None, false), Some(1));
         for layer in &mut l {
             layer.last_packet = None;
         }
-        assert_eq!(select(&l, now, None, None), None);
+        assert_eq!(select(&l, now, None, None, false), None);
     }
 
     #[test]
@@ -235,9 +263,33 @@ mod tests {
         // f is paused at the publisher: no packets, no measured bitrate.
         l[2].bitrate = 0;
         l[2].last_packet = None;
-        assert_eq!(select(&l, now, Some(2_000_000), None), Some(1));
+        assert_eq!(select(&l, now, Some(2_000_000), None, false), Some(1));
         assert_eq!(wanted(&l, Some(2_000_000), None), Some(2));
         assert_eq!(wanted(&l, Some(1_000_000), None), Some(1));
+    }
+
+    #[test]
+    fn a_layer_just_learnt_is_judged_at_its_nominal_rate_not_as_free() {
+        let now = Instant::now();
+        let mut l = layers(now);
+        l[2].bitrate = 0; // f: live, not yet measured (nominal 1.5 Mbit/s)
+        assert_eq!(select(&l, now, Some(700_000), None, false), Some(1));
+    }
+
+    #[test]
+    fn stepping_up_allows_one_live_layer_above_the_share_within_the_size() {
+        let now = Instant::now();
+        let l = layers(now);
+        // The share fits q only; one step up is h, never f.
+        assert_eq!(select(&l, now, Some(200_000), None, false), Some(0));
+        assert_eq!(select(&l, now, Some(200_000), None, true), Some(1));
+        // Not above what the subscriber shows.
+        assert_eq!(
+            select(&l, now, Some(200_000), Some((320, 180)), true),
+            Some(0)
+        );
+        // Already at the top.
+        assert_eq!(select(&l, now, Some(5_000_000), None, true), Some(2));
     }
 
     #[test]

@@ -69,6 +69,8 @@ pub(crate) struct Transport {
     /// Subscriber transports: what the subscriber's browser last said its
     /// downlink can take (REMB), in bits per second.
     pub(crate) estimate: Option<u64>,
+    /// When that estimate last fell by more than 10%.
+    pub(crate) estimate_fell_at: Option<Instant>,
     /// Our last DTLS flight, sent again when the client repeats its own.
     pub(crate) flights: FlightReplay,
 }

@@ -37,6 +37,9 @@ impl Shard {
         let Some(t) = self.transports.get_mut(&id) else {
             return;
         };
+        if t.estimate.is_some_and(|before| bps < before - before / 10) {
+            t.estimate_fell_at = Some(now);
+        }
         t.estimate = Some(bps);
         self.metrics.subscriber_estimates.observe(bps as f64);
         let room = t.room.clone();
@@ -151,6 +154,10 @@ impl Shard {
     }
 }
 
+/// A consumer steps up a layer beyond its share only this long after its
+/// subscriber's estimate last fell.
+const STEP_UP_AFTER_FALL: Duration = Duration::from_secs(5);
+
 /// How long fewer layers must have been enough before the publisher is
 /// told to stop the others.
 const DYNACAST_DOWN_AFTER: Duration = Duration::from_secs(5);
@@ -171,7 +178,13 @@ impl Shard {
             let mut highest_wanted = None;
             for consumer in &mut producer.consumers {
                 let (share, size) = (consumer.share, consumer.settings.max_size());
-                consumer.layer = select(&producer.layers, now, share, size);
+                // One layer above the share while the subscriber's estimate
+                // has not fallen lately (module `layers`, `select`).
+                let step_up = self.transports.get(&consumer.transport).is_some_and(|t| {
+                    t.estimate_fell_at
+                        .is_none_or(|at| now >= at + STEP_UP_AFTER_FALL)
+                });
+                consumer.layer = select(&producer.layers, now, share, size, step_up);
                 let receives = !consumer.settings.disabled && share != Some(0);
                 if receives {
                     highest_wanted = highest_wanted.max(wanted(&producer.layers, share, size));
@@ -181,6 +194,11 @@ impl Shard {
                 .map(|i| highest_wanted.is_some_and(|top| i <= top))
                 .collect();
             let dynacast = &mut producer.dynacast;
+            // A layer just learnt is being sent: it counts as on, so being
+            // unwanted stops it only after the hold, like any other.
+            while dynacast.sent.len() < active.len() && !dynacast.sent.is_empty() {
+                dynacast.sent.push(true);
+            }
             let more = active
                 .iter()
                 .enumerate()

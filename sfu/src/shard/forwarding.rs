@@ -161,6 +161,7 @@ impl Shard {
                         now,
                         consumer.share,
                         consumer.settings.max_size(),
+                        false,
                     );
                 }
                 let Some(target) = consumer.layer.map(|i| producer.layers[i].ssrc) else {

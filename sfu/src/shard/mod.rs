@@ -670,6 +670,7 @@ impl Shard {
                 consumed_by_ssrc: HashMap::new(),
                 transport_seq: 0,
                 estimate: None,
+                estimate_fell_at: None,
                 epoch: now,
                 connected: false,
                 queued: false,
