@@ -173,9 +173,9 @@ import path from 'node:path';
 import { chromium } from 'playwright-core';
 
 import {
-  CALLGATE_BIN, CHROMIUM, CHROMIUM_ARGS, runCallgate, startServer, readyLine, stopServer, selectedCandidatePairs, requireCallgateBinary
+  CALLGATE_BIN, CHROMIUM, CHROMIUM_ARGS, runCallgate, startServer, readyLine, stopServer, selectedCandidatePairs, requireCallgateBinary, cpuSeconds
 } from './harness.mjs';
-import { NetLab, namespacesUnavailable } from './netns.mjs';
+import { NetLab, namespacesUnavailable, tc } from './netns.mjs';
 
 const SERVER_IP = '10.29.0.1';
 const HTTP_PORT = 7880; // alone in its namespace
@@ -213,28 +213,6 @@ const ALL_RUNS = [
 const RUNS = process.env.TEST_CAPPED_ONLY ? ALL_RUNS.filter((r) => r.name === process.env.TEST_CAPPED_ONLY) : ALL_RUNS;
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-/** Runs `tc` with `args`; resolves with its stdout. */
-function tc(args) {
-  return new Promise((resolve, reject) => {
-    execFile('tc', args, { timeout: 10_000 }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`tc ${args.join(' ')}: ${stderr.trim() || err.message}`));
-      else resolve(stdout);
-    });
-  });
-}
-
-/** CPU seconds (user + system) process `pid` has used so far; null when it cannot be read. */
-async function cpuSeconds(pid) {
-  try {
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    // utime and stime are fields 14 and 15 of stat(5), in clock ticks (100 a second on Linux).
-    return (Number(fields[11]) + Number(fields[12])) / 100;
-  } catch {
-    return null;
-  }
-}
 
 /** The tbf qdisc's counters on `dev` in `ns`. */
 async function qdiscStats(ns, dev) {

@@ -146,16 +146,15 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { accessSync, constants as fsConstants } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
 
 import {
-  CALLGATE_BIN, CHROMIUM, CHROMIUM_ARGS, runCallgate, startServer, readyLine, stopServer, selectedCandidatePairs,
+  CALLGATE_BIN, CHROMIUM, CHROMIUM_ARGS, runCallgate, startServer, readyLine, stopServer, selectedCandidatePairs, cpuSeconds, requireCallgateBinary
 } from './harness.mjs';
-import { NetLab, namespacesUnavailable } from './netns.mjs';
+import { NetLab, namespacesUnavailable, tc } from './netns.mjs';
 
 const SERVER_IP = '10.31.0.1';
 const HTTP_PORT = 7880; // alone in its namespace
@@ -203,28 +202,6 @@ const MEASURE_ONLY = process.env.TEST_UPLINK_MEASURE_ONLY === '1';
 const ADAPT = process.env.TEST_UPLINK_ADAPT === '1';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-/** Runs `tc` with `args`; resolves with its stdout. */
-function tc(args) {
-  return new Promise((resolve, reject) => {
-    execFile('tc', args, { timeout: 10_000 }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`tc ${args.join(' ')}: ${stderr.trim() || err.message}`));
-      else resolve(stdout);
-    });
-  });
-}
-
-/** CPU seconds (user + system) process `pid` has used so far; null when it cannot be read. */
-async function cpuSeconds(pid) {
-  try {
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    // utime and stime are fields 14 and 15 of stat(5), in clock ticks (100 a second on Linux).
-    return (Number(fields[11]) + Number(fields[12])) / 100;
-  } catch {
-    return null;
-  }
-}
 
 /** The tbf qdisc's counters on `dev` in `ns` (zeros before the cap is put on). */
 async function qdiscStats(ns, dev) {
@@ -457,11 +434,7 @@ function table(phases) {
 }
 
 test(`over a ${CAP_KBIT} kbit/s uplink, the publisher's estimate and encoder follow the cap through callgate (transport-cc) and the subscriber keeps decoding`, { timeout: 180_000 }, async (t) => {
-  try {
-    accessSync(CALLGATE_BIN, fsConstants.X_OK);
-  } catch {
-    assert.fail(`no callgate binary at ${CALLGATE_BIN} (build it, or set TEST_CALLGATE_BIN)`);
-  }
+  requireCallgateBinary();
   const unavailable = await namespacesUnavailable();
   assert.equal(unavailable, null, `this test makes network namespaces (root, ip netns): ${unavailable}`);
 

@@ -4,6 +4,7 @@
 
 import { spawn, execFile } from 'node:child_process';
 import { accessSync, appendFileSync, constants as fsConstants } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -194,4 +195,16 @@ export function selectedCandidatePairs(page) {
     }
     return out;
   });
+}
+
+/** CPU seconds (user + system) process `pid` has used so far; null when it cannot be read. */
+export async function cpuSeconds(pid) {
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // utime and stime are fields 14 and 15 of stat(5), in clock ticks (100 a second on Linux).
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return null;
+  }
 }

@@ -103,3 +103,13 @@ export class NetLab {
     return errors;
   }
 }
+
+/** Runs `tc` with `args`; resolves with its stdout. */
+export function tc(args) {
+  return new Promise((resolve, reject) => {
+    execFile('tc', args, { timeout: 10_000 }, (err, stdout, stderr) => {
+      if (err) reject(new Error(`tc ${args.join(' ')}: ${stderr.trim() || err.message}`));
+      else resolve(stdout);
+    });
+  });
+}
