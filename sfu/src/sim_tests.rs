@@ -62,6 +62,16 @@ struct Sim {
 
 type LossFilter = Box<dyn FnMut(&[u8]) -> bool>;
 
+/// Loses the first datagram `matches` picks, and no other.
+fn lose_first(matches: impl Fn(&[u8]) -> bool + 'static) -> LossFilter {
+    let mut lost = false;
+    Box::new(move |d| {
+        let lose = !lost && matches(d);
+        lost |= lose;
+        lose
+    })
+}
+
 fn udp(last: u8, port: u16) -> Route {
     (TransportProtocol::UDP, loopback(last, port))
 }
@@ -208,6 +218,14 @@ impl Sim {
     fn run_for(&mut self, d: Duration) {
         let until = self.now + d;
         while self.now < until {
+            self.step();
+        }
+    }
+
+    /// Steps until the client is connected or `limit` has passed.
+    fn run_until_connected_within(&mut self, limit: Duration) {
+        let deadline = self.now + limit;
+        while !self.connected && self.now < deadline {
             self.step();
         }
     }
@@ -388,10 +406,7 @@ fn dtls_completes_when_each_flight_arrives_in_reverse_order() {
         let mut sim = Sim::new(udp(2, 10_000));
         sim.reverse_client = client;
         sim.reverse_server = server;
-        let deadline = sim.now + Duration::from_secs(20);
-        while !sim.connected && sim.now < deadline {
-            sim.step();
-        }
+        sim.run_until_connected_within(Duration::from_secs(20));
         assert!(
             sim.connected,
             "no connection with client datagrams reversed: {client}, server's: {server}"
@@ -411,22 +426,11 @@ fn a_lost_client_flight_is_sent_again_because_only_identical_copies_of_ours_are_
     // With a one-way delay, our flight 4 (and so the client's flight 5)
     // goes out a tick before the client's: rtc's server timer fires first.
     sim.server_delay = TICK;
-    let mut lost = 0;
-    sim.lose_client = Box::new(move |d| {
-        // An epoch-0 handshake record carrying a Certificate (type 11):
-        // the client's flight 5 starts with it.
-        let flight5 = d.len() > 13 && d[0] == 22 && d[3..5] == [0, 0] && d[13] == 11;
-
-        if flight5 && lost == 0 {
-            lost += 1;
-            return true;
-        }
-        false
-    });
-    let deadline = sim.now + Duration::from_secs(5);
-    while !sim.connected && sim.now < deadline {
-        sim.step();
-    }
+    // An epoch-0 handshake record carrying a Certificate (type 11): the
+    // client's flight 5 starts with it.
+    sim.lose_client =
+        lose_first(|d| d.len() > 13 && d[0] == 22 && d[3..5] == [0, 0] && d[13] == 11);
+    sim.run_until_connected_within(Duration::from_secs(5));
     assert!(
         sim.connected,
         "no connection 5 s after the client's flight 5 was lost"
@@ -440,18 +444,8 @@ fn media_flows_after_our_last_dtls_flight_is_lost_once() {
     // its flight 5 again and gets it again. Its SRTP must then be ours.
     let mut sim = Sim::new(udp(2, 10_000));
     sim.server_delay = TICK;
-    let mut lost = 0;
-    sim.lose = Box::new(move |d| {
-        if d.first() == Some(&20) && lost == 0 {
-            lost += 1;
-            return true;
-        }
-        false
-    });
-    let deadline = sim.now + Duration::from_secs(5);
-    while !sim.connected && sim.now < deadline {
-        sim.step();
-    }
+    sim.lose = lose_first(|d| d.first() == Some(&20));
+    sim.run_until_connected_within(Duration::from_secs(5));
     assert!(
         sim.connected,
         "no connection 5 s after our flight 6 was lost"
