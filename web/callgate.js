@@ -180,7 +180,8 @@ const END_REASONS = new Set([
  * @property {number} [reconnectTryTimeout] ms one reconnect try waits for `resumed` or
  *   `joined` on its new WebSocket (default 5000).
  * @property {boolean} [simulcast] Publish camera video as three simulcast layers
- *   (SIMULCAST_LAYERS). Default false: the callgate server does not forward simulcast yet.
+ *   (SIMULCAST_LAYERS), so each subscriber gets the layer its downlink and the size it
+ *   shows the video at allow. Default true; false publishes one encoding.
  * @property {boolean|AdaptiveStreamOptions} [adaptiveStream] Receive each video shown through
  *   `attachVideo` at the size it is shown at, and not at all while it is not visible.
  * @property {typeof ResizeObserver} [ResizeObserver] For adaptive stream; defaults to the global.
@@ -457,7 +458,7 @@ export class Room extends Emitter {
     this._connectTimeout = options.connectTimeout ?? 15000;
     this._negotiationTimeout = options.negotiationTimeout ?? 15000;
     this._tryTimeout = options.reconnectTryTimeout ?? 5000;
-    this._simulcast = options.simulcast === true;
+    this._simulcast = options.simulcast !== false;
     /** @type {{pixelDensity: number|'screen'}|null} */
     this._adaptive = options.adaptiveStream
       ? { pixelDensity: 'screen', ...(typeof options.adaptiveStream === 'object' ? options.adaptiveStream : {}) }

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use callgate_sfu::bench_support::{client, client_with, loopback, video_track};
 use callgate_sfu::engine::new_peer_connection;
+use callgate_sfu::forgotten_layers::ForgottenLayers;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rtc::interceptor::{
@@ -260,8 +261,8 @@ impl Pair {
             callgate_sfu::TransportRole::Publisher,
             server_addr,
             loopback(1, 7881),
-            "probeufrag",
-            "probepasswordprobepassword",
+            ("probeufrag", "probepasswordprobepassword"),
+            &ForgottenLayers::default(),
             now,
         )
         .expect("server peer connection");

@@ -37,6 +37,7 @@ use rtc::sdp::extmap::{
 };
 use rtc::shared::error::Error;
 
+use crate::forgotten_layers::ForgottenLayers;
 use crate::session::{SfuError, TransportRole};
 
 /// Packets behind the newest an SRTP receiver still accepts.
@@ -258,15 +259,17 @@ impl Interceptor for DeliverRtcp {
 /// UDP socket `udp` and the shared ICE-TCP port `tcp` (`tcptype passive`).
 /// Inbound packets must carry the matching candidate address as
 /// `TransportContext.local_addr` (rtc-ice `Agent::find_local_candidate`).
+/// A publisher's simulcast layers that rtc forgets on renegotiation reach
+/// `forgotten` (module `forgotten_layers`).
 pub fn new_peer_connection(
     role: TransportRole,
     udp: SocketAddr,
     tcp: SocketAddr,
-    ufrag: &str,
-    pwd: &str,
+    ice: (&str, &str),
+    forgotten: &ForgottenLayers,
     now: Instant,
 ) -> Result<RTCPeerConnection, SfuError> {
-    build(role, udp, tcp, ufrag, pwd, now).map_err(|e| SfuError::Internal(e.to_string()))
+    build(role, udp, tcp, ice, forgotten, now).map_err(|e| SfuError::Internal(e.to_string()))
 }
 
 fn host_candidate(
@@ -293,15 +296,20 @@ fn build(
     role: TransportRole,
     udp: SocketAddr,
     tcp: SocketAddr,
-    ufrag: &str,
-    pwd: &str,
+    (ufrag, pwd): (&str, &str),
+    forgotten: &ForgottenLayers,
     now: Instant,
 ) -> Result<RTCPeerConnection, Error> {
     let mut media_engine = MediaEngine::default();
     register_codecs(&mut media_engine, role)?;
     let registry = Registry::new().with(Slot::from(14_000), DeliverRtcp::for_the_sfu());
     let registry = match role {
-        TransportRole::Publisher => register_default_interceptors(registry, &mut media_engine)?,
+        // Last on the way in: every interceptor of rtc's has seen a packet
+        // before a forgotten layer's is taken.
+        TransportRole::Publisher => register_default_interceptors(
+            registry.with(Slot::from(14_500), forgotten.interceptor()),
+            &mut media_engine,
+        )?,
         // The default chain without its TWCC receiver (which would offer
         // transport-cc): nothing is received on a subscriber transport.
         TransportRole::Subscriber => {

@@ -16,6 +16,7 @@ mod dtls_flight;
 mod endpoint;
 #[doc(hidden)]
 pub mod engine;
+pub mod forgotten_layers;
 #[doc(hidden)]
 pub mod fuzz_support;
 mod header_ext;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use callgate_sfu::bench_support::{client_with, loopback, video_track};
 use callgate_sfu::engine::new_peer_connection;
+use callgate_sfu::forgotten_layers::ForgottenLayers;
 use rtc::interceptor::{
     Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket, convert_twcc,
 };
@@ -179,8 +180,8 @@ impl Call {
             callgate_sfu::TransportRole::Publisher,
             server_addr,
             loopback(1, 7881),
-            "srvufrag",
-            "serverpasswordserverpassword",
+            ("srvufrag", "serverpasswordserverpassword"),
+            &ForgottenLayers::default(),
             now,
         )
         .expect("server peer connection");

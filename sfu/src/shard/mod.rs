@@ -27,6 +27,7 @@ use crate::config::SfuConfig;
 use crate::dtls_flight::{FlightReplay, Inbound, Outbound, is_dtls};
 use crate::endpoint::{Demuxed, Endpoint};
 use crate::engine::new_peer_connection;
+use crate::forgotten_layers::ForgottenLayers;
 use crate::ice_creds::{Checked, IceCreds};
 use crate::ids;
 use crate::metrics::WorkerMetrics;
@@ -480,6 +481,10 @@ impl Shard {
             while let Some(event) = t.pc.poll_event() {
                 events.push(event);
             }
+            let mut recovered = Vec::new();
+            t.forgotten.take_packets(&mut recovered);
+            // Routed by SSRC: no track id needed.
+            inbound.extend(recovered.into_iter().map(|p| (String::new(), p)));
             while let Some(TaggedRTCMessage { message, .. }) = t.pc.poll_read() {
                 match message {
                     RTCMessage::RtpPacket(track_id, packet) => inbound.push((track_id, packet)),
@@ -580,6 +585,9 @@ impl Shard {
     fn handle_pc_event(&mut self, now: Instant, id: TransportId, event: RTCPeerConnectionEvent) {
         match event {
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                if let Some(t) = self.transports.get(&id) {
+                    t.forgotten.remember(init.ssrc);
+                }
                 self.open_producer(now, id, init);
             }
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnClose(track_id)) => {
@@ -640,12 +648,13 @@ impl Shard {
         media_held: bool,
     ) -> Result<TransportId, SfuError> {
         let (ufrag, pwd) = ids::ice_credentials(self.worker, &mut self.rng);
+        let forgotten = ForgottenLayers::default();
         let pc = new_peer_connection(
             role,
             self.endpoint.udp_addr(),
             self.endpoint.tcp_addr(),
-            &ufrag,
-            &pwd,
+            (&ufrag, &pwd),
+            &forgotten,
             now,
         )?;
         let id = self.next_transport_id;
@@ -677,6 +686,7 @@ impl Shard {
                 early: Vec::new(),
                 media_held,
                 flights: FlightReplay::default(),
+                forgotten,
             },
         );
         Ok(id)

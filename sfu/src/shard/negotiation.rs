@@ -82,11 +82,38 @@ impl Shard {
                 return Err(e);
             }
         };
+        self.forget_unbound_layers(id);
         self.replay_early(now, id);
         self.drive(now, id);
         self.close_stopped_producers(now, id);
         self.flush(now);
         Ok(sdp)
+    }
+
+    /// After a publisher's renegotiation: the simulcast layers its `rtc`
+    /// no longer knows by SSRC, whose packets it would now drop, are taken
+    /// past it (module `forgotten_layers`).
+    fn forget_unbound_layers(&mut self, id: TransportId) {
+        let Some(t) = self.transports.get_mut(&id) else {
+            return;
+        };
+        let Some(room) = self.rooms.get(&t.room) else {
+            return;
+        };
+        for producer in room.producers.values().filter(|p| p.transport == id) {
+            if producer.layers.is_empty() {
+                continue;
+            }
+            let bound: Vec<u32> =
+                t.pc.rtp_receiver(producer.receiver_id)
+                    .map(|r| r.track().ssrcs().collect())
+                    .unwrap_or_default();
+            for layer in &producer.layers {
+                if !bound.contains(&layer.ssrc) {
+                    t.forgotten.forget(layer.ssrc);
+                }
+            }
+        }
     }
 
     /// Puts a publisher transport back where it was before an offer `rtc`
@@ -111,8 +138,8 @@ impl Shard {
             TransportRole::Publisher,
             local_addr,
             tcp_addr,
-            &creds.ufrag,
-            &creds.pwd,
+            (&creds.ufrag, &creds.pwd),
+            &t.forgotten,
             now,
         ) {
             Ok(pc) => {
