@@ -205,16 +205,25 @@ impl Shard {
                 }
                 continue;
             };
-            let mut out = packet.clone();
-            if rewrite_picture_ids {
-                out.payload = consumer.picture_ids.rewrite_bytes(ssrc, out.payload);
-            }
-            out.header.ssrc = consumer.ssrc;
-            out.header.payload_type = leg.payload_type;
-            out.header.sequence_number = out_seq;
-            out.header.timestamp = out_ts;
-            leg.extensions
-                .rewrite(&mut out.header, now, sub.epoch, &mut sub.transport_seq);
+            let mut header = leg.extensions.rewritten(
+                &packet.header,
+                now,
+                sub.epoch,
+                &mut sub.transport_seq,
+                &mut self.send_stamps,
+            );
+            header.ssrc = consumer.ssrc;
+            header.payload_type = leg.payload_type;
+            header.sequence_number = out_seq;
+            header.timestamp = out_ts;
+            let payload = if rewrite_picture_ids {
+                consumer
+                    .picture_ids
+                    .rewrite_bytes(ssrc, packet.payload.clone())
+            } else {
+                packet.payload.clone()
+            };
+            let out = rtp::Packet { header, payload };
             // Our own SSRC and payload type were checked when the leg was
             // resolved; `handle_write` skips re-deriving sender parameters
             // on every packet.

@@ -28,6 +28,7 @@ use crate::dtls_flight::{FlightReplay, Inbound, Outbound, is_dtls};
 use crate::endpoint::{Demuxed, Endpoint};
 use crate::engine::new_peer_connection;
 use crate::forgotten_layers::ForgottenLayers;
+use crate::header_ext::SendStamps;
 use crate::ice_creds::{Checked, IceCreds};
 use crate::ids;
 use crate::metrics::WorkerMetrics;
@@ -87,6 +88,9 @@ pub(crate) struct Shard {
     /// Transports that may have output since they were last drained.
     dirty: Vec<TransportId>,
     inbound_rtp: Vec<(String, rtp::Packet)>,
+    /// Where forwarded packets' abs-send-time and transport-wide sequence
+    /// number values are cut from.
+    send_stamps: SendStamps,
     /// Transports of reconnecting participants that heard traffic.
     heard_again: Vec<TransportId>,
     next_liveness_check: Option<Instant>,
@@ -125,6 +129,7 @@ impl Shard {
             closed_tcp: Vec::new(),
             dirty: Vec::new(),
             inbound_rtp: Vec::new(),
+            send_stamps: SendStamps::new(),
             heard_again: Vec::new(),
             next_liveness_check: None,
             next_quality_window: None,
