@@ -374,6 +374,8 @@ where
 #[derive(Default)]
 pub struct Received {
     payloads: Mutex<HashMap<(String, String), Vec<Bytes>>>,
+    /// The SSRCs the payloads of each track came on.
+    ssrcs: Mutex<HashMap<(String, String), BTreeSet<u32>>>,
     /// Unix milliseconds of the first packet from each publisher (stream).
     first_at_ms: Mutex<HashMap<String, i64>>,
     changed: Notify,
@@ -415,13 +417,29 @@ impl Received {
             .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
     }
 
+    /// The SSRCs the payloads of `track` from `stream` came on.
+    pub fn ssrcs(&self, stream: &str, track: &str) -> BTreeSet<u32> {
+        self.ssrcs
+            .lock()
+            .unwrap()
+            .get(&(stream.to_owned(), track.to_owned()))
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// When the first packet from publisher `stream` arrived (Unix ms).
     pub fn first_at_ms(&self, stream: &str) -> Option<i64> {
         self.first_at_ms.lock().unwrap().get(stream).copied()
     }
 
-    fn push(&self, stream: String, track: String, payload: Bytes) {
+    fn push(&self, stream: String, track: String, ssrc: u32, payload: Bytes) {
         let payload = without_keyframe_header(payload);
+        self.ssrcs
+            .lock()
+            .unwrap()
+            .entry((stream.clone(), track.clone()))
+            .or_default()
+            .insert(ssrc);
         self.first_at_ms
             .lock()
             .unwrap()
@@ -471,7 +489,7 @@ impl PeerConnectionEventHandler for Handler {
             while let Some(event) = track.poll().await {
                 match event {
                     TrackRemoteEvent::OnRtpPacket(p) => {
-                        received.push(stream.clone(), id.clone(), p.payload.clone())
+                        received.push(stream.clone(), id.clone(), p.header.ssrc, p.payload.clone())
                     }
                     TrackRemoteEvent::OnEnded => break,
                     _ => {}
