@@ -374,6 +374,8 @@ where
 #[derive(Default)]
 pub struct Received {
     payloads: Mutex<HashMap<(String, String), Vec<Bytes>>>,
+    /// The SSRCs the payloads of each track came on.
+    ssrcs: Mutex<HashMap<(String, String), BTreeSet<u32>>>,
     /// Unix milliseconds of the first packet from each publisher (stream).
     first_at_ms: Mutex<HashMap<String, i64>>,
     changed: Notify,
@@ -415,13 +417,29 @@ impl Received {
             .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
     }
 
+    /// The SSRCs the payloads of `track` from `stream` came on.
+    pub fn ssrcs(&self, stream: &str, track: &str) -> BTreeSet<u32> {
+        self.ssrcs
+            .lock()
+            .unwrap()
+            .get(&(stream.to_owned(), track.to_owned()))
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// When the first packet from publisher `stream` arrived (Unix ms).
     pub fn first_at_ms(&self, stream: &str) -> Option<i64> {
         self.first_at_ms.lock().unwrap().get(stream).copied()
     }
 
-    fn push(&self, stream: String, track: String, payload: Bytes) {
+    fn push(&self, stream: String, track: String, ssrc: u32, payload: Bytes) {
         let payload = without_keyframe_header(payload);
+        self.ssrcs
+            .lock()
+            .unwrap()
+            .entry((stream.clone(), track.clone()))
+            .or_default()
+            .insert(ssrc);
         self.first_at_ms
             .lock()
             .unwrap()
@@ -471,7 +489,7 @@ impl PeerConnectionEventHandler for Handler {
             while let Some(event) = track.poll().await {
                 match event {
                     TrackRemoteEvent::OnRtpPacket(p) => {
-                        received.push(stream.clone(), id.clone(), p.payload.clone())
+                        received.push(stream.clone(), id.clone(), p.header.ssrc, p.payload.clone())
                     }
                     TrackRemoteEvent::OnEnded => break,
                     _ => {}
@@ -684,6 +702,142 @@ impl LocalTrack {
         };
         self.track.write_rtp(packet).await.expect("write_rtp");
     }
+}
+
+/// The RTP header extensions that name the stream a packet belongs to
+/// (RFC 8843 mid, RFC 8852 rid).
+pub const SDES_MID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
+pub const SDES_RTP_STREAM_ID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
+
+/// A video track this client publishes as simulcast: one encoding per rid,
+/// each on its own SSRC with its own sequence numbers and timestamps, all
+/// on one m-line (`a=rid:<rid> send` each, `a=simulcast:send <rids>`).
+///
+/// The `webrtc` crate's sender writes packets as it is given them: it puts
+/// no mid or rid header extension on them. The server binds an SSRC it has
+/// not seen to a layer only by those two, so `send` sets both on every
+/// packet, with the ids negotiated for them (`Client::publish_simulcast`
+/// reads them from the server's answer).
+pub struct SimulcastTrack {
+    pub track: Arc<TrackLocalStaticRTP>,
+    /// Lowest quality first, as the encodings are offered.
+    pub rids: Vec<String>,
+    /// Each rid's SSRC.
+    pub ssrcs: Vec<u32>,
+    pub payload_type: u8,
+    seqs: Vec<u16>,
+    timestamps: Vec<u32>,
+    tags: Option<StreamTags>,
+}
+
+/// What a simulcast packet carries to name its stream: the m-line's mid,
+/// and the extension ids negotiated for mid and rid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamTags {
+    pub mid: String,
+    pub mid_id: u8,
+    pub rid_id: u8,
+}
+
+impl SimulcastTrack {
+    pub fn new(codec: RTCRtpCodec, payload_type: u8, rids: &[&str]) -> SimulcastTrack {
+        let ssrcs: Vec<u32> = rids.iter().map(|_| rand::random()).collect();
+        let id = format!("simulcast-{}", ssrcs[0]);
+        let encodings = rids
+            .iter()
+            .zip(&ssrcs)
+            .map(|(rid, ssrc)| RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    rid: (*rid).to_owned(),
+                    ssrc: Some(*ssrc),
+                    ..Default::default()
+                },
+                codec: codec.clone(),
+                ..Default::default()
+            })
+            .collect();
+        let track = TrackLocalStaticRTP::new(MediaStreamTrack::new(
+            "local-stream".into(),
+            id.clone(),
+            id,
+            RtpCodecKind::Video,
+            encodings,
+        ));
+        SimulcastTrack {
+            track: Arc::new(track),
+            rids: rids.iter().map(|r| (*r).to_owned()).collect(),
+            ssrcs,
+            payload_type,
+            seqs: rids.iter().map(|_| rand::random()).collect(),
+            timestamps: rids.iter().map(|_| rand::random()).collect(),
+            tags: None,
+        }
+    }
+
+    /// The mid and extension ids packets carry; known once published.
+    pub fn tags(&self) -> Option<&StreamTags> {
+        self.tags.as_ref()
+    }
+
+    /// Sends `payload` as one RTP packet (a whole frame) of layer `layer`,
+    /// an index into `rids`, tagged with the mid and its rid.
+    pub async fn send(&mut self, layer: usize, payload: Bytes) {
+        let tags = self
+            .tags
+            .as_ref()
+            .expect("the track is published (Client::publish_simulcast)");
+        self.seqs[layer] = self.seqs[layer].wrapping_add(1);
+        self.timestamps[layer] = self.timestamps[layer].wrapping_add(3000);
+        let mut header = rtp::header::Header {
+            version: 2,
+            marker: true,
+            payload_type: self.payload_type,
+            sequence_number: self.seqs[layer],
+            timestamp: self.timestamps[layer],
+            ssrc: self.ssrcs[layer],
+            ..Default::default()
+        };
+        header
+            .set_extension(tags.mid_id, Bytes::from(tags.mid.clone()))
+            .expect("the mid fits a one-byte extension");
+        header
+            .set_extension(tags.rid_id, Bytes::from(self.rids[layer].clone()))
+            .expect("the rid fits a one-byte extension");
+        self.track
+            .write_rtp(rtp::Packet { header, payload })
+            .await
+            .expect("write_rtp");
+    }
+}
+
+/// The mid of the m-line of `sdp` that names `rid` (`a=rid:<rid> …`), and
+/// the ids its `a=extmap` lines give the mid and rid extensions.
+pub fn stream_tags(sdp: &str, rid: &str) -> Option<StreamTags> {
+    let rid_line = format!("a=rid:{rid} ");
+    let section = sdp
+        .split("\nm=")
+        .find(|section| section.lines().any(|l| l.trim().starts_with(&rid_line)))?;
+    let mut mid = None;
+    let (mut mid_id, mut rid_id) = (None, None);
+    for line in section.lines().map(str::trim) {
+        if let Some(value) = line.strip_prefix("a=mid:") {
+            mid = Some(value.to_owned());
+        } else if let Some(value) = line.strip_prefix("a=extmap:") {
+            // a=extmap:<id>[/<direction>] <uri>
+            let (id, uri) = value.split_once(' ')?;
+            let id: u8 = id.split('/').next()?.parse().ok()?;
+            match uri.trim() {
+                SDES_MID_URI => mid_id = Some(id),
+                SDES_RTP_STREAM_ID_URI => rid_id = Some(id),
+                _ => {}
+            }
+        }
+    }
+    Some(StreamTags {
+        mid: mid?,
+        mid_id: mid_id?,
+        rid_id: rid_id?,
+    })
 }
 
 /// A participant with real publisher and subscriber transports.
@@ -1051,6 +1205,29 @@ impl Client {
                 .expect("add_track");
         }
         self.negotiate_publisher().await;
+    }
+
+    /// Adds `track` to the publisher transport and negotiates it; from the
+    /// server's answer, the mid and extension ids its packets carry.
+    /// Returns the answer.
+    pub async fn publish_simulcast(&self, track: &mut SimulcastTrack) -> String {
+        self.publisher
+            .add_track(track.track.clone() as Arc<dyn TrackLocal>)
+            .await
+            .expect("add_track");
+        let answer = self.negotiate_publisher().await;
+        let tags = stream_tags(&answer, &track.rids[0]).unwrap_or_else(|| {
+            panic!("the answer has a simulcast m-line with mid and rid extensions: {answer}")
+        });
+        // The sender takes only extension ids it offered.
+        let offer = self.publisher.local_description().await.unwrap().sdp;
+        assert_eq!(
+            stream_tags(&offer, &track.rids[0]).as_ref(),
+            Some(&tags),
+            "the answer keeps the offer's mid and extension ids"
+        );
+        track.tags = Some(tags);
+        answer
     }
 
     /// Offers the publisher transport as it is, applies the server's answer
