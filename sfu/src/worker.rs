@@ -221,7 +221,7 @@ async fn run(
 ) {
     let mut buf = vec![0u8; 2048];
     let mut mailboxes = Mailboxes::default();
-    let mut udp = UdpOut::new();
+    let mut udp = UdpOut::new(socket.as_raw_fd());
     loop {
         let now = Instant::now();
         let deadline = shard
@@ -254,8 +254,10 @@ async fn run(
                             // ICMP port unreachable from a client that went away.
                             Err(e) => { debug!(error = %e, "recv failed"); break; }
                         }
-                        send_all(&mut shard, &socket, &mut tcp, &mut udp);
                     }
+                    // What the batch produced goes out together (below): a
+                    // frame's packets to one subscriber leave as one GSO
+                    // message; `UdpOut` sends whenever it holds `BATCH`.
                 }
                 // `biased` polls UDP first: give waiting ICE-TCP frames a
                 // turn too, so a busy UDP socket cannot starve them.
@@ -274,23 +276,34 @@ async fn run(
 
 /// What the worker sends on its UDP socket, a batch at a time: one
 /// `sendmmsg` for up to `BATCH` datagrams, which in a fan-out go to as many
-/// subscribers. (UDP GSO would need runs of equal-sized datagrams to one
-/// destination; a fan-out interleaves destinations.)
+/// subscribers; with UDP GSO (where the kernel has it), the datagrams of a
+/// batch to one destination are grouped (their order kept) so that a run
+/// of equal-sized ones, e.g. a video frame's packets to a 1:1 call's other
+/// side, is one message.
 struct UdpOut {
     batch: SendBatch,
+    gso: bool,
     /// The datagrams in `batch`: their payloads must live until it is sent.
     queued: Vec<Transmit>,
 }
 
 impl UdpOut {
-    fn new() -> Self {
+    fn new(fd: RawFd) -> Self {
+        let mut batch = SendBatch::new();
+        let gso = batch.enable_gso(fd);
+        debug!(gso, "media socket");
         UdpOut {
-            batch: SendBatch::new(),
+            batch,
+            gso,
             queued: Vec::with_capacity(BATCH),
         }
     }
 
     fn flush(&mut self, fd: RawFd, shard: &Shard) {
+        if self.gso {
+            // Stable: each destination's datagrams keep their order.
+            self.queued.sort_by_key(|t| t.to);
+        }
         for t in &self.queued {
             // SAFETY: every payload is owned by `self.queued`, which is not
             // touched until the batch is flushed below.
