@@ -104,12 +104,22 @@ pub(crate) fn select(
     if !step_up || share.is_none() {
         return Some(chosen);
     }
-    let above = live.iter().copied().find(|&i| i > chosen);
-    Some(
-        above
-            .filter(|&i| size_fits(&layers[i], max_size))
-            .unwrap_or(chosen),
-    )
+    Some(step_above(layers, &live, chosen, max_size))
+}
+
+/// The next of `candidates` above `chosen` if its size fits, else `chosen`.
+fn step_above(
+    layers: &[Layer],
+    candidates: &[usize],
+    chosen: usize,
+    max_size: Option<(u32, u32)>,
+) -> usize {
+    candidates
+        .iter()
+        .copied()
+        .find(|&i| i > chosen)
+        .filter(|&i| size_fits(&layers[i], max_size))
+        .unwrap_or(chosen)
 }
 
 /// A layer's bitrate: as measured, or the nominal one of its rid before a
@@ -132,13 +142,22 @@ fn size_fits(layer: &Layer, max_size: Option<(u32, u32)>) -> bool {
 /// The layer a consumer would get if the publisher sent every layer: what
 /// to ask the publisher for (dynacast). A layer not being sent is judged by
 /// its last measured bitrate, or by the nominal one of its rid.
+///
+/// With `step_up`, the layer above too, as `select` would step up to it: it
+/// steps up only to a layer being sent, so a layer it may step up to must
+/// not be stopped for being above its share.
 pub(crate) fn wanted(
     layers: &[Layer],
     share: Option<u64>,
     max_size: Option<(u32, u32)>,
+    step_up: bool,
 ) -> Option<usize> {
     let all: Vec<usize> = (0..layers.len()).collect();
-    choose(layers, &all, share, max_size, rate)
+    let chosen = choose(layers, &all, share, max_size, rate)?;
+    if !step_up || share.is_none() {
+        return Some(chosen);
+    }
+    Some(step_above(layers, &all, chosen, max_size))
 }
 
 /// What browsers' SDKs (ours included) encode each rid at.
@@ -264,8 +283,23 @@ mod tests {
         l[2].bitrate = 0;
         l[2].last_packet = None;
         assert_eq!(select(&l, now, Some(2_000_000), None, false), Some(1));
-        assert_eq!(wanted(&l, Some(2_000_000), None), Some(2));
-        assert_eq!(wanted(&l, Some(1_000_000), None), Some(1));
+        assert_eq!(wanted(&l, Some(2_000_000), None, false), Some(2));
+        assert_eq!(wanted(&l, Some(1_000_000), None, false), Some(1));
+    }
+
+    #[test]
+    fn a_consumer_allowed_to_step_up_wants_the_layer_above_its_share_sent_too() {
+        let now = Instant::now();
+        let mut l = layers(now);
+        // The share fits h; stepping up would take f, so f must go on
+        // being sent (or be sent again: here the publisher paused it).
+        assert_eq!(wanted(&l, Some(600_000), None, false), Some(1));
+        assert_eq!(wanted(&l, Some(600_000), None, true), Some(2));
+        l[2].last_packet = None;
+        assert_eq!(wanted(&l, Some(600_000), None, true), Some(2));
+        // Not above what the subscriber shows; nothing above the top.
+        assert_eq!(wanted(&l, Some(600_000), Some((640, 360)), true), Some(1));
+        assert_eq!(wanted(&l, Some(5_000_000), None, true), Some(2));
     }
 
     #[test]

@@ -187,7 +187,8 @@ impl Shard {
                 consumer.layer = select(&producer.layers, now, share, size, step_up);
                 let receives = !consumer.settings.disabled && share != Some(0);
                 if receives {
-                    highest_wanted = highest_wanted.max(wanted(&producer.layers, share, size));
+                    highest_wanted =
+                        highest_wanted.max(wanted(&producer.layers, share, size, step_up));
                 }
             }
             let active: Vec<bool> = (0..producer.layers.len())
