@@ -1,7 +1,16 @@
-//! The shard on simulated time with one publishing client over a scripted
-//! link: the client's address or transport changes, its traffic stops, or
-//! the server's DTLS never reaches it; what the shard does about it.
+//! The shard on simulated time, driven tick by tick with `rtc` clients on
+//! the other side of scripted links: a publishing client whose address or
+//! transport changes, whose traffic stops or is lost, or whose DTLS meets
+//! loss and reordering (module `transport`); and a simulcast publisher
+//! with a subscriber behind a bandwidth-limited link that reports scripted
+//! estimates (module `layers`). No sockets, no sleeps: every `Instant` is
+//! simulated, and nothing is random but rtc's keys (the shard's own
+//! randomness is seeded).
 
+mod layers;
+mod link;
+mod simulcast;
+mod subscriber;
 mod transport;
 
 use std::collections::VecDeque;
@@ -9,23 +18,42 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use rtc::interceptor::Slot;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
+use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp;
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
-use crate::bench_support::{ROOM, client, join_request, loopback, new_shard, video_track};
+use crate::bench_support::{ROOM, client_with, join_request, loopback, new_shard, video_track};
+use crate::engine::DeliverRtcp;
 use crate::route::Route;
 use crate::session::ParticipantEvent;
 use crate::shard::Shard;
+use link::Link;
+use simulcast::{Encoder, FRAME_INTERVAL};
+use subscriber::{RembScript, Subscriber};
 
 const TICK: Duration = Duration::from_millis(10);
 const SSRC: u32 = 0x5eed;
 
+/// What the publishing client sends once connected.
+enum Media {
+    /// One VP8 stream on `SSRC`: a small packet every other tick.
+    Single { seq: u16 },
+    /// Three simulcast layers (module `simulcast`), a frame each every
+    /// `FRAME_INTERVAL`.
+    Simulcast(Encoder),
+}
+
+/// The shard, its publishing client, and at most one subscribing client.
+/// The publisher's link is scripted by the fields below (loss, reordering,
+/// delay, address changes); the subscriber's downlink is a [`Link`].
 struct Sim {
     shard: Shard,
     server: SocketAddr,
@@ -40,12 +68,13 @@ struct Sim {
     /// The client's own socket, which never moves (the NAT's does).
     local: SocketAddr,
     sender: RTCRtpSenderId,
-    seq: u16,
+    media: Media,
     connected: bool,
     /// The participant's sid, and its events not yet read.
     sid: String,
     events: Vec<ParticipantEvent>,
-    /// Every datagram the server sent: when, where, and whether it was STUN.
+    /// Every datagram the server sent but the subscriber's: when, where,
+    /// and whether it was STUN.
     sent: Vec<(Instant, Route, bool)>,
     /// Loses server datagrams the filter picks.
     lose: LossFilter,
@@ -59,6 +88,7 @@ struct Sim {
     server_delay: Duration,
     /// Server datagrams on their way: when they arrive, and what.
     in_flight: VecDeque<(Instant, BytesMut)>,
+    subscriber: Option<Subscriber>,
 }
 
 type LossFilter = Box<dyn FnMut(&[u8]) -> bool>;
@@ -78,17 +108,50 @@ fn udp(last: u8, port: u16) -> Route {
 }
 
 impl Sim {
-    /// A publishing client at `from`, joined and negotiated (not yet connected).
+    /// A publishing client at `from` sending one stream, joined and
+    /// negotiated (not yet connected).
     fn new(from: Route) -> Sim {
+        Sim::publishing(from, video_track(SSRC), Media::Single { seq: 0 })
+    }
+
+    /// A publishing client sending three simulcast layers, a keyframe on
+    /// each every `keyframe_every` frames and when asked; joined and
+    /// negotiated (not yet connected).
+    fn simulcast(keyframe_every: u32) -> Sim {
+        let encoder = Encoder::new(keyframe_every);
+        let mut sim = Sim::publishing(
+            udp(2, 10_000),
+            simulcast::track(),
+            Media::Simulcast(encoder),
+        );
+        // What a browser's simulcast offer says (RFC 8853).
+        let offer = sim.pc.local_description().expect("the offer").sdp;
+        for line in ["a=rid:q send", "a=rid:h send", "a=rid:f send"] {
+            assert!(offer.contains(line), "no {line} in\n{offer}");
+        }
+        assert!(offer.contains("a=simulcast:send q;h;f"), "{offer}");
+        if let Media::Simulcast(encoder) = &mut sim.media {
+            encoder.negotiated(&mut sim.pc, sim.sender);
+        }
+        sim
+    }
+
+    fn publishing(from: Route, track: rtc::media_stream::MediaStreamTrack, media: Media) -> Sim {
         let start = Instant::now();
         let (mut shard, server) = new_shard(Duration::from_millis(500));
-        let mut pc = client(loopback(2, 10_000), start);
+        // It reads the keyframe requests the server sends it.
+        let mut pc = client_with(loopback(2, 10_000), start, |registry, _| {
+            registry.with(
+                Slot::from(14_000),
+                DeliverRtcp::new(|any| any.is::<PictureLossIndication>()),
+            )
+        });
         let sid = shard
             .join(start, join_request("alice"))
             .unwrap()
             .participant
             .sid;
-        let sender = pc.add_track(video_track(SSRC)).unwrap();
+        let sender = pc.add_track(track).unwrap();
         let offer = pc.create_offer(None).unwrap();
         pc.set_local_description(start, offer).unwrap();
         let sdp = pc.local_description().unwrap().sdp;
@@ -105,7 +168,7 @@ impl Sim {
             listens: from,
             local: loopback(2, 10_000),
             sender,
-            seq: 0,
+            media,
             connected: false,
             sid,
             events: Vec::new(),
@@ -116,15 +179,34 @@ impl Sim {
             reverse_server: false,
             server_delay: Duration::ZERO,
             in_flight: VecDeque::new(),
+            subscriber: None,
         }
+    }
+
+    /// A second participant joins to receive the publisher's track over
+    /// `downlink`, sending a REMB of what `remb` says every `remb_every`
+    /// once connected. Its subscribe offers are answered as they come.
+    fn subscribe(&mut self, downlink: Link, remb_every: Duration, remb: RembScript) {
+        self.subscriber = Some(Subscriber::join(
+            &mut self.shard,
+            self.now,
+            downlink,
+            remb_every,
+            remb,
+        ));
+    }
+
+    /// The subscriber (`subscribe` was called).
+    fn sub(&self) -> &Subscriber {
+        self.subscriber.as_ref().expect("a subscriber")
     }
 
     fn elapsed(&self) -> Duration {
         self.now - self.start
     }
 
-    /// One tick: the client's timers and output, the shard's timers and
-    /// output, and a video packet every other tick once connected.
+    /// One tick: the clients' timers and output, the shard's timers and
+    /// output, and the publisher's media once connected.
     fn step(&mut self) {
         self.now += TICK;
         let now = self.now;
@@ -134,23 +216,8 @@ impl Sim {
             }
         }
         let _ = self.pc.handle_timeout(now);
-        if self.connected && (self.elapsed().as_millis() / 10).is_multiple_of(2) {
-            self.seq = self.seq.wrapping_add(1);
-            let packet = rtp::Packet {
-                header: rtp::header::Header {
-                    version: 2,
-                    payload_type: 96,
-                    sequence_number: self.seq,
-                    timestamp: u32::from(self.seq) * 3000,
-                    ssrc: SSRC,
-                    marker: true,
-                    ..Default::default()
-                },
-                payload: Bytes::from_static(&[0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a]),
-            };
-            if let Some(mut sender) = self.pc.rtp_sender(self.sender) {
-                let _ = sender.write_rtp(now, packet);
-            }
+        if self.connected {
+            self.send_media(now);
         }
         let mut outs = Vec::new();
         while let Some(out) = self.pc.poll_write() {
@@ -172,13 +239,12 @@ impl Sim {
                 self.connected = state == RTCPeerConnectionState::Connected;
             }
         }
-        while self.pc.poll_read().is_some() {}
-        self.shard.handle_timeout(now);
-        while let Some((to, event)) = self.shard.poll_event() {
-            if to == self.sid {
-                self.events.push(event);
-            }
+        self.read_keyframe_requests();
+        if let Some(sub) = &mut self.subscriber {
+            sub.step(now, now - self.start, &mut self.shard);
         }
+        self.shard.handle_timeout(now);
+        self.take_events(now);
         let mut transmits = Vec::new();
         while let Some(t) = self.shard.poll_transmit() {
             transmits.push(t);
@@ -187,6 +253,10 @@ impl Sim {
             transmits.reverse();
         }
         for t in transmits {
+            if let Some(sub) = self.subscriber.as_mut().filter(|s| s.addr == t.to) {
+                sub.downlink.send(now, t.payload);
+                continue;
+            }
             let route = (t.protocol, t.to);
             let stun = t.payload.first().is_some_and(|b| *b < 4);
 
@@ -199,6 +269,82 @@ impl Sim {
             } else {
                 self.in_flight
                     .push_back((now + self.server_delay, t.payload));
+            }
+        }
+        if let Some(sub) = &mut self.subscriber {
+            sub.deliver(now, self.server);
+        }
+    }
+
+    /// The publisher's packets due this tick: a small one every other tick
+    /// for a single stream, a frame of each layer every `FRAME_INTERVAL`
+    /// for simulcast.
+    fn send_media(&mut self, now: Instant) {
+        let elapsed = self.elapsed();
+        let packets = match &mut self.media {
+            Media::Single { seq } if (elapsed.as_millis() / 10).is_multiple_of(2) => {
+                *seq = seq.wrapping_add(1);
+                vec![rtp::Packet {
+                    header: rtp::header::Header {
+                        version: 2,
+                        payload_type: 96,
+                        sequence_number: *seq,
+                        timestamp: u32::from(*seq) * 3000,
+                        ssrc: SSRC,
+                        marker: true,
+                        ..Default::default()
+                    },
+                    payload: Bytes::from_static(&[0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a]),
+                }]
+            }
+            Media::Simulcast(encoder)
+                if elapsed.as_nanos().is_multiple_of(FRAME_INTERVAL.as_nanos()) =>
+            {
+                encoder.frame()
+            }
+            _ => return,
+        };
+        if let Some(mut sender) = self.pc.rtp_sender(self.sender) {
+            for packet in packets {
+                let _ = sender.write_rtp(now, packet);
+            }
+        }
+    }
+
+    /// What the publisher read: a simulcast encoder answers each PLI with
+    /// a keyframe of that layer.
+    fn read_keyframe_requests(&mut self) {
+        while let Some(message) = self.pc.poll_read() {
+            if let (RTCMessage::RtcpPacket(_, packets), Media::Simulcast(encoder)) =
+                (message.message, &mut self.media)
+            {
+                for p in packets {
+                    if let Some(pli) = p.as_any().downcast_ref::<PictureLossIndication>() {
+                        encoder.keyframe_asked(pli.media_ssrc);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The shard's events: the publisher's are kept for the test (and a
+    /// simulcast encoder follows dynacast, as the SDK does: the layers
+    /// nobody receives stop); the subscriber answers its offers.
+    fn take_events(&mut self, now: Instant) {
+        while let Some((to, event)) = self.shard.poll_event() {
+            if to == self.sid {
+                if let (ParticipantEvent::SubscribedLayers { layers, .. }, Media::Simulcast(e)) =
+                    (&event, &mut self.media)
+                {
+                    for layer in layers {
+                        e.set_active(&layer.rid, layer.active);
+                    }
+                }
+                self.events.push(event);
+            } else if let Some(sub) = self.subscriber.as_mut().filter(|s| s.sid == to)
+                && let ParticipantEvent::SubscribeOffer { sdp } = event
+            {
+                sub.answer(&mut self.shard, now, sdp);
             }
         }
     }

@@ -1,0 +1,220 @@
+//! The subscribing client: an `rtc` peer connection that answers the
+//! shard's subscribe offers, reads what arrives over its downlink (a
+//! [`Link`]), records every RTP packet it reads, and reports a scripted
+//! bandwidth estimate (REMB) on a schedule, as a browser's receive-side
+//! estimator would.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rtc::interceptor::{NackGeneratorBuilder, Slot};
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::peer_connection::event::RTCPeerConnectionEvent;
+use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+
+use super::link::Link;
+use super::simulcast::layer_of;
+use crate::bench_support::{ROOM, client_with, join_request, loopback};
+use crate::shard::Shard;
+use crate::vp8;
+
+/// The estimate to report now, in bits per second (`None`: no REMB this
+/// time), given the time since the simulation began and the downlink.
+pub(super) type RembScript = Box<dyn FnMut(Duration, &Link) -> Option<f32>>;
+
+/// How often the subscriber asks again for one lost packet.
+const MAX_NACKS_PER_PACKET: u16 = 3;
+
+/// One RTP packet the subscriber read, as it read it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Received {
+    pub at: Instant,
+    pub seq: u16,
+    pub timestamp: u32,
+    /// The publisher's layer it was sent on (`simulcast::LAYERS` index).
+    pub layer: usize,
+    /// It starts a VP8 keyframe.
+    pub keyframe: bool,
+    /// Its sequence number is not after every one read before: resent
+    /// after a NACK (or reordered).
+    pub late: bool,
+}
+
+pub(super) struct Subscriber {
+    pc: RTCPeerConnection,
+    pub addr: SocketAddr,
+    pub sid: String,
+    pub connected: bool,
+    /// The server's datagrams to it.
+    pub downlink: Link,
+    remb: RembScript,
+    remb_every: Duration,
+    next_remb: Option<Instant>,
+    /// Every RTP packet it read, in order.
+    pub received: Vec<Received>,
+    /// The newest sequence number read.
+    newest: Option<u16>,
+}
+
+impl Subscriber {
+    /// Joins `shard`'s room as "bob" (its offer comes as an event).
+    pub(super) fn join(
+        shard: &mut Shard,
+        now: Instant,
+        downlink: Link,
+        remb_every: Duration,
+        remb: RembScript,
+    ) -> Subscriber {
+        let addr = loopback(3, 20_000);
+        let sid = shard
+            .join(now, join_request("bob"))
+            .expect("the subscriber joins")
+            .participant
+            .sid;
+        // A browser asks up to 10 times for a lost packet but stops once
+        // it has decoded a keyframe after it (libwebrtc's NackRequester);
+        // rtc's generator cannot stop so, and by default asks every 100 ms
+        // for as long as the packet is in its window. With 10 asks, a
+        // burst of loss on a capped downlink here turns into a loop of
+        // retransmissions (rtc's responder on the server resends on every
+        // ask) that keeps the link full for good; with 5 it stayed a
+        // burst, and 3 leaves a margin.
+        let pc = client_with(addr, now, |registry, _| {
+            registry.with(
+                Slot::NackGenerator,
+                NackGeneratorBuilder::new()
+                    .with_max_nacks_per_packet(MAX_NACKS_PER_PACKET)
+                    .build(),
+            )
+        });
+        Subscriber {
+            pc,
+            addr,
+            sid,
+            connected: false,
+            downlink,
+            remb,
+            remb_every,
+            next_remb: None,
+            received: Vec::new(),
+            newest: None,
+        }
+    }
+
+    /// Answers the shard's subscribe offer.
+    pub(super) fn answer(&mut self, shard: &mut Shard, now: Instant, offer: String) {
+        let offer = RTCSessionDescription::offer(offer).expect("offer sdp");
+        self.pc
+            .set_remote_description(now, offer)
+            .expect("remote offer");
+        let answer = self.pc.create_answer(None).expect("answer");
+        self.pc
+            .set_local_description(now, answer)
+            .expect("local answer");
+        let sdp = self.pc.local_description().expect("answer sdp").sdp;
+        shard
+            .subscribe_answer(now, ROOM, &self.sid, sdp)
+            .expect("subscribe answer");
+    }
+
+    /// Its timers, its REMB when due, and its datagrams to the shard.
+    pub(super) fn step(&mut self, now: Instant, elapsed: Duration, shard: &mut Shard) {
+        let _ = self.pc.handle_timeout(now);
+        if self.connected && self.next_remb.is_none_or(|at| at <= now) {
+            self.next_remb = Some(now + self.remb_every);
+            if let Some(bps) = (self.remb)(elapsed, &self.downlink) {
+                self.send_remb(now, bps);
+            }
+        }
+        while let Some(out) = self.pc.poll_write() {
+            shard.handle_datagram(now, TransportProtocol::UDP, self.addr, &out.message);
+        }
+        while let Some(event) = self.pc.poll_event() {
+            if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) = event {
+                self.connected = state == RTCPeerConnectionState::Connected;
+            }
+        }
+        self.read(now);
+    }
+
+    /// What its downlink delivered by `now`.
+    pub(super) fn deliver(&mut self, now: Instant, server: SocketAddr) {
+        for message in self.downlink.arrived(now) {
+            let _ = self.pc.handle_read(TaggedBytesMut {
+                now,
+                transport: TransportContext {
+                    local_addr: self.addr,
+                    peer_addr: server,
+                    ecn: None,
+                    transport_protocol: TransportProtocol::UDP,
+                },
+                message,
+            });
+        }
+        self.read(now);
+    }
+
+    fn read(&mut self, now: Instant) {
+        while let Some(message) = self.pc.poll_read() {
+            if let RTCMessage::RtpPacket(_, packet) = message.message {
+                let seq = packet.header.sequence_number;
+                let late = self
+                    .newest
+                    .is_some_and(|newest| seq.wrapping_sub(newest).wrapping_sub(1) >= 1 << 15);
+                if !late {
+                    self.newest = Some(seq);
+                }
+                self.received.push(Received {
+                    late,
+                    at: now,
+                    seq,
+                    timestamp: packet.header.timestamp,
+                    layer: layer_of(&packet.payload).expect("a payload naming its layer"),
+                    keyframe: vp8::is_keyframe_start(&packet.payload),
+                });
+            }
+        }
+    }
+
+    /// A REMB for the track it receives, written as its RTCP.
+    fn send_remb(&mut self, now: Instant, bps: f32) {
+        let Some(id) = self.pc.get_receivers().next() else {
+            return;
+        };
+        let Some(mut receiver) = self.pc.rtp_receiver(id) else {
+            return;
+        };
+        let remb = ReceiverEstimatedMaximumBitrate {
+            sender_ssrc: 1,
+            bitrate: bps,
+            ssrcs: receiver.track().ssrcs().collect(),
+        };
+        let _ = receiver.write_rtcp(now, vec![Box::new(remb)]);
+    }
+
+    /// The packets read in sequence (not `late`).
+    pub(super) fn in_order(&self) -> impl Iterator<Item = &Received> {
+        self.received.iter().filter(|r| !r.late)
+    }
+
+    /// The layer of the last packet read in sequence, if any.
+    pub(super) fn layer(&self) -> Option<usize> {
+        self.in_order().last().map(|r| r.layer)
+    }
+
+    /// Each change of layer in what it read in sequence: the first packet
+    /// of the new layer.
+    pub(super) fn switches(&self) -> Vec<Received> {
+        let in_order: Vec<Received> = self.in_order().copied().collect();
+        in_order
+            .windows(2)
+            .filter(|w| w[0].layer != w[1].layer)
+            .map(|w| w[1])
+            .collect()
+    }
+}
