@@ -256,3 +256,46 @@ fn with_its_estimate_following_a_700_kbits_link_the_subscriber_ends_on_h_and_tri
     assert!(LAYERS[H].bitrate <= CAP && LAYERS[F].bitrate > CAP);
     assert_switches_start_at_keyframes(&sim);
 }
+
+#[test]
+fn after_the_publisher_renegotiates_and_stops_labelling_its_layers_the_subscriber_still_gets_f() {
+    let estimate = Estimate::new(3_000_000.0);
+    let mut sim = connected(&estimate);
+    assert!(
+        run_until_layer(&mut sim, F, Duration::from_secs(3)).is_some(),
+        "the subscriber never got f"
+    );
+    // A new offer from the publisher (as for an ICE restart or a second
+    // track): rtc forgets which SSRC is which layer, and the browser no
+    // longer says.
+    let offer = sim.pc.create_offer(None).unwrap();
+    sim.pc.set_local_description(sim.now, offer).unwrap();
+    let sdp = sim.pc.local_description().unwrap().sdp;
+    let answer = sim
+        .shard
+        .publish_offer(sim.now, super::ROOM, &sim.sid, sdp)
+        .unwrap();
+    sim.pc
+        .set_remote_description(
+            sim.now,
+            rtc::peer_connection::sdp::RTCSessionDescription::answer(answer).unwrap(),
+        )
+        .unwrap();
+    if let super::Media::Simulcast(encoder) = &mut sim.media {
+        encoder.stop_labelling();
+    }
+    let renegotiated_at = sim.sub().received.len();
+    sim.run_for(Duration::from_secs(2));
+    let after: Vec<usize> = sim.sub().received[renegotiated_at..]
+        .iter()
+        .filter(|r| !r.late)
+        .map(|r| r.layer)
+        .collect();
+    // 2 s of f is 50 frames of about 5 packets each.
+    assert!(
+        after.len() > 200 && after.iter().all(|&layer| layer == F),
+        "after the renegotiation the subscriber read {} packets, of layers {:?}",
+        after.len(),
+        layers_from(&sim, renegotiated_at)
+    );
+}

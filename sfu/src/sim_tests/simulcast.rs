@@ -113,6 +113,9 @@ pub(super) struct Encoder {
     active: [bool; 3],
     seq: [u16; 3],
     extensions: Option<Extensions>,
+    /// Whether packets carry mid and rid (a browser stops once receiver
+    /// reports acknowledge the SSRC).
+    labelled: bool,
 }
 
 impl Encoder {
@@ -126,6 +129,7 @@ impl Encoder {
             // numbers would show.
             seq: [1_000, 30_000, 65_000],
             extensions: None,
+            labelled: true,
         }
     }
 
@@ -152,6 +156,12 @@ impl Encoder {
             rid_id,
             mid: Bytes::from(mid),
         });
+    }
+
+    /// From now on packets carry no mid and rid, as a browser's do once
+    /// our receiver reports acknowledged each layer's SSRC.
+    pub(super) fn stop_labelling(&mut self) {
+        self.labelled = false;
     }
 
     /// A PLI for `ssrc`: that layer's next frame is a keyframe.
@@ -194,7 +204,7 @@ impl Encoder {
                     ..Default::default()
                 };
                 self.seq[i] = self.seq[i].wrapping_add(1);
-                if let Some(ext) = &self.extensions {
+                if let Some(ext) = self.extensions.as_ref().filter(|_| self.labelled) {
                     header
                         .set_extension(ext.mid_id, ext.mid.clone())
                         .expect("mid extension");
