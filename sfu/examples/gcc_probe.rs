@@ -26,8 +26,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use callgate_sfu::bench_support::{client, client_with, loopback, video_track};
-use callgate_sfu::engine::new_peer_connection;
-use callgate_sfu::forgotten_layers::ForgottenLayers;
+use callgate_sfu::engine::{Hooks, new_peer_connection};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rtc::interceptor::{
@@ -262,7 +261,7 @@ impl Pair {
             server_addr,
             loopback(1, 7881),
             ("probeufrag", "probepasswordprobepassword"),
-            &ForgottenLayers::default(),
+            &Hooks::default(),
             now,
         )
         .expect("server peer connection");

@@ -37,7 +37,10 @@ use rtc::sdp::extmap::{
 };
 use rtc::shared::error::Error;
 
+use prometheus::IntCounter;
+
 use crate::forgotten_layers::ForgottenLayers;
+use crate::nack_limit::LimitResends;
 use crate::session::{SfuError, TransportRole};
 
 /// Packets behind the newest an SRTP receiver still accepts.
@@ -259,17 +262,38 @@ impl Interceptor for DeliverRtcp {
 /// UDP socket `udp` and the shared ICE-TCP port `tcp` (`tcptype passive`).
 /// Inbound packets must carry the matching candidate address as
 /// `TransportContext.local_addr` (rtc-ice `Agent::find_local_candidate`).
-/// A publisher's simulcast layers that rtc forgets on renegotiation reach
-/// `forgotten` (module `forgotten_layers`).
 pub fn new_peer_connection(
     role: TransportRole,
     udp: SocketAddr,
     tcp: SocketAddr,
     ice: (&str, &str),
-    forgotten: &ForgottenLayers,
+    hooks: &Hooks,
     now: Instant,
 ) -> Result<RTCPeerConnection, SfuError> {
-    build(role, udp, tcp, ice, forgotten, now).map_err(|e| SfuError::Internal(e.to_string()))
+    build(role, udp, tcp, ice, hooks, now).map_err(|e| SfuError::Internal(e.to_string()))
+}
+
+/// What the shard shares with interceptors of ours inside a peer
+/// connection.
+#[derive(Clone)]
+pub struct Hooks {
+    /// Publisher transports: simulcast layers rtc forgot on renegotiation,
+    /// whose packets reach the shard past it (module `forgotten_layers`).
+    pub forgotten: ForgottenLayers,
+    /// Subscriber transports: counts packets a NACK asked for that are not
+    /// sent again (module `nack_limit`).
+    pub refused_resends: IntCounter,
+}
+
+impl Default for Hooks {
+    /// Hooks whose counter is registered nowhere (tools, tests).
+    fn default() -> Self {
+        Hooks {
+            forgotten: ForgottenLayers::default(),
+            refused_resends: IntCounter::new("refused_resends", "unregistered")
+                .expect("a valid counter name"),
+        }
+    }
 }
 
 fn host_candidate(
@@ -297,7 +321,7 @@ fn build(
     udp: SocketAddr,
     tcp: SocketAddr,
     (ufrag, pwd): (&str, &str),
-    forgotten: &ForgottenLayers,
+    hooks: &Hooks,
     now: Instant,
 ) -> Result<RTCPeerConnection, Error> {
     let mut media_engine = MediaEngine::default();
@@ -307,12 +331,17 @@ fn build(
         // Last on the way in: every interceptor of rtc's has seen a packet
         // before a forgotten layer's is taken.
         TransportRole::Publisher => register_default_interceptors(
-            registry.with(Slot::from(14_500), forgotten.interceptor()),
+            registry.with(Slot::from(14_500), hooks.forgotten.interceptor()),
             &mut media_engine,
         )?,
         // The default chain without its TWCC receiver (which would offer
         // transport-cc): nothing is received on a subscriber transport.
         TransportRole::Subscriber => {
+            // Before the NACK responder on the way in (module `nack_limit`).
+            let registry = registry.with(
+                Slot::from(3_500),
+                LimitResends::new(hooks.refused_resends.clone()),
+            );
             let registry = configure_nack(registry, &mut media_engine);
             configure_simulcast_extension_headers(&mut media_engine)?;
             configure_rtcp_reports(registry)

@@ -25,6 +25,7 @@ mod ids;
 mod keyframe;
 mod layers;
 mod metrics;
+mod nack_limit;
 mod outbox;
 mod participant;
 mod producer;

@@ -199,6 +199,7 @@ impl SfuMetrics {
             drop_padding: drop("padding"),
             drop_bandwidth: drop("bandwidth"),
             drop_awaiting_keyframe: drop("awaiting_keyframe"),
+            drop_resend_limit: drop("resend_limit"),
         }
     }
 
@@ -334,6 +335,10 @@ pub(crate) struct WorkerMetrics {
     /// Per forwarded leg: video after a pause or a new subscription, before
     /// the keyframe the consumer can start at.
     pub drop_awaiting_keyframe: IntCounter,
+    /// A packet a subscriber's NACK asked for that is not sent again: sent
+    /// again three times already, or less than 50 ms ago (module
+    /// `nack_limit`).
+    pub drop_resend_limit: IntCounter,
 }
 
 pub(crate) struct TcpMetrics {

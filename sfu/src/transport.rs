@@ -11,7 +11,7 @@ use rtc::peer_connection::RTCPeerConnection;
 use rtc::shared::TransportProtocol;
 
 use crate::dtls_flight::FlightReplay;
-use crate::forgotten_layers::ForgottenLayers;
+use crate::engine::Hooks;
 use crate::ice_creds::IceCreds;
 use crate::route::Routes;
 use crate::session::TransportRole;
@@ -74,9 +74,9 @@ pub(crate) struct Transport {
     pub(crate) estimate_fell_at: Option<Instant>,
     /// Our last DTLS flight, sent again when the client repeats its own.
     pub(crate) flights: FlightReplay,
-    /// Publisher transports: simulcast layers its `rtc` forgot, whose
-    /// packets come to us past it.
-    pub(crate) forgotten: ForgottenLayers,
+    /// What its interceptors of ours share with the shard: a publisher's
+    /// forgotten simulcast layers, a subscriber's refused resends.
+    pub(crate) hooks: Hooks,
 }
 
 /// Datagrams kept per transport while its remote description is on its way.

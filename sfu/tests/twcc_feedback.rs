@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use callgate_sfu::bench_support::{client_with, loopback, video_track};
-use callgate_sfu::engine::new_peer_connection;
-use callgate_sfu::forgotten_layers::ForgottenLayers;
+use callgate_sfu::engine::{Hooks, new_peer_connection};
 use rtc::interceptor::{
     Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket, convert_twcc,
 };
@@ -181,7 +180,7 @@ impl Call {
             server_addr,
             loopback(1, 7881),
             ("srvufrag", "serverpasswordserverpassword"),
-            &ForgottenLayers::default(),
+            &Hooks::default(),
             now,
         )
         .expect("server peer connection");

@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 use crate::config::SfuConfig;
 use crate::dtls_flight::{FlightReplay, Inbound, Outbound, is_dtls};
 use crate::endpoint::{Demuxed, Endpoint};
-use crate::engine::new_peer_connection;
+use crate::engine::{Hooks, new_peer_connection};
 use crate::forgotten_layers::ForgottenLayers;
 use crate::header_ext::SendStamps;
 use crate::ice_creds::{Checked, IceCreds};
@@ -487,7 +487,7 @@ impl Shard {
                 events.push(event);
             }
             let mut recovered = Vec::new();
-            t.forgotten.take_packets(&mut recovered);
+            t.hooks.forgotten.take_packets(&mut recovered);
             // Routed by SSRC: no track id needed.
             inbound.extend(recovered.into_iter().map(|p| (String::new(), p)));
             while let Some(TaggedRTCMessage { message, .. }) = t.pc.poll_read() {
@@ -591,7 +591,7 @@ impl Shard {
         match event {
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
                 if let Some(t) = self.transports.get(&id) {
-                    t.forgotten.remember(init.ssrc);
+                    t.hooks.forgotten.remember(init.ssrc);
                 }
                 self.open_producer(now, id, init);
             }
@@ -653,13 +653,16 @@ impl Shard {
         media_held: bool,
     ) -> Result<TransportId, SfuError> {
         let (ufrag, pwd) = ids::ice_credentials(self.worker, &mut self.rng);
-        let forgotten = ForgottenLayers::default();
+        let hooks = Hooks {
+            forgotten: ForgottenLayers::default(),
+            refused_resends: self.metrics.drop_resend_limit.clone(),
+        };
         let pc = new_peer_connection(
             role,
             self.endpoint.udp_addr(),
             self.endpoint.tcp_addr(),
             (&ufrag, &pwd),
-            &forgotten,
+            &hooks,
             now,
         )?;
         let id = self.next_transport_id;
@@ -691,7 +694,7 @@ impl Shard {
                 early: Vec::new(),
                 media_held,
                 flights: FlightReplay::default(),
-                forgotten,
+                hooks,
             },
         );
         Ok(id)

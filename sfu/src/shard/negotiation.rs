@@ -110,7 +110,7 @@ impl Shard {
                     .unwrap_or_default();
             for layer in &producer.layers {
                 if !bound.contains(&layer.ssrc) {
-                    t.forgotten.forget(layer.ssrc);
+                    t.hooks.forgotten.forget(layer.ssrc);
                 }
             }
         }
@@ -139,7 +139,7 @@ impl Shard {
             local_addr,
             tcp_addr,
             (&creds.ufrag, &creds.pwd),
-            &t.forgotten,
+            &t.hooks,
             now,
         ) {
             Ok(pc) => {
