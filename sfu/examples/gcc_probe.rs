@@ -27,11 +27,11 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use callgate_sfu::bench_support::{client, client_with, loopback, video_track};
 use callgate_sfu::engine::{Hooks, new_peer_connection};
+use callgate_sfu::packet_filter::{Filtered, PacketFilter};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rtc::interceptor::{
-    BandwidthEstimator, EstimatorStats, Gcc, Interceptor, Packet, PacketReport, Slot, StreamInfo,
-    TaggedPacket,
+    BandwidthEstimator, EstimatorStats, Gcc, Packet, PacketReport, Slot, TaggedPacket,
 };
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::configuration::interceptor_registry::{
@@ -43,7 +43,6 @@ use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::rtp;
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::sansio::Protocol;
-use rtc::shared::error::Error;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
 const SSRC: u32 = 0x5eed;
@@ -131,25 +130,10 @@ impl<E: BandwidthEstimator> BandwidthEstimator for Watched<E> {
 struct Tap {
     retransmissions: Option<Arc<AtomicU64>>,
     highest: Option<u16>,
-    reads: VecDeque<TaggedPacket>,
-    writes: VecDeque<TaggedPacket>,
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for Tap {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = Error;
-    type Time = Instant;
-
-    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Error> {
-        self.reads.push_back(msg);
-        Ok(())
-    }
-    fn poll_read(&mut self) -> Option<TaggedPacket> {
-        self.reads.pop_front()
-    }
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Error> {
+impl PacketFilter for Tap {
+    fn write(&mut self, msg: TaggedPacket) -> Option<TaggedPacket> {
         if let (Some(count), Packet::Rtp(packet)) = (&self.retransmissions, &msg.message.packet) {
             let seq = packet.header.sequence_number;
             match self.highest {
@@ -159,25 +143,8 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Tap {
                 _ => self.highest = Some(seq),
             }
         }
-        self.writes.push_back(msg);
-        Ok(())
+        Some(msg)
     }
-    fn poll_write(&mut self) -> Option<TaggedPacket> {
-        self.writes.pop_front()
-    }
-    fn handle_timeout(&mut self, _now: Instant) -> Result<(), Error> {
-        Ok(())
-    }
-    fn poll_timeout(&mut self) -> Option<Instant> {
-        None
-    }
-}
-
-impl Interceptor for Tap {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
 /// The sender's uplink: a rate (or none), a drop-tail queue of `buffer`,
@@ -405,10 +372,10 @@ fn run(scenario: &Scenario, buffer: Duration, nack: bool) -> Outcome {
     let initial = scenario.initial;
     let client_addr = loopback(2, 10_000);
     let retransmissions = Arc::new(AtomicU64::new(0));
-    let tap = Tap {
+    let tap = Filtered::new(Tap {
         retransmissions: Some(retransmissions.clone()),
         ..Tap::default()
-    };
+    });
     let sender = client_with(client_addr, start, move |registry, media_engine| {
         let gcc = Watched {
             inner: Gcc::new(initial, 100_000.0, 100_000_000.0),
@@ -421,7 +388,7 @@ fn run(scenario: &Scenario, buffer: Duration, nack: bool) -> Outcome {
         if nack {
             registry
         } else {
-            registry.with(Slot::NackResponder, Tap::default())
+            registry.with(Slot::NackResponder, Filtered::new(Tap::default()))
         }
     });
     let mut pair = Pair::new(start, sender, client_addr);

@@ -1,14 +1,13 @@
 //! Builds the `rtc` peer connections the SFU serves: which codecs, which
 //! interceptors, and ICE-lite on the shared media socket and ICE-TCP port.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::ice::tcp_type::TcpType;
-use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
+use rtc::interceptor::{Attribute, Packet, Registry, Slot, TaggedPacket};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::{
     configure_nack, configure_rtcp_reports, configure_simulcast_extension_headers,
@@ -31,7 +30,6 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability,
     RtpCodecKind, TYPE_RTCP_FB_TRANSPORT_CC,
 };
-use rtc::sansio::Protocol;
 use rtc::sdp::extmap::{
     ABS_SEND_TIME_URI, AUDIO_LEVEL_URI, TRANSPORT_CC_URI, VIDEO_ORIENTATION_URI,
 };
@@ -41,6 +39,7 @@ use prometheus::IntCounter;
 
 use crate::forgotten_layers::ForgottenLayers;
 use crate::nack_limit::LimitResends;
+use crate::packet_filter::{Filtered, PacketFilter};
 use crate::session::{SfuError, TransportRole};
 
 /// Packets behind the newest an SRTP receiver still accepts.
@@ -191,23 +190,17 @@ fn register_codecs(media_engine: &mut MediaEngine, role: TransportRole) -> Resul
 pub(crate) struct DeliverRtcp {
     /// Whether an RTCP packet goes to the application.
     wanted: fn(&dyn std::any::Any) -> bool,
-    reads: VecDeque<TaggedPacket>,
-    writes: VecDeque<TaggedPacket>,
 }
 
 impl DeliverRtcp {
-    /// Delivers the inbound RTCP packets `wanted` picks (a compound packet
-    /// goes whole if any of its parts is wanted).
-    pub(crate) fn new(wanted: fn(&dyn std::any::Any) -> bool) -> Self {
-        DeliverRtcp {
-            wanted,
-            reads: VecDeque::new(),
-            writes: VecDeque::new(),
-        }
+    /// The interceptor delivering the inbound RTCP packets `wanted` picks
+    /// (a compound packet goes whole if any of its parts is wanted).
+    pub(crate) fn new(wanted: fn(&dyn std::any::Any) -> bool) -> Filtered<DeliverRtcp> {
+        Filtered::new(DeliverRtcp { wanted })
     }
 
     /// What the SFU's own transports act on.
-    fn for_the_sfu() -> Self {
+    fn for_the_sfu() -> Filtered<DeliverRtcp> {
         DeliverRtcp::new(|any| {
             any.is::<PictureLossIndication>()
                 || any.is::<FullIntraRequest>()
@@ -217,45 +210,15 @@ impl DeliverRtcp {
     }
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for DeliverRtcp {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = Error;
-    type Time = Instant;
-
-    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Error> {
+impl PacketFilter for DeliverRtcp {
+    fn read(&mut self, mut msg: TaggedPacket) -> Option<TaggedPacket> {
         if let Packet::Rtcp(packets) = &msg.message.packet
             && packets.iter().any(|p| (self.wanted)(p.as_any()))
         {
             msg.message.add(Attribute::DeliverToApplication);
         }
-        self.reads.push_back(msg);
-        Ok(())
+        Some(msg)
     }
-    fn poll_read(&mut self) -> Option<TaggedPacket> {
-        self.reads.pop_front()
-    }
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Error> {
-        self.writes.push_back(msg);
-        Ok(())
-    }
-    fn poll_write(&mut self) -> Option<TaggedPacket> {
-        self.writes.pop_front()
-    }
-    fn handle_timeout(&mut self, _now: Instant) -> Result<(), Error> {
-        Ok(())
-    }
-    fn poll_timeout(&mut self) -> Option<Instant> {
-        None
-    }
-}
-
-impl Interceptor for DeliverRtcp {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
 /// A fresh ICE-lite peer connection with two host candidates: the worker's

@@ -18,15 +18,14 @@
 //! them, for the shard to forward. A layer `rtc` binds again (a packet with
 //! its rid came) is remembered again and goes `rtc`'s way.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
 
-use rtc::interceptor::{Interceptor, Packet, StreamInfo, TaggedPacket};
+use rtc::interceptor::{Packet, TaggedPacket};
 use rtc::rtp;
-use rtc::sansio::Protocol;
-use rtc::shared::error::Error;
+
+use crate::packet_filter::{Filtered, PacketFilter};
 
 /// The SSRCs one publisher transport's `rtc` has forgotten, and their
 /// packets taken since the shard last looked. Shared by the transport and
@@ -89,12 +88,10 @@ impl ForgottenLayers {
     }
 
     /// The interceptor that takes forgotten layers' packets.
-    pub fn interceptor(&self) -> RecoverForgottenLayers {
-        RecoverForgottenLayers {
+    pub fn interceptor(&self) -> Filtered<RecoverForgottenLayers> {
+        Filtered::new(RecoverForgottenLayers {
             layers: self.clone(),
-            reads: VecDeque::new(),
-            writes: VecDeque::new(),
-        }
+        })
     }
 }
 
@@ -102,18 +99,10 @@ impl ForgottenLayers {
 /// [`ForgottenLayers`]; passes everything else on.
 pub struct RecoverForgottenLayers {
     layers: ForgottenLayers,
-    reads: VecDeque<TaggedPacket>,
-    writes: VecDeque<TaggedPacket>,
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for RecoverForgottenLayers {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = Error;
-    type Time = Instant;
-
-    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Error> {
+impl PacketFilter for RecoverForgottenLayers {
+    fn read(&mut self, msg: TaggedPacket) -> Option<TaggedPacket> {
         if let Packet::Rtp(packet) = &msg.message.packet
             && self.layers.shared.any.load(Ordering::Relaxed)
         {
@@ -122,42 +111,20 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RecoverForgottenLayers {
                 if let Packet::Rtp(packet) = msg.message.packet {
                     state.packets.push(packet);
                 }
-                return Ok(());
+                return None;
             }
         }
-        self.reads.push_back(msg);
-        Ok(())
+        Some(msg)
     }
-    fn poll_read(&mut self) -> Option<TaggedPacket> {
-        self.reads.pop_front()
-    }
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Error> {
-        self.writes.push_back(msg);
-        Ok(())
-    }
-    fn poll_write(&mut self) -> Option<TaggedPacket> {
-        self.writes.pop_front()
-    }
-    fn handle_timeout(&mut self, _now: Instant) -> Result<(), Error> {
-        Ok(())
-    }
-    fn poll_timeout(&mut self) -> Option<Instant> {
-        None
-    }
-}
-
-impl Interceptor for RecoverForgottenLayers {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use rtc::interceptor::AttributedPacket;
+    use rtc::sansio::Protocol;
     use rtc::shared::{TransportContext, TransportMessage};
+    use std::time::Instant;
 
     fn rtp(ssrc: u32) -> TaggedPacket {
         TransportMessage {

@@ -27,6 +27,7 @@ mod layers;
 mod metrics;
 mod nack_limit;
 mod outbox;
+pub mod packet_filter;
 mod participant;
 mod producer;
 mod quality;

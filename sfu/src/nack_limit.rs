@@ -20,12 +20,12 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use prometheus::IntCounter;
-use rtc::interceptor::{Interceptor, Packet, StreamInfo, TaggedPacket};
+use rtc::interceptor::{Packet, TaggedPacket};
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
     TransportLayerNack, nack_pairs_from_sequence_numbers,
 };
-use rtc::sansio::Protocol;
-use rtc::shared::error::Error;
+
+use crate::packet_filter::{Filtered, PacketFilter};
 
 /// Most times one packet is sent again.
 pub const MAX_RESENDS: u8 = 3;
@@ -50,20 +50,16 @@ pub struct LimitResends {
     /// When each entry of `resends` was made, oldest first, to forget it.
     made: VecDeque<(Instant, (u32, u16))>,
     refused: IntCounter,
-    reads: VecDeque<TaggedPacket>,
-    writes: VecDeque<TaggedPacket>,
 }
 
 impl LimitResends {
-    /// `refused` counts the packets left out of a NACK.
-    pub fn new(refused: IntCounter) -> Self {
-        LimitResends {
+    /// The interceptor; `refused` counts the packets left out of a NACK.
+    pub fn new(refused: IntCounter) -> Filtered<LimitResends> {
+        Filtered::new(LimitResends {
             resends: HashMap::new(),
             made: VecDeque::new(),
             refused,
-            reads: VecDeque::new(),
-            writes: VecDeque::new(),
-        }
+        })
     }
 
     /// Whether packet `seq` of `ssrc` may be sent again now; counts it if so.
@@ -122,14 +118,8 @@ impl LimitResends {
     }
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for LimitResends {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = Error;
-    type Time = Instant;
-
-    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Error> {
+impl PacketFilter for LimitResends {
+    fn read(&mut self, mut msg: TaggedPacket) -> Option<TaggedPacket> {
         if let Packet::Rtcp(packets) = &mut msg.message.packet
             && packets
                 .iter()
@@ -150,36 +140,12 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for LimitResends {
             if kept.is_empty() {
                 // An empty RTCP list means something else to rtc (an
                 // attribute carrier): nothing goes on.
-                return Ok(());
+                return None;
             }
             *packets = kept;
         }
-        self.reads.push_back(msg);
-        Ok(())
+        Some(msg)
     }
-    fn poll_read(&mut self) -> Option<TaggedPacket> {
-        self.reads.pop_front()
-    }
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Error> {
-        self.writes.push_back(msg);
-        Ok(())
-    }
-    fn poll_write(&mut self) -> Option<TaggedPacket> {
-        self.writes.pop_front()
-    }
-    fn handle_timeout(&mut self, _now: Instant) -> Result<(), Error> {
-        Ok(())
-    }
-    fn poll_timeout(&mut self) -> Option<Instant> {
-        None
-    }
-}
-
-impl Interceptor for LimitResends {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
 #[cfg(test)]
@@ -187,6 +153,7 @@ mod tests {
     use super::*;
     use rtc::interceptor::AttributedPacket;
     use rtc::rtcp::receiver_report::ReceiverReport;
+    use rtc::sansio::Protocol;
     use rtc::shared::{TransportContext, TransportMessage};
 
     fn nack(now: Instant, seqs: &[u16]) -> TaggedPacket {
@@ -205,7 +172,7 @@ mod tests {
 
     /// The sequence numbers of the NACK that went on, and how many RTCP
     /// packets went on with it.
-    fn passed(limit: &mut LimitResends) -> Option<(Vec<u16>, usize)> {
+    fn passed(limit: &mut Filtered<LimitResends>) -> Option<(Vec<u16>, usize)> {
         let msg = limit.poll_read()?;
         let Packet::Rtcp(packets) = msg.message.packet else {
             panic!("not RTCP");
@@ -249,6 +216,6 @@ mod tests {
             .handle_read(nack(t0 + Duration::from_secs(10), &[10]))
             .unwrap();
         assert_eq!(passed(&mut limit), Some((vec![10], 2)));
-        assert!(limit.resends.len() <= 1);
+        assert!(limit.filter().resends.len() <= 1);
     }
 }

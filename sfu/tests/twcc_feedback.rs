@@ -3,7 +3,7 @@
 //! congestion control, the transport-wide feedback it sends back for the
 //! publisher's media, and a REMB written through it.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,9 +11,8 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use callgate_sfu::bench_support::{client_with, loopback, video_track};
 use callgate_sfu::engine::{Hooks, new_peer_connection};
-use rtc::interceptor::{
-    Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket, convert_twcc,
-};
+use callgate_sfu::packet_filter::{Filtered, PacketFilter};
+use rtc::interceptor::{Attribute, Packet, Slot, StreamInfo, TaggedPacket, convert_twcc};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::configuration::interceptor_registry::configure_twcc_sender_only;
@@ -31,7 +30,6 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use rtc::sansio::Protocol;
-use rtc::shared::error::Error;
 use rtc::shared::marshal::Unmarshal;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
@@ -56,18 +54,10 @@ struct Wire {
     seen: Arc<Mutex<Seen>>,
     /// Header extension id of transport-cc per local SSRC.
     twcc_ids: Vec<(u32, u8)>,
-    reads: VecDeque<TaggedPacket>,
-    writes: VecDeque<TaggedPacket>,
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for Wire {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = Error;
-    type Time = Instant;
-
-    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Error> {
+impl PacketFilter for Wire {
+    fn read(&mut self, mut msg: TaggedPacket) -> Option<TaggedPacket> {
         if let Packet::Rtcp(packets) = &msg.message.packet {
             let wanted = packets.iter().any(|p| {
                 let any = p.as_any();
@@ -77,13 +67,9 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Wire {
                 msg.message.add(Attribute::DeliverToApplication);
             }
         }
-        self.reads.push_back(msg);
-        Ok(())
+        Some(msg)
     }
-    fn poll_read(&mut self) -> Option<TaggedPacket> {
-        self.reads.pop_front()
-    }
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Error> {
+    fn write(&mut self, msg: TaggedPacket) -> Option<TaggedPacket> {
         if let Packet::Rtp(packet) = &msg.message.packet
             && let Some(&(_, id)) = self
                 .twcc_ids
@@ -98,21 +84,8 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Wire {
                 .sent_twcc
                 .push(tcc.transport_sequence);
         }
-        self.writes.push_back(msg);
-        Ok(())
+        Some(msg)
     }
-    fn poll_write(&mut self) -> Option<TaggedPacket> {
-        self.writes.pop_front()
-    }
-    fn handle_timeout(&mut self, _now: Instant) -> Result<(), Error> {
-        Ok(())
-    }
-    fn poll_timeout(&mut self) -> Option<Instant> {
-        None
-    }
-}
-
-impl Interceptor for Wire {
     fn bind_local_stream(&mut self, info: &StreamInfo) {
         if let Some(ext) = info
             .rtp_header_extensions
@@ -125,8 +98,6 @@ impl Interceptor for Wire {
     fn unbind_local_stream(&mut self, info: &StreamInfo) {
         self.twcc_ids.retain(|(ssrc, _)| *ssrc != info.ssrc);
     }
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
 fn opus_track(ssrc: u32) -> MediaStreamTrack {
@@ -185,12 +156,10 @@ impl Call {
         )
         .expect("server peer connection");
         let seen = Arc::new(Mutex::new(Seen::default()));
-        let wire = Wire {
+        let wire = Filtered::new(Wire {
             seen: seen.clone(),
             twcc_ids: Vec::new(),
-            reads: VecDeque::new(),
-            writes: VecDeque::new(),
-        };
+        });
         let mut client = client_with(client_addr, now, |registry, media_engine| {
             configure_twcc_sender_only(registry, media_engine)
                 .expect("twcc sender")
