@@ -175,8 +175,7 @@ impl ExtensionRewriter {
         epoch: Instant,
         transport_seq: &mut u16,
     ) {
-        let out = self.extensions_for(header, now, epoch, transport_seq, &mut SendStamps::new());
-        set_extensions(header, out);
+        *header = self.rewritten(header, now, epoch, transport_seq, &mut SendStamps::new());
     }
 
     /// A copy of `header` (as received from the publisher) for this leg:
@@ -207,20 +206,7 @@ impl ExtensionRewriter {
             extensions: Vec::new(),
             extensions_padding: 0,
         };
-        let extensions = self.extensions_for(header, now, epoch, transport_seq, stamps);
-        set_extensions(&mut out, extensions);
-        out
-    }
-
-    fn extensions_for(
-        &self,
-        header: &Header,
-        now: Instant,
-        epoch: Instant,
-        transport_seq: &mut u16,
-        stamps: &mut SendStamps,
-    ) -> Vec<Extension> {
-        let mut out = Vec::with_capacity(self.copied.len() + 3);
+        let mut extensions = Vec::with_capacity(self.copied.len() + 3);
         if has_rfc8285_extensions(header) {
             for &(from, to) in &self.copied {
                 // An empty value is malformed for both kinds, and would
@@ -230,7 +216,7 @@ impl ExtensionRewriter {
                     .iter()
                     .find(|e| e.id == from && !e.payload.is_empty())
                 {
-                    out.push(Extension {
+                    extensions.push(Extension {
                         id: to,
                         payload: ext.payload.clone(),
                     });
@@ -238,25 +224,26 @@ impl ExtensionRewriter {
             }
         }
         if let Some((id, mid)) = &self.mid {
-            out.push(Extension {
+            extensions.push(Extension {
                 id: *id,
                 payload: mid.clone(),
             });
         }
         if let Some(id) = self.abs_send_time {
             let value = abs_send_time(now.saturating_duration_since(epoch));
-            out.push(Extension {
+            extensions.push(Extension {
                 id,
                 payload: stamps.value(&value.to_be_bytes()[1..]),
             });
         }
         if let Some(id) = self.transport_cc {
-            out.push(Extension {
+            extensions.push(Extension {
                 id,
                 payload: stamps.value(&transport_seq.to_be_bytes()),
             });
             *transport_seq = transport_seq.wrapping_add(1);
         }
+        set_extensions(&mut out, extensions);
         out
     }
 }
@@ -638,20 +625,14 @@ mod tests {
     }
 
     #[test]
-    fn a_rewritten_copy_equals_the_header_rewritten_in_place_over_2000_packets() {
-        let t0 = Instant::now();
-        let rewriter = ExtensionRewriter::new(&publisher(), &subscriber(), "1");
+    fn send_stamps_cut_from_shared_buffers_keep_their_values_across_buffers() {
         let mut stamps = SendStamps::new();
-        let (mut seq_copy, mut seq_in_place) = (7, 7);
-        for i in 0..2000u64 {
-            let now = t0 + Duration::from_millis(i);
-            let original = from_publisher();
-            let copy = rewriter.rewritten(&original, now, t0, &mut seq_copy, &mut stamps);
-            let mut in_place = original.clone();
-            rewriter.rewrite(&mut in_place, now, t0, &mut seq_in_place);
-            assert_eq!(copy, in_place);
+        let values: Vec<Bytes> = (0..5000u32)
+            .map(|i| stamps.value(&i.to_be_bytes()[1..]))
+            .collect();
+        for (i, value) in values.iter().enumerate() {
+            assert_eq!(&value[..], &(i as u32).to_be_bytes()[1..], "stamp {i}");
         }
-        assert_eq!(seq_copy, seq_in_place);
     }
 
     #[test]
