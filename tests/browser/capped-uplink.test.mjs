@@ -36,7 +36,8 @@
 // and the estimate still backed off 3–6 times in each.
 //
 // The run: two pages on the demo page (both publish the fake camera,
-// 640x480 at 20 fps, and microphone; bob's video to alice is not shaped),
+// 640x480 at 20 fps, as one encoding, `?simulcast=0`, so the figures are
+// one encoder's following its estimate, and microphone; bob's video to alice is not shaped),
 // then from bob's first decoded frame of alice's video: 10 s uncapped (the
 // baseline), the cap, a 10 s warm-up, a 25 s window, sampled every second
 // (getStats on both pages, the server's /metrics through bob's page, the
@@ -506,7 +507,7 @@ test(`over a ${CAP_KBIT} kbit/s uplink, the publisher's estimate and encoder fol
       pages[identity] = page;
     }
     const openedAt = Date.now();
-    await Promise.all(['alice', 'bob'].map((who) => pages[who].goto(`${ORIGIN}/?token=${encodeURIComponent(tokens[who])}`)));
+    await Promise.all(['alice', 'bob'].map((who) => pages[who].goto(`${ORIGIN}/?simulcast=0&token=${encodeURIComponent(tokens[who])}`)));
     // A's estimate from the pages opening to B's first frame (diagnostics: where it starts).
     const early = [];
     for (;;) {
