@@ -181,7 +181,9 @@ const END_REASONS = new Set([
  *   `joined` on its new WebSocket (default 5000).
  * @property {boolean} [simulcast] Publish camera video as three simulcast layers
  *   (SIMULCAST_LAYERS), so each subscriber gets the layer its downlink and the size it
- *   shows the video at allow. Default true; false publishes one encoding.
+ *   shows the video at allow. Default false for now: with it, a call under 5% loss
+ *   was seen to stall 2.5 s at its start, and the frame rate right after a network
+ *   move was sometimes low (docs/media.md, "Known gaps").
  * @property {boolean|AdaptiveStreamOptions} [adaptiveStream] Receive each video shown through
  *   `attachVideo` at the size it is shown at, and not at all while it is not visible.
  * @property {typeof ResizeObserver} [ResizeObserver] For adaptive stream; defaults to the global.
@@ -458,7 +460,7 @@ export class Room extends Emitter {
     this._connectTimeout = options.connectTimeout ?? 15000;
     this._negotiationTimeout = options.negotiationTimeout ?? 15000;
     this._tryTimeout = options.reconnectTryTimeout ?? 5000;
-    this._simulcast = options.simulcast !== false;
+    this._simulcast = options.simulcast === true;
     /** @type {{pixelDensity: number|'screen'}|null} */
     this._adaptive = options.adaptiveStream
       ? { pixelDensity: 'screen', ...(typeof options.adaptiveStream === 'object' ? options.adaptiveStream : {}) }

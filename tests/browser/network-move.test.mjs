@@ -18,11 +18,12 @@
 // alice within 5 s of her new link coming up, and bob never sees alice
 // leave (`participantLeft`). The recovery time is printed.
 //
-// Camera video is one encoding here (`?simulcast=0`). With the SDK's default
-// simulcast the first frame after the move comes as soon (3.5–4.2 s), but
-// the frame rate after it was sometimes low: 15 new frames took 4.3, 4.8
-// and 7.6 s in three runs; that is the media work's to fix (docs/media.md,
-// "Known gaps"), and this test's subject is the reconnection.
+// Camera video is one encoding here (`?simulcast=0`, also the SDK's default
+// for now). With simulcast the first frame after the move comes as soon
+// (3.5–4.2 s), but the frame rate after it was sometimes low: 15 new
+// frames took 4.3, 4.8 and 7.6 s in three runs; that is the media work's to
+// fix (docs/media.md, "Known gaps"), and this test's subject is the
+// reconnection.
 //
 // Run from the repo root (as root): node --test tests/browser/  (scripts/test.sh runs it
 // inside a private network namespace). Env: TEST_CALLGATE_BIN, CHROMIUM.
