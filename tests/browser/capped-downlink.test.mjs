@@ -174,12 +174,11 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
 
 import {
-  CALLGATE_BIN, CHROMIUM, CHROMIUM_ARGS, runCallgate, startServer, readyLine, stopServer, selectedCandidatePairs, requireCallgateBinary, cpuSeconds
+  runCallgate, readyLine, stopServer, selectedCandidatePairs, requireCallgateBinary, cpuSeconds
 } from './harness.mjs';
-import { NetLab, namespacesUnavailable, tc } from './netns.mjs';
+import { NetLab, chromiumIn, namespacesUnavailable, serverIn, tc } from './netns.mjs';
 
 const SERVER_IP = '10.29.0.1';
 const HTTP_PORT = 7880; // alone in its namespace
@@ -328,20 +327,12 @@ async function oneRun(t, run, ctx) {
   const contexts = [];
   ctx.current = () => server;
   try {
-    server = startServer(
-      [
-        'serve', '--dev', '--no-turn',
-        '--data-dir', path.join(tmp, `data-${ALL_RUNS.indexOf(run)}`),
-        '--http-port', String(HTTP_PORT),
-        '--udp-port', '0',
-        '--tcp-port', '0',
-        '--node-ip', SERVER_IP,
-      ],
-      {
-        wrap: ['ip', 'netns', 'exec', srv],
-        env: { CALLGATE_HTTP_BIND: SERVER_IP, CALLGATE_RTC_BIND_IP: SERVER_IP, ...run.env },
-      },
-    );
+    server = serverIn(srv, {
+      bindIp: SERVER_IP,
+      httpPort: HTTP_PORT,
+      dataDir: path.join(tmp, `data-${ALL_RUNS.indexOf(run)}`),
+      env: run.env,
+    });
     t.diagnostic(`${run.name}: ${await readyLine(server)}`);
 
     const room = `capped-${randomBytes(6).toString('hex')}`;
@@ -621,12 +612,7 @@ test(`over a ${CAP_KBIT} kbit/s downlink, the capped page keeps decoding video a
 
     // --- one Chromium per side, each in its namespace
     for (const [side, ns] of [['a', nsA], ['b', nsB]]) {
-      const browser = await chromium.launch({
-        executablePath: await lab.wrapper(ns, CHROMIUM, tmp),
-        headless: true,
-        // getUserMedia needs a secure origin; this one is not loopback.
-        args: [...CHROMIUM_ARGS, `--unsafely-treat-insecure-origin-as-secure=${ORIGIN}`],
-      });
+      const browser = await chromiumIn(lab, ns, tmp, ORIGIN);
       launched.push(browser);
       ctx.browsers[side] = browser;
     }

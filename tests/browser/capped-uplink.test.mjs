@@ -150,12 +150,11 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
 
 import {
-  CALLGATE_BIN, CHROMIUM, CHROMIUM_ARGS, runCallgate, startServer, readyLine, stopServer, selectedCandidatePairs, cpuSeconds, requireCallgateBinary
+  runCallgate, readyLine, stopServer, selectedCandidatePairs, cpuSeconds, requireCallgateBinary
 } from './harness.mjs';
-import { NetLab, namespacesUnavailable, tc } from './netns.mjs';
+import { NetLab, chromiumIn, namespacesUnavailable, serverIn, tc } from './netns.mjs';
 
 const SERVER_IP = '10.31.0.1';
 const HTTP_PORT = 7880; // alone in its namespace
@@ -462,35 +461,18 @@ test(`over a ${CAP_KBIT} kbit/s uplink, the publisher's estimate and encoder fol
     // --- one Chromium per side, each in its namespace
     const browsers = {};
     for (const [side, ns] of [['a', nsA], ['b', nsB]]) {
-      const browser = await chromium.launch({
-        executablePath: await lab.wrapper(ns, CHROMIUM, tmp),
-        headless: true,
-        // getUserMedia needs a secure origin; this one is not loopback.
-        args: [...CHROMIUM_ARGS, `--unsafely-treat-insecure-origin-as-secure=${ORIGIN}`],
-      });
+      const browser = await chromiumIn(lab, ns, tmp, ORIGIN);
       launched.push(browser);
       browsers[side] = browser;
     }
 
     // --- the server (REMB to publishers off unless TEST_UPLINK_ADAPT=1: only transport-cc can tell A of its link)
-    server = startServer(
-      [
-        'serve', '--dev', '--no-turn',
-        '--data-dir', path.join(tmp, 'data'),
-        '--http-port', String(HTTP_PORT),
-        '--udp-port', '0',
-        '--tcp-port', '0',
-        '--node-ip', SERVER_IP,
-      ],
-      {
-        wrap: ['ip', 'netns', 'exec', srv],
-        env: {
-          CALLGATE_HTTP_BIND: SERVER_IP,
-          CALLGATE_RTC_BIND_IP: SERVER_IP,
-          ...(ADAPT ? {} : { CALLGATE_RTC_ADAPT_TO_SUBSCRIBERS: 'false' }),
-        },
-      },
-    );
+    server = serverIn(srv, {
+      bindIp: SERVER_IP,
+      httpPort: HTTP_PORT,
+      dataDir: path.join(tmp, 'data'),
+      env: ADAPT ? {} : { CALLGATE_RTC_ADAPT_TO_SUBSCRIBERS: 'false' },
+    });
     t.diagnostic(await readyLine(server));
 
     const room = `uplink-${randomBytes(6).toString('hex')}`;

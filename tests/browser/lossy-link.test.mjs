@@ -46,12 +46,11 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
-import { chromium } from 'playwright-core';
 
 import {
-  REPO_ROOT, CALLGATE_BIN, CHROMIUM, CHROMIUM_ARGS, runCallgate, startServer, readyLine, stopServer, selectedCandidatePairs, requireCallgateBinary
+  REPO_ROOT, runCallgate, readyLine, stopServer, selectedCandidatePairs, requireCallgateBinary
 } from './harness.mjs';
-import { NetLab, namespacesUnavailable } from './netns.mjs';
+import { NetLab, chromiumIn, namespacesUnavailable, serverIn } from './netns.mjs';
 
 const SERVER_IP = '10.19.0.1';
 const FORWARDER_IP = '10.19.0.2';
@@ -394,32 +393,20 @@ test(`${CALLS} of ${CALLS} calls connect and stay connected through callgate at 
     t.diagnostic(`forwarder ready: ${JSON.stringify(forwarder.info)}`);
 
     // --- the server: media bound on 10.19.0.1, advertised on the forwarder's 10.19.0.2
-    server = startServer(
-      [
-        'serve', '--dev', '--no-turn',
-        '--data-dir', path.join(tmp, 'data'),
-        '--http-port', String(HTTP_PORT),
-        '--udp-port', String(UDP_PORT),
-        '--workers', String(WORKERS),
-        '--tcp-port', '0',
-        '--node-ip', FORWARDER_IP,
-      ],
-      {
-        wrap: ['ip', 'netns', 'exec', srv],
-        env: { CALLGATE_HTTP_BIND: SERVER_IP, CALLGATE_RTC_BIND_IP: SERVER_IP },
-      },
-    );
+    server = serverIn(srv, {
+      bindIp: SERVER_IP,
+      nodeIp: FORWARDER_IP,
+      httpPort: HTTP_PORT,
+      udpPort: UDP_PORT,
+      dataDir: path.join(tmp, 'data'),
+      args: ['--workers', String(WORKERS)],
+    });
     t.diagnostic(await readyLine(server));
 
     // --- one Chromium per side, each in its namespace
     const launched = {};
     for (const [side, ns] of [['a', nsA], ['b', nsB]]) {
-      const browser = await chromium.launch({
-        executablePath: await lab.wrapper(ns, CHROMIUM, tmp),
-        headless: true,
-        // getUserMedia needs a secure origin; this one is not loopback.
-        args: [...CHROMIUM_ARGS, `--unsafely-treat-insecure-origin-as-secure=${ORIGIN}`],
-      });
+      const browser = await chromiumIn(lab, ns, tmp, ORIGIN);
       browsers.push(browser);
       launched[side] = browser;
     }

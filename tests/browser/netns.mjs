@@ -9,6 +9,9 @@
 import { execFile } from 'node:child_process';
 import { chmod, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { chromium } from 'playwright-core';
+
+import { CHROMIUM, CHROMIUM_ARGS, startServer } from './harness.mjs';
 
 /**
  * Runs `ip` with `args`; rejects with its stderr.
@@ -112,4 +115,41 @@ export function tc(args) {
       else resolve(stdout);
     });
   });
+}
+
+/**
+ * Headless Chromium in namespace `ns` of `lab`, taking `origin` (not
+ * loopback) as secure, as getUserMedia needs.
+ */
+export async function chromiumIn(lab, ns, tmp, origin) {
+  return chromium.launch({
+    executablePath: await lab.wrapper(ns, CHROMIUM, tmp),
+    headless: true,
+    args: [...CHROMIUM_ARGS, `--unsafely-treat-insecure-origin-as-secure=${origin}`],
+  });
+}
+
+/**
+ * `callgate serve --dev --no-turn` in namespace `ns`, its HTTP and media
+ * bound to `bindIp` there, media advertised at `nodeIp` (default `bindIp`).
+ * @param {string} ns
+ * @param {{bindIp: string, nodeIp?: string, httpPort: number, udpPort?: number,
+ *   dataDir: string, args?: string[], env?: Record<string, string>}} options
+ */
+export function serverIn(ns, { bindIp, nodeIp = bindIp, httpPort, udpPort = 0, dataDir, args = [], env = {} }) {
+  return startServer(
+    [
+      'serve', '--dev', '--no-turn',
+      '--data-dir', dataDir,
+      '--http-port', String(httpPort),
+      '--udp-port', String(udpPort),
+      '--tcp-port', '0',
+      '--node-ip', nodeIp,
+      ...args,
+    ],
+    {
+      wrap: ['ip', 'netns', 'exec', ns],
+      env: { CALLGATE_HTTP_BIND: bindIp, CALLGATE_RTC_BIND_IP: bindIp, ...env },
+    },
+  );
 }

@@ -34,13 +34,11 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
 
 import {
-  CALLGATE_BIN, CHROMIUM, CHROMIUM_ARGS, runCallgate, startServer, readyLine, stopServer, mediaFlowing, waitForStats,
-  selectedCandidatePairs, requireCallgateBinary
+  runCallgate, readyLine, stopServer, mediaFlowing, waitForStats, selectedCandidatePairs, requireCallgateBinary
 } from './harness.mjs';
-import { NetLab, namespacesUnavailable } from './netns.mjs';
+import { NetLab, chromiumIn, namespacesUnavailable, serverIn } from './netns.mjs';
 
 const SERVER_IP = '10.9.0.1';
 const HTTP_PORT = 7880; // alone in its namespace
@@ -99,20 +97,11 @@ test('bob decodes new video from alice within 5 s of her new network and never s
     await lab.in(nsB, ['route', 'add', 'default', 'via', '10.9.3.1', 'dev', 'b0']);
 
     // --- the server, in its namespace, on 10.9.0.1
-    server = startServer(
-      [
-        'serve', '--dev', '--no-turn',
-        '--data-dir', path.join(tmp, 'data'),
-        '--http-port', String(HTTP_PORT),
-        '--udp-port', '0',
-        '--tcp-port', '0',
-        '--node-ip', SERVER_IP,
-      ],
-      {
-        wrap: ['ip', 'netns', 'exec', srv],
-        env: { CALLGATE_HTTP_BIND: SERVER_IP, CALLGATE_RTC_BIND_IP: SERVER_IP },
-      },
-    );
+    server = serverIn(srv, {
+      bindIp: SERVER_IP,
+      httpPort: HTTP_PORT,
+      dataDir: path.join(tmp, 'data'),
+    });
     t.diagnostic(await readyLine(server));
 
     const room = `move-${randomBytes(6).toString('hex')}`;
@@ -123,12 +112,7 @@ test('bob decodes new video from alice within 5 s of her new network and never s
 
     // --- one Chromium per client namespace
     for (const [identity, ns] of [['alice', nsA], ['bob', nsB]]) {
-      const browser = await chromium.launch({
-        executablePath: await lab.wrapper(ns, CHROMIUM, tmp),
-        headless: true,
-        // getUserMedia needs a secure origin; this one is not loopback.
-        args: [...CHROMIUM_ARGS, `--unsafely-treat-insecure-origin-as-secure=${ORIGIN}`],
-      });
+      const browser = await chromiumIn(lab, ns, tmp, ORIGIN);
       browsers.push(browser);
       const page = await (await browser.newContext()).newPage();
       const log = (pageLogs[identity] = []);
