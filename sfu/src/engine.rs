@@ -41,6 +41,7 @@ use crate::forgotten_layers::ForgottenLayers;
 use crate::nack_limit::LimitResends;
 use crate::packet_filter::{Filtered, PacketFilter};
 use crate::session::{SfuError, TransportRole};
+use crate::superseded_nacks::SkipSupersededNacks;
 
 /// Packets behind the newest an SRTP receiver still accepts.
 const SRTP_REPLAY_WINDOW: usize = 1024;
@@ -246,6 +247,9 @@ pub struct Hooks {
     /// Subscriber transports: counts packets a NACK asked for that are not
     /// sent again (module `nack_limit`).
     pub refused_resends: IntCounter,
+    /// Publisher transports: counts lost packets not asked for because a
+    /// newer keyframe superseded them (module `superseded_nacks`).
+    pub superseded_nacks: IntCounter,
 }
 
 impl Default for Hooks {
@@ -254,6 +258,8 @@ impl Default for Hooks {
         Hooks {
             forgotten: ForgottenLayers::default(),
             refused_resends: IntCounter::new("refused_resends", "unregistered")
+                .expect("a valid counter name"),
+            superseded_nacks: IntCounter::new("superseded_nacks", "unregistered")
                 .expect("a valid counter name"),
         }
     }
@@ -293,8 +299,15 @@ fn build(
     let registry = match role {
         // Last on the way in: every interceptor of rtc's has seen a packet
         // before a forgotten layer's is taken.
+        // Between rtc's NACK generator (7_000) and the wire on the way out
+        // (module `superseded_nacks`).
         TransportRole::Publisher => register_default_interceptors(
-            registry.with(Slot::from(14_500), hooks.forgotten.interceptor()),
+            registry
+                .with(Slot::from(14_500), hooks.forgotten.interceptor())
+                .with(
+                    Slot::from(6_500),
+                    SkipSupersededNacks::new(hooks.superseded_nacks.clone()),
+                ),
             &mut media_engine,
         )?,
         // The default chain without its TWCC receiver (which would offer

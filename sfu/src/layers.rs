@@ -10,10 +10,27 @@
 
 use std::time::{Duration, Instant};
 
+use crate::continuity::{self, Arrival, Continuity};
+
 /// How long a layer's bitrate is measured over before it is updated.
 const RATE_WINDOW: Duration = Duration::from_secs(1);
 /// A layer that sent nothing for this long is not offered to consumers.
 const SILENT_AFTER: Duration = Duration::from_secs(2);
+/// A layer that sent nothing for this long while another layer of its
+/// track kept sending has been stopped by the publisher: a browser short of
+/// uplink drops its upper layers (and may start one again for a moment and
+/// drop it once more). Every layer carries every frame, so at any frame rate
+/// above 2 per second a layer still being sent is never this far behind the
+/// others. Judging by the others, not by the clock alone, moves a consumer
+/// off a stopped layer in half a second instead of `SILENT_AFTER`.
+const STOPPED_AFTER: Duration = Duration::from_millis(500);
+/// How long a layer must have been sent without a stop before a consumer
+/// moves up to it. A browser whose uplink estimate is low starts an upper
+/// layer for a moment and stops it again (seen for 100–200 ms at a time
+/// right after a network move); a consumer that moved up to it would lose
+/// the picture until the stop was noticed and a keyframe of the lower
+/// layer came.
+const SETTLED_AFTER: Duration = Duration::from_secs(1);
 /// A layer fits a share when its bitrate is at most this much above it
 /// (encoders overshoot briefly; the share is an estimate too).
 const SHARE_SLACK: f64 = 1.1;
@@ -31,7 +48,13 @@ pub(crate) struct Layer {
     pub last_keyframe_request: Option<Instant>,
     window_bytes: u64,
     window_start: Option<Instant>,
-    last_packet: Option<Instant>,
+    /// Its newest packet: the publisher is encoding this layer as long as
+    /// that keeps moving. A retransmission (an older sequence number, on
+    /// the media SSRC without RTX) does not count: a publisher answers
+    /// NACKs of a layer it has stopped encoding.
+    continuity: Option<Continuity>,
+    /// Since when it has been sent without a stop of `STOPPED_AFTER`.
+    sending_since: Option<Instant>,
 }
 
 impl Layer {
@@ -44,12 +67,13 @@ impl Layer {
             last_keyframe_request: None,
             window_bytes: 0,
             window_start: None,
-            last_packet: None,
+            continuity: None,
+            sending_since: None,
         }
     }
 
-    /// A packet of `bytes` arrived on this layer.
-    pub(crate) fn count(&mut self, now: Instant, bytes: usize) {
+    /// A packet of `bytes` with sequence number `seq` arrived on this layer.
+    pub(crate) fn count(&mut self, now: Instant, bytes: usize, seq: u16) -> Arrival {
         let start = *self.window_start.get_or_insert(now);
         if now >= start + RATE_WINDOW {
             let secs = (now - start).as_secs_f64();
@@ -58,13 +82,50 @@ impl Layer {
             self.window_start = Some(now);
         }
         self.window_bytes += bytes as u64;
-        self.last_packet = Some(now);
+        let silent_for = self
+            .last_packet()
+            .map(|at| now.saturating_duration_since(at));
+        let arrival = continuity::observe(&mut self.continuity, now, seq);
+        if matches!(arrival, Arrival::Newer { .. })
+            && silent_for.is_none_or(|silence| silence >= STOPPED_AFTER)
+        {
+            self.sending_since = Some(now);
+        }
+        arrival
+    }
+
+    /// Whether it has been sent long enough to move a consumer up to it.
+    fn is_settled(&self, now: Instant) -> bool {
+        self.sending_since
+            .is_some_and(|since| now >= since + SETTLED_AFTER)
+    }
+
+    /// When its newest packet arrived.
+    fn last_packet(&self) -> Option<Instant> {
+        self.continuity.map(|c| c.newest_at())
     }
 
     /// Whether the publisher is sending it.
     pub(crate) fn is_live(&self, now: Instant) -> bool {
-        self.last_packet.is_some_and(|at| now < at + SILENT_AFTER)
+        self.last_packet().is_some_and(|at| now < at + SILENT_AFTER)
     }
+}
+
+/// When the newest packet of any of `layers` arrived.
+fn newest_packet(layers: &[Layer]) -> Option<Instant> {
+    layers.iter().filter_map(|l| l.last_packet()).max()
+}
+
+/// Whether the publisher is sending layer `index`: it is live, and not
+/// `STOPPED_AFTER` behind the track's other layers.
+pub(crate) fn is_sending(layers: &[Layer], index: usize, now: Instant) -> bool {
+    let Some(layer) = layers.get(index) else {
+        return false;
+    };
+    let Some(at) = layer.last_packet().filter(|_| layer.is_live(now)) else {
+        return false;
+    };
+    newest_packet(layers).is_none_or(|newest| newest < at + STOPPED_AFTER)
 }
 
 /// Where a rid ranks among a track's layers: `q` < `h` < `f`; other names
@@ -79,9 +140,11 @@ pub(crate) fn rank(rid: &str) -> u8 {
 }
 
 /// The index (into `layers`, lowest quality first) of the layer a consumer
-/// should get: the highest live one that fits `max_size` (width, height)
-/// and `share` (bits per second), else the lowest live one; `None` when no
-/// layer is live. Unknown sizes and bitrates fit.
+/// should get: the highest one being sent (`is_sending`) that fits
+/// `max_size` (width, height) and `share` (bits per second), else the lowest
+/// one being sent; `None` when no layer is. Unknown sizes and bitrates fit.
+/// A layer above the lowest counts only once it has been sent for
+/// `SETTLED_AFTER`.
 ///
 /// With `step_up`, one live layer above the one the share allows may be
 /// chosen (size permitting). We do not probe with padding, and a browser's
@@ -97,8 +160,13 @@ pub(crate) fn select(
     max_size: Option<(u32, u32)>,
     step_up: bool,
 ) -> Option<usize> {
+    // The lowest layer being sent, and those above it that have been sent
+    // for long enough (`SETTLED_AFTER`).
     let live: Vec<usize> = (0..layers.len())
-        .filter(|&i| layers[i].is_live(now))
+        .filter(|&i| is_sending(layers, i, now))
+        .enumerate()
+        .filter(|&(rank, i)| rank == 0 || layers[i].is_settled(now))
+        .map(|(_, i)| i)
         .collect();
     let chosen = choose(layers, &live, share, max_size, rate)?;
     if !step_up || share.is_none() {
@@ -210,10 +278,89 @@ mod tests {
             let mut layer = Layer::new(rid.into(), 100 + i as u32);
             layer.bitrate = bitrate;
             layer.size = Some((width, width * 9 / 16));
-            layer.last_packet = Some(now);
+            layer.continuity = Some(Continuity::new(now, 0));
+            layer.sending_since = Some(now - SETTLED_AFTER);
             layer
         })
         .collect()
+    }
+
+    /// Layers q and h sent every 33 ms from `t0` to `until`, a packet per
+    /// frame each (sequence numbers from 0); f never.
+    fn sent_until(t0: Instant, until: Instant) -> Vec<Layer> {
+        let mut l = layers(t0);
+        for layer in &mut l {
+            layer.continuity = None;
+            layer.sending_since = None;
+        }
+        let mut at = t0;
+        let mut seq = 0u16;
+        while at <= until {
+            l[0].count(at, 1000, seq);
+            l[1].count(at, 1000, seq);
+            at += Duration::from_millis(33);
+            seq += 1;
+        }
+        l
+    }
+
+    #[test]
+    fn a_layer_stopped_while_the_others_go_on_is_not_offered_after_half_a_second() {
+        let t0 = Instant::now();
+        // The last frame of both is the 61st, at 1980 ms.
+        let mut l = sent_until(t0, t0 + Duration::from_secs(2));
+        let h_stopped = t0 + Duration::from_millis(1980);
+        assert_eq!(select(&l, h_stopped, None, None, false), Some(1));
+        // q goes on alone; h's publisher answers NACKs for old h packets,
+        // which does not count as sending it.
+        let mut at = h_stopped;
+        let mut seq = 60;
+        while at < h_stopped + Duration::from_millis(600) {
+            at += Duration::from_millis(33);
+            seq += 1;
+            l[0].count(at, 1000, seq);
+            assert_eq!(l[1].count(at, 1000, 40), Arrival::Older);
+            let expected = if at < h_stopped + STOPPED_AFTER { 1 } else { 0 };
+            assert_eq!(
+                select(&l, at, None, None, false),
+                Some(expected),
+                "at {:?}",
+                at - h_stopped
+            );
+        }
+        // Well before SILENT_AFTER (2 s) ends h's liveness on its own.
+        assert!(l[1].is_live(at));
+    }
+
+    #[test]
+    fn a_layer_sent_again_is_offered_above_the_lowest_only_after_a_second() {
+        let t0 = Instant::now();
+        // Both layers come back together (after an outage, say).
+        let l = sent_until(t0, t0 + Duration::from_millis(990));
+        let just_before = t0 + Duration::from_millis(990);
+        assert_eq!(select(&l, just_before, None, None, false), Some(0));
+        assert_eq!(select(&l, just_before, None, None, true), Some(0));
+        let l = sent_until(t0, t0 + SETTLED_AFTER);
+        assert_eq!(select(&l, t0 + SETTLED_AFTER, None, None, false), Some(1));
+    }
+
+    #[test]
+    fn a_layer_stopped_for_a_moment_starts_its_settling_again() {
+        let t0 = Instant::now();
+        let mut l = sent_until(t0, t0 + Duration::from_secs(2));
+        // h pauses 600 ms while q goes on, then comes back.
+        let back = t0 + Duration::from_millis(2600);
+        let mut at = t0 + Duration::from_secs(2);
+        let mut seq = 61;
+        while at < back {
+            at += Duration::from_millis(33);
+            seq += 1;
+            l[0].count(at, 1000, seq);
+        }
+        l[1].count(at, 1000, seq);
+        assert_eq!(select(&l, at, None, None, false), Some(0));
+        assert!(l[1].is_settled(at + SETTLED_AFTER));
+        assert!(!l[1].is_settled(at + SETTLED_AFTER - Duration::from_millis(1)));
     }
 
     #[test]
@@ -252,10 +399,10 @@ mod tests {
     fn a_layer_the_publisher_stopped_sending_is_not_offered() {
         let now = Instant::now();
         let mut l = layers(now);
-        l[2].last_packet = Some(now - Duration::from_secs(3));
+        l[2].continuity = Some(Continuity::new(now - Duration::from_secs(3), 0));
         assert_eq!(select(&l, now, None, None, false), Some(1));
         for layer in &mut l {
-            layer.last_packet = None;
+            layer.continuity = None;
         }
         assert_eq!(select(&l, now, None, None, false), None);
     }
@@ -266,10 +413,10 @@ mod tests {
         let mut layer = Layer::new("h".into(), 1);
         // 50 packets of 1250 bytes over one second: 500 kbit/s.
         for i in 0..50 {
-            layer.count(t0 + Duration::from_millis(20 * i), 1250);
+            layer.count(t0 + Duration::from_millis(20 * i), 1250, i as u16);
         }
         assert_eq!(layer.bitrate, 0, "no full window yet");
-        layer.count(t0 + Duration::from_secs(1), 1250);
+        layer.count(t0 + Duration::from_secs(1), 1250, 50);
         assert_eq!(layer.bitrate, 500_000);
         assert!(layer.is_live(t0 + Duration::from_secs(2)));
         assert!(!layer.is_live(t0 + Duration::from_secs(4)));
@@ -281,7 +428,7 @@ mod tests {
         let mut l = layers(now);
         // f is paused at the publisher: no packets, no measured bitrate.
         l[2].bitrate = 0;
-        l[2].last_packet = None;
+        l[2].continuity = None;
         assert_eq!(select(&l, now, Some(2_000_000), None, false), Some(1));
         assert_eq!(wanted(&l, Some(2_000_000), None, false), Some(2));
         assert_eq!(wanted(&l, Some(1_000_000), None, false), Some(1));
@@ -295,7 +442,7 @@ mod tests {
         // being sent (or be sent again: here the publisher paused it).
         assert_eq!(wanted(&l, Some(600_000), None, false), Some(1));
         assert_eq!(wanted(&l, Some(600_000), None, true), Some(2));
-        l[2].last_packet = None;
+        l[2].continuity = None;
         assert_eq!(wanted(&l, Some(600_000), None, true), Some(2));
         // Not above what the subscriber shows; nothing above the top.
         assert_eq!(wanted(&l, Some(600_000), Some((640, 360)), true), Some(1));

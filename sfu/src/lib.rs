@@ -12,6 +12,7 @@ mod allocation;
 pub mod bench_support;
 mod config;
 mod consumer;
+mod continuity;
 mod dtls_flight;
 mod endpoint;
 #[doc(hidden)]
@@ -41,6 +42,7 @@ mod shard;
 mod sim_tests;
 mod speaker;
 mod stun;
+mod superseded_nacks;
 mod tcp;
 mod timers;
 mod transport;

@@ -15,6 +15,7 @@ pub struct SfuMetrics {
     packets: IntCounterVec,
     bytes: IntCounterVec,
     nacks: IntCounterVec,
+    superseded_nacks: IntCounterVec,
     plis: IntCounterVec,
     dtls_flight_resends: IntCounterVec,
     reconnecting: IntGaugeVec,
@@ -113,6 +114,12 @@ impl SfuMetrics {
                 "NACKs received from subscribers",
                 &["worker"],
             )?,
+            superseded_nacks: counter(
+                registry,
+                "callgate_superseded_nacks_total",
+                "Lost packets of a publisher not asked for again: a newer keyframe of their stream had arrived",
+                &["worker"],
+            )?,
             plis: counter(
                 registry,
                 "callgate_keyframe_requests_total",
@@ -177,6 +184,7 @@ impl SfuMetrics {
             bytes_in: self.bytes.with_label_values(&[w.as_str(), "in"]),
             bytes_out: self.bytes.with_label_values(&[w.as_str(), "out"]),
             nacks: self.nacks.with_label_values(&[&w]),
+            superseded_nacks: self.superseded_nacks.with_label_values(&[&w]),
             plis: self.plis.with_label_values(&[&w]),
             dtls_flight_resends: self.dtls_flight_resends.with_label_values(&[&w]),
             reconnecting: self.reconnecting.with_label_values(&[&w]),
@@ -285,6 +293,9 @@ pub(crate) struct WorkerMetrics {
     pub bytes_in: IntCounter,
     pub bytes_out: IntCounter,
     pub nacks: IntCounter,
+    /// Lost publisher packets left out of our NACKs because a newer
+    /// keyframe of their stream arrived (module `superseded_nacks`).
+    pub superseded_nacks: IntCounter,
     pub plis: IntCounter,
     /// DTLS datagrams of ours sent again (module `dtls_flight`).
     pub dtls_flight_resends: IntCounter,

@@ -28,6 +28,12 @@ pub trait PacketFilter: Send + Sync + 'static {
 
     /// A stream we send was unbound.
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+
+    /// A stream we receive was bound (its SSRC, codec …).
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+
+    /// A stream we receive was unbound.
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
 /// The interceptor running a [`PacketFilter`].
@@ -93,6 +99,10 @@ impl<F: PacketFilter> Interceptor for Filtered<F> {
     fn unbind_local_stream(&mut self, info: &StreamInfo) {
         self.filter.unbind_local_stream(info);
     }
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, info: &StreamInfo) {
+        self.filter.bind_remote_stream(info);
+    }
+    fn unbind_remote_stream(&mut self, info: &StreamInfo) {
+        self.filter.unbind_remote_stream(info);
+    }
 }

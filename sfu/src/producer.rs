@@ -6,6 +6,7 @@ use rtc::rtp_transceiver::RTCRtpReceiverId;
 use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
 
 use crate::consumer::Consumer;
+use crate::continuity::Continuity;
 use crate::header_ext::ExtensionMap;
 use crate::keyframe::VideoCodec;
 use crate::layers::{Layer, rank};
@@ -34,6 +35,9 @@ pub(crate) struct Producer {
     /// Its simulcast layers, lowest quality first; empty while it sends a
     /// single stream.
     pub(crate) layers: Vec<Layer>,
+    /// A single-stream producer's stream (its SSRC and newest packet);
+    /// layers keep their own.
+    pub(crate) stream_continuity: Option<(u32, Continuity)>,
     /// Which layers its publisher was last told someone receives
     /// (`subscribed_layers`), and since when fewer would do.
     pub(crate) dynacast: Dynacast,

@@ -41,6 +41,7 @@ impl Shard {
             t.estimate_fell_at = Some(now);
         }
         t.estimate = Some(bps);
+        tracing::debug!(subscriber = id, bps, "subscriber estimate");
         self.metrics.subscriber_estimates.observe(bps as f64);
         let room = t.room.clone();
         self.allocate_room(now, &room);
@@ -218,6 +219,7 @@ impl Shard {
             }
             dynacast.sent = active.clone();
             dynacast.fewer_since = None;
+            tracing::debug!(producer = %producer.sid, ?active, "subscribed layers");
             let layers = producer
                 .layers
                 .iter()

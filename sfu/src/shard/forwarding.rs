@@ -14,16 +14,17 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpRtxParameters, RtpCodecKind,
 };
 use rtc::sansio::Protocol;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::ids;
 use crate::session::{ParticipantEvent, SfuError, SubscriptionSettings, TrackKind, TransportRole};
 
 use super::Shard;
 use crate::consumer::{Consumer, Leg};
+use crate::continuity::{Arrival, Continuity};
 use crate::header_ext::{ExtensionMap, audio_level};
 use crate::keyframe::VideoCodec;
-use crate::layers::{Layer, select};
+use crate::layers::{Layer, is_sending, select};
 use crate::producer::Dynacast;
 use crate::producer::Producer;
 use crate::rewriter::SequenceRewriter;
@@ -111,13 +112,42 @@ impl Shard {
             Some(codec) => codec.is_keyframe(&packet.payload),
         };
         let simulcast = !producer.layers.is_empty();
-        if let Some(layer) = producer.layer_of(ssrc).map(|i| &mut producer.layers[i]) {
-            layer.count(now, packet.payload.len());
+        let arrival = if let Some(layer) = producer.layer_of(ssrc).map(|i| &mut producer.layers[i])
+        {
+            let arrival = layer.count(now, packet.payload.len(), seq);
             if switching_point
                 && producer.video_codec == Some(VideoCodec::Vp8)
                 && let Some((width, height)) = vp8::keyframe_dimensions(&packet.payload)
             {
                 layer.size = Some((u32::from(width), u32::from(height)));
+            }
+            arrival
+        } else {
+            if producer
+                .stream_continuity
+                .is_none_or(|(known, _)| known != ssrc)
+            {
+                producer.stream_continuity = Some((ssrc, Continuity::new(now, seq)));
+            }
+            match &mut producer.stream_continuity {
+                Some((_, continuity)) => continuity.observe(now, seq),
+                None => Arrival::Older,
+            }
+        };
+        if producer.video_codec.is_some()
+            && !switching_point
+            && arrival == (Arrival::Newer { after_outage: true })
+        {
+            // Back after an outage with the packets in between lost for
+            // good: its consumers start again at its next keyframe, asked
+            // for below (module `continuity`).
+            debug!(producer = %producer.sid, ssrc, seq, "stream resumed after an outage");
+            for consumer in &mut producer.consumers {
+                if consumer.sequence.current_source() == Some(ssrc) {
+                    consumer.sequence.pause();
+                    consumer.sequence.resume();
+                    consumer.picture_ids.rebase();
+                }
             }
         }
         let rewrite_picture_ids = simulcast && producer.video_codec == Some(VideoCodec::Vp8);
@@ -155,7 +185,14 @@ impl Shard {
                 consumer.picture_ids.rebase();
             }
             if simulcast {
-                if consumer.layer.is_none_or(|i| i >= producer.layers.len()) {
+                // No layer yet, or the publisher stopped sending the one
+                // chosen (module `layers`, `is_sending`): choose again now
+                // rather than at the next allocation, so a consumer is not
+                // left on a stopped layer.
+                if consumer
+                    .layer
+                    .is_none_or(|i| !is_sending(&producer.layers, i, now))
+                {
                     consumer.layer = select(
                         &producer.layers,
                         now,
@@ -169,6 +206,14 @@ impl Shard {
                 };
                 let current = consumer.sequence.current_source();
                 if current != Some(target) && consumer.sequence.pending_source() != Some(target) {
+                    debug!(
+                        producer = %producer.sid,
+                        subscriber = consumer.transport,
+                        from = ?current,
+                        to = target,
+                        share = ?consumer.share,
+                        "consumer switching layer"
+                    );
                     consumer.sequence.switch_to(target);
                     switched_to.push(target);
                 }
@@ -189,11 +234,20 @@ impl Shard {
                 self.metrics.drop_not_negotiated.inc();
                 continue;
             };
-            let Some((out_seq, out_ts)) =
-                consumer
-                    .sequence
-                    .forward(ssrc, seq, ts, now, switching_point)
-            else {
+            let source_before = consumer.sequence.current_source();
+            let forwarded = consumer
+                .sequence
+                .forward(ssrc, seq, ts, now, switching_point);
+            if consumer.sequence.current_source() != source_before {
+                debug!(
+                    producer = %producer.sid,
+                    subscriber = consumer.transport,
+                    source = ssrc,
+                    seq,
+                    "consumer segment started"
+                );
+            }
+            let Some((out_seq, out_ts)) = forwarded else {
                 if consumer.sequence.pending_source() == Some(ssrc) {
                     // Waiting for a keyframe of this stream: keep asking
                     // (throttled) while it waits. A request made before the
@@ -314,6 +368,7 @@ impl Shard {
                 .rid
                 .map(|rid| vec![Layer::new(rid.to_string(), init.ssrc)])
                 .unwrap_or_default(),
+            stream_continuity: None,
             dynacast: Dynacast::default(),
         };
         info!(room = %room_name, participant = %owner_sid, track = %sid, ?kind, codec = %producer.codec.mime_type, "track published");

@@ -117,6 +117,7 @@ impl Shard {
             return;
         }
         layer.last_keyframe_request = Some(now);
+        tracing::debug!(producer = producer_sid, layer = %layer.rid, "keyframe requested");
         let Some(t) = self.transports.get_mut(&producer.transport) else {
             return;
         };

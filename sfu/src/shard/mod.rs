@@ -656,6 +656,7 @@ impl Shard {
         let hooks = Hooks {
             forgotten: ForgottenLayers::default(),
             refused_resends: self.metrics.drop_resend_limit.clone(),
+            superseded_nacks: self.metrics.superseded_nacks.clone(),
         };
         let pc = new_peer_connection(
             role,

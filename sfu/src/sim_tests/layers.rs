@@ -357,3 +357,60 @@ fn across_a_mute_and_unmute_the_subscriber_reads_sequence_numbers_one_apart_and_
         .wrapping_sub(received[muted_at - 1].timestamp);
     assert!((150_000..250_000).contains(&gap), "timestamp gap {gap}");
 }
+
+#[test]
+fn after_an_outage_of_the_publishers_link_the_subscriber_resumes_at_a_keyframe_asked_for_at_once_with_no_sequence_gap()
+ {
+    // No periodic keyframes: only the ones asked for come.
+    let mut sim = Sim::simulcast(u32::MAX);
+    sim.run_until_connected();
+    let estimate = Estimate::new(3_000_000.0);
+    sim.subscribe(Link::unlimited(), REMB_EVERY, estimate.script());
+    let on_f = run_until_layer(&mut sim, F, Duration::from_secs(5));
+    assert!(on_f.is_some(), "never on f: {:?}", layers_from(&sim, 0));
+    sim.run_for(Duration::from_secs(1));
+    // 1.5 s of a dead uplink: the encoder goes on, nothing arrives.
+    sim.lose_client = Box::new(|_| true);
+    sim.run_for(Duration::from_millis(1500));
+    let before = sim.sub().received.len();
+    sim.lose_client = Box::new(|_| false);
+    let back = sim.now;
+    sim.run_for(Duration::from_secs(1));
+    let received = &sim.sub().received;
+    // Every layer came back at once, none settled yet: the lowest first
+    // (module `layers`, `SETTLED_AFTER`), a frame every 40 ms.
+    assert_eq!(
+        layers_from(&sim, before),
+        vec![Q],
+        "layers after the outage"
+    );
+    assert!(
+        received.len() >= before + 20,
+        "{} packets read after the outage",
+        received.len() - before
+    );
+    let first = received[before];
+    assert!(first.keyframe, "resumed at a delta frame: {first:?}");
+    // The keyframe was asked for when the stream came back, not after the
+    // subscriber's own request: one frame interval and a round trip.
+    assert!(
+        first.at - back <= Duration::from_millis(150),
+        "first packet {:?} after the link came back",
+        first.at - back
+    );
+    // The subscriber reads no hole it would ask to have filled.
+    assert_eq!(
+        first.seq,
+        received[before - 1].seq.wrapping_add(1),
+        "sequence number {} then {}",
+        received[before - 1].seq,
+        first.seq
+    );
+    // Back on f once the layers have been sent for a second again.
+    assert!(
+        run_until_layer(&mut sim, F, Duration::from_secs(2)).is_some(),
+        "not back on f: {:?}",
+        layers_from(&sim, before)
+    );
+    assert_switches_start_at_keyframes(&sim);
+}
