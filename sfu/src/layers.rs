@@ -143,8 +143,8 @@ pub(crate) fn rank(rid: &str) -> u8 {
 /// should get: the highest one being sent (`is_sending`) that fits
 /// `max_size` (width, height) and `share` (bits per second), else the lowest
 /// one being sent; `None` when no layer is. Unknown sizes and bitrates fit.
-/// A layer above the lowest counts only once it has been sent for
-/// `SETTLED_AFTER`.
+/// A layer counts only up to the highest that has been sent for
+/// `SETTLED_AFTER` (the lowest when none has).
 ///
 /// With `step_up`, one live layer above the one the share allows may be
 /// chosen (size permitting). We do not probe with padding, and a browser's
@@ -160,14 +160,22 @@ pub(crate) fn select(
     max_size: Option<(u32, u32)>,
     step_up: bool,
 ) -> Option<usize> {
-    // The lowest layer being sent, and those above it that have been sent
-    // for long enough (`SETTLED_AFTER`).
-    let live: Vec<usize> = (0..layers.len())
+    let sending: Vec<usize> = (0..layers.len())
         .filter(|&i| is_sending(layers, i, now))
-        .enumerate()
-        .filter(|&(rank, i)| rank == 0 || layers[i].is_settled(now))
-        .map(|(_, i)| i)
         .collect();
+    // Not above what has been sent for `SETTLED_AFTER`: a layer just
+    // (re)started counts below the highest settled one (moving down to it
+    // is safe), and when none has settled (every layer came back at once)
+    // only the lowest counts.
+    let highest_settled = sending
+        .iter()
+        .copied()
+        .filter(|&i| layers[i].is_settled(now))
+        .max();
+    let live: Vec<usize> = match highest_settled {
+        Some(top) => sending.into_iter().filter(|&i| i <= top).collect(),
+        None => sending.into_iter().take(1).collect(),
+    };
     let chosen = choose(layers, &live, share, max_size, rate)?;
     if !step_up || share.is_none() {
         return Some(chosen);
@@ -342,6 +350,32 @@ mod tests {
         assert_eq!(select(&l, just_before, None, None, true), Some(0));
         let l = sent_until(t0, t0 + SETTLED_AFTER);
         assert_eq!(select(&l, t0 + SETTLED_AFTER, None, None, false), Some(1));
+    }
+
+    #[test]
+    fn a_layer_just_started_below_the_one_being_received_counts_at_once() {
+        let t0 = Instant::now();
+        // q and f sent for 2 s; h (dynacast asked for it again) starts now.
+        let mut l = layers(t0);
+        for layer in &mut l {
+            layer.continuity = None;
+            layer.sending_since = None;
+        }
+        let start_h = t0 + Duration::from_secs(2);
+        let mut at = t0;
+        let mut seq = 0u16;
+        while at <= start_h {
+            l[0].count(at, 1000, seq);
+            l[2].count(at, 1000, seq);
+            at += Duration::from_millis(33);
+            seq += 1;
+        }
+        l[0].count(at, 1000, seq);
+        l[1].count(at, 1000, 0);
+        l[2].count(at, 1000, seq);
+        l[2].bitrate = 1_500_000;
+        // The share fits h: h at once, not q until h has settled.
+        assert_eq!(select(&l, at, Some(700_000), None, false), Some(1));
     }
 
     #[test]

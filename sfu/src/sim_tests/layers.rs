@@ -113,8 +113,13 @@ fn at_3_mbits_the_subscriber_gets_f_and_within_1s_of_its_estimate_falling_to_600
 
     estimate.set(600_000.0);
     let fell = sim.sub().received.len();
-    let first_h = run_until_layer(&mut sim, H, Duration::from_secs(1))
-        .expect("on h within 1 s of the estimate falling to 600 kbit/s");
+    let first_h = run_until_layer(&mut sim, H, Duration::from_secs(1)).unwrap_or_else(|| {
+        panic!(
+            "on h within 1 s of the estimate falling to 600 kbit/s: {:?} {:?}",
+            layers_from(&sim, fell),
+            sim.events()
+        )
+    });
     assert!(
         sim.sub().received[first_h].keyframe,
         "h started at a delta frame"
