@@ -10,6 +10,9 @@
 mod allocation;
 #[doc(hidden)]
 pub mod bench_support;
+// Used by the shard from the next step on.
+#[allow(dead_code)]
+mod bwe;
 mod config;
 mod consumer;
 mod dtls_flight;
