@@ -25,6 +25,7 @@ use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability,
@@ -57,21 +58,22 @@ fn transport_cc() -> RTCPFeedback {
 /// plain NACK (no RTX), so one SSRC per stream is all there is to route;
 /// subscribers may take RTX.
 ///
-/// Congestion control differs by leg (docs/congestion-control.md):
-/// - publisher transports carry `transport-cc` on every codec and the
-///   transport-wide sequence number extension: the browser runs its
-///   send-side estimate on the TWCC feedback our receiver sends;
-/// - subscriber transports carry `goog-remb` and abs-send-time but no
-///   transport-cc, so the browser runs its receive-side estimate and tells
-///   us in REMB what it can take (rtc 0.21's own send-side estimator was
-///   measured unusable).
+/// Both legs carry `transport-cc` on every codec and the transport-wide
+/// sequence number extension (docs/congestion-control.md):
+/// - on publisher transports the browser runs its send-side estimate on
+///   the feedback rtc's TWCC receiver sends;
+/// - on subscriber transports we number what we send and the browser's
+///   feedback drives our own send-side estimator (module `bwe`; rtc 0.21's
+///   `Gcc` was measured unusable). `goog-remb` and abs-send-time stay, so
+///   a subscriber that takes no transport-cc still reports REMB, which is
+///   then its estimate.
 ///
 /// Named here rather than left to `register_default_interceptors`, whose
 /// `register_feedback` only reaches codecs registered before it runs.
 fn register_codecs(media_engine: &mut MediaEngine, role: TransportRole) -> Result<(), Error> {
-    let send_side = role == TransportRole::Publisher;
+    let publisher = role == TransportRole::Publisher;
     let video_feedback = || {
-        let mut feedback = vec![
+        vec![
             RTCPFeedback {
                 typ: "goog-remb".into(),
                 parameter: String::new(),
@@ -80,11 +82,8 @@ fn register_codecs(media_engine: &mut MediaEngine, role: TransportRole) -> Resul
                 typ: "ccm".into(),
                 parameter: "fir".into(),
             },
-        ];
-        if send_side {
-            feedback.push(transport_cc());
-        }
-        feedback
+            transport_cc(),
+        ]
     };
     media_engine.register_codec(
         RTCRtpCodecParameters {
@@ -93,11 +92,7 @@ fn register_codecs(media_engine: &mut MediaEngine, role: TransportRole) -> Resul
                 clock_rate: 48000,
                 channels: 2,
                 sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
-                rtcp_feedback: if send_side {
-                    vec![transport_cc()]
-                } else {
-                    vec![]
-                },
+                rtcp_feedback: vec![transport_cc()],
             },
             payload_type: 111,
         },
@@ -147,7 +142,7 @@ fn register_codecs(media_engine: &mut MediaEngine, role: TransportRole) -> Resul
         // from its send cache on the consumer's RTX SSRC. Not offered to
         // publishers: rtc drops RTX that carries the repaired rid, which a
         // simulcast publisher's RTX does (docs/congestion-control.md).
-        if !send_side {
+        if !publisher {
             media_engine.register_codec(
                 RTCRtpCodecParameters {
                     rtp_codec: RTCRtpCodec {
@@ -163,16 +158,14 @@ fn register_codecs(media_engine: &mut MediaEngine, role: TransportRole) -> Resul
             )?;
         }
     }
-    let mut extensions = vec![
+    let extensions = [
         (AUDIO_LEVEL_URI, RtpCodecKind::Audio),
         (VIDEO_ORIENTATION_URI, RtpCodecKind::Video),
         (ABS_SEND_TIME_URI, RtpCodecKind::Audio),
         (ABS_SEND_TIME_URI, RtpCodecKind::Video),
+        (TRANSPORT_CC_URI, RtpCodecKind::Audio),
+        (TRANSPORT_CC_URI, RtpCodecKind::Video),
     ];
-    if send_side {
-        extensions.push((TRANSPORT_CC_URI, RtpCodecKind::Audio));
-        extensions.push((TRANSPORT_CC_URI, RtpCodecKind::Video));
-    }
     for (uri, kind) in extensions {
         media_engine.register_header_extension(
             RTCRtpHeaderExtensionCapability { uri: uri.into() },
@@ -206,6 +199,7 @@ impl DeliverRtcp {
                 || any.is::<FullIntraRequest>()
                 || any.is::<TransportLayerNack>()
                 || any.is::<ReceiverEstimatedMaximumBitrate>()
+                || any.is::<TransportLayerCc>()
         })
     }
 }
@@ -297,8 +291,10 @@ fn build(
             registry.with(Slot::from(14_500), hooks.forgotten.interceptor()),
             &mut media_engine,
         )?,
-        // The default chain without its TWCC receiver (which would offer
-        // transport-cc): nothing is received on a subscriber transport.
+        // The default chain without its TWCC receiver: nothing is received
+        // on a subscriber transport. (transport-cc is negotiated all the
+        // same, by `register_codecs`: the shard reads the subscriber's
+        // feedback, `DeliverRtcp`.)
         TransportRole::Subscriber => {
             // Before the NACK responder on the way in (module `nack_limit`).
             let registry = registry.with(

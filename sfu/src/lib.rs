@@ -10,8 +10,6 @@
 mod allocation;
 #[doc(hidden)]
 pub mod bench_support;
-// Used by the shard from the next step on.
-#[allow(dead_code)]
 mod bwe;
 mod config;
 mod consumer;
@@ -55,10 +53,10 @@ pub use metrics::SfuMetrics;
 pub use participant::ParticipantHandle;
 pub use quality::ConnectionQuality;
 pub use session::{
-    ConnectionQualityInfo, IceCandidate, JoinRequest, Joined, LayerState, LayerStats, LeaveReason,
-    ParticipantEvent, ParticipantInfo, ParticipantStats, PublishedStats, ReconnectReason, Resumed,
-    RoomInfo, SfuError, SpeakerInfo, SubscriptionSettings, SubscriptionStats, TrackInfo, TrackKind,
-    TransportRole,
+    ConnectionQualityInfo, EstimateSource, IceCandidate, JoinRequest, Joined, LayerState,
+    LayerStats, LeaveReason, ParticipantEvent, ParticipantInfo, ParticipantStats, PublishedStats,
+    ReconnectReason, Resumed, RoomInfo, SfuError, SpeakerInfo, SubscriptionSettings,
+    SubscriptionStats, TrackInfo, TrackKind, TransportRole,
 };
 
 use std::hash::{DefaultHasher, Hash, Hasher};

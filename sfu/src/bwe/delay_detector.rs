@@ -45,8 +45,13 @@ const MAX_ARRIVAL_GAP_MS: f64 = 3_000.0;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Usage {
     Normal,
-    /// Queuing delay is growing: we send more than the path takes.
+    /// Queuing delay is growing: we send more than the path takes. Said
+    /// once per time the detector sees it (`verdict`).
     Over,
+    /// The trend is still above the threshold since the last `Over`, but
+    /// no longer rising: the queue is not growing any faster, most likely
+    /// because the sender already slowed down. Not a reason to slow again.
+    StillOver,
     /// Queuing delay is shrinking: a queue drains.
     Under,
 }
@@ -76,6 +81,8 @@ pub(crate) struct DelayDetector {
     over_time_ms: f64,
     over_count: u32,
     usage: Usage,
+    /// Overuse was seen since the last `verdict`.
+    fresh_overuse: bool,
 }
 
 impl Default for DelayDetector {
@@ -94,6 +101,7 @@ impl Default for DelayDetector {
             over_time_ms: 0.0,
             over_count: 0,
             usage: Usage::Normal,
+            fresh_overuse: false,
         }
     }
 }
@@ -131,9 +139,17 @@ impl DelayDetector {
         }
     }
 
-    /// What the detector concludes now.
-    pub(crate) fn usage(&self) -> Usage {
-        self.usage
+    /// What the detector concludes now: `Over` if it saw overuse since
+    /// the last verdict, `StillOver` if the trend is still high but it saw
+    /// none since.
+    pub(crate) fn verdict(&mut self) -> Usage {
+        if std::mem::take(&mut self.fresh_overuse) {
+            Usage::Over
+        } else if self.usage == Usage::Over {
+            Usage::StillOver
+        } else {
+            self.usage
+        }
     }
 
     /// The threshold the trend is compared with (ms), for tests.
@@ -194,6 +210,7 @@ impl DelayDetector {
                 self.over_time_ms = 0.0;
                 self.over_count = 0;
                 self.usage = Usage::Over;
+                self.fresh_overuse = true;
             }
         } else {
             self.over_time_ms = 0.0;
@@ -231,6 +248,7 @@ impl DelayDetector {
         self.over_count = 0;
         self.last_threshold_update_ms = None;
         self.usage = Usage::Normal;
+        self.fresh_overuse = false;
     }
 }
 
@@ -261,7 +279,7 @@ mod tests {
             let sent = t0 + Duration::from_millis(10) * i;
             let arrival = 50_000 + i64::from(i) * (10_000 + growth_us);
             detector.on_packet(sent, arrival);
-            usages.push(detector.usage());
+            usages.push(detector.verdict());
         }
         usages
     }
@@ -302,6 +320,6 @@ mod tests {
         {
             d.on_packet(t0 + Duration::from_millis(10) * i as u32, arrival);
         }
-        assert_eq!(d.usage(), Usage::Normal);
+        assert_eq!(d.verdict(), Usage::Normal);
     }
 }

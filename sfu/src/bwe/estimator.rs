@@ -5,12 +5,16 @@
 use std::time::{Duration, Instant};
 
 use super::acked_rate::AckedRate;
-use super::delay_detector::{DelayDetector, Usage};
+use super::delay_detector::DelayDetector;
 use super::loss_bound::LossBound;
 use super::rate_control::RateControl;
 
-/// Where an estimate starts before any feedback (libwebrtc's default start).
-pub(crate) const INITIAL_BPS: f64 = 300_000.0;
+/// Where an estimate starts. libwebrtc starts at 300 kbit/s but probes
+/// at several times that within the first second; we do not probe, and
+/// an estimate only grows up to 1.5 × what is delivered, so starting low
+/// would hold a subscriber on the lowest layer for many seconds. From
+/// 1 Mbit/s a weaker downlink brings it down within about a second.
+pub(crate) const INITIAL_BPS: f64 = 1_000_000.0;
 /// The estimate never goes below this: a stream of audio and the lowest
 /// video layer, and enough traffic to keep measuring.
 pub(crate) const FLOOR_BPS: f64 = 50_000.0;
@@ -18,6 +22,9 @@ pub(crate) const FLOOR_BPS: f64 = 50_000.0;
 pub(crate) const CEILING_BPS: f64 = 100_000_000.0;
 /// The round trip assumed until one is measured.
 const DEFAULT_RTT: Duration = Duration::from_millis(200);
+/// How long the sender may take to act on a lower estimate (a layer
+/// switch waits for the new layer's keyframe, a frame or two).
+const REACTION: Duration = Duration::from_millis(200);
 /// Weight of the old value in the smoothed round trip.
 const RTT_SMOOTHING: f64 = 0.875;
 
@@ -39,6 +46,13 @@ pub(crate) struct SendSideEstimator {
     acked: AckedRate,
     rtt: Option<Duration>,
     estimate: f64,
+    /// Until when packets were still sent at a rate the estimate has since
+    /// lowered: their loss caused (or came with) that decrease, and
+    /// counting it again would cut the new rate for the old one's fault.
+    /// Our sender reacts by switching layers, which waits for a keyframe,
+    /// and the bottleneck's queue must drain: the last decrease plus a
+    /// round trip plus `REACTION`.
+    lowered_until: Option<Instant>,
 }
 
 impl Default for SendSideEstimator {
@@ -57,6 +71,7 @@ impl SendSideEstimator {
             acked: AckedRate::default(),
             rtt: None,
             estimate: initial,
+            lowered_until: None,
         }
     }
 
@@ -65,17 +80,18 @@ impl SendSideEstimator {
         let (mut received, mut lost) = (0u32, 0u32);
         let mut newest_sent = None;
         for r in results {
+            let counts_for_loss = self.lowered_until.is_none_or(|until| r.sent_at >= until);
             match r.arrival_us {
                 Some(arrival) => {
-                    received += 1;
+                    received += u32::from(counts_for_loss);
                     self.delay.on_packet(r.sent_at, arrival);
                     self.acked.on_received(arrival, r.size);
                     newest_sent = newest_sent.max(Some(r.sent_at));
                 }
-                None => lost += 1,
+                None => lost += u32::from(counts_for_loss),
             }
         }
-        if received + lost == 0 {
+        if results.is_empty() {
             return;
         }
         if let Some(sent) = newest_sent {
@@ -92,38 +108,22 @@ impl SendSideEstimator {
         }
         let rtt = self.rtt.unwrap_or(DEFAULT_RTT);
         let acked = self.acked.bps();
-        let delay_based = self.rate.update(now, self.delay.usage(), acked, rtt);
+        let delay_based = self.rate.update(now, self.delay.verdict(), acked, rtt);
         self.loss
             .on_reports(now, received, lost, self.estimate, delay_based, rtt);
         let bounded = self
             .loss
             .bound()
             .map_or(delay_based, |b| b.min(delay_based));
-        self.estimate = bounded.clamp(FLOOR_BPS, CEILING_BPS);
+        let estimate = bounded.clamp(FLOOR_BPS, CEILING_BPS);
+        if estimate < self.estimate {
+            self.lowered_until = Some(now + rtt + REACTION);
+        }
+        self.estimate = estimate;
     }
 
     /// The estimate, bits per second.
     pub(crate) fn bps(&self) -> u64 {
         self.estimate as u64
-    }
-
-    /// The acknowledged rate, bits per second, if known.
-    pub(crate) fn acked_bps(&self) -> Option<u64> {
-        self.acked.bps().map(|b| b as u64)
-    }
-
-    /// The delay detector's verdict now.
-    pub(crate) fn usage(&self) -> Usage {
-        self.delay.usage()
-    }
-
-    /// The delay-based target, bits per second.
-    pub(crate) fn delay_based_bps(&self) -> u64 {
-        self.rate.target() as u64
-    }
-
-    /// The loss fraction of the last window measured.
-    pub(crate) fn last_loss(&self) -> Option<f64> {
-        self.loss.last_loss()
     }
 }

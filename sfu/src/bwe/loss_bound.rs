@@ -27,8 +27,6 @@ pub(crate) struct LossBound {
     bound: Option<f64>,
     last_decrease: Option<Instant>,
     last_growth: Option<Instant>,
-    /// The loss fraction of the last window closed.
-    last_loss: Option<f64>,
 }
 
 impl LossBound {
@@ -43,6 +41,9 @@ impl LossBound {
         delay_based: f64,
         rtt: Duration,
     ) {
+        if received == 0 && lost == 0 {
+            return;
+        }
         let start = *self.window_start.get_or_insert(now);
         self.received = self.received.saturating_add(received);
         self.lost = self.lost.saturating_add(lost);
@@ -52,7 +53,6 @@ impl LossBound {
             return;
         }
         let loss = f64::from(self.lost) / f64::from(total);
-        self.last_loss = Some(loss);
         self.window_start = Some(now);
         self.received = 0;
         self.lost = 0;
@@ -83,10 +83,5 @@ impl LossBound {
     /// The bound (bits/s), if loss limits the estimate.
     pub(crate) fn bound(&self) -> Option<f64> {
         self.bound
-    }
-
-    /// The loss fraction of the last window measured.
-    pub(crate) fn last_loss(&self) -> Option<f64> {
-        self.last_loss
     }
 }

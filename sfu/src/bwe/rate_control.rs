@@ -3,7 +3,9 @@
 //!
 //! - Overuse: down to 85% of the acknowledged rate (just under what the
 //!   path delivered, so its queue drains), at most once per round trip
-//!   unless the path delivers under half the target.
+//!   unless the path delivers under half the target. A trend still high
+//!   but no longer rising after a decrease holds instead: the queue drains
+//!   at the lower rate, and a second cut would be for the first's fault.
 //! - Normal: up. Far from the rate of the last decrease, 8% a second (the
 //!   capacity may have grown a lot); near it, about one packet per response
 //!   time (the capacity is probably close, creep toward it).
@@ -58,10 +60,6 @@ impl RateControl {
         }
     }
 
-    pub(crate) fn target(&self) -> f64 {
-        self.target
-    }
-
     /// Takes the detector's verdict `usage` at `now`, with the acknowledged
     /// rate and the round trip; returns the new target (bits/s).
     pub(crate) fn update(
@@ -78,7 +76,7 @@ impl RateControl {
         self.last_update = Some(now);
         self.state = match (usage, self.state) {
             (Usage::Over, _) => State::Decrease,
-            (Usage::Under, _) => State::Hold,
+            (Usage::Under | Usage::StillOver, _) => State::Hold,
             (Usage::Normal, State::Hold | State::Increase) => State::Increase,
             (Usage::Normal, State::Decrease) => State::Hold,
         };

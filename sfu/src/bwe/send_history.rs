@@ -4,9 +4,10 @@
 
 use std::time::Instant;
 
-/// How many packets back feedback can still be matched (about 4 s at
-/// 1,000 packets a second, far longer than feedback takes to come back).
-pub(crate) const HISTORY_LEN: usize = 4096;
+/// How many packets back feedback can still be matched: 2 s at 1,000
+/// packets a second (about 10 Mbit/s), far longer than feedback takes to
+/// come back (every 50-100 ms). 64 KiB per subscriber transport.
+pub(crate) const HISTORY_LEN: usize = 2048;
 
 /// Bytes a packet costs on the wire beyond its RTP bytes: SRTP's tag (up
 /// to 16 with GCM), UDP (8) and IPv4 (20) headers, rounded up.
