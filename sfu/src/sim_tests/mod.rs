@@ -202,12 +202,18 @@ impl Sim {
     /// `downlink`, sending transport-wide congestion control feedback and
     /// no REMB: the shard's send-side estimate is its estimate.
     fn subscribe_send_side(&mut self, downlink: Link) {
+        self.subscribe_with_feedback(downlink, Duration::from_secs(1), Box::new(|_, _| None));
+    }
+
+    /// As `subscribe_send_side`, and also sending a REMB of what `remb`
+    /// says every `remb_every`.
+    fn subscribe_with_feedback(&mut self, downlink: Link, remb_every: Duration, remb: RembScript) {
         self.subscriber = Some(Subscriber::join(
             &mut self.shard,
             self.now,
             downlink,
-            Duration::from_secs(1),
-            Box::new(|_, _| None),
+            remb_every,
+            remb,
             Feedback::TransportWide,
         ));
     }

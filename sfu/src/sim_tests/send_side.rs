@@ -148,3 +148,30 @@ fn when_the_downlink_drops_from_2_mbits_to_700_kbits_the_send_side_estimate_is_u
     );
     assert_eq!(sim.sub().layer(), Some(H));
 }
+
+#[test]
+fn a_remb_beside_transport_wide_feedback_is_ignored() {
+    let mut sim = Sim::simulcast(KEYFRAME_EVERY);
+    sim.run_until_connected();
+    // The client also claims, twice a second, that it takes 100 kbit/s.
+    sim.subscribe_with_feedback(
+        Link::unlimited(),
+        Duration::from_millis(500),
+        Box::new(|_, _| Some(100_000.0)),
+    );
+    let mut series = Vec::new();
+    sample(&mut sim, Duration::from_secs(10), &mut series);
+    let (bps, source) = estimate(&sim);
+    assert_eq!(source, Some(EstimateSource::SendSide));
+    // Nothing limits it but the acknowledged rate (1.5 × what was sent):
+    // enough for f (1.97 Mbit/s measured, after starting on q).
+    assert!(bps.is_some_and(|bps| bps >= 1_500_000), "{bps:?}");
+    // (A REMB before the first feedback may count: until feedback comes
+    // we cannot know that it will.)
+    let after_start = since(&series, Duration::from_secs(3));
+    assert!(
+        after_start.iter().all(|bps| *bps > 100_000),
+        "the REMB became the estimate: {series:?}"
+    );
+    assert_eq!(sim.sub().layer(), Some(F));
+}
