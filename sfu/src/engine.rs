@@ -178,7 +178,8 @@ fn register_codecs(media_engine: &mut MediaEngine, role: TransportRole) -> Resul
 
 /// Lets keyframe requests (PLI, FIR) from subscribers reach the SFU, which
 /// relays them to the publisher, REMB (a subscriber's bandwidth estimate),
-/// and NACKs, which it counts (the NACK responder still answers them:
+/// transport-wide congestion control feedback (what drives our send-side
+/// estimate of a subscriber, module `bwe`), and NACKs, which it counts (the NACK responder still answers them:
 /// marking does not consume). All other RTCP stays with the interceptors.
 pub(crate) struct DeliverRtcp {
     /// Whether an RTCP packet goes to the application.
