@@ -226,13 +226,13 @@ impl Shard {
                 packet.payload.clone()
             };
             let out = rtp::Packet { header, payload };
-            // Our own SSRC and payload type were checked when the leg was
-            // resolved; `handle_write` skips re-deriving sender parameters
-            // on every packet.
             // The leg numbered it transport-wide: remembered for the
             // subscriber's feedback (module `bwe`).
             let rtp_bytes = (sub.transport_seq != numbered)
                 .then(|| out.header.marshal_size() + out.payload.len());
+            // Our own SSRC and payload type were checked when the leg was
+            // resolved; `handle_write` skips re-deriving sender parameters
+            // on every packet.
             match sub.pc.handle_write(TaggedRTCMessage {
                 now,
                 message: RTCMessage::RtpPacket(String::new(), out),
