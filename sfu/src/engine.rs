@@ -25,6 +25,7 @@ use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability,
@@ -58,21 +59,22 @@ fn transport_cc() -> RTCPFeedback {
 /// plain NACK (no RTX), so one SSRC per stream is all there is to route;
 /// subscribers may take RTX.
 ///
-/// Congestion control differs by leg (docs/congestion-control.md):
-/// - publisher transports carry `transport-cc` on every codec and the
-///   transport-wide sequence number extension: the browser runs its
-///   send-side estimate on the TWCC feedback our receiver sends;
-/// - subscriber transports carry `goog-remb` and abs-send-time but no
-///   transport-cc, so the browser runs its receive-side estimate and tells
-///   us in REMB what it can take (rtc 0.21's own send-side estimator was
-///   measured unusable).
+/// Both legs carry `transport-cc` on every codec and the transport-wide
+/// sequence number extension (docs/congestion-control.md):
+/// - on publisher transports the browser runs its send-side estimate on
+///   the feedback rtc's TWCC receiver sends;
+/// - on subscriber transports we number what we send and the browser's
+///   feedback drives our own send-side estimator (module `bwe`; rtc 0.21's
+///   `Gcc` was measured unusable). `goog-remb` and abs-send-time stay, so
+///   a subscriber that takes no transport-cc still reports REMB, which is
+///   then its estimate.
 ///
 /// Named here rather than left to `register_default_interceptors`, whose
 /// `register_feedback` only reaches codecs registered before it runs.
 fn register_codecs(media_engine: &mut MediaEngine, role: TransportRole) -> Result<(), Error> {
-    let send_side = role == TransportRole::Publisher;
+    let publisher = role == TransportRole::Publisher;
     let video_feedback = || {
-        let mut feedback = vec![
+        vec![
             RTCPFeedback {
                 typ: "goog-remb".into(),
                 parameter: String::new(),
@@ -81,11 +83,8 @@ fn register_codecs(media_engine: &mut MediaEngine, role: TransportRole) -> Resul
                 typ: "ccm".into(),
                 parameter: "fir".into(),
             },
-        ];
-        if send_side {
-            feedback.push(transport_cc());
-        }
-        feedback
+            transport_cc(),
+        ]
     };
     media_engine.register_codec(
         RTCRtpCodecParameters {
@@ -94,11 +93,7 @@ fn register_codecs(media_engine: &mut MediaEngine, role: TransportRole) -> Resul
                 clock_rate: 48000,
                 channels: 2,
                 sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
-                rtcp_feedback: if send_side {
-                    vec![transport_cc()]
-                } else {
-                    vec![]
-                },
+                rtcp_feedback: vec![transport_cc()],
             },
             payload_type: 111,
         },
@@ -148,7 +143,7 @@ fn register_codecs(media_engine: &mut MediaEngine, role: TransportRole) -> Resul
         // from its send cache on the consumer's RTX SSRC. Not offered to
         // publishers: rtc drops RTX that carries the repaired rid, which a
         // simulcast publisher's RTX does (docs/congestion-control.md).
-        if !send_side {
+        if !publisher {
             media_engine.register_codec(
                 RTCRtpCodecParameters {
                     rtp_codec: RTCRtpCodec {
@@ -164,16 +159,14 @@ fn register_codecs(media_engine: &mut MediaEngine, role: TransportRole) -> Resul
             )?;
         }
     }
-    let mut extensions = vec![
+    let extensions = [
         (AUDIO_LEVEL_URI, RtpCodecKind::Audio),
         (VIDEO_ORIENTATION_URI, RtpCodecKind::Video),
         (ABS_SEND_TIME_URI, RtpCodecKind::Audio),
         (ABS_SEND_TIME_URI, RtpCodecKind::Video),
+        (TRANSPORT_CC_URI, RtpCodecKind::Audio),
+        (TRANSPORT_CC_URI, RtpCodecKind::Video),
     ];
-    if send_side {
-        extensions.push((TRANSPORT_CC_URI, RtpCodecKind::Audio));
-        extensions.push((TRANSPORT_CC_URI, RtpCodecKind::Video));
-    }
     for (uri, kind) in extensions {
         media_engine.register_header_extension(
             RTCRtpHeaderExtensionCapability { uri: uri.into() },
@@ -186,7 +179,8 @@ fn register_codecs(media_engine: &mut MediaEngine, role: TransportRole) -> Resul
 
 /// Lets keyframe requests (PLI, FIR) from subscribers reach the SFU, which
 /// relays them to the publisher, REMB (a subscriber's bandwidth estimate),
-/// and NACKs, which it counts (the NACK responder still answers them:
+/// transport-wide congestion control feedback (what drives our send-side
+/// estimate of a subscriber, module `bwe`), and NACKs, which it counts (the NACK responder still answers them:
 /// marking does not consume). All other RTCP stays with the interceptors.
 pub(crate) struct DeliverRtcp {
     /// Whether an RTCP packet goes to the application.
@@ -207,6 +201,7 @@ impl DeliverRtcp {
                 || any.is::<FullIntraRequest>()
                 || any.is::<TransportLayerNack>()
                 || any.is::<ReceiverEstimatedMaximumBitrate>()
+                || any.is::<TransportLayerCc>()
         })
     }
 }
@@ -310,8 +305,10 @@ fn build(
                 ),
             &mut media_engine,
         )?,
-        // The default chain without its TWCC receiver (which would offer
-        // transport-cc): nothing is received on a subscriber transport.
+        // The default chain without its TWCC receiver: nothing is received
+        // on a subscriber transport. (transport-cc is negotiated all the
+        // same, by `register_codecs`: the shard reads the subscriber's
+        // feedback, `DeliverRtcp`.)
         TransportRole::Subscriber => {
             // Before the NACK responder on the way in (module `nack_limit`).
             let registry = registry.with(

@@ -29,7 +29,11 @@ const STOPPED_AFTER: Duration = Duration::from_millis(500);
 /// layer for a moment and stops it again (seen for 100–200 ms at a time
 /// right after a network move); a consumer that moved up to it would lose
 /// the picture until the stop was noticed and a keyframe of the lower
-/// layer came.
+/// layer came. A layer's first start, and a start we asked for (dynacast
+/// had stopped it), count as settled at once: neither is the publisher
+/// toggling a layer on its own, and making every call start on the lowest
+/// layer for a second starved the send-side estimate of traffic
+/// (sim_tests/send_side.rs ended on q most of the time).
 const SETTLED_AFTER: Duration = Duration::from_secs(1);
 /// A layer fits a share when its bitrate is at most this much above it
 /// (encoders overshoot briefly; the share is an estimate too).
@@ -55,6 +59,9 @@ pub(crate) struct Layer {
     continuity: Option<Continuity>,
     /// Since when it has been sent without a stop of `STOPPED_AFTER`.
     sending_since: Option<Instant>,
+    /// We told the publisher to stop it (dynacast) and it has not been
+    /// sent since.
+    stopped_by_us: bool,
 }
 
 impl Layer {
@@ -69,6 +76,7 @@ impl Layer {
             window_start: None,
             continuity: None,
             sending_since: None,
+            stopped_by_us: false,
         }
     }
 
@@ -89,9 +97,22 @@ impl Layer {
         if matches!(arrival, Arrival::Newer { .. })
             && silent_for.is_none_or(|silence| silence >= STOPPED_AFTER)
         {
-            self.sending_since = Some(now);
+            // Started for the first time, or again at our request: settled
+            // at once. Only a layer the publisher stopped and started on
+            // its own has to prove itself.
+            self.sending_since = if std::mem::take(&mut self.stopped_by_us) || silent_for.is_none()
+            {
+                now.checked_sub(SETTLED_AFTER).or(Some(now))
+            } else {
+                Some(now)
+            };
         }
         arrival
+    }
+
+    /// Dynacast told the publisher to stop sending it.
+    pub(crate) fn stopped_by_us(&mut self) {
+        self.stopped_by_us = true;
     }
 
     /// Whether it has been sent long enough to move a consumer up to it.
@@ -341,15 +362,55 @@ mod tests {
     }
 
     #[test]
-    fn a_layer_sent_again_is_offered_above_the_lowest_only_after_a_second() {
+    fn layers_back_together_after_a_silence_count_above_the_lowest_only_once_settled() {
         let t0 = Instant::now();
-        // Both layers come back together (after an outage, say).
-        let l = sent_until(t0, t0 + Duration::from_millis(990));
-        let just_before = t0 + Duration::from_millis(990);
-        assert_eq!(select(&l, just_before, None, None, false), Some(0));
-        assert_eq!(select(&l, just_before, None, None, true), Some(0));
-        let l = sent_until(t0, t0 + SETTLED_AFTER);
-        assert_eq!(select(&l, t0 + SETTLED_AFTER, None, None, false), Some(1));
+        // Sent for a second, both silent for 2 s (an outage), then back.
+        let mut l = sent_until(t0, t0 + Duration::from_secs(1));
+        let back = t0 + Duration::from_secs(3);
+        let mut at = back;
+        let mut seq = 100u16;
+        while at < back + SETTLED_AFTER - Duration::from_millis(40) {
+            l[0].count(at, 1000, seq);
+            l[1].count(at, 1000, seq);
+            at += Duration::from_millis(33);
+            seq += 1;
+        }
+        assert_eq!(select(&l, at, None, None, false), Some(0));
+        assert_eq!(select(&l, at, None, None, true), Some(0));
+        while at <= back + SETTLED_AFTER {
+            l[0].count(at, 1000, seq);
+            l[1].count(at, 1000, seq);
+            at += Duration::from_millis(33);
+            seq += 1;
+        }
+        assert_eq!(select(&l, at, None, None, false), Some(1));
+    }
+
+    #[test]
+    fn layers_a_publisher_starts_with_count_at_once() {
+        let t0 = Instant::now();
+        let l = sent_until(t0, t0 + Duration::from_millis(100));
+        assert_eq!(
+            select(&l, t0 + Duration::from_millis(100), None, None, false),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn a_layer_we_stopped_and_asked_for_again_counts_at_once() {
+        let t0 = Instant::now();
+        let mut l = sent_until(t0, t0 + Duration::from_secs(1));
+        l[1].stopped_by_us();
+        // h silent for 2 s while q goes on, then back at our request.
+        let mut at = t0 + Duration::from_secs(1);
+        let mut seq = 31u16;
+        while at < t0 + Duration::from_secs(3) {
+            at += Duration::from_millis(33);
+            seq += 1;
+            l[0].count(at, 1000, seq);
+        }
+        l[1].count(at, 1000, 200);
+        assert_eq!(select(&l, at, None, None, false), Some(1));
     }
 
     #[test]

@@ -10,6 +10,7 @@
 mod allocation;
 #[doc(hidden)]
 pub mod bench_support;
+mod bwe;
 mod config;
 mod consumer;
 mod continuity;
@@ -54,10 +55,10 @@ pub use metrics::SfuMetrics;
 pub use participant::ParticipantHandle;
 pub use quality::ConnectionQuality;
 pub use session::{
-    ConnectionQualityInfo, IceCandidate, JoinRequest, Joined, LayerState, LayerStats, LeaveReason,
-    ParticipantEvent, ParticipantInfo, ParticipantStats, PublishedStats, ReconnectReason, Resumed,
-    RoomInfo, SfuError, SpeakerInfo, SubscriptionSettings, SubscriptionStats, TrackInfo, TrackKind,
-    TransportRole,
+    ConnectionQualityInfo, EstimateSource, IceCandidate, JoinRequest, Joined, LayerState,
+    LayerStats, LeaveReason, ParticipantEvent, ParticipantInfo, ParticipantStats, PublishedStats,
+    ReconnectReason, Resumed, RoomInfo, SfuError, SpeakerInfo, SubscriptionSettings,
+    SubscriptionStats, TrackInfo, TrackKind, TransportRole,
 };
 
 use std::hash::{DefaultHasher, Hash, Hasher};

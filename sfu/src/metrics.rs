@@ -6,6 +6,8 @@ use prometheus::{
     Registry,
 };
 
+use crate::session::EstimateSource;
+
 #[derive(Clone)]
 pub struct SfuMetrics {
     rooms: IntGaugeVec,
@@ -80,12 +82,12 @@ impl SfuMetrics {
                 let h = HistogramVec::new(
                     HistogramOpts::new(
                         "callgate_subscriber_estimate_bps",
-                        "Subscribers' downlink estimates (REMB from their browsers), bits per second",
+                        "Subscribers' downlink estimates as they are applied, bits per second, by source: send_side (the SFU's estimator on transport-wide feedback) or remb (the browser's)",
                     )
                     .buckets(vec![
                         100e3, 200e3, 300e3, 500e3, 750e3, 1e6, 1.5e6, 2e6, 3e6, 5e6, 10e6,
                     ]),
-                    &["worker"],
+                    &["worker", "source"],
                 )?;
                 registry.register(Box::new(h.clone()))?;
                 h
@@ -191,7 +193,12 @@ impl SfuMetrics {
             resumes: self.resumes.with_label_values(&[&w]),
             transport_panics: self.transport_panics.with_label_values(&[&w]),
             rembs: self.rembs.with_label_values(&[&w]),
-            subscriber_estimates: self.subscriber_estimates.with_label_values(&[&w]),
+            send_side_estimates: self
+                .subscriber_estimates
+                .with_label_values(&[w.as_str(), EstimateSource::SendSide.as_str()]),
+            remb_estimates: self
+                .subscriber_estimates
+                .with_label_values(&[w.as_str(), EstimateSource::Remb.as_str()]),
             drop_unknown_source: drop("unknown_source"),
             drop_malformed: drop("malformed"),
             drop_unroutable: drop("unroutable"),
@@ -305,8 +312,10 @@ pub(crate) struct WorkerMetrics {
     pub transport_panics: IntCounter,
     /// REMB sent to publishers.
     pub rembs: IntCounter,
-    /// Subscribers' downlink estimates as they arrive.
-    pub subscriber_estimates: Histogram,
+    /// Subscribers' downlink estimates as they are applied: our send-side
+    /// ones, and browsers' REMB.
+    pub send_side_estimates: Histogram,
+    pub remb_estimates: Histogram,
     /// Datagrams from an address no transport knows, that are not a STUN
     /// request for a known ICE username.
     pub drop_unknown_source: IntCounter,

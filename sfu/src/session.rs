@@ -179,6 +179,27 @@ pub enum ParticipantEvent {
     },
 }
 
+/// Where a subscriber's downlink estimate comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EstimateSource {
+    /// The SFU's own estimator on the subscriber's transport-wide
+    /// congestion control feedback.
+    SendSide,
+    /// The subscriber's browser's receive-side estimate (REMB).
+    Remb,
+}
+
+impl EstimateSource {
+    /// Its name in metrics labels and the stats API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EstimateSource::SendSide => "send_side",
+            EstimateSource::Remb => "remb",
+        }
+    }
+}
+
 /// What the media plane knows of one participant's media now (the server
 /// API's participant stats).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -187,8 +208,11 @@ pub struct ParticipantStats {
     pub identity: String,
     /// Its last judged connection quality; `None` before the first window.
     pub connection_quality: Option<crate::quality::ConnectionQuality>,
-    /// What its browser last said its downlink takes (REMB), bits per second.
+    /// What its downlink takes, bits per second: the SFU's send-side
+    /// estimate, or what its browser said (REMB); `None` before either.
     pub downlink_estimate_bps: Option<u64>,
+    /// Where `downlink_estimate_bps` comes from.
+    pub downlink_estimate_source: Option<EstimateSource>,
     /// The tracks it receives.
     pub subscriptions: Vec<SubscriptionStats>,
     /// The tracks it publishes.

@@ -10,11 +10,12 @@ use bytes::BytesMut;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::shared::TransportProtocol;
 
+use crate::bwe::TransportEstimate;
 use crate::dtls_flight::FlightReplay;
 use crate::engine::Hooks;
 use crate::ice_creds::IceCreds;
 use crate::route::Routes;
-use crate::session::TransportRole;
+use crate::session::{EstimateSource, TransportRole};
 use crate::timers::Scheduled;
 
 pub(crate) type TransportId = u64;
@@ -67,9 +68,19 @@ pub(crate) struct Transport {
     pub(crate) transport_seq: u16,
     /// When it was created: abs-send-time counts from here.
     pub(crate) epoch: Instant,
-    /// Subscriber transports: what the subscriber's browser last said its
-    /// downlink can take (REMB), in bits per second.
+    /// Subscriber transports: what its downlink can take, bits per second:
+    /// our send-side estimate, or what the browser said (REMB).
     pub(crate) estimate: Option<u64>,
+    /// Where `estimate` came from.
+    pub(crate) estimate_source: Option<EstimateSource>,
+    /// Subscriber transports: the send-side estimate on the subscriber's
+    /// transport-wide feedback (module `bwe`), made when the first packet
+    /// numbered transport-wide goes out.
+    pub(crate) send_side: Option<Box<TransportEstimate>>,
+    /// When transport-wide feedback last reported packets we sent.
+    pub(crate) feedback_heard_at: Option<Instant>,
+    /// The send-side estimate last applied, and when.
+    pub(crate) send_side_applied: Option<(u64, Instant)>,
     /// When that estimate last fell by more than 10%.
     pub(crate) estimate_fell_at: Option<Instant>,
     /// Our last DTLS flight, sent again when the client repeats its own.

@@ -1,4 +1,6 @@
-//! Subscribers' bandwidth: their browsers' estimates (REMB) split among the
+//! Subscribers' bandwidth: each subscriber transport's estimate (our
+//! send-side one on its transport-wide feedback, or its browser's REMB
+//! where it sends no such feedback) split among the
 //! tracks each receives (module `allocation`), a track's consumer paused
 //! when its share is nothing, and each single-stream publisher told (REMB)
 //! the least any of its subscribers can take, so a weak downlink lowers the
@@ -12,7 +14,7 @@ use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEs
 use super::Shard;
 use crate::allocation::{Demand, VIDEO_MIN, allocate};
 use crate::layers::{select, wanted};
-use crate::session::{LayerState, ParticipantEvent, TrackKind};
+use crate::session::{EstimateSource, LayerState, ParticipantEvent, TrackKind};
 use crate::transport::TransportId;
 
 /// A REMB is sent again at least this often while it applies (receivers
@@ -26,14 +28,64 @@ const REMB_CHANGE: f64 = 0.1;
 const REMB_RELEASE: u64 = 100_000_000;
 /// Estimates above this are taken as this (a REMB can say up to ~2^81).
 const MAX_ESTIMATE: u64 = 1_000_000_000;
+/// A subscriber's REMB is ignored while transport-wide feedback has come
+/// within this long (feedback comes every 50-100 ms while media flows).
+const SEND_SIDE_FRESH: Duration = Duration::from_secs(2);
+/// The send-side estimate is applied at most this often unless it falls:
+/// each application shares out the room's bandwidth again.
+const SEND_SIDE_APPLY_EVERY: Duration = Duration::from_millis(200);
 
 impl Shard {
     /// Subscriber transport `id` sent a REMB of `bitrate` bits per second.
+    /// It is the transport's estimate only while no transport-wide feedback
+    /// comes: a browser that negotiated transport-cc leaves estimation to
+    /// the sender (libwebrtc then sends no REMB for those streams), so a
+    /// REMB beside feedback is a client's own idea we do not mix in; two
+    /// estimators of one path with different dynamics, combined, would
+    /// inherit the faults of whichever is lower at the time.
     pub(super) fn estimate_heard(&mut self, now: Instant, id: TransportId, bitrate: f32) {
-        if !bitrate.is_finite() || bitrate < 0.0 || !self.config.adapt_to_subscribers {
+        if !bitrate.is_finite() || bitrate < 0.0 {
             return;
         }
-        let bps = (bitrate as u64).min(MAX_ESTIMATE);
+        let send_side_active = self.transports.get(&id).is_some_and(|t| {
+            t.feedback_heard_at
+                .is_some_and(|at| now < at + SEND_SIDE_FRESH)
+        });
+        if send_side_active {
+            return;
+        }
+        self.apply_estimate(now, id, bitrate as u64, EstimateSource::Remb);
+    }
+
+    /// Transport-wide feedback from subscriber transport `id` reported
+    /// packets we sent: its send-side estimate may have changed. Applied
+    /// (a reallocation of the room) when it fell by more than a tenth, at
+    /// once, otherwise at most every `SEND_SIDE_APPLY_EVERY`.
+    pub(super) fn send_side_feedback_heard(&mut self, now: Instant, id: TransportId) {
+        let Some(t) = self.transports.get_mut(&id) else {
+            return;
+        };
+        t.feedback_heard_at = Some(now);
+        let Some(bps) = t.send_side.as_ref().map(|bwe| bwe.bps()) else {
+            return;
+        };
+        let due = match t.send_side_applied {
+            None => true,
+            Some((last, at)) => {
+                (bps < last - last / 10 || now >= at + SEND_SIDE_APPLY_EVERY) && bps != last
+            }
+        };
+        if due {
+            t.send_side_applied = Some((bps, now));
+            self.apply_estimate(now, id, bps, EstimateSource::SendSide);
+        }
+    }
+
+    fn apply_estimate(&mut self, now: Instant, id: TransportId, bps: u64, source: EstimateSource) {
+        if !self.config.adapt_to_subscribers {
+            return;
+        }
+        let bps = bps.min(MAX_ESTIMATE);
         let Some(t) = self.transports.get_mut(&id) else {
             return;
         };
@@ -41,8 +93,12 @@ impl Shard {
             t.estimate_fell_at = Some(now);
         }
         t.estimate = Some(bps);
-        tracing::debug!(subscriber = id, bps, "subscriber estimate");
-        self.metrics.subscriber_estimates.observe(bps as f64);
+        tracing::debug!(subscriber = id, bps, ?source, "subscriber estimate");
+        t.estimate_source = Some(source);
+        match source {
+            EstimateSource::SendSide => self.metrics.send_side_estimates.observe(bps as f64),
+            EstimateSource::Remb => self.metrics.remb_estimates.observe(bps as f64),
+        }
         let room = t.room.clone();
         self.allocate_room(now, &room);
     }
@@ -219,6 +275,11 @@ impl Shard {
             }
             dynacast.sent = active.clone();
             dynacast.fewer_since = None;
+            for (layer, on) in producer.layers.iter_mut().zip(&active) {
+                if !on {
+                    layer.stopped_by_us();
+                }
+            }
             tracing::debug!(producer = %producer.sid, ?active, "subscribed layers");
             let layers = producer
                 .layers

@@ -14,6 +14,7 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpRtxParameters, RtpCodecKind,
 };
 use rtc::sansio::Protocol;
+use rtc::shared::marshal::MarshalSize;
 use tracing::{debug, info, warn};
 
 use crate::ids;
@@ -259,6 +260,7 @@ impl Shard {
                 }
                 continue;
             };
+            let numbered = sub.transport_seq;
             let mut header = leg.extensions.rewritten(
                 &packet.header,
                 now,
@@ -278,6 +280,10 @@ impl Shard {
                 packet.payload.clone()
             };
             let out = rtp::Packet { header, payload };
+            // The leg numbered it transport-wide: remembered for the
+            // subscriber's feedback (module `bwe`).
+            let rtp_bytes = (sub.transport_seq != numbered)
+                .then(|| out.header.marshal_size() + out.payload.len());
             // Our own SSRC and payload type were checked when the leg was
             // resolved; `handle_write` skips re-deriving sender parameters
             // on every packet.
@@ -285,7 +291,14 @@ impl Shard {
                 now,
                 message: RTCMessage::RtpPacket(String::new(), out),
             }) {
-                Ok(()) => self.metrics.packets_out.inc(),
+                Ok(()) => {
+                    self.metrics.packets_out.inc();
+                    if let Some(rtp_bytes) = rtp_bytes {
+                        sub.send_side
+                            .get_or_insert_with(Box::default)
+                            .on_sent(now, numbered, rtp_bytes);
+                    }
+                }
                 Err(_) => self.metrics.drop_send_failed.inc(),
             }
             if !sub.queued {

@@ -17,6 +17,7 @@ use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState}
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp;
 use rtc::sansio::Protocol;
@@ -478,6 +479,7 @@ impl Shard {
         let mut events = Vec::new();
         let mut keyframe_ssrcs = Vec::new();
         let mut estimate = None;
+        let mut feedback_heard = false;
         let mut inbound = std::mem::take(&mut self.inbound_rtp);
         {
             let Some(t) = self.transports.get_mut(&id) else {
@@ -504,6 +506,12 @@ impl Shard {
                                 any.downcast_ref::<ReceiverEstimatedMaximumBitrate>()
                             {
                                 estimate = Some(remb.bitrate);
+                            } else if let Some(feedback) = any.downcast_ref::<TransportLayerCc>() {
+                                // Only a subscriber transport numbers what
+                                // it sends; feedback elsewhere matches nothing.
+                                if let Some(bwe) = &mut t.send_side {
+                                    feedback_heard |= bwe.on_feedback(now, feedback);
+                                }
                             } else if any.is::<TransportLayerNack>() {
                                 self.metrics.nacks.inc();
                             }
@@ -522,6 +530,9 @@ impl Shard {
         self.inbound_rtp = inbound;
         for ssrc in keyframe_ssrcs {
             self.relay_keyframe_request(now, id, ssrc);
+        }
+        if feedback_heard {
+            self.send_side_feedback_heard(now, id);
         }
         if let Some(bitrate) = estimate {
             self.estimate_heard(now, id, bitrate);
@@ -688,6 +699,10 @@ impl Shard {
                 consumed_by_ssrc: HashMap::new(),
                 transport_seq: 0,
                 estimate: None,
+                estimate_source: None,
+                send_side: None,
+                feedback_heard_at: None,
+                send_side_applied: None,
                 estimate_fell_at: None,
                 epoch: now,
                 connected: false,

@@ -61,14 +61,13 @@ impl Shard {
                 });
             }
         }
+        let downlink = p.subscriber.and_then(|id| self.transports.get(&id));
         Ok(ParticipantStats {
             sid: p.sid.clone(),
             identity: p.identity.clone(),
             connection_quality: p.quality.quality(),
-            downlink_estimate_bps: p
-                .subscriber
-                .and_then(|id| self.transports.get(&id))
-                .and_then(|t| t.estimate),
+            downlink_estimate_bps: downlink.and_then(|t| t.estimate),
+            downlink_estimate_source: downlink.and_then(|t| t.estimate_source),
             subscriptions,
             published,
         })

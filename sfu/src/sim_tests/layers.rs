@@ -11,7 +11,7 @@ use super::Sim;
 use super::link::Link;
 use super::simulcast::LAYERS;
 use super::subscriber::RembScript;
-use crate::session::ParticipantEvent;
+use crate::session::{EstimateSource, ParticipantEvent};
 
 const Q: usize = 0;
 const H: usize = 1;
@@ -108,6 +108,12 @@ fn at_3_mbits_the_subscriber_gets_f_and_within_1s_of_its_estimate_falling_to_600
     let settling = sim.sub().received.len();
     sim.run_for(Duration::from_secs(3));
     assert_eq!(layers_from(&sim, settling).last(), Some(&F));
+    // Without transport-wide feedback, the browser's REMB is the estimate.
+    let stats = sim.shard.participant_stats(super::ROOM, "bob").unwrap();
+    assert_eq!(
+        (stats.downlink_estimate_bps, stats.downlink_estimate_source),
+        (Some(3_000_000), Some(EstimateSource::Remb))
+    );
     let at_3_mbits = sim.sub().received.len() - 25;
     assert_eq!(layers_from(&sim, at_3_mbits), vec![F], "the last frames");
 

@@ -44,6 +44,12 @@ impl Link {
         }
     }
 
+    /// From now on the link sends at `bps` (what is queued keeps the
+    /// times it was given).
+    pub(super) fn set_rate(&mut self, bps: u64) {
+        self.rate = Some(bps);
+    }
+
     /// A datagram handed to the link at `now`: queued, or dropped if the
     /// queue is full.
     pub(super) fn send(&mut self, now: Instant, datagram: BytesMut) {

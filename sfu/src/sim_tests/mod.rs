@@ -9,6 +9,7 @@
 
 mod layers;
 mod link;
+mod send_side;
 mod simulcast;
 mod subscriber;
 mod transport;
@@ -37,7 +38,7 @@ use crate::session::ParticipantEvent;
 use crate::shard::Shard;
 use link::Link;
 use simulcast::{Encoder, FRAME_INTERVAL};
-use subscriber::{RembScript, Subscriber};
+use subscriber::{Feedback, RembScript, Subscriber};
 
 const TICK: Duration = Duration::from_millis(10);
 const SSRC: u32 = 0x5eed;
@@ -193,6 +194,27 @@ impl Sim {
             downlink,
             remb_every,
             remb,
+            Feedback::Remb,
+        ));
+    }
+
+    /// A second participant joins to receive the publisher's track over
+    /// `downlink`, sending transport-wide congestion control feedback and
+    /// no REMB: the shard's send-side estimate is its estimate.
+    fn subscribe_send_side(&mut self, downlink: Link) {
+        self.subscribe_with_feedback(downlink, Duration::from_secs(1), Box::new(|_, _| None));
+    }
+
+    /// As `subscribe_send_side`, and also sending a REMB of what `remb`
+    /// says every `remb_every`.
+    fn subscribe_with_feedback(&mut self, downlink: Link, remb_every: Duration, remb: RembScript) {
+        self.subscriber = Some(Subscriber::join(
+            &mut self.shard,
+            self.now,
+            downlink,
+            remb_every,
+            remb,
+            Feedback::TransportWide,
         ));
     }
 

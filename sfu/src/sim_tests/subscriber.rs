@@ -1,8 +1,10 @@
 //! The subscribing client: an `rtc` peer connection that answers the
 //! shard's subscribe offers, reads what arrives over its downlink (a
-//! [`Link`]), records every RTP packet it reads, and reports a scripted
-//! bandwidth estimate (REMB) on a schedule, as a browser's receive-side
-//! estimator would.
+//! [`Link`]), records every RTP packet it reads, and either reports a
+//! scripted bandwidth estimate (REMB) on a schedule, as a browser's
+//! receive-side estimator would, or sends transport-wide congestion
+//! control feedback (rtc's TWCC receiver, every 100 ms) for the shard's
+//! own send-side estimator.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -59,6 +61,19 @@ pub(super) struct Subscriber {
     pub received: Vec<Received>,
     /// The newest sequence number read.
     newest: Option<u16>,
+    /// Its answers accept the transport-wide sequence number, so the
+    /// shard numbers what it sends and rtc's TWCC receiver reports it.
+    transport_wide: bool,
+}
+
+/// How the subscriber tells the shard what its downlink takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Feedback {
+    /// Scripted REMB only: its answers decline transport-wide congestion
+    /// control, as a client that only offers REMB would.
+    Remb,
+    /// Transport-wide feedback (and whatever the REMB script says).
+    TransportWide,
 }
 
 impl Subscriber {
@@ -69,6 +84,7 @@ impl Subscriber {
         downlink: Link,
         remb_every: Duration,
         remb: RembScript,
+        feedback: Feedback,
     ) -> Subscriber {
         let addr = loopback(3, 20_000);
         let sid = shard
@@ -101,6 +117,7 @@ impl Subscriber {
             next_remb: None,
             received: Vec::new(),
             newest: None,
+            transport_wide: feedback == Feedback::TransportWide,
         }
     }
 
@@ -114,7 +131,17 @@ impl Subscriber {
         self.pc
             .set_local_description(now, answer)
             .expect("local answer");
-        let sdp = self.pc.local_description().expect("answer sdp").sdp;
+        let mut sdp = self.pc.local_description().expect("answer sdp").sdp;
+        if !self.transport_wide {
+            // Without the extension the shard numbers nothing, and rtc's
+            // TWCC receiver has nothing to report.
+            sdp = sdp
+                .split_inclusive('\n')
+                .filter(|line| {
+                    !line.contains("transport-wide-cc") && !line.contains("transport-cc")
+                })
+                .collect();
+        }
         shard
             .subscribe_answer(now, ROOM, &self.sid, sdp)
             .expect("subscribe answer");
