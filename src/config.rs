@@ -148,6 +148,11 @@ pub struct RtcConfig {
     /// single-stream publishers the least a subscriber takes (REMB). Off
     /// only to compare (the browser test of a capped downlink does).
     pub adapt_to_subscribers: bool,
+    /// Estimate subscribers' downlinks send-side, from their transport-wide
+    /// CC feedback (callgate's own estimator), instead of from their REMB.
+    /// Off by default (docs/congestion-control.md, "Our send-side
+    /// estimator": not yet robust to jitter).
+    pub send_side_estimation: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -225,6 +230,7 @@ impl Default for RtcConfig {
             socket_buffer_bytes: 4 << 20,
             keyframe_request_interval: Duration::from_millis(500),
             adapt_to_subscribers: true,
+            send_side_estimation: false,
         }
     }
 }
@@ -972,6 +978,7 @@ impl Config {
             socket_buffer_bytes: self.rtc.socket_buffer_bytes,
             keyframe_request_interval: self.rtc.keyframe_request_interval,
             adapt_to_subscribers: self.rtc.adapt_to_subscribers,
+            send_side_estimation: self.rtc.send_side_estimation,
             ice_tcp_first_frame_timeout: self.limits.ice_tcp_first_frame_timeout,
             ice_tcp_pending: self.limits.ice_tcp_pending(open_files),
             reconnect_after_silence: self.room.reconnect_after_silence,

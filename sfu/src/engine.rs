@@ -59,22 +59,27 @@ fn transport_cc() -> RTCPFeedback {
 /// plain NACK (no RTX), so one SSRC per stream is all there is to route;
 /// subscribers may take RTX.
 ///
-/// Both legs carry `transport-cc` on every codec and the transport-wide
-/// sequence number extension (docs/congestion-control.md):
-/// - on publisher transports the browser runs its send-side estimate on
-///   the feedback rtc's TWCC receiver sends;
-/// - on subscriber transports we number what we send and the browser's
-///   feedback drives our own send-side estimator (module `bwe`; rtc 0.21's
-///   `Gcc` was measured unusable). `goog-remb` and abs-send-time stay, so
-///   a subscriber that takes no transport-cc still reports REMB, which is
-///   then its estimate.
+/// Congestion control by leg (docs/congestion-control.md):
+/// - publisher transports carry `transport-cc` on every codec and the
+///   transport-wide sequence number extension: the browser runs its
+///   send-side estimate on the feedback rtc's TWCC receiver sends;
+/// - subscriber transports carry `goog-remb` and abs-send-time, and with
+///   `subscriber_transport_cc` (config `send_side_estimation`) transport-cc
+///   too: we number what we send and the browser's feedback drives our own
+///   send-side estimator (module `bwe`; rtc 0.21's `Gcc` was measured
+///   unusable). Without it, the browser's REMB is the estimate.
 ///
 /// Named here rather than left to `register_default_interceptors`, whose
 /// `register_feedback` only reaches codecs registered before it runs.
-fn register_codecs(media_engine: &mut MediaEngine, role: TransportRole) -> Result<(), Error> {
+fn register_codecs(
+    media_engine: &mut MediaEngine,
+    role: TransportRole,
+    subscriber_transport_cc: bool,
+) -> Result<(), Error> {
     let publisher = role == TransportRole::Publisher;
+    let with_transport_cc = publisher || subscriber_transport_cc;
     let video_feedback = || {
-        vec![
+        let mut feedback = vec![
             RTCPFeedback {
                 typ: "goog-remb".into(),
                 parameter: String::new(),
@@ -83,8 +88,11 @@ fn register_codecs(media_engine: &mut MediaEngine, role: TransportRole) -> Resul
                 typ: "ccm".into(),
                 parameter: "fir".into(),
             },
-            transport_cc(),
-        ]
+        ];
+        if with_transport_cc {
+            feedback.push(transport_cc());
+        }
+        feedback
     };
     media_engine.register_codec(
         RTCRtpCodecParameters {
@@ -93,7 +101,11 @@ fn register_codecs(media_engine: &mut MediaEngine, role: TransportRole) -> Resul
                 clock_rate: 48000,
                 channels: 2,
                 sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
-                rtcp_feedback: vec![transport_cc()],
+                rtcp_feedback: if with_transport_cc {
+                    vec![transport_cc()]
+                } else {
+                    vec![]
+                },
             },
             payload_type: 111,
         },
@@ -159,14 +171,16 @@ fn register_codecs(media_engine: &mut MediaEngine, role: TransportRole) -> Resul
             )?;
         }
     }
-    let extensions = [
+    let mut extensions = vec![
         (AUDIO_LEVEL_URI, RtpCodecKind::Audio),
         (VIDEO_ORIENTATION_URI, RtpCodecKind::Video),
         (ABS_SEND_TIME_URI, RtpCodecKind::Audio),
         (ABS_SEND_TIME_URI, RtpCodecKind::Video),
-        (TRANSPORT_CC_URI, RtpCodecKind::Audio),
-        (TRANSPORT_CC_URI, RtpCodecKind::Video),
     ];
+    if with_transport_cc {
+        extensions.push((TRANSPORT_CC_URI, RtpCodecKind::Audio));
+        extensions.push((TRANSPORT_CC_URI, RtpCodecKind::Video));
+    }
     for (uri, kind) in extensions {
         media_engine.register_header_extension(
             RTCRtpHeaderExtensionCapability { uri: uri.into() },
@@ -245,6 +259,10 @@ pub struct Hooks {
     /// Publisher transports: counts lost packets not asked for because a
     /// newer keyframe superseded them (module `superseded_nacks`).
     pub superseded_nacks: IntCounter,
+    /// Subscriber transports: offer transport-cc, so the subscriber's
+    /// feedback drives our send-side estimate (config
+    /// `send_side_estimation`); without it, its REMB is the estimate.
+    pub send_side_estimation: bool,
 }
 
 impl Default for Hooks {
@@ -256,6 +274,7 @@ impl Default for Hooks {
                 .expect("a valid counter name"),
             superseded_nacks: IntCounter::new("superseded_nacks", "unregistered")
                 .expect("a valid counter name"),
+            send_side_estimation: false,
         }
     }
 }
@@ -289,7 +308,7 @@ fn build(
     now: Instant,
 ) -> Result<RTCPeerConnection, Error> {
     let mut media_engine = MediaEngine::default();
-    register_codecs(&mut media_engine, role)?;
+    register_codecs(&mut media_engine, role, hooks.send_side_estimation)?;
     let registry = Registry::new().with(Slot::from(14_000), DeliverRtcp::for_the_sfu());
     let registry = match role {
         // Last on the way in: every interceptor of rtc's has seen a packet

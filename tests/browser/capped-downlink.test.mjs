@@ -1,8 +1,10 @@
 // A capped downlink: bob's link from callgate takes 500 kbit/s, and the
 // same two-party call runs over it twice, each time on a fresh server:
-// once with the server's defaults (adaptation: bob's browser's REMB
-// estimate is shared among the tracks he receives, and alice, the
-// publisher, is sent a REMB with bob's share of her video) and once with
+// once with the server's defaults (adaptation: the server's estimate of
+// bob's downlink, send-side from his transport-wide CC feedback since
+// sfu/src/bwe, REMB before that and for clients without the feedback, is
+// shared among the tracks he receives, and alice, the publisher, is sent a
+// REMB with bob's share of her video) and once with
 // CALLGATE_RTC_ADAPT_TO_SUBSCRIBERS=false. What it proves is the product's
 // claim: the capped page keeps decoding video, with fewer freezes than
 // without adaptation, because the publisher hears of the cap.
@@ -149,6 +151,13 @@
 //   - without adaptation: no REMB, and her target went above the cap.
 // The cap applied: bob's subscriber transport is UDP from the server (so
 // through s-b0), and the qdisc carried ≤ the cap + 5% in every window.
+//
+// The runs above estimated bob's downlink from his REMB. With the server's
+// own send-side estimator (one run, 2026-11-28, same machine): bob decoded
+// 598 frames (100% of those captured), 0 s frozen, 0 packets lost, 0
+// NACKs, jitter buffer 68 ms/frame; alice's target 296–576 kbit/s in the
+// window, 314 at its end; the link carried 474 kbit/s with no drops.
+// Without adaptation in the same run: 19 frames (3%), 25.5 s frozen.
 //
 // Two server bugs this test found are fixed since those runs: video did
 // not start (the keyframe asked for at subscription arrived before the
@@ -559,7 +568,7 @@ function table(results) {
     ['A availableOutgoingBitrate', 'availableOutgoingKbps'],
     ['A RTT to server (ms)', 'rttMs'],
     ['server REMBs to A (Δ)', 'rembs'],
-    ['server B estimate mean, last (kbit/s)', (s) => `${s.meanEstimateKbps} (${s.estimates} REMBs), ${s.lastEstimateKbps}`],
+    ['server B estimate mean, last (kbit/s)', (s) => `${s.meanEstimateKbps} (${s.estimates} estimates), ${s.lastEstimateKbps}`],
     ['server drops bandwidth (Δ)', 'bandwidthDrops'],
     ['server NACKs / PLIs (Δ)', (s) => `${s.serverNacks} / ${s.serverPlis}`],
     ['link to B (kbit/s)', 'linkKbps'],

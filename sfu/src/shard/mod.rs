@@ -111,6 +111,13 @@ pub(crate) struct Shard {
 }
 
 impl Shard {
+    /// Turns send-side estimation of new subscriber transports on or off
+    /// (config `send_side_estimation`), for tests of both estimates.
+    #[cfg(test)]
+    pub(crate) fn set_send_side_estimation(&mut self, on: bool) {
+        self.config.send_side_estimation = on;
+    }
+
     pub(crate) fn new(
         config: SfuConfig,
         worker: usize,
@@ -668,6 +675,7 @@ impl Shard {
             forgotten: ForgottenLayers::default(),
             refused_resends: self.metrics.drop_resend_limit.clone(),
             superseded_nacks: self.metrics.superseded_nacks.clone(),
+            send_side_estimation: self.config.send_side_estimation,
         };
         let pc = new_peer_connection(
             role,

@@ -208,6 +208,7 @@ impl Sim {
     /// As `subscribe_send_side`, and also sending a REMB of what `remb`
     /// says every `remb_every`.
     fn subscribe_with_feedback(&mut self, downlink: Link, remb_every: Duration, remb: RembScript) {
+        self.shard.set_send_side_estimation(true);
         self.subscriber = Some(Subscriber::join(
             &mut self.shard,
             self.now,
