@@ -1,9 +1,10 @@
 // A capped downlink: bob's link from callgate takes 500 kbit/s, and the
 // same two-party call runs over it twice, each time on a fresh server:
 // once with the server's defaults (adaptation: the server's estimate of
-// bob's downlink, send-side from his transport-wide CC feedback since
-// sfu/src/bwe, REMB before that and for clients without the feedback, is
-// shared among the tracks he receives, and alice, the publisher, is sent a
+// bob's downlink, his browser's REMB by default or, with
+// CALLGATE_RTC_SEND_SIDE_ESTIMATION=true, send-side from his
+// transport-wide CC feedback (sfu/src/bwe), is shared among the tracks he
+// receives, and alice, the publisher, is sent a
 // REMB with bob's share of her video) and once with
 // CALLGATE_RTC_ADAPT_TO_SUBSCRIBERS=false. What it proves is the product's
 // claim: the capped page keeps decoding video, with fewer freezes than
@@ -153,7 +154,9 @@
 // through s-b0), and the qdisc carried ≤ the cap + 5% in every window.
 //
 // The runs above estimated bob's downlink from his REMB. With the server's
-// own send-side estimator (one run, 2026-11-28, same machine): bob decoded
+// own send-side estimator (one run, 2026-11-28, same machine, with what is
+// now CALLGATE_RTC_SEND_SIDE_ESTIMATION=true; not the default: see
+// docs/congestion-control.md, "Against Chromium"): bob decoded
 // 598 frames (100% of those captured), 0 s frozen, 0 packets lost, 0
 // NACKs, jitter buffer 68 ms/frame; alice's target 296–576 kbit/s in the
 // window, 314 at its end; the link carried 474 kbit/s with no drops.
