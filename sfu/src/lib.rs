@@ -27,6 +27,7 @@ mod ids;
 mod keyframe;
 mod layers;
 mod metrics;
+mod nack_edit;
 mod nack_limit;
 mod outbox;
 pub mod packet_filter;

@@ -21,10 +21,9 @@ use std::time::{Duration, Instant};
 
 use prometheus::IntCounter;
 use rtc::interceptor::{Packet, TaggedPacket};
-use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
-    TransportLayerNack, nack_pairs_from_sequence_numbers,
-};
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 
+use crate::nack_edit::{edit_nacks, retain_packets};
 use crate::packet_filter::{Filtered, PacketFilter};
 
 /// Most times one packet is sent again.
@@ -98,53 +97,20 @@ impl LimitResends {
 
     /// `nack` with only the packets that may be sent again; `None` if none.
     fn limit(&mut self, now: Instant, nack: &TransportLayerNack) -> Option<TransportLayerNack> {
-        let mut allowed = Vec::new();
-        let mut refused = 0;
-        for pair in &nack.nacks {
-            for seq in pair.packet_list() {
-                if self.allow(now, nack.media_ssrc, seq) {
-                    allowed.push(seq);
-                } else {
-                    refused += 1;
-                }
-            }
-        }
+        let ssrc = nack.media_ssrc;
+        let (limited, refused) = retain_packets(nack, |seq| self.allow(now, ssrc, seq));
         self.refused.inc_by(refused);
-        (!allowed.is_empty()).then(|| TransportLayerNack {
-            sender_ssrc: nack.sender_ssrc,
-            media_ssrc: nack.media_ssrc,
-            nacks: nack_pairs_from_sequence_numbers(&allowed),
-        })
+        limited
     }
 }
 
 impl PacketFilter for LimitResends {
-    fn read(&mut self, mut msg: TaggedPacket) -> Option<TaggedPacket> {
-        if let Packet::Rtcp(packets) = &mut msg.message.packet
-            && packets
-                .iter()
-                .any(|p| p.as_any().is::<TransportLayerNack>())
-        {
-            self.forget_old(msg.now);
-            let mut kept: Vec<Box<dyn rtc::rtcp::Packet>> = Vec::with_capacity(packets.len());
-            for p in packets.drain(..) {
-                match p.as_any().downcast_ref::<TransportLayerNack>() {
-                    Some(nack) => {
-                        if let Some(limited) = self.limit(msg.now, nack) {
-                            kept.push(Box::new(limited));
-                        }
-                    }
-                    None => kept.push(p),
-                }
-            }
-            if kept.is_empty() {
-                // An empty RTCP list means something else to rtc (an
-                // attribute carrier): nothing goes on.
-                return None;
-            }
-            *packets = kept;
+    fn read(&mut self, msg: TaggedPacket) -> Option<TaggedPacket> {
+        let now = msg.now;
+        if matches!(msg.message.packet, Packet::Rtcp(_)) {
+            self.forget_old(now);
         }
-        Some(msg)
+        edit_nacks(msg, |nack| self.limit(now, nack))
     }
 }
 
@@ -153,6 +119,7 @@ mod tests {
     use super::*;
     use rtc::interceptor::AttributedPacket;
     use rtc::rtcp::receiver_report::ReceiverReport;
+    use rtc::rtcp::transport_feedbacks::transport_layer_nack::nack_pairs_from_sequence_numbers;
     use rtc::sansio::Protocol;
     use rtc::shared::{TransportContext, TransportMessage};
 

@@ -26,11 +26,10 @@ use std::collections::HashMap;
 
 use prometheus::IntCounter;
 use rtc::interceptor::{Packet, StreamInfo, TaggedPacket};
-use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
-    TransportLayerNack, nack_pairs_from_sequence_numbers,
-};
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 
 use crate::keyframe::VideoCodec;
+use crate::nack_edit::{edit_nacks, retain_packets};
 use crate::packet_filter::{Filtered, PacketFilter};
 
 /// One video stream the publisher sends.
@@ -66,23 +65,9 @@ impl SkipSupersededNacks {
         else {
             return Some(nack.clone());
         };
-        let mut needed = Vec::new();
-        let mut skipped = 0;
-        for pair in &nack.nacks {
-            for seq in pair.packet_list() {
-                if is_at_or_after(seq, start) {
-                    needed.push(seq);
-                } else {
-                    skipped += 1;
-                }
-            }
-        }
+        let (needed, skipped) = retain_packets(nack, |seq| is_at_or_after(seq, start));
         self.skipped.inc_by(skipped);
-        (!needed.is_empty()).then(|| TransportLayerNack {
-            sender_ssrc: nack.sender_ssrc,
-            media_ssrc: nack.media_ssrc,
-            nacks: nack_pairs_from_sequence_numbers(&needed),
-        })
+        needed
     }
 }
 
@@ -110,31 +95,8 @@ impl PacketFilter for SkipSupersededNacks {
         Some(msg)
     }
 
-    fn write(&mut self, mut msg: TaggedPacket) -> Option<TaggedPacket> {
-        if let Packet::Rtcp(packets) = &mut msg.message.packet
-            && packets
-                .iter()
-                .any(|p| p.as_any().is::<TransportLayerNack>())
-        {
-            let mut kept: Vec<Box<dyn rtc::rtcp::Packet>> = Vec::with_capacity(packets.len());
-            for p in packets.drain(..) {
-                match p.as_any().downcast_ref::<TransportLayerNack>() {
-                    Some(nack) => {
-                        if let Some(needed) = self.still_needed(nack) {
-                            kept.push(Box::new(needed));
-                        }
-                    }
-                    None => kept.push(p),
-                }
-            }
-            if kept.is_empty() {
-                // An empty RTCP list means something else to rtc (an
-                // attribute carrier): nothing goes on.
-                return None;
-            }
-            *packets = kept;
-        }
-        Some(msg)
+    fn write(&mut self, msg: TaggedPacket) -> Option<TaggedPacket> {
+        edit_nacks(msg, |nack| self.still_needed(nack))
     }
 
     fn bind_remote_stream(&mut self, info: &StreamInfo) {
@@ -156,6 +118,7 @@ impl PacketFilter for SkipSupersededNacks {
 
 #[cfg(test)]
 mod tests {
+    use rtc::rtcp::transport_feedbacks::transport_layer_nack::nack_pairs_from_sequence_numbers;
     use std::time::Instant;
 
     use super::*;

@@ -239,20 +239,7 @@ fn with_its_estimate_following_a_700_kbits_link_the_subscriber_ends_on_h_and_tri
 
     // How long it spent on each layer over the last 15 s, and its longest
     // stay on f, by the packets it read in sequence.
-    let since = sim.now - Duration::from_secs(15);
-    let read: Vec<_> = sim.sub().in_order().filter(|r| r.at >= since).collect();
-    let mut on = [Duration::ZERO; 3];
-    let (mut on_f, mut longest_on_f) = (Duration::ZERO, Duration::ZERO);
-    for pair in read.windows(2) {
-        let (a, b) = (pair[0], pair[1]);
-        on[a.layer] += b.at - a.at;
-        on_f = if a.layer == F {
-            on_f + (b.at - a.at)
-        } else {
-            Duration::ZERO
-        };
-        longest_on_f = longest_on_f.max(on_f);
-    }
+    let (on, longest_on_f) = sim.sub().time_on_layers(sim.now - Duration::from_secs(15));
     let total: Duration = on.iter().sum();
     assert!(
         on[H] >= total.mul_f64(0.8),

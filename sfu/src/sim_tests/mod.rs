@@ -188,13 +188,23 @@ impl Sim {
     /// `downlink`, sending a REMB of what `remb` says every `remb_every`
     /// once connected. Its subscribe offers are answered as they come.
     fn subscribe(&mut self, downlink: Link, remb_every: Duration, remb: RembScript) {
+        self.join_subscriber(downlink, remb_every, remb, Feedback::Remb);
+    }
+
+    fn join_subscriber(
+        &mut self,
+        downlink: Link,
+        remb_every: Duration,
+        remb: RembScript,
+        feedback: Feedback,
+    ) {
         self.subscriber = Some(Subscriber::join(
             &mut self.shard,
             self.now,
             downlink,
             remb_every,
             remb,
-            Feedback::Remb,
+            feedback,
         ));
     }
 
@@ -209,14 +219,7 @@ impl Sim {
     /// says every `remb_every`.
     fn subscribe_with_feedback(&mut self, downlink: Link, remb_every: Duration, remb: RembScript) {
         self.shard.set_send_side_estimation(true);
-        self.subscriber = Some(Subscriber::join(
-            &mut self.shard,
-            self.now,
-            downlink,
-            remb_every,
-            remb,
-            Feedback::TransportWide,
-        ));
+        self.join_subscriber(downlink, remb_every, remb, Feedback::TransportWide);
     }
 
     /// The subscriber (`subscribe` was called).

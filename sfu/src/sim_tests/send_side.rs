@@ -52,27 +52,6 @@ fn since(series: &[(Duration, u64)], from: Duration) -> Vec<u64> {
         .collect()
 }
 
-/// How long the subscriber read each layer since `from` (time since the
-/// start), and its longest unbroken stay on f, by the packets it read in
-/// sequence.
-fn time_on_layers(sim: &Sim, from: Duration) -> ([Duration; 3], Duration) {
-    let from = sim.start + from;
-    let read: Vec<_> = sim.sub().in_order().filter(|r| r.at >= from).collect();
-    let mut on = [Duration::ZERO; 3];
-    let (mut on_f, mut longest_on_f) = (Duration::ZERO, Duration::ZERO);
-    for pair in read.windows(2) {
-        let (a, b) = (pair[0], pair[1]);
-        on[a.layer] += b.at - a.at;
-        on_f = if a.layer == F {
-            on_f + (b.at - a.at)
-        } else {
-            Duration::ZERO
-        };
-        longest_on_f = longest_on_f.max(on_f);
-    }
-    (on, longest_on_f)
-}
-
 #[test]
 fn on_a_700_kbits_downlink_the_send_side_estimate_stays_between_65_and_130_percent_of_the_link_rate_and_the_subscriber_stays_on_h()
  {
@@ -100,7 +79,9 @@ fn on_a_700_kbits_downlink_the_send_side_estimate_stays_between_65_and_130_perce
 
     // h, the highest layer that fits, nearly all the time; f only tried.
     assert!(LAYERS[H].bitrate <= CAP && LAYERS[F].bitrate > CAP);
-    let (on, longest_on_f) = time_on_layers(&sim, Duration::from_secs(15));
+    let (on, longest_on_f) = sim
+        .sub()
+        .time_on_layers(sim.start + Duration::from_secs(15));
     let total: Duration = on.iter().sum();
     assert!(
         on[H] >= total.mul_f64(0.9),

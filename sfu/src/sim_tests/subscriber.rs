@@ -242,4 +242,24 @@ impl Subscriber {
             .map(|w| w[1])
             .collect()
     }
+
+    /// How long it read each layer (`simulcast::LAYERS` index) since
+    /// `since`, and its longest unbroken stay on the top one, by the
+    /// packets it read in sequence.
+    pub(super) fn time_on_layers(&self, since: Instant) -> ([Duration; 3], Duration) {
+        let read: Vec<_> = self.in_order().filter(|r| r.at >= since).collect();
+        let mut on = [Duration::ZERO; 3];
+        let (mut on_top, mut longest_on_top) = (Duration::ZERO, Duration::ZERO);
+        for pair in read.windows(2) {
+            let (a, b) = (pair[0], pair[1]);
+            on[a.layer] += b.at - a.at;
+            on_top = if a.layer == on.len() - 1 {
+                on_top + (b.at - a.at)
+            } else {
+                Duration::ZERO
+            };
+            longest_on_top = longest_on_top.max(on_top);
+        }
+        (on, longest_on_top)
+    }
 }
