@@ -317,6 +317,13 @@ mod tests {
     /// Layers q and h sent every 33 ms from `t0` to `until`, a packet per
     /// frame each (sequence numbers from 0); f never.
     fn sent_until(t0: Instant, until: Instant) -> Vec<Layer> {
+        sent_on(&[0, 1], t0, until).0
+    }
+
+    /// The layers of `layers(t0)` forgotten, then those at `sending` sent
+    /// every 33 ms from `t0` to `until`, a packet per frame each (sequence
+    /// numbers from 0); also the next frame's time and sequence number.
+    fn sent_on(sending: &[usize], t0: Instant, until: Instant) -> (Vec<Layer>, Instant, u16) {
         let mut l = layers(t0);
         for layer in &mut l {
             layer.continuity = None;
@@ -325,12 +332,13 @@ mod tests {
         let mut at = t0;
         let mut seq = 0u16;
         while at <= until {
-            l[0].count(at, 1000, seq);
-            l[1].count(at, 1000, seq);
+            for &i in sending {
+                l[i].count(at, 1000, seq);
+            }
             at += Duration::from_millis(33);
             seq += 1;
         }
-        l
+        (l, at, seq)
     }
 
     #[test]
@@ -417,20 +425,7 @@ mod tests {
     fn a_layer_just_started_below_the_one_being_received_counts_at_once() {
         let t0 = Instant::now();
         // q and f sent for 2 s; h (dynacast asked for it again) starts now.
-        let mut l = layers(t0);
-        for layer in &mut l {
-            layer.continuity = None;
-            layer.sending_since = None;
-        }
-        let start_h = t0 + Duration::from_secs(2);
-        let mut at = t0;
-        let mut seq = 0u16;
-        while at <= start_h {
-            l[0].count(at, 1000, seq);
-            l[2].count(at, 1000, seq);
-            at += Duration::from_millis(33);
-            seq += 1;
-        }
+        let (mut l, at, seq) = sent_on(&[0, 2], t0, t0 + Duration::from_secs(2));
         l[0].count(at, 1000, seq);
         l[1].count(at, 1000, 0);
         l[2].count(at, 1000, seq);

@@ -32,6 +32,21 @@ pub(crate) fn retain_packets(
     (edited, refused)
 }
 
+/// The sequence numbers every NACK of `msg`'s RTCP compound asks for, and
+/// how many RTCP packets the compound holds (tests of the interceptors).
+#[cfg(test)]
+pub(crate) fn nacked_in(msg: TaggedPacket) -> (Vec<u16>, usize) {
+    let Packet::Rtcp(packets) = msg.message.packet else {
+        panic!("not RTCP");
+    };
+    let seqs = packets
+        .iter()
+        .filter_map(|p| p.as_any().downcast_ref::<TransportLayerNack>())
+        .flat_map(|n| n.nacks.iter().flat_map(|pair| pair.packet_list()))
+        .collect();
+    (seqs, packets.len())
+}
+
 /// `msg` with each NACK of its RTCP compound replaced by what `edit` makes
 /// of it (removed on `None`); other packets pass untouched. `None` when the
 /// compound is left empty: rtc reads an empty RTCP list as something else

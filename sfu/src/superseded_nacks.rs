@@ -173,16 +173,7 @@ mod tests {
     /// The NACKed sequence numbers that went on toward the wire, and how
     /// many RTCP packets went with them; `None` if nothing went.
     fn sent(filter: &mut Filtered<SkipSupersededNacks>) -> Option<(Vec<u16>, usize)> {
-        let msg = filter.poll_write()?;
-        let Packet::Rtcp(packets) = msg.message.packet else {
-            panic!("not RTCP");
-        };
-        let seqs = packets
-            .iter()
-            .filter_map(|p| p.as_any().downcast_ref::<TransportLayerNack>())
-            .flat_map(|n| n.nacks.iter().flat_map(|pair| pair.packet_list()))
-            .collect();
-        Some((seqs, packets.len()))
+        filter.poll_write().map(crate::nack_edit::nacked_in)
     }
 
     fn video_stream() -> StreamInfo {
