@@ -15,6 +15,7 @@ mod config;
 mod consumer;
 mod continuity;
 mod dtls_flight;
+mod early_packets;
 mod endpoint;
 #[doc(hidden)]
 pub mod engine;

@@ -18,6 +18,7 @@ pub struct SfuMetrics {
     bytes: IntCounterVec,
     nacks: IntCounterVec,
     superseded_nacks: IntCounterVec,
+    early_packets: IntCounterVec,
     plis: IntCounterVec,
     dtls_flight_resends: IntCounterVec,
     reconnecting: IntGaugeVec,
@@ -122,6 +123,12 @@ impl SfuMetrics {
                 "Lost packets of a publisher not asked for again: a newer keyframe of their stream had arrived",
                 &["worker"],
             )?,
+            early_packets: counter(
+                registry,
+                "callgate_early_packets_forwarded_total",
+                "Packets that arrived ahead of the keyframe a consumer waited for, forwarded right after its first packet",
+                &["worker"],
+            )?,
             plis: counter(
                 registry,
                 "callgate_keyframe_requests_total",
@@ -187,6 +194,7 @@ impl SfuMetrics {
             bytes_out: self.bytes.with_label_values(&[w.as_str(), "out"]),
             nacks: self.nacks.with_label_values(&[&w]),
             superseded_nacks: self.superseded_nacks.with_label_values(&[&w]),
+            early_packets_forwarded: self.early_packets.with_label_values(&[&w]),
             plis: self.plis.with_label_values(&[&w]),
             dtls_flight_resends: self.dtls_flight_resends.with_label_values(&[&w]),
             reconnecting: self.reconnecting.with_label_values(&[&w]),
@@ -303,6 +311,9 @@ pub(crate) struct WorkerMetrics {
     /// Lost publisher packets left out of our NACKs because a newer
     /// keyframe of their stream arrived (module `superseded_nacks`).
     pub superseded_nacks: IntCounter,
+    /// Packets of a keyframe that arrived before its first packet, sent
+    /// to a consumer that started at it (module `early_packets`).
+    pub early_packets_forwarded: IntCounter,
     pub plis: IntCounter,
     /// DTLS datagrams of ours sent again (module `dtls_flight`).
     pub dtls_flight_resends: IntCounter,

@@ -7,6 +7,7 @@ use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
 
 use crate::consumer::Consumer;
 use crate::continuity::Continuity;
+use crate::early_packets::EarlyPackets;
 use crate::header_ext::ExtensionMap;
 use crate::keyframe::VideoCodec;
 use crate::layers::{Layer, rank};
@@ -38,6 +39,8 @@ pub(crate) struct Producer {
     /// A single-stream producer's stream (its SSRC and newest packet);
     /// layers keep their own.
     pub(crate) stream_continuity: Option<(u32, Continuity)>,
+    /// Packets that came ahead of the keyframe a consumer waits for.
+    pub(crate) early_packets: EarlyPackets,
     /// Which layers its publisher was last told someone receives
     /// (`subscribed_layers`), and since when fewer would do.
     pub(crate) dynacast: Dynacast,

@@ -23,14 +23,17 @@ use crate::session::{ParticipantEvent, SfuError, SubscriptionSettings, TrackKind
 use super::Shard;
 use crate::consumer::{Consumer, Leg};
 use crate::continuity::{Arrival, Continuity};
+use crate::early_packets::EarlyPackets;
+use crate::header_ext::SendStamps;
 use crate::header_ext::{ExtensionMap, audio_level};
 use crate::keyframe::VideoCodec;
 use crate::layers::{Layer, is_sending, select};
+use crate::metrics::WorkerMetrics;
 use crate::producer::Dynacast;
 use crate::producer::Producer;
 use crate::rewriter::SequenceRewriter;
 use crate::timers::Timer;
-use crate::transport::TransportId;
+use crate::transport::{Transport, TransportId};
 use crate::vp8;
 use crate::vp8::PictureIdRewriter;
 
@@ -231,11 +234,13 @@ impl Shard {
                     &producer.extensions,
                 );
             }
-            let Some(leg) = &consumer.leg else {
+            if consumer.leg.is_none() {
                 self.metrics.drop_not_negotiated.inc();
                 continue;
-            };
+            }
             let source_before = consumer.sequence.current_source();
+            // A keyframe's first packet a waiting consumer starts at.
+            let starting = switching_point && consumer.sequence.pending_source() == Some(ssrc);
             let forwarded = consumer
                 .sequence
                 .forward(ssrc, seq, ts, now, switching_point);
@@ -248,7 +253,7 @@ impl Shard {
                     "consumer segment started"
                 );
             }
-            let Some((out_seq, out_ts)) = forwarded else {
+            let Some(numbered) = forwarded else {
                 if consumer.sequence.pending_source() == Some(ssrc) {
                     // Waiting for a keyframe of this stream: keep asking
                     // (throttled) while it waits. A request made before the
@@ -260,51 +265,40 @@ impl Shard {
                 }
                 continue;
             };
-            let numbered = sub.transport_seq;
-            let mut header = leg.extensions.rewritten(
-                &packet.header,
+            let mut write = Write {
+                sub,
+                consumer,
                 now,
-                sub.epoch,
-                &mut sub.transport_seq,
-                &mut self.send_stamps,
-            );
-            header.ssrc = consumer.ssrc;
-            header.payload_type = leg.payload_type;
-            header.sequence_number = out_seq;
-            header.timestamp = out_ts;
-            let payload = if rewrite_picture_ids {
-                consumer
-                    .picture_ids
-                    .rewrite_bytes(ssrc, packet.payload.clone())
-            } else {
-                packet.payload.clone()
+                rewrite_picture_ids,
+                metrics: &self.metrics,
+                send_stamps: &mut self.send_stamps,
             };
-            let out = rtp::Packet { header, payload };
-            // The leg numbered it transport-wide: remembered for the
-            // subscriber's feedback (module `bwe`).
-            let rtp_bytes = (sub.transport_seq != numbered)
-                .then(|| out.header.marshal_size() + out.payload.len());
-            // Our own SSRC and payload type were checked when the leg was
-            // resolved; `handle_write` skips re-deriving sender parameters
-            // on every packet.
-            match sub.pc.handle_write(TaggedRTCMessage {
-                now,
-                message: RTCMessage::RtpPacket(String::new(), out),
-            }) {
-                Ok(()) => {
-                    self.metrics.packets_out.inc();
-                    if let Some(rtp_bytes) = rtp_bytes {
-                        sub.send_side
-                            .get_or_insert_with(Box::default)
-                            .on_sent(now, numbered, rtp_bytes);
+            write.packet(&packet, numbered);
+            if starting {
+                // The rest of the keyframe may have come first (module
+                // `early_packets`).
+                let early = producer.early_packets.after(ssrc, seq);
+                if !early.is_empty() {
+                    self.metrics
+                        .early_packets_forwarded
+                        .inc_by(early.len() as u64);
+                }
+                for packet in early {
+                    let (seq, ts) = (packet.header.sequence_number, packet.header.timestamp);
+                    if let Some(numbered) =
+                        write.consumer.sequence.forward(ssrc, seq, ts, now, false)
+                    {
+                        write.packet(&packet, numbered);
                     }
                 }
-                Err(_) => self.metrics.drop_send_failed.inc(),
             }
             if !sub.queued {
                 sub.queued = true;
                 self.dirty.push(consumer.transport);
             }
+        }
+        if awaiting_keyframe {
+            producer.early_packets.keep(now, &packet);
         }
         if awaiting_keyframe && !switched_to.contains(&ssrc) {
             switched_to.push(ssrc);
@@ -382,6 +376,7 @@ impl Shard {
                 .map(|rid| vec![Layer::new(rid.to_string(), init.ssrc)])
                 .unwrap_or_default(),
             stream_continuity: None,
+            early_packets: EarlyPackets::default(),
             dynacast: Dynacast::default(),
         };
         info!(room = %room_name, participant = %owner_sid, track = %sid, ?kind, codec = %producer.codec.mime_type, "track published");
@@ -597,5 +592,68 @@ fn rtc_kind(kind: TrackKind) -> RtpCodecKind {
     match kind {
         TrackKind::Audio => RtpCodecKind::Audio,
         TrackKind::Video => RtpCodecKind::Video,
+    }
+}
+
+/// Where a consumer's packets go out: its subscriber's transport, numbered
+/// by its rewriter, with the leg's extensions.
+struct Write<'a> {
+    sub: &'a mut Transport,
+    consumer: &'a mut Consumer,
+    now: Instant,
+    rewrite_picture_ids: bool,
+    metrics: &'a WorkerMetrics,
+    send_stamps: &'a mut SendStamps,
+}
+
+impl Write<'_> {
+    /// Sends `packet` of the consumer's source as `(out_seq, out_ts)`.
+    fn packet(&mut self, packet: &rtp::Packet, (out_seq, out_ts): (u16, u32)) {
+        let (sub, consumer, now) = (&mut *self.sub, &mut *self.consumer, self.now);
+        let Some(leg) = &consumer.leg else {
+            self.metrics.drop_not_negotiated.inc();
+            return;
+        };
+        let numbered = sub.transport_seq;
+        let mut header = leg.extensions.rewritten(
+            &packet.header,
+            now,
+            sub.epoch,
+            &mut sub.transport_seq,
+            self.send_stamps,
+        );
+        header.ssrc = consumer.ssrc;
+        header.payload_type = leg.payload_type;
+        header.sequence_number = out_seq;
+        header.timestamp = out_ts;
+        let payload = if self.rewrite_picture_ids {
+            consumer
+                .picture_ids
+                .rewrite_bytes(packet.header.ssrc, packet.payload.clone())
+        } else {
+            packet.payload.clone()
+        };
+        let out = rtp::Packet { header, payload };
+        // The leg numbered it transport-wide: remembered for the
+        // subscriber's feedback (module `bwe`).
+        let rtp_bytes =
+            (sub.transport_seq != numbered).then(|| out.header.marshal_size() + out.payload.len());
+        // Our own SSRC and payload type were checked when the leg was
+        // resolved; `handle_write` skips re-deriving sender parameters on
+        // every packet.
+        match sub.pc.handle_write(TaggedRTCMessage {
+            now,
+            message: RTCMessage::RtpPacket(String::new(), out),
+        }) {
+            Ok(()) => {
+                self.metrics.packets_out.inc();
+                if let Some(rtp_bytes) = rtp_bytes {
+                    sub.send_side
+                        .get_or_insert_with(Box::default)
+                        .on_sent(now, numbered, rtp_bytes);
+                }
+            }
+            Err(_) => self.metrics.drop_send_failed.inc(),
+        }
     }
 }
