@@ -61,7 +61,7 @@ const DEFAULT_GRACE_S = 20;
 const ICE_RESTART_TIMEOUT_MS = 5000;
 
 /**
- * The simulcast layers of camera video (`simulcast: true`), lowest first, as
+ * The simulcast layers of camera video (the `simulcast` option, on by default), lowest first, as
  * LiveKit's SDKs send them: rid `q` at a quarter of the resolution, `h` at
  * half, `f` at full, each with its bitrate cap (bit/s).
  */
@@ -181,9 +181,7 @@ const END_REASONS = new Set([
  *   `joined` on its new WebSocket (default 5000).
  * @property {boolean} [simulcast] Publish camera video as three simulcast layers
  *   (SIMULCAST_LAYERS), so each subscriber gets the layer its downlink and the size it
- *   shows the video at allow. Default false for now: with it, a call under 5% loss
- *   was seen to stall 2.5 s at its start, and the frame rate right after a network
- *   move was sometimes low (docs/media.md, "Known gaps").
+ *   shows the video at allow (default true); false publishes one encoding.
  * @property {boolean|AdaptiveStreamOptions} [adaptiveStream] Receive each video shown through
  *   `attachVideo` at the size it is shown at, and not at all while it is not visible.
  * @property {typeof ResizeObserver} [ResizeObserver] For adaptive stream; defaults to the global.
@@ -460,7 +458,7 @@ export class Room extends Emitter {
     this._connectTimeout = options.connectTimeout ?? 15000;
     this._negotiationTimeout = options.negotiationTimeout ?? 15000;
     this._tryTimeout = options.reconnectTryTimeout ?? 5000;
-    this._simulcast = options.simulcast === true;
+    this._simulcast = options.simulcast !== false;
     /** @type {{pixelDensity: number|'screen'}|null} */
     this._adaptive = options.adaptiveStream
       ? { pixelDensity: 'screen', ...(typeof options.adaptiveStream === 'object' ? options.adaptiveStream : {}) }

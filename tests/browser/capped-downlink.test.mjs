@@ -34,7 +34,7 @@
 // camera, 640x480 at the 20 fps it actually delivers, and microphone, as
 // the demo does; as ONE encoding, `?simulcast=0`: what is proven here is
 // that a single-stream publisher, an older client's or H.264's, is slowed
-// for its weak subscriber by REMB; with simulcast (`simulcast: true`) both
+// for its weak subscriber by REMB; with simulcast (the SDK's default) both
 // runs pick a layer that fits and neither freezes, and layer choice has
 // its own tests, sfu/src/sim_tests/layers.rs and tests/simulcast.rs), a 10 s warm-up from bob's first decoded frame of alice's
 // video, then a 30 s window sampled every second (getStats on both pages,
