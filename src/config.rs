@@ -149,9 +149,9 @@ pub struct RtcConfig {
     /// only to compare (the browser test of a capped downlink does).
     pub adapt_to_subscribers: bool,
     /// Estimate subscribers' downlinks send-side, from their transport-wide
-    /// CC feedback (callgate's own estimator), instead of from their REMB.
-    /// Off by default (docs/congestion-control.md, "Our send-side
-    /// estimator": not yet robust to jitter).
+    /// CC feedback (callgate's own estimator), instead of from their REMB
+    /// (docs/congestion-control.md, "Our send-side estimator"). On by
+    /// default; off, subscribers are estimated by their browsers' REMB.
     pub send_side_estimation: bool,
 }
 
@@ -230,7 +230,7 @@ impl Default for RtcConfig {
             socket_buffer_bytes: 4 << 20,
             keyframe_request_interval: Duration::from_millis(500),
             adapt_to_subscribers: true,
-            send_side_estimation: false,
+            send_side_estimation: true,
         }
     }
 }

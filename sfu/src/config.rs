@@ -32,9 +32,8 @@ pub struct SfuConfig {
     pub adapt_to_subscribers: bool,
     /// Offer subscribers transport-wide congestion control feedback, so
     /// their estimate is callgate's own send-side one (module `bwe`)
-    /// instead of their browser's REMB. Off by default: on a link with 5%
-    /// loss and 30 ± 30 ms jitter it brought a call's estimate down from
-    /// 1 Mbit/s to 100 kbit/s (docs/congestion-control.md).
+    /// instead of their browser's REMB (which a subscriber that declines
+    /// transport-cc is still estimated by).
     pub send_side_estimation: bool,
     /// How long a new ICE-TCP connection may take to send its first STUN
     /// request before it is closed.
@@ -65,7 +64,7 @@ impl Default for SfuConfig {
             socket_buffer_bytes: 4 << 20,
             keyframe_request_interval: Duration::from_millis(500),
             adapt_to_subscribers: true,
-            send_side_estimation: false,
+            send_side_estimation: true,
             ice_tcp_first_frame_timeout: Duration::from_secs(3),
             ice_tcp_pending: AdmissionLimits {
                 max_total: 256,

@@ -1,9 +1,9 @@
 // A capped downlink: bob's link from callgate takes 500 kbit/s, and the
 // same two-party call runs over it twice, each time on a fresh server:
 // once with the server's defaults (adaptation: the server's estimate of
-// bob's downlink, his browser's REMB by default or, with
-// CALLGATE_RTC_SEND_SIDE_ESTIMATION=true, send-side from his
-// transport-wide CC feedback (sfu/src/bwe), is shared among the tracks he
+// bob's downlink, send-side from his transport-wide CC feedback
+// (sfu/src/bwe; his browser's REMB with
+// CALLGATE_RTC_SEND_SIDE_ESTIMATION=false), is shared among the tracks he
 // receives, and alice, the publisher, is sent a
 // REMB with bob's share of her video) and once with
 // CALLGATE_RTC_ADAPT_TO_SUBSCRIBERS=false. What it proves is the product's
@@ -153,14 +153,12 @@
 // The cap applied: bob's subscriber transport is UDP from the server (so
 // through s-b0), and the qdisc carried ≤ the cap + 5% in every window.
 //
-// The runs above estimated bob's downlink from his REMB. With the server's
-// own send-side estimator (one run, 2026-11-28, same machine, with what is
-// now CALLGATE_RTC_SEND_SIDE_ESTIMATION=true; not the default: see
-// docs/congestion-control.md, "Against Chromium"): bob decoded
-// 598 frames (100% of those captured), 0 s frozen, 0 packets lost, 0
-// NACKs, jitter buffer 68 ms/frame; alice's target 296–576 kbit/s in the
-// window, 314 at its end; the link carried 474 kbit/s with no drops.
-// Without adaptation in the same run: 19 frames (3%), 25.5 s frozen.
+// The runs above estimated bob's downlink from his REMB (the default
+// then). With the server's own send-side estimator, now the default (two
+// runs, 2026-11-28, same machine): bob decoded 598 frames (100% of those
+// captured) in both, 0 s frozen, 0 packets lost; alice's target 290–607
+// kbit/s in the window; the link carried 469–474 kbit/s with no drops.
+// Without adaptation in the same runs: 19 and 61 frames, 25.5–28 s frozen.
 //
 // Two server bugs this test found are fixed since those runs: video did
 // not start (the keyframe asked for at subscription arrived before the

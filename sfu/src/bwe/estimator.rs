@@ -28,14 +28,22 @@ const REACTION: Duration = Duration::from_millis(200);
 /// Weight of the old value in the smoothed round trip.
 const RTT_SMOOTHING: f64 = 0.875;
 
-/// One packet of a feedback, matched to what was sent.
+/// A packet feedback reports as arrived, matched to what was sent.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PacketResult {
     pub sent_at: Instant,
     /// Bytes on the wire.
     pub size: u32,
-    /// When it arrived (µs, receiver clock); `None`: lost.
-    pub arrival_us: Option<i64>,
+    /// When it arrived (µs, receiver clock).
+    pub arrival_us: i64,
+}
+
+/// What became of a packet, once that is known (module `bwe`,
+/// `MISSING_FOR`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Fate {
+    pub sent_at: Instant,
+    pub received: bool,
 }
 
 #[derive(Debug)]
@@ -75,23 +83,27 @@ impl SendSideEstimator {
         }
     }
 
-    /// One feedback's packets, in the order they were sent, at `now`.
-    pub(crate) fn on_feedback(&mut self, now: Instant, results: &[PacketResult]) {
-        let (mut received, mut lost) = (0u32, 0u32);
+    /// At `now`, one feedback's packets that arrived, in the order they
+    /// were sent, and the packets whose fate has become known since the
+    /// last call.
+    pub(crate) fn on_feedback(&mut self, now: Instant, arrivals: &[PacketResult], fates: &[Fate]) {
         let mut newest_sent = None;
-        for r in results {
-            let counts_for_loss = self.lowered_until.is_none_or(|until| r.sent_at >= until);
-            match r.arrival_us {
-                Some(arrival) => {
-                    received += u32::from(counts_for_loss);
-                    self.delay.on_packet(r.sent_at, arrival);
-                    self.acked.on_received(arrival, r.size);
-                    newest_sent = newest_sent.max(Some(r.sent_at));
+        for r in arrivals {
+            self.delay.on_packet(r.sent_at, r.arrival_us);
+            self.acked.on_received(r.arrival_us, r.size);
+            newest_sent = newest_sent.max(Some(r.sent_at));
+        }
+        let (mut received, mut lost) = (0u32, 0u32);
+        for fate in fates {
+            if self.lowered_until.is_none_or(|until| fate.sent_at >= until) {
+                if fate.received {
+                    received += 1;
+                } else {
+                    lost += 1;
                 }
-                None => lost += u32::from(counts_for_loss),
             }
         }
-        if results.is_empty() {
+        if arrivals.is_empty() && fates.is_empty() {
             return;
         }
         if let Some(sent) = newest_sent {

@@ -26,9 +26,19 @@ pub(crate) struct SentPacket {
 #[derive(Debug, Clone, Copy)]
 struct Slot {
     packet: SentPacket,
-    /// Feedback already accounted for it: a second report (a duplicate
-    /// feedback, or a resend that reused its number) is ignored.
-    reported: bool,
+    state: Reported,
+}
+
+/// What feedback has said of a packet so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reported {
+    Not,
+    /// Reported as not received: lost, or still on its way behind a packet
+    /// sent after it (a receiver reports it again when it arrives).
+    Missing,
+    /// Accounted for (received, or given up as lost): a second report (a
+    /// duplicate feedback, or a resend that reused its number) is ignored.
+    Done,
 }
 
 /// The ring of sent packets of one transport.
@@ -66,7 +76,7 @@ impl SendHistory {
                 sent_at: now,
                 size,
             },
-            reported: false,
+            state: Reported::Not,
         });
     }
 
@@ -88,14 +98,27 @@ impl SendHistory {
         }
     }
 
-    /// The packet `seq` (unwrapped) if it is still in the ring and no
-    /// feedback has reported it yet; it counts as reported from now on.
+    /// The packet `seq` (unwrapped) if it is still in the ring and has not
+    /// been accounted for (it may have been reported missing); it is
+    /// accounted for from now on.
     pub(crate) fn take(&mut self, seq: u64) -> Option<SentPacket> {
         let slot = self.slots[index(seq)].as_mut()?;
-        if slot.packet.seq != seq || slot.reported {
+        if slot.packet.seq != seq || slot.state == Reported::Done {
             return None;
         }
-        slot.reported = true;
+        slot.state = Reported::Done;
+        Some(slot.packet)
+    }
+
+    /// Feedback reports packet `seq` (unwrapped) as not received: the
+    /// packet the first time, if it is still in the ring and not
+    /// accounted for.
+    pub(crate) fn mark_missing(&mut self, seq: u64) -> Option<SentPacket> {
+        let slot = self.slots[index(seq)].as_mut()?;
+        if slot.packet.seq != seq || slot.state != Reported::Not {
+            return None;
+        }
+        slot.state = Reported::Missing;
         Some(slot.packet)
     }
 }
@@ -134,6 +157,18 @@ mod tests {
         );
         assert_eq!(history.take(7), None);
         assert_eq!(history.take(8), None, "never sent");
+    }
+
+    #[test]
+    fn a_packet_reported_missing_is_marked_once_and_can_still_be_taken() {
+        let t0 = Instant::now();
+        let mut history = SendHistory::default();
+        history.on_sent(t0, 7, 100);
+        assert_eq!(history.mark_missing(7).map(|p| p.seq), Some(7));
+        assert_eq!(history.mark_missing(7), None, "already missing");
+        assert_eq!(history.take(7).map(|p| p.seq), Some(7));
+        assert_eq!(history.mark_missing(7), None, "accounted for");
+        assert_eq!(history.mark_missing(8), None, "never sent");
     }
 
     #[test]
