@@ -12,9 +12,20 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use callgate_sfu::bench_support::ForwardingBench;
 
 fn fan_out(c: &mut Criterion) {
-    let mut group = c.benchmark_group("forward_video_1200B");
+    fan_out_as(c, "forward_video_1200B", ForwardingBench::new);
+    // What send-side estimation adds per subscriber: the transport-wide
+    // number on each packet and its record in the send history.
+    fan_out_as(
+        c,
+        "forward_video_1200B_without_send_side",
+        ForwardingBench::without_send_side_estimation,
+    );
+}
+
+fn fan_out_as(c: &mut Criterion, name: &str, make: fn(usize, usize) -> ForwardingBench) {
+    let mut group = c.benchmark_group(name);
     for subscribers in [1usize, 10, 50, 200] {
-        let mut bench = ForwardingBench::new(subscribers, 1200);
+        let mut bench = make(subscribers, 1200);
         // Settle payload types and DTLS before timing.
         for _ in 0..10 {
             let d = bench.next_datagrams();

@@ -317,6 +317,7 @@ async function serverMetrics(page) {
     rembs: sum('callgate_rembs_total'),
     estimateSum: sum('callgate_subscriber_estimate_bps_sum'),
     estimateCount: sum('callgate_subscriber_estimate_bps_count'),
+    sendSideEstimates: sum('callgate_subscriber_estimate_bps_count', (l) => l.includes('source="send_side"')),
     bandwidthDrops: sum('callgate_dropped_packets_total', (l) => l.includes('reason="bandwidth"')),
     awaitingKeyframe: sum('callgate_dropped_packets_total', (l) => l.includes('reason="awaiting_keyframe"')),
     nacks: sum('callgate_nacks_total'),
@@ -494,6 +495,7 @@ function summarize(samples) {
     rembs: d((s) => s.m.rembs),
     meanEstimateKbps: estimates > 0 ? Math.round(d((s) => s.m.estimateSum) / estimates / 1000) : null,
     estimates,
+    sendSideEstimates: d((s) => s.m.sendSideEstimates),
     lastEstimateKbps: (() => {
       for (let i = samples.length - 1; i > 0; i--) {
         const n = samples[i].m.estimateCount - samples[i - 1].m.estimateCount;
@@ -686,6 +688,11 @@ test(`over a ${CAP_KBIT} kbit/s downlink, the capped page keeps decoding video a
     assert.ok(
       on.freezesS <= MAX_FREEZES_S && on.freezesS < off.freezesS,
       `adaptation: bob's freezes ${on.freezesS} s <= ${MAX_FREEZES_S} s and < ${off.freezesS} s without adaptation`,
+    );
+    // By default the server estimates each subscriber's downlink itself, from its transport-wide feedback.
+    assert.ok(
+      on.sendSideEstimates > 0 && on.sendSideEstimates === on.estimates,
+      `adaptation: every subscriber estimate in the window (bob's and alice's) was send-side (${on.sendSideEstimates} of ${on.estimates})`,
     );
     // Alice heard of the cap (REMB, about once a second): her encoder's target ends at or below it.
     assert.ok(on.rembs >= on.secs / 2, `adaptation: the server sent alice REMBs through the window (${on.rembs} in ${on.secs} s)`);

@@ -112,8 +112,8 @@ pub(crate) struct Shard {
 
 impl Shard {
     /// Turns send-side estimation of new subscriber transports on or off
-    /// (config `send_side_estimation`), for tests of both estimates.
-    #[cfg(test)]
+    /// (config `send_side_estimation`), for tests and benches of both
+    /// estimates.
     pub(crate) fn set_send_side_estimation(&mut self, on: bool) {
         self.config.send_side_estimation = on;
     }
