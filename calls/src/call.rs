@@ -247,6 +247,18 @@ impl Call {
             .ok_or(CallError::NotInvited)
     }
 
+    /// A callee of an open call whose ring has not ended: one that may
+    /// answer or turn the call down.
+    fn ringing_callee_mut(&mut self, identity: &str) -> Result<&mut Callee, CallError> {
+        self.check_open()?;
+        let callee = self.callee_mut(identity)?;
+        match callee.ring {
+            RingState::Ringing => Ok(callee),
+            RingState::Accepted => Err(CallError::AlreadyAnswered),
+            _ => Err(CallError::NotRinging),
+        }
+    }
+
     fn check_open(&self) -> Result<(), CallError> {
         match self.state {
             CallState::Ended(_) => Err(CallError::CallEnded),
@@ -256,13 +268,7 @@ impl Call {
 
     /// `identity` accepts (`call_accept`).
     pub fn accept(&mut self, now: Instant, identity: &str) -> Result<(), CallError> {
-        self.check_open()?;
-        let callee = self.callee_mut(identity)?;
-        match callee.ring {
-            RingState::Ringing => {}
-            RingState::Accepted => return Err(CallError::AlreadyAnswered),
-            _ => return Err(CallError::NotRinging),
-        }
+        let callee = self.ringing_callee_mut(identity)?;
         callee.ring = RingState::Accepted;
         self.answered(now, identity);
         Ok(())
@@ -290,13 +296,7 @@ impl Call {
         identity: &str,
         reason: RejectReason,
     ) -> Result<(), CallError> {
-        self.check_open()?;
-        let callee = self.callee_mut(identity)?;
-        match callee.ring {
-            RingState::Ringing => {}
-            RingState::Accepted => return Err(CallError::AlreadyAnswered),
-            _ => return Err(CallError::NotRinging),
-        }
+        let callee = self.ringing_callee_mut(identity)?;
         let state = RingState::Rejected(reason);
         callee.ring = state;
         self.events.push_back(CallEvent::RingEnded {

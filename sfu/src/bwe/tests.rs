@@ -232,6 +232,20 @@ impl Run {
     }
 }
 
+/// The estimate never went under `floor` bits/s.
+fn assert_never_under(run: &Run, floor: u64) {
+    let lowest = run.series.iter().map(|(_, e)| *e).min();
+    assert!(
+        lowest.is_some_and(|e| e >= floor),
+        "lowest {lowest:?}: {:?}",
+        run.series
+            .iter()
+            .step_by(10)
+            .map(|(t, e)| (*t as u32, e / 1000))
+            .collect::<Vec<_>>()
+    );
+}
+
 fn wide_path() -> Path {
     Path {
         capacity_bps: 10_000_000.0,
@@ -243,31 +257,24 @@ fn wide_path() -> Path {
     }
 }
 
+/// The lossy-link browser test's link: 5% loss, each packet delayed 0-60
+/// ms more (so they reorder), 2 Mbit/s of room.
+fn mobile_path() -> Path {
+    Path {
+        capacity_bps: 2_000_000.0,
+        loss_per_100: 5,
+        jitter_us: 60_000,
+        ..wide_path()
+    }
+}
+
 #[test]
 fn five_percent_loss_and_60ms_of_jitter_do_not_bring_the_estimate_down_on_a_path_with_room() {
     // A mobile link as the lossy-link browser test makes it: 5% loss and
     // each packet delayed 0-60 ms more (reordering), 2 Mbit/s of room.
-    let mut run = Run::new(
-        SendSideEstimator::new(1_000_000.0),
-        Path {
-            capacity_bps: 2_000_000.0,
-            loss_per_100: 5,
-            jitter_us: 60_000,
-            ..wide_path()
-        },
-        0,
-    );
+    let mut run = Run::new(SendSideEstimator::new(1_000_000.0), mobile_path(), 0);
     run.run(30.0);
-    let lowest = run.series.iter().map(|(_, e)| *e).min();
-    assert!(
-        lowest.is_some_and(|e| e >= 800_000),
-        "lowest {lowest:?}: {:?}",
-        run.series
-            .iter()
-            .step_by(10)
-            .map(|(t, e)| (*t as u32, e / 1000))
-            .collect::<Vec<_>>()
-    );
+    assert_never_under(&run, 800_000);
 }
 
 #[test]
@@ -277,30 +284,12 @@ fn with_chromiums_feedback_and_bursts_of_frames_5_percent_loss_and_60ms_of_jitte
     // it: packets still on their way behind the newest arrival are first
     // reported as not received. Frames leave in bursts, 25 a second, at a
     // steady 500 kbit/s (the sender has no more to send).
-    let mut run = Run::new(
-        SendSideEstimator::new(1_000_000.0),
-        Path {
-            capacity_bps: 2_000_000.0,
-            loss_per_100: 5,
-            jitter_us: 60_000,
-            ..wide_path()
-        },
-        0,
-    );
+    let mut run = Run::new(SendSideEstimator::new(1_000_000.0), mobile_path(), 0);
     run.chromium_feedback = true;
     run.frame_every_us = Some(40_000);
     run.fixed_bps = Some(500_000.0);
     run.run(30.0);
-    let lowest = run.series.iter().map(|(_, e)| *e).min();
-    assert!(
-        lowest.is_some_and(|e| e >= 550_000),
-        "lowest {lowest:?}: {:?}",
-        run.series
-            .iter()
-            .step_by(10)
-            .map(|(t, e)| (*t as u32, e / 1000))
-            .collect::<Vec<_>>()
-    );
+    assert_never_under(&run, 550_000);
 }
 
 #[test]
