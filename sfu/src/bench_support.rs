@@ -503,6 +503,95 @@ fn vp8() -> RTCRtpCodec {
     }
 }
 
+/// One subscriber transport's send-side estimate (module `bwe`) fed as the
+/// forwarding loop and the subscriber's feedback feed it: `packets` numbered
+/// packets of 1,200 bytes sent evenly over 100 ms, then one transport-wide
+/// feedback reporting every one of them arrived (20 ms later, with the
+/// spacing they were sent at), as Chromium reports every 100 ms or less.
+pub struct EstimatorBench {
+    estimate: crate::bwe::TransportEstimate,
+    start: Instant,
+    rounds: u32,
+    seq: u16,
+    packets: u16,
+}
+
+impl EstimatorBench {
+    const ROUND: Duration = Duration::from_millis(100);
+    const PROPAGATION: Duration = Duration::from_millis(20);
+
+    pub fn new(packets: u16) -> EstimatorBench {
+        EstimatorBench {
+            estimate: crate::bwe::TransportEstimate::default(),
+            start: Instant::now(),
+            rounds: 0,
+            seq: 0,
+            packets: packets.max(1),
+        }
+    }
+
+    fn spacing(&self) -> Duration {
+        Self::ROUND / u32::from(self.packets)
+    }
+
+    /// The feedback for the next round's packets (not timed: the receiver
+    /// builds it, and reading it is part of `round`).
+    pub fn next_feedback(
+        &self,
+    ) -> rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc {
+        use rtc::rtcp::transport_feedbacks::transport_layer_cc::{
+            PacketStatusChunk, RecvDelta, RunLengthChunk, StatusChunkTypeTcc, SymbolTypeTcc,
+            TransportLayerCc,
+        };
+        let first_arrival = (Self::ROUND * self.rounds + Self::PROPAGATION).as_micros() as i64;
+        let reference = first_arrival / 64_000;
+        let spacing = self.spacing().as_micros() as i64;
+        let recv_deltas = (0..self.packets)
+            .map(|i| RecvDelta {
+                type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
+                delta: if i == 0 {
+                    first_arrival - reference * 64_000
+                } else {
+                    spacing
+                },
+            })
+            .collect();
+        TransportLayerCc {
+            sender_ssrc: 1,
+            media_ssrc: 2,
+            base_sequence_number: self.seq,
+            packet_status_count: self.packets,
+            reference_time: reference as u32,
+            fb_pkt_count: self.rounds as u8,
+            packet_chunks: vec![PacketStatusChunk::RunLengthChunk(RunLengthChunk {
+                type_tcc: StatusChunkTypeTcc::RunLengthChunk,
+                packet_status_symbol: SymbolTypeTcc::PacketReceivedSmallDelta,
+                run_length: self.packets,
+            })],
+            recv_deltas,
+        }
+    }
+
+    /// One round: the packets recorded as sent, then `feedback` read and
+    /// the estimate updated. Returns the estimate (bits per second).
+    pub fn round(
+        &mut self,
+        feedback: &rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc,
+    ) -> u64 {
+        let round_start = self.start + Self::ROUND * self.rounds;
+        let spacing = self.spacing();
+        for i in 0..self.packets {
+            self.estimate
+                .on_sent(round_start + spacing * u32::from(i), self.seq, 1_200);
+            self.seq = self.seq.wrapping_add(1);
+        }
+        self.rounds += 1;
+        let heard_at = self.start + Self::ROUND * self.rounds + Self::PROPAGATION;
+        self.estimate.on_feedback(heard_at, feedback);
+        self.estimate.bps()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -758,94 +847,5 @@ mod tests {
             assert_eq!(d.len(), 1);
             assert_eq!(bench.deliver(&d), 3);
         }
-    }
-}
-
-/// One subscriber transport's send-side estimate (module `bwe`) fed as the
-/// forwarding loop and the subscriber's feedback feed it: `packets` numbered
-/// packets of 1,200 bytes sent evenly over 100 ms, then one transport-wide
-/// feedback reporting every one of them arrived (20 ms later, with the
-/// spacing they were sent at), as Chromium reports every 100 ms or less.
-pub struct EstimatorBench {
-    estimate: crate::bwe::TransportEstimate,
-    start: Instant,
-    rounds: u32,
-    seq: u16,
-    packets: u16,
-}
-
-impl EstimatorBench {
-    const ROUND: Duration = Duration::from_millis(100);
-    const PROPAGATION: Duration = Duration::from_millis(20);
-
-    pub fn new(packets: u16) -> EstimatorBench {
-        EstimatorBench {
-            estimate: crate::bwe::TransportEstimate::default(),
-            start: Instant::now(),
-            rounds: 0,
-            seq: 0,
-            packets: packets.max(1),
-        }
-    }
-
-    fn spacing(&self) -> Duration {
-        Self::ROUND / u32::from(self.packets)
-    }
-
-    /// The feedback for the next round's packets (not timed: the receiver
-    /// builds it, and reading it is part of `round`).
-    pub fn next_feedback(
-        &self,
-    ) -> rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc {
-        use rtc::rtcp::transport_feedbacks::transport_layer_cc::{
-            PacketStatusChunk, RecvDelta, RunLengthChunk, StatusChunkTypeTcc, SymbolTypeTcc,
-            TransportLayerCc,
-        };
-        let first_arrival = (Self::ROUND * self.rounds + Self::PROPAGATION).as_micros() as i64;
-        let reference = first_arrival / 64_000;
-        let spacing = self.spacing().as_micros() as i64;
-        let recv_deltas = (0..self.packets)
-            .map(|i| RecvDelta {
-                type_tcc_packet: SymbolTypeTcc::PacketReceivedSmallDelta,
-                delta: if i == 0 {
-                    first_arrival - reference * 64_000
-                } else {
-                    spacing
-                },
-            })
-            .collect();
-        TransportLayerCc {
-            sender_ssrc: 1,
-            media_ssrc: 2,
-            base_sequence_number: self.seq,
-            packet_status_count: self.packets,
-            reference_time: reference as u32,
-            fb_pkt_count: self.rounds as u8,
-            packet_chunks: vec![PacketStatusChunk::RunLengthChunk(RunLengthChunk {
-                type_tcc: StatusChunkTypeTcc::RunLengthChunk,
-                packet_status_symbol: SymbolTypeTcc::PacketReceivedSmallDelta,
-                run_length: self.packets,
-            })],
-            recv_deltas,
-        }
-    }
-
-    /// One round: the packets recorded as sent, then `feedback` read and
-    /// the estimate updated. Returns the estimate (bits per second).
-    pub fn round(
-        &mut self,
-        feedback: &rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc,
-    ) -> u64 {
-        let round_start = self.start + Self::ROUND * self.rounds;
-        let spacing = self.spacing();
-        for i in 0..self.packets {
-            self.estimate
-                .on_sent(round_start + spacing * u32::from(i), self.seq, 1_200);
-            self.seq = self.seq.wrapping_add(1);
-        }
-        self.rounds += 1;
-        let heard_at = self.start + Self::ROUND * self.rounds + Self::PROPAGATION;
-        self.estimate.on_feedback(heard_at, feedback);
-        self.estimate.bps()
     }
 }
