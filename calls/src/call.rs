@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+pub use callgate_metering::CallType;
 use serde::{Deserialize, Serialize};
 
 /// The most callees one call rings: a group call's fan-out is bounded so
@@ -13,13 +14,6 @@ const MAX_IDENTITY: usize = 256;
 /// The ring timeouts a call may ask for.
 const RING_TIMEOUT_MIN: Duration = Duration::from_secs(5);
 const RING_TIMEOUT_MAX: Duration = Duration::from_secs(180);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CallType {
-    Audio,
-    Video,
-}
 
 /// Why a callee turned a call down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +58,35 @@ pub enum EndReason {
     Failed,
 }
 
+impl RingState {
+    /// Its name in the call log and in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RingState::Ringing => "ringing",
+            RingState::Accepted => "accepted",
+            RingState::Rejected(RejectReason::Decline) => "rejected",
+            RingState::Rejected(RejectReason::Busy) => "busy",
+            RingState::Missed => "missed",
+            RingState::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl EndReason {
+    /// Its name in the call log and in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::HungUp => "hung_up",
+            EndReason::Cancelled => "cancelled",
+            EndReason::Declined => "declined",
+            EndReason::Busy => "busy",
+            EndReason::NoAnswer => "no_answer",
+            EndReason::InsufficientBalance => "insufficient_balance",
+            EndReason::Failed => "failed",
+        }
+    }
+}
+
 /// How a call ended, as its log records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -76,6 +99,21 @@ pub enum Outcome {
     Busy,
     Failed,
     InsufficientBalance,
+}
+
+impl Outcome {
+    /// Its name in the call log and in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Completed => "completed",
+            Outcome::Missed => "missed",
+            Outcome::Rejected => "rejected",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Busy => "busy",
+            Outcome::Failed => "failed",
+            Outcome::InsufficientBalance => "insufficient_balance",
+        }
+    }
 }
 
 /// Where a call stands.
@@ -127,6 +165,25 @@ pub enum CallError {
     NotRinging,
     #[error("the call was answered: hang up instead")]
     AlreadyAccepted,
+}
+
+impl CallError {
+    /// The code an API or signaling error carries (docs/calls.md).
+    pub fn code(&self) -> &'static str {
+        match self {
+            CallError::CalleeCount => "callee_count",
+            CallError::BadIdentity => "bad_identity",
+            CallError::CallerIsCallee => "caller_is_callee",
+            CallError::DuplicateCallee => "duplicate_callee",
+            CallError::RingTimeout => "bad_ring_timeout",
+            CallError::NotInvited => "not_invited",
+            CallError::NotCaller => "not_caller",
+            CallError::CallEnded => "call_ended",
+            CallError::AlreadyAnswered => "already_answered",
+            CallError::NotRinging => "not_ringing",
+            CallError::AlreadyAccepted => "already_accepted",
+        }
+    }
 }
 
 /// What happened, for the layer that drives the call to act on.

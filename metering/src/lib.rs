@@ -15,6 +15,7 @@
 //! The crate depends on no other callgate crate.
 
 mod audit;
+mod call_log;
 mod clock;
 mod db;
 mod error;
@@ -31,6 +32,7 @@ mod webhook;
 #[doc(hidden)]
 pub mod bench_support;
 
+pub use call_log::{CallCursor, CallMember, CallRecord, MAX_PAGE as MAX_CALLS_PAGE};
 pub use clock::Clock;
 pub use db::{Backend, redact as redact_url, sqlite_url};
 pub use error::MeterError;

@@ -1174,6 +1174,8 @@ impl Meter {
             "outbox",
             "razorpay_payments",
             "razorpay_refunds",
+            "calls",
+            "call_members",
         ];
         if !allowed.contains(&table) {
             return Err(MeterError::Malformed(format!("table {table}")));

@@ -352,3 +352,29 @@ fn a_call_is_refused_with_no_callee_too_many_a_repeated_one_the_caller_among_the
     );
     assert_eq!(make(s(&["h"]), "a", Duration::from_secs(5)), Ok(()));
 }
+
+#[test]
+fn every_error_has_a_code_of_its_own() {
+    let all = [
+        CallError::CalleeCount,
+        CallError::BadIdentity,
+        CallError::CallerIsCallee,
+        CallError::DuplicateCallee,
+        CallError::RingTimeout,
+        CallError::NotInvited,
+        CallError::NotCaller,
+        CallError::CallEnded,
+        CallError::AlreadyAnswered,
+        CallError::NotRinging,
+        CallError::AlreadyAccepted,
+    ];
+    let mut codes: Vec<&str> = all.iter().map(CallError::code).collect();
+    assert!(
+        codes
+            .iter()
+            .all(|c| c.chars().all(|ch| ch.is_ascii_lowercase() || ch == '_'))
+    );
+    codes.sort_unstable();
+    codes.dedup();
+    assert_eq!(codes.len(), all.len());
+}
