@@ -277,17 +277,12 @@ impl Shard {
             if starting {
                 // The rest of the keyframe may have come first (module
                 // `early_packets`).
-                let early = producer.early_packets.after(ssrc, seq);
-                if !early.is_empty() {
-                    self.metrics
-                        .early_packets_forwarded
-                        .inc_by(early.len() as u64);
-                }
-                for packet in early {
+                for packet in producer.early_packets.after(ssrc, seq) {
                     let (seq, ts) = (packet.header.sequence_number, packet.header.timestamp);
                     if let Some(numbered) =
                         write.consumer.sequence.forward(ssrc, seq, ts, now, false)
                     {
+                        write.metrics.early_packets_forwarded.inc();
                         write.packet(&packet, numbered);
                     }
                 }
