@@ -177,6 +177,7 @@ pub fn resolve_terms(
         payee,
         terms,
         call_type,
+        call_id: None,
     };
     start.validate().map_err(|e| refuse(&e.to_string()))?;
     Ok(ResolvedTerms {
@@ -424,6 +425,7 @@ impl<M: MediaControl> Biller<M> {
                 payee: offer.payee.clone().or(Some(payee.clone())),
                 terms: offer.terms,
                 call_type: offer.call_type,
+                call_id: None,
             };
             match self.meter.start_session(start).await {
                 Ok(session) => {

@@ -32,7 +32,9 @@ mod webhook;
 #[doc(hidden)]
 pub mod bench_support;
 
-pub use call_log::{CallCursor, CallMember, CallRecord, MAX_PAGE as MAX_CALLS_PAGE};
+pub use call_log::{
+    CallCursor, CallHold, CallMember, CallRecord, CallWebhook, MAX_PAGE as MAX_CALLS_PAGE,
+};
 pub use clock::Clock;
 pub use db::{Backend, redact as redact_url, sqlite_url};
 pub use error::MeterError;

@@ -469,6 +469,10 @@ impl Inner {
             ids.dedup();
             ids
         };
+        {
+            let _io = self.clock.io_guard();
+            crate::call_log::release_expired_call_holds(self, now).await?;
+        }
         let mut n = 0;
         for id in ids {
             if !at_open && self.is_registered(&id) {
@@ -921,8 +925,12 @@ impl Meter {
     pub async fn start_session(&self, start: SessionStart) -> Result<SessionHandle, MeterError> {
         self.inner.closing()?;
         start.validate()?;
+        if let Some(call_id) = &start.call_id {
+            check_id("call id", call_id)?;
+        }
         let inner = &self.inner;
         let id = session::new_session_id();
+        let call_id = start.call_id;
         let started = Instant::now();
         let core = Core {
             id: id.clone(),
@@ -960,7 +968,7 @@ impl Meter {
             .await;
         let started_tx = {
             let _io = inner.clock.io_guard();
-            session::start_tx(inner, &core).await
+            session::start_tx(inner, &core, call_id.as_deref()).await
         };
         let (hp, wallet) = match started_tx {
             Ok(x) => x,
@@ -1176,6 +1184,7 @@ impl Meter {
             "razorpay_refunds",
             "calls",
             "call_members",
+            "call_holds",
         ];
         if !allowed.contains(&table) {
             return Err(MeterError::Malformed(format!("table {table}")));

@@ -86,6 +86,11 @@ pub mod events {
     pub const WALLET_CREDITED: &str = "wallet.credited";
     pub const WALLET_REFUNDED: &str = "wallet.refunded";
     pub const WALLET_LOW_BALANCE: &str = "wallet.low_balance";
+    /// The call lifecycle (docs/calls.md), queued by the call desk.
+    pub const CALL_STARTED: &str = "call.started";
+    pub const CALL_RING: &str = "call.ring";
+    pub const CALL_ANSWERED: &str = "call.answered";
+    pub const CALL_ENDED: &str = "call.ended";
 }
 
 pub(crate) fn new_id(prefix: &str) -> String {
