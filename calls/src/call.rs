@@ -439,10 +439,8 @@ impl Call {
         } else {
             self.callee_mut(identity)?.in_room = false;
         }
-        if self.state == CallState::Accepted {
-            if self.in_room() < 2 {
-                self.end_now(now, EndReason::HungUp, Some(identity.to_owned()));
-            }
+        if self.state == CallState::Accepted && self.in_room() < 2 {
+            self.end_now(now, EndReason::HungUp, Some(identity.to_owned()));
         }
         Ok(())
     }
