@@ -228,6 +228,7 @@ impl BillingArgs {
             increments: self.increments.clone(),
             commission: self.commission.clone(),
             plan: self.plan.clone(),
+            call: None,
         })
     }
 }

@@ -270,6 +270,9 @@ impl SessionStart {
     pub fn validate(&self) -> Result<(), MeterError> {
         check_id("room", &self.room)?;
         check_id("payer", &self.payer)?;
+        if let Some(call_id) = &self.call_id {
+            check_id("call id", call_id)?;
+        }
         if let Some(payee) = &self.payee {
             check_id("payee", payee)?;
             if payee == &self.payer {
@@ -925,9 +928,6 @@ impl Meter {
     pub async fn start_session(&self, start: SessionStart) -> Result<SessionHandle, MeterError> {
         self.inner.closing()?;
         start.validate()?;
-        if let Some(call_id) = &start.call_id {
-            check_id("call id", call_id)?;
-        }
         let inner = &self.inner;
         let id = session::new_session_id();
         let call_id = start.call_id;
