@@ -59,7 +59,10 @@ pub struct CallCursor {
     pub id: String,
 }
 
-const SELECT: &str = "SELECT c.id, c.room, c.caller, c.call_type, c.state, c.outcome, \
+/// A call's row with its billed seconds and coins, as every reader of the
+/// log reads it (`Meter::call`, `Meter::calls_of`, the `calls` export):
+/// each appends its own joins, conditions and order, or wraps it whole.
+pub(crate) const SELECT: &str = "SELECT c.id, c.room, c.caller, c.call_type, c.state, c.outcome, \
      c.created_ms, c.answered_ms, c.ended_ms, c.ended_by, c.end_reason, c.session_id, \
      s.billed_seconds, CASE WHEN s.state = 'ended' THEN s.coins END AS coins \
      FROM calls c LEFT JOIN sessions s ON s.id = c.session_id";
@@ -215,7 +218,8 @@ impl Meter {
     }
 }
 
-fn record(row: &sqlx::any::AnyRow) -> Result<CallRecord, MeterError> {
+/// One row of [`SELECT`] as a call, without its callees.
+pub(crate) fn record(row: &sqlx::any::AnyRow) -> Result<CallRecord, MeterError> {
     let call_type: String = get(row, "call_type")?;
     Ok(CallRecord {
         id: get(row, "id")?,
