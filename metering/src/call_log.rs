@@ -61,9 +61,12 @@ pub struct CallCursor {
     pub id: String,
 }
 
-/// A call's billed seconds and coins are the sums over its ended sessions
+/// A call's row with its billed seconds and coins, as every reader of the
+/// log reads it (`Meter::call`, `Meter::calls_of`, the `calls` export):
+/// each appends its own joins, conditions and order, or wraps it whole.
+/// Billed seconds and coins are the sums over the call's ended sessions
 /// (NULL when none has ended).
-const SELECT: &str = "SELECT c.id, c.room, c.caller, c.call_type, c.state, c.outcome, \
+pub(crate) const SELECT: &str = "SELECT c.id, c.room, c.caller, c.call_type, c.state, c.outcome, \
      c.created_ms, c.answered_ms, c.ended_ms, c.ended_by, c.end_reason, c.session_id, \
      CAST((SELECT SUM(s.billed_seconds) FROM sessions s \
            WHERE s.call_id = c.id AND s.state = 'ended') AS BIGINT) AS billed_seconds, \
@@ -390,7 +393,8 @@ impl Meter {
     }
 }
 
-fn record(row: &sqlx::any::AnyRow) -> Result<CallRecord, MeterError> {
+/// One row of [`SELECT`] as a call, without its callees.
+pub(crate) fn record(row: &sqlx::any::AnyRow) -> Result<CallRecord, MeterError> {
     let call_type: String = get(row, "call_type")?;
     Ok(CallRecord {
         id: get(row, "id")?,

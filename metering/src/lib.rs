@@ -8,7 +8,7 @@
 //!        (actor: block boundary → capture + next hold; last stretch → cut)
 //!   SessionHandle::end(reason)        capture the used part, release the rest
 //!   .events()                         SecondsLeft, Warning, Cut, Ended
-//!   .export(kind, range, format, w)   sessions | ledger | usage as CSV / JSON lines
+//!   .export(kind, range, format, w)   sessions | ledger | usage | calls as CSV / JSON lines
 //!   .razorpay_webhook(sig, body)      order.paid → credit; refund.created → reverse
 //! ```
 //!
