@@ -76,7 +76,7 @@ pub enum CreateError {
 
 /// What the desk is told or asked.
 pub enum DeskInput {
-    Create(NewCall, oneshot::Sender<Result<Created, CreateError>>),
+    Create(Box<NewCall>, oneshot::Sender<Result<Created, CreateError>>),
     Presence(Vec<String>, oneshot::Sender<Vec<(String, PresenceStatus)>>),
     Request {
         identity: String,
@@ -195,7 +195,7 @@ impl Desk {
     async fn handle(&mut self, input: DeskInput) {
         match input {
             DeskInput::Create(request, reply) => {
-                let created = self.create(request).await;
+                let created = self.create(*request).await;
                 let _ = reply.send(created);
             }
             DeskInput::Presence(identities, reply) => {

@@ -45,7 +45,7 @@ impl CallDesk {
     async fn create(&self, call: NewCall) -> Result<Created, CreateError> {
         let (tx, rx) = oneshot::channel();
         self.inputs
-            .send(DeskInput::Create(call, tx))
+            .send(DeskInput::Create(Box::new(call), tx))
             .map_err(|_| CreateError::Ledger(callgate_metering::MeterError::ShuttingDown))?;
         rx.await
             .map_err(|_| CreateError::Ledger(callgate_metering::MeterError::ShuttingDown))?
