@@ -328,11 +328,12 @@ pub async fn run(
         let _ = stop_tx.send(true);
     });
     let mut app = callgate_signaling::router(state);
-    if let (Some(meter), Some(desk)) = (meter, desk) {
-        app = app
+    app = match (meter, desk) {
+        (Some(meter), Some(desk)) => app
             .merge(crate::calling::routes(keys.clone(), meter.clone(), desk))
-            .merge(crate::money_api::routes(keys, meter));
-    }
+            .merge(crate::money_api::routes(keys, meter)),
+        _ => app.merge(crate::calling::unavailable_routes()),
+    };
     callgate_signaling::http::serve(listener, app, http_limits, http_metrics, async move {
         let _ = stop_rx.wait_for(|stop| *stop).await;
     })

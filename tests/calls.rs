@@ -539,3 +539,90 @@ async fn get_status(server: &TestServer, path: &str) -> (u16, Value) {
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(Value::Null))
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_ringing_when_the_server_dies_ends_failed_at_its_restart_and_its_hold_is_released() {
+    let data = tempdir::TempDir::new();
+    let mut server = TestServer::start_in(&data.0, &[]);
+    credit(&server, "alice", 100, "pay_1").await;
+    let (status, created) = start_call(&server, paid_call(45)).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["call"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(wallet(&server, "alice").await, (100, 15));
+    server.kill9();
+
+    let server = TestServer::start_in(&data.0, &[]);
+    let row = logged(&server, &id).await;
+    assert_eq!(row["state"], "ended", "{row}");
+    assert_eq!(row["outcome"], "failed");
+    assert_eq!(row["end_reason"], "failed");
+    assert_eq!(
+        row["callees"],
+        json!([{"identity": "host1", "ring": "cancelled"}])
+    );
+    assert_eq!(wallet(&server, "alice").await, (100, 0));
+    let platform = api_json(&server, "/v1/accounts/platform").await;
+    assert_eq!(platform["balance"], 0, "nothing was charged: {platform}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_cut_when_the_wallet_runs_dry_is_logged_completed_with_reason_insufficient_balance()
+{
+    let server = TestServer::start(&[]);
+    // 30 coins at 600 a minute, billed by the second: 3 s of call.
+    credit(&server, "alice", 30, "pay_1").await;
+    let mut host_phone = device(&server, "host1").await;
+    let (status, created) = start_call(
+        &server,
+        json!({
+            "caller": "alice", "callees": ["host1"],
+            "billing": {"payer": "alice", "payee": "host1", "rate": 600, "increments": "1/1"},
+        }),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["call"]["id"].as_str().unwrap().to_owned();
+    // The first increment (1 s at 600 a minute) is held.
+    assert_eq!(wallet(&server, "alice").await, (30, 10));
+    let ring = host_phone.recv_type("call_ring").await;
+    let (_alice, alice_track) =
+        join_with_media(&server, created["tokens"]["alice"].as_str().unwrap()).await;
+    let alice_talks = keep_sending(alice_track);
+    let (_host, host_track) = join_with_media(&server, ring["token"].as_str().unwrap()).await;
+    let host_talks = keep_sending(host_track);
+
+    let ended = next_state(&mut host_phone).await;
+    let ended = if ended["state"] == "accepted" {
+        next_state(&mut host_phone).await
+    } else {
+        ended
+    };
+    assert_eq!(ended["state"], "ended", "{ended}");
+    assert_eq!(ended["end_reason"], "insufficient_balance");
+    assert_eq!(ended["by"], Value::Null, "the server ended it");
+    alice_talks.abort();
+    host_talks.abort();
+    ended_sessions(&server, 1).await;
+    let row = logged(&server, &id).await;
+    assert_eq!(row["outcome"], "completed", "{row}");
+    assert_eq!(row["end_reason"], "insufficient_balance");
+    assert_eq!(row["coins"], 30, "every coin the wallet had");
+    assert_eq!(row["billed_seconds"], 3);
+    assert_eq!(wallet(&server, "alice").await, (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_metering_refuses_calls_and_call_inputs() {
+    let data = tempdir::TempDir::new();
+    let config = data.0.join("callgate.toml");
+    std::fs::write(&config, "[metering]\nenabled = false\n").unwrap();
+    let server = TestServer::start_in(&data.0, &["--config", config.to_str().unwrap()]);
+    let (status, refused) = start_call(&server, json!({"caller": "a", "callees": ["b"]})).await;
+    assert_eq!(status, 503, "{refused}");
+    assert_eq!(refused["error"]["code"], "calls_unavailable");
+    let mut phone = device(&server, "b").await;
+    phone
+        .send(json!({"type": "call_accept", "call_id": "CA_1"}))
+        .await;
+    assert_eq!(phone.recv_type("error").await["code"], "calls_unavailable");
+}

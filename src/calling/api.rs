@@ -37,6 +37,18 @@ pub fn routes(keys: KeyRing, meter: Meter, desk: CallDesk) -> Router {
         .with_state(Arc::new(CallsState { keys, meter, desk }))
 }
 
+/// The same routes on a node without metering: each answers 503
+/// `calls_unavailable` (there is no call log to keep calls in).
+pub fn unavailable_routes() -> Router {
+    async fn refuse() -> ApiError {
+        unavailable("this node runs without metering, so without calls")
+    }
+    Router::new()
+        .route("/v1/calls", post(refuse).get(refuse))
+        .route("/v1/calls/{id}", get(refuse))
+        .route("/v1/presence", get(refuse))
+}
+
 fn malformed(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "malformed", message)
 }
