@@ -241,15 +241,17 @@ pub async fn run(
     let plans: std::collections::HashMap<_, _> =
         config.metering.plans.clone().into_iter().collect();
     // The call desk signs call tokens with the first configured API key.
-    let desk = meter.as_ref().map(|meter| {
-        crate::calling::CallDesk::start(
+    let desk = match &meter {
+        Some(meter) => Some(crate::calling::CallDesk::start(
             meter.clone(),
+            crate::calling::CallMetrics::new(&registry)?,
             devices.clone(),
             keys.clone(),
             config.keys.keys().next().cloned(),
             plans.clone(),
-        )
-    });
+        )),
+        None => None,
+    };
     let observer: Arc<dyn callgate_signaling::calls::CallObserver> = match (&meter, &desk) {
         (Some(meter), Some(desk)) => Arc::new(callgate_signaling::calls::Observers(vec![
             Arc::new(crate::billing::start(

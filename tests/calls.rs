@@ -347,6 +347,16 @@ async fn an_unanswered_call_pushes_a_background_callee_rings_it_when_it_connects
     let ended = next_hook(&mut hooks, &id).await;
     assert_eq!(ended["type"], "call.ended");
     assert_eq!(ended["data"]["outcome"], "missed");
+    let metrics = metrics_text(&server).await;
+    assert_eq!(
+        metric(&metrics, "callgate_call_rings_total", "via=\"webhook\""),
+        1.0
+    );
+    assert_eq!(
+        metric(&metrics, "callgate_calls_ended_total", "outcome=\"missed\""),
+        1.0
+    );
+    assert_eq!(metric(&metrics, "callgate_calls_active", ""), 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

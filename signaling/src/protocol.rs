@@ -498,6 +498,127 @@ mod tests {
     }
 
     #[test]
+    fn call_and_presence_messages_parse_as_documented() {
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"connect","token":"t","protocol":1}"#),
+            Ok(ClientMessage::Connect {
+                token: "t".into(),
+                protocol: Some(1)
+            })
+        );
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"call_accept","call_id":"CA_1"}"#),
+            Ok(ClientMessage::CallAccept {
+                call_id: "CA_1".into()
+            })
+        );
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"call_reject","call_id":"CA_1"}"#),
+            Ok(ClientMessage::CallReject {
+                call_id: "CA_1".into(),
+                reason: CallRejectReason::Decline
+            }),
+            "decline when no reason is given"
+        );
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"call_reject","call_id":"CA_1","reason":"busy"}"#),
+            Ok(ClientMessage::CallReject {
+                call_id: "CA_1".into(),
+                reason: CallRejectReason::Busy
+            })
+        );
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"call_cancel","call_id":"CA_1"}"#),
+            Ok(ClientMessage::CallCancel {
+                call_id: "CA_1".into()
+            })
+        );
+        assert_eq!(
+            ClientMessage::parse(r#"{"type":"presence_watch","identities":["a","b"]}"#),
+            Ok(ClientMessage::PresenceWatch {
+                identities: vec!["a".into(), "b".into()]
+            })
+        );
+    }
+
+    #[test]
+    fn call_and_presence_messages_out_of_bounds_are_malformed() {
+        let long_id = format!(
+            r#"{{"type":"call_accept","call_id":"{}"}}"#,
+            "C".repeat(MAX_CALL_ID_BYTES + 1)
+        );
+        let many = serde_json::json!({
+            "type": "presence_watch",
+            "identities": vec!["x"; MAX_WATCHED + 1],
+        })
+        .to_string();
+        let long_identity = serde_json::json!({
+            "type": "presence_watch",
+            "identities": ["x".repeat(MAX_IDENTITY_BYTES + 1)],
+        })
+        .to_string();
+        for text in [
+            r#"{"type":"call_accept"}"#,
+            r#"{"type":"call_accept","call_id":""}"#,
+            long_id.as_str(),
+            r#"{"type":"call_reject","call_id":"CA_1","reason":"meh"}"#,
+            r#"{"type":"call_cancel","call_id":7}"#,
+            r#"{"type":"presence_watch","identities":[""]}"#,
+            r#"{"type":"presence_watch"}"#,
+            many.as_str(),
+            long_identity.as_str(),
+        ] {
+            assert!(
+                matches!(ClientMessage::parse(text), Err(ParseError::Malformed(_))),
+                "{text:.80}: {:?}",
+                ClientMessage::parse(text)
+            );
+        }
+        // At the bound is fine.
+        let full = serde_json::json!({
+            "type": "presence_watch",
+            "identities": vec!["x"; MAX_WATCHED],
+        })
+        .to_string();
+        assert!(ClientMessage::parse(&full).is_ok());
+    }
+
+    #[test]
+    fn call_messages_serialize_as_documented() {
+        let state = ServerMessage::CallState(CallStateNotice {
+            call_id: "CA_1".into(),
+            state: "accepted",
+            by: Some("host1".into()),
+            end_reason: None,
+            callees: vec![CalleeRing {
+                identity: "host1".into(),
+                ring: "accepted",
+            }],
+        });
+        assert_eq!(
+            state.to_json(),
+            r#"{"type":"call_state","call_id":"CA_1","state":"accepted","by":"host1","end_reason":null,"callees":[{"identity":"host1","ring":"accepted"}]}"#
+        );
+        let refused = ServerMessage::CallError {
+            code: "call_ended",
+            message: "the call has ended".into(),
+            call_id: "CA_1".into(),
+        };
+        assert_eq!(
+            refused.to_json(),
+            r#"{"type":"error","code":"call_ended","message":"the call has ended","call_id":"CA_1"}"#
+        );
+        let presence = ServerMessage::Presence {
+            identity: "host1".into(),
+            status: PresenceStatus::Busy,
+        };
+        assert_eq!(
+            presence.to_json(),
+            r#"{"type":"presence","identity":"host1","status":"busy"}"#
+        );
+    }
+
+    #[test]
     fn media_plane_events_serialize_as_documented() {
         let speakers = ServerMessage::from(ParticipantEvent::SpeakersChanged {
             speakers: vec![callgate_sfu::SpeakerInfo {

@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use super::metrics::CallMetrics;
 use super::view::call_json;
 
 /// How long after the ring timeout a call's tokens stay valid (to join)
@@ -116,6 +117,7 @@ struct Step {
 
 pub struct Desk {
     meter: Meter,
+    metrics: CallMetrics,
     devices: Devices,
     keys: KeyRing,
     /// The API key the call's tokens are signed with.
@@ -148,6 +150,7 @@ fn new_call_id() -> String {
 impl Desk {
     pub fn new(
         meter: Meter,
+        metrics: CallMetrics,
         devices: Devices,
         keys: KeyRing,
         key_name: Option<String>,
@@ -155,6 +158,7 @@ impl Desk {
     ) -> Desk {
         Desk {
             meter,
+            metrics,
             devices,
             keys,
             key_name,
@@ -458,9 +462,14 @@ impl Desk {
         let members = members(&live.call);
         if let CallState::Ended(outcome) = now {
             info!(call = %id, outcome = outcome.as_str(), "call ended");
+            self.metrics
+                .ended
+                .with_label_values(&[outcome.as_str()])
+                .inc();
             let room = live.call.room().to_owned();
             self.calls.remove(id);
             self.by_room.remove(&room);
+            self.metrics.active.set(self.calls.len() as i64);
         }
         self.touch(&members);
     }
@@ -494,8 +503,11 @@ impl Desk {
     fn deliver(&self, live: &Live, step: &Step) {
         for callee in &step.rings {
             if live.call.ring_of(callee) == Some(RingState::Ringing) {
-                self.devices
+                let reached = self
+                    .devices
                     .send_to_identity(callee, &ServerMessage::CallRing(ring_of(live, callee)));
+                let via = if reached > 0 { "signaling" } else { "webhook" };
+                self.metrics.rings.with_label_values(&[via]).inc();
             }
         }
         if step.changed {
@@ -567,6 +579,7 @@ impl Desk {
                 .await
                 .map_err(CreateError::Ledger)?;
             self.deliver(&live, &step);
+            self.metrics.ended.with_label_values(&["busy"]).inc();
             return Err(CreateError::Busy { call: record });
         }
         let mut webhooks = vec![hook(webhook_events::CALL_STARTED, &record)];
@@ -591,6 +604,10 @@ impl Desk {
                     .open_call(&record, None, &ended)
                     .await
                     .map_err(CreateError::Ledger)?;
+                self.metrics
+                    .ended
+                    .with_label_values(&["insufficient_balance"])
+                    .inc();
                 return Err(CreateError::InsufficientBalance {
                     message,
                     call: record,
@@ -607,6 +624,8 @@ impl Desk {
         let members = members(&live.call);
         self.by_room.insert(room, id.clone());
         self.calls.insert(id, live);
+        self.metrics.started.inc();
+        self.metrics.active.set(self.calls.len() as i64);
         self.touch(&members);
         Ok(created)
     }

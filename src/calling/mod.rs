@@ -4,6 +4,7 @@
 
 mod api;
 mod desk;
+mod metrics;
 mod view;
 
 use std::collections::HashMap;
@@ -20,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use api::{routes, unavailable_routes};
 pub use desk::{AFTER_RING, DEFAULT_RING_TIMEOUT};
 use desk::{CreateError, Created, Desk, DeskInput, NewCall};
+pub use metrics::CallMetrics;
 
 /// The handle of the call desk's task.
 #[derive(Clone)]
@@ -31,13 +33,14 @@ impl CallDesk {
     /// Starts the desk. Its tokens are signed with `key_name` of `keys`.
     pub fn start(
         meter: Meter,
+        metrics: CallMetrics,
         devices: Devices,
         keys: KeyRing,
         key_name: Option<String>,
         plans: HashMap<String, BillingTerms>,
     ) -> CallDesk {
         let (tx, rx) = mpsc::unbounded_channel();
-        let desk = Desk::new(meter, devices, keys, key_name, Arc::new(plans));
+        let desk = Desk::new(meter, metrics, devices, keys, key_name, Arc::new(plans));
         tokio::spawn(desk.run(rx));
         CallDesk { inputs: tx }
     }
