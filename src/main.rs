@@ -154,7 +154,9 @@ struct TurnArgs {
 struct TokenArgs {
     #[command(flatten)]
     config: ConfigArgs,
-    /// Room the token lets its holder join.
+    /// Room the token lets its holder join. Without it, the token opens a
+    /// presence connection only: to be rung and to watch presence
+    /// (docs/calls.md).
     #[arg(long)]
     room: Option<String>,
     /// Participant identity (unique in a room).
@@ -418,8 +420,11 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
             None => bail!("no API key configured: use --dev, --config or --api-key/--api-secret"),
         },
     };
-    if !args.admin && (args.room.is_none() || args.identity.is_none()) {
-        bail!("--room and --identity are required (or --admin for a server API token)");
+    if !args.admin && args.identity.is_none() {
+        bail!(
+            "--identity is required, with --room to join a room or without it for a presence \
+             connection (or --admin for a server API token)"
+        );
     }
     let billing = args.billing.claims();
     if let Some(terms) = &billing {

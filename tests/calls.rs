@@ -636,3 +636,28 @@ async fn a_node_without_metering_refuses_calls_and_call_inputs() {
         .await;
     assert_eq!(phone.recv_type("error").await["code"], "calls_unavailable");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callgate_token_without_a_room_mints_a_presence_token() {
+    let server = TestServer::start(&[]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_callgate"))
+        .args(["token", "--dev", "--identity", "host7"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let mut s = Signal::connect(&server).await;
+    s.send(json!({"type": "connect", "token": token})).await;
+    assert_eq!(
+        s.recv().await.unwrap(),
+        json!({"type": "connected", "protocol": 1, "identity": "host7"})
+    );
+    // It joins no room: `join` with it is refused.
+    let mut joiner = Signal::connect(&server).await;
+    joiner.send(json!({"type": "join", "token": token})).await;
+    assert_eq!(joiner.recv().await.unwrap_err().code, 4004);
+}
