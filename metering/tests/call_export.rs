@@ -8,46 +8,14 @@ mod common;
 use std::time::Duration;
 
 use callgate_metering::{
-    BillingTerms, CallMember, CallRecord, CallType, EndReason, ExportFormat, ExportKind, Meter,
-    MeterError, SessionStart, TimeRange,
+    BillingTerms, CallRecord, CallType, EndReason, ExportFormat, ExportKind, Meter, MeterError,
+    SessionStart, TimeRange,
 };
 use common::*;
 use tokio::time::sleep;
 
 /// A callee whose identity needs CSV quoting.
 const QUOTED: &str = "o'neil, \"q\"";
-
-fn call(
-    id: &str,
-    caller: &str,
-    callees: &[(&str, &str)],
-    call_type: CallType,
-    created_ms: i64,
-) -> CallRecord {
-    CallRecord {
-        id: id.into(),
-        room: format!("room-{id}"),
-        caller: caller.into(),
-        callees: callees
-            .iter()
-            .map(|(identity, ring)| CallMember {
-                identity: identity.to_string(),
-                ring: Some(ring.to_string()),
-            })
-            .collect(),
-        call_type,
-        state: "ringing".into(),
-        outcome: None,
-        created_ms,
-        answered_ms: None,
-        ended_ms: None,
-        ended_by: None,
-        end_reason: None,
-        session_id: None,
-        billed_seconds: None,
-        coins: None,
-    }
-}
 
 fn end(call: &mut CallRecord, outcome: &str, reason: &str, at: i64, by: Option<&str>) {
     call.state = "ended".into();
@@ -66,7 +34,7 @@ fn end(call: &mut CallRecord, outcome: &str, reason: &str, at: i64, by: Option<&
 /// - `CA_4`, then `CA_3`, both at T0 + 2 s: carol → host1, declined; alice
 ///   → host3, host1, host2, still ringing.
 async fn log_calls(meter: &Meter) -> String {
-    let mut cancelled = call(
+    let mut cancelled = call_record(
         "CA_0",
         "dave",
         &[("host9", "cancelled")],
@@ -83,7 +51,7 @@ async fn log_calls(meter: &Meter) -> String {
     meter.log_call(&cancelled, &[]).await.unwrap();
 
     meter.credit("alice", 100, "pay-1").await.unwrap();
-    let mut paid = call(
+    let mut paid = call_record(
         "CA_1",
         "alice",
         &[("host1", "ringing"), ("host2", "ringing")],
@@ -104,7 +72,7 @@ async fn log_calls(meter: &Meter) -> String {
     paid.answered_ms = Some(T0);
     meter.log_call(&paid, &[]).await.unwrap();
 
-    let mut missed = call(
+    let mut missed = call_record(
         "CA_2",
         "bob",
         &[(QUOTED, "ringing")],
@@ -116,7 +84,7 @@ async fn log_calls(meter: &Meter) -> String {
     end(&mut missed, "missed", "no_answer", T0 + 31_000, None);
     meter.log_call(&missed, &[]).await.unwrap();
 
-    let mut declined = call(
+    let mut declined = call_record(
         "CA_4",
         "carol",
         &[("host1", "rejected")],
@@ -131,7 +99,7 @@ async fn log_calls(meter: &Meter) -> String {
         Some("host1"),
     );
     meter.log_call(&declined, &[]).await.unwrap();
-    let ringing = call(
+    let ringing = call_record(
         "CA_3",
         "alice",
         &[

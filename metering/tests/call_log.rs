@@ -9,36 +9,15 @@ mod common;
 use std::time::Duration;
 
 use callgate_metering::{
-    BillingTerms, CallCursor, CallHold, CallMember, CallRecord, CallType, CallWebhook, EndReason,
-    Meter, MeterConfig, MeterError, SessionStart, WebhookConfig,
+    BillingTerms, CallCursor, CallHold, CallRecord, CallType, CallWebhook, EndReason, Meter,
+    MeterConfig, MeterError, SessionStart, WebhookConfig,
 };
 use common::*;
 use tokio::time::sleep;
 
 fn ringing(id: &str, caller: &str, callees: &[&str], created_ms: i64) -> CallRecord {
-    CallRecord {
-        id: id.into(),
-        room: format!("room-{id}"),
-        caller: caller.into(),
-        callees: callees
-            .iter()
-            .map(|c| CallMember {
-                identity: c.to_string(),
-                ring: Some("ringing".into()),
-            })
-            .collect(),
-        call_type: CallType::Video,
-        state: "ringing".into(),
-        outcome: None,
-        created_ms,
-        answered_ms: None,
-        ended_ms: None,
-        ended_by: None,
-        end_reason: None,
-        session_id: None,
-        billed_seconds: None,
-        coins: None,
-    }
+    let callees: Vec<(&str, &str)> = callees.iter().map(|c| (*c, "ringing")).collect();
+    call_record(id, caller, &callees, CallType::Video, created_ms)
 }
 
 fn ring(call: &mut CallRecord, callee: &str, state: &str) {

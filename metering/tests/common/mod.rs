@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use callgate_metering::{
-    BillingTerms, CallType, Clock, ExportFormat, ExportKind, Meter, MeterConfig, MeterEvent,
-    SessionStart, TimeRange,
+    BillingTerms, CallMember, CallRecord, CallType, Clock, ExportFormat, ExportKind, Meter,
+    MeterConfig, MeterEvent, SessionStart, TimeRange,
 };
 use sqlx::Connection;
 use tokio::sync::broadcast;
@@ -176,4 +176,38 @@ pub async fn assert_clean(meter: &Meter) {
     let report = meter.audit().await.unwrap();
     assert!(report.is_clean(), "audit: {:#?}", report);
     assert_eq!(report.balance_sum, 0);
+}
+
+/// A ringing call as the call log keeps it (room `room-<id>`), with each
+/// callee's ring as given.
+pub fn call_record(
+    id: &str,
+    caller: &str,
+    callees: &[(&str, &str)],
+    call_type: CallType,
+    created_ms: i64,
+) -> CallRecord {
+    CallRecord {
+        id: id.into(),
+        room: format!("room-{id}"),
+        caller: caller.into(),
+        callees: callees
+            .iter()
+            .map(|(identity, ring)| CallMember {
+                identity: identity.to_string(),
+                ring: Some(ring.to_string()),
+            })
+            .collect(),
+        call_type,
+        state: "ringing".into(),
+        outcome: None,
+        created_ms,
+        answered_ms: None,
+        ended_ms: None,
+        ended_by: None,
+        end_reason: None,
+        session_id: None,
+        billed_seconds: None,
+        coins: None,
+    }
 }
