@@ -210,6 +210,12 @@ async fn a_paid_call_rings_is_accepted_carries_media_and_bills_the_payer_exactly
     // A call under a minute bills the first increment: 15 coins.
     assert_eq!(coins, 15);
     assert_eq!(wallet(&server, "alice").await, (85, 0));
+    // Finance's export of calls says the same.
+    let exported = export_rows(&server, "calls").await;
+    assert_eq!(exported.len(), 1, "{exported:?}");
+    assert_eq!(exported[0]["call_id"], id.as_str());
+    assert_eq!(exported[0]["outcome"], "completed");
+    assert_eq!(exported[0]["coins"], 15);
 
     // Webhooks, in order: started, answered, ended (no call.ring: the host
     // was connected).
