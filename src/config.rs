@@ -49,6 +49,9 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// API key → secret. Several pairs let an operator rotate keys.
     pub keys: BTreeMap<String, String>,
+    /// Roles a token may name (`grants.role`), added to or replacing the
+    /// built-in `host`, `speaker` and `listener`.
+    pub roles: BTreeMap<String, callgate_signaling::token::RoleGrants>,
 }
 
 /// `[metering]`: the ledger, paid calls, exports and billing hooks.
@@ -206,7 +209,20 @@ impl Default for Config {
             metering: MeteringConfig::default(),
             limits: LimitsConfig::default(),
             keys: BTreeMap::new(),
+            roles: BTreeMap::new(),
         }
+    }
+}
+
+impl Config {
+    /// The roles tokens may name: the built-in ones, with the configured
+    /// ones added or replacing them.
+    pub fn roles(
+        &self,
+    ) -> std::collections::HashMap<String, callgate_signaling::token::RoleGrants> {
+        let mut roles = callgate_signaling::token::default_roles();
+        roles.extend(self.roles.iter().map(|(k, v)| (k.clone(), *v)));
+        roles
     }
 }
 
@@ -1018,6 +1034,45 @@ mod tests {
             format!("{:?}", file.limits),
             format!("{:?}", defaults.limits)
         );
+        assert_eq!(file.roles, defaults.roles);
+    }
+
+    #[test]
+    fn configured_roles_add_to_and_replace_the_built_in_ones() {
+        let dir = std::env::temp_dir().join(format!("callgate-roles-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("callgate.toml");
+        std::fs::write(
+            &path,
+            "[roles.moderator]\ncan_publish = false\n[roles.listener]\ncan_publish_data = false\ncan_publish = false\n",
+        )
+        .unwrap();
+        let roles = Config::load(Some(&path), env(&[])).unwrap().roles();
+        let grants = |name: &str| roles.get(name).copied();
+        use callgate_signaling::token::RoleGrants;
+        assert_eq!(
+            grants("moderator"),
+            Some(RoleGrants {
+                can_publish: false,
+                can_subscribe: true,
+                can_publish_data: true
+            })
+        );
+        assert_eq!(
+            grants("listener"),
+            Some(RoleGrants {
+                can_publish: false,
+                can_subscribe: true,
+                can_publish_data: false
+            })
+        );
+        assert_eq!(grants("host").map(|g| g.can_publish), Some(true));
+        std::fs::write(&path, "[roles.x]\ncan_fly = true\n").unwrap();
+        assert!(
+            Config::load(Some(&path), env(&[])).is_err(),
+            "unknown keys refused"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

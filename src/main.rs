@@ -174,6 +174,13 @@ struct TokenArgs {
     /// Join without the right to subscribe.
     #[arg(long)]
     no_subscribe: bool,
+    /// Join without the right to send data messages.
+    #[arg(long)]
+    no_data: bool,
+    /// A role the server defines (`host`, `speaker`, `listener`, or one of
+    /// `[roles]`): its grants replace --no-publish, --no-subscribe, --no-data.
+    #[arg(long)]
+    role: Option<String>,
     /// A token for the server API (/v1/).
     #[arg(long)]
     admin: bool,
@@ -426,6 +433,13 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
              connection (or --admin for a server API token)"
         );
     }
+    if let Some(role) = &args.role
+        && !config.roles().contains_key(role)
+    {
+        let mut known: Vec<String> = config.roles().into_keys().collect();
+        known.sort();
+        bail!("no role `{role}`: the server defines {}", known.join(", "));
+    }
     let billing = args.billing.claims();
     if let Some(terms) = &billing {
         // Terms the server would refuse at join (4007) are refused here.
@@ -449,6 +463,8 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
             can_publish: !args.no_publish,
             can_subscribe: !args.no_subscribe,
             admin: args.admin,
+            can_publish_data: !args.no_data,
+            role: args.role.clone(),
         },
         billing,
     };

@@ -278,6 +278,7 @@ pub async fn run(
         reconnect_grace: config.room.reconnect_grace,
         resumes: Default::default(),
         devices,
+        roles: config.roles(),
         calls: desk
             .clone()
             .map(|d| Arc::new(d) as Arc<dyn callgate_signaling::ringing::CallControl>),

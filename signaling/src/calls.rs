@@ -127,34 +127,93 @@ impl CallObserver for Observers {
     }
 }
 
-/// The open signaling connections by participant sid, so a watcher can
-/// send a participant a message.
+/// One open participant connection: where its messages go, and who it is.
+struct Entry {
+    identity: String,
+    tx: mpsc::UnboundedSender<ServerMessage>,
+}
+
+#[derive(Default)]
+struct Registry {
+    /// sid → its room.
+    room_of: HashMap<String, String>,
+    /// room → its participants by sid.
+    rooms: HashMap<String, HashMap<String, Entry>>,
+}
+
+/// The open participant connections by sid, so a watcher can send a
+/// participant a message and a room's data messages reach its members.
 #[derive(Clone, Default)]
 pub struct Participants {
-    inner: Arc<Mutex<HashMap<String, mpsc::UnboundedSender<ServerMessage>>>>,
+    inner: Arc<Mutex<Registry>>,
 }
 
 impl Participants {
-    pub(crate) fn register(&self, sid: &str) -> mpsc::UnboundedReceiver<ServerMessage> {
+    pub(crate) fn register(
+        &self,
+        sid: &str,
+        room: &str,
+        identity: &str,
+    ) -> mpsc::UnboundedReceiver<ServerMessage> {
         let (tx, rx) = mpsc::unbounded_channel();
-        self.lock().insert(sid.to_owned(), tx);
+        let mut r = self.lock();
+        r.room_of.insert(sid.to_owned(), room.to_owned());
+        r.rooms.entry(room.to_owned()).or_default().insert(
+            sid.to_owned(),
+            Entry {
+                identity: identity.to_owned(),
+                tx,
+            },
+        );
         rx
     }
 
     pub(crate) fn unregister(&self, sid: &str) {
-        self.lock().remove(sid);
+        let mut r = self.lock();
+        let Some(room) = r.room_of.remove(sid) else {
+            return;
+        };
+        if let Some(members) = r.rooms.get_mut(&room) {
+            members.remove(sid);
+            if members.is_empty() {
+                r.rooms.remove(&room);
+            }
+        }
     }
 
     /// Queues `message` for participant `sid`; false if it is gone.
     pub fn send(&self, sid: &str, message: ServerMessage) -> bool {
-        self.lock()
+        let r = self.lock();
+        r.room_of
             .get(sid)
-            .is_some_and(|tx| tx.send(message).is_ok())
+            .and_then(|room| r.rooms.get(room)?.get(sid))
+            .is_some_and(|e| e.tx.send(message).is_ok())
     }
 
-    fn lock(
+    /// Queues `message` for every participant of `room` but `except`
+    /// (a sid), or only those whose identity is in `to` when it is not
+    /// empty. Returns how many.
+    pub fn send_to_room(
         &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<ServerMessage>>> {
+        room: &str,
+        except: &str,
+        to: &[String],
+        message: &ServerMessage,
+    ) -> usize {
+        let r = self.lock();
+        let Some(members) = r.rooms.get(room) else {
+            return 0;
+        };
+        members
+            .iter()
+            .filter(|(sid, e)| {
+                sid.as_str() != except && (to.is_empty() || to.contains(&e.identity))
+            })
+            .filter(|(_, e)| e.tx.send(message.clone()).is_ok())
+            .count()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

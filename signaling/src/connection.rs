@@ -1,6 +1,7 @@
 //! One participant's WebSocket: join, then relay between the client and its
 //! session in the media plane.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
@@ -13,6 +14,7 @@ use tracing::{Instrument, debug, info, info_span};
 
 use crate::AppState;
 use crate::calls::{CallObserver, CallParticipant, MediaGate, MediaUsage};
+use crate::data::{DataLimiter, MAX_KEPT_WHILE_RECONNECTING};
 use crate::http::ConnectionPass;
 use crate::protocol::{
     ClientMessage, MAX_FRAME_BYTES, PROTOCOL_VERSION, ParseError, ServerMessage, Welcome,
@@ -34,6 +36,8 @@ pub mod close {
     pub const BILLING_INVALID: u16 = 4007;
     pub const RESUME_FAILED: u16 = 4008;
     pub const REPLACED: u16 = 4009;
+    /// The token names a role the server does not define.
+    pub const UNKNOWN_ROLE: u16 = 4010;
     /// A client closing with this code means to resume soon: the session
     /// is kept (any other close frame is a leave).
     pub const RESUMING: u16 = 4000;
@@ -222,6 +226,9 @@ pub(crate) async fn serve(
             .await;
         }
     };
+    let Some(grants) = claims.grants.effective(&state.roles) else {
+        return close(socket, close::UNKNOWN_ROLE, "unknown_role").await;
+    };
     let gate = match state
         .observer
         .check(&room, &claims.sub, claims.billing.as_ref())
@@ -241,8 +248,8 @@ pub(crate) async fn serve(
         room: room.clone(),
         identity: claims.sub.clone(),
         name: claims.name.clone().unwrap_or_else(|| claims.sub.clone()),
-        can_publish: claims.grants.can_publish,
-        can_subscribe: claims.grants.can_subscribe,
+        can_publish: grants.can_publish,
+        can_subscribe: grants.can_subscribe,
         media_held: gate == MediaGate::Held,
     };
     let (handle, joined) = match state.sfu.join(request).await {
@@ -288,7 +295,9 @@ pub(crate) async fn serve(
             left: false,
             lost_since_ms: None,
         };
-        let notices = state.participants.register(&call.sid);
+        let notices = state
+            .participants
+            .register(&call.sid, &call.room, &call.identity);
         let (device, device_notices) = state.devices.register(&call.identity);
         state.observer.joined(&call);
         if let Some(calls) = &state.calls {
@@ -310,7 +319,11 @@ pub(crate) async fn serve(
                 device,
                 device_notices,
             };
-            session(&state, link, handle, inbox, &mut watch).await;
+            let data = DataSender {
+                allowed: grants.can_publish_data,
+                limiter: DataLimiter::new(tokio::time::Instant::now()),
+            };
+            session(&state, link, handle, inbox, &mut watch, data).await;
         } else {
             handle.leave(LeaveReason::Left);
         }
@@ -469,13 +482,90 @@ struct Inbox {
     device_notices: mpsc::UnboundedReceiver<ServerMessage>,
 }
 
+/// Sends a notice on the link; a reliable data message is kept instead
+/// while the link is down (up to `MAX_KEPT_WHILE_RECONNECTING`, the oldest
+/// dropped first), anything else is dropped then.
+async fn deliver_notice(
+    link: &mut Link,
+    kept: &mut VecDeque<ServerMessage>,
+    notice: ServerMessage,
+) {
+    match &notice {
+        ServerMessage::Data { reliable: true, .. } if link.socket.is_none() => {
+            if kept.len() == MAX_KEPT_WHILE_RECONNECTING {
+                kept.pop_front();
+            }
+            kept.push_back(notice);
+        }
+        _ => {
+            link.send(&notice).await;
+        }
+    }
+}
+
+/// What a participant may send to its room as `data`.
+struct DataSender {
+    allowed: bool,
+    limiter: DataLimiter,
+}
+
+impl DataSender {
+    /// Relays a `data` message to the room, or says why not.
+    fn relay(
+        &mut self,
+        state: &AppState,
+        from: &CallParticipant,
+        message: ClientMessage,
+    ) -> Option<ServerMessage> {
+        let ClientMessage::Data {
+            topic,
+            payload,
+            reliable,
+            destinations,
+        } = message
+        else {
+            return None;
+        };
+        if !self.allowed {
+            return Some(ServerMessage::error(
+                "permission_denied",
+                "the token does not grant can_publish_data",
+            ));
+        }
+        if !self
+            .limiter
+            .admit(tokio::time::Instant::now(), payload.len())
+        {
+            return Some(ServerMessage::error(
+                "rate_limited",
+                "data messages above the sender's rate (docs/protocol.md, \"Data messages\")",
+            ));
+        }
+        let relayed = ServerMessage::Data {
+            from: from.identity.clone(),
+            from_sid: from.sid.clone(),
+            topic,
+            payload,
+            reliable,
+        };
+        state
+            .participants
+            .send_to_room(&from.room, &from.sid, &destinations, &relayed);
+        None
+    }
+}
+
 async fn session(
     state: &AppState,
     mut link: Link,
     mut handle: ParticipantHandle,
     inbox: Inbox,
     watch: &mut Watch<'_>,
+    mut data: DataSender,
 ) {
+    // Reliable data messages that arrived while the link was down, sent
+    // after `resumed`.
+    let mut kept: VecDeque<ServerMessage> = VecDeque::new();
     let Inbox {
         mut events,
         mut notices,
@@ -493,6 +583,11 @@ async fn session(
         }
         tokio::select! {
             Some(socket) = link.resumes.recv() => {
+                // What was queued before the new socket came arrived while
+                // the link was down.
+                while let Ok(notice) = notices.try_recv() {
+                    deliver_notice(&mut link, &mut kept, notice).await;
+                }
                 if let Some(old) = link.socket.replace(socket) {
                     tokio::spawn(close(old, close::REPLACED, "replaced"));
                 }
@@ -508,6 +603,9 @@ async fn session(
                             &link.secret,
                         ));
                         link.send(&resumed).await;
+                        while let Some(message) = kept.pop_front() {
+                            link.send(&message).await;
+                        }
                     }
                     Err(_) => {
                         // The media plane ended it meanwhile; its `Ended` is on the way.
@@ -516,7 +614,7 @@ async fn session(
                 }
             }
             Some(notice) = notices.recv() => {
-                link.send(&notice).await;
+                deliver_notice(&mut link, &mut kept, notice).await;
             }
             Some(notice) = device_notices.recv() => {
                 link.send(&notice).await;
@@ -550,7 +648,11 @@ async fn session(
                         return;
                     }
                     Ok(message) => {
-                        if let Some(request) = crate::presence_connection::call_request(&message) {
+                        if let ClientMessage::Data { .. } = message {
+                            if let Some(refused) = data.relay(state, watch.call, message) {
+                                link.send(&refused).await;
+                            }
+                        } else if let Some(request) = crate::presence_connection::call_request(&message) {
                             crate::presence_connection::forward(state, &watch.call.identity, device, request);
                         } else if let Some(reply) = handle_message(&handle, message).await {
                             link.send(&reply).await;
@@ -628,7 +730,8 @@ async fn handle_message(
         ClientMessage::CallAccept { .. }
         | ClientMessage::CallReject { .. }
         | ClientMessage::CallCancel { .. }
-        | ClientMessage::PresenceWatch { .. } => Ok(None),
+        | ClientMessage::PresenceWatch { .. }
+        | ClientMessage::Data { .. } => Ok(None),
         ClientMessage::IceRestart => handle.ice_restart().await.map(|()| None),
         ClientMessage::PublishOffer { sdp } => handle
             .publish_offer(sdp)

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod calls;
 mod connection;
+pub mod data;
 pub mod devices;
 pub mod drain;
 pub mod http;
@@ -63,6 +64,8 @@ pub struct AppState {
     /// The call desk; `None` on a node without calls (no metering), where
     /// call inputs are refused with `calls_unavailable`.
     pub calls: Option<Arc<dyn ringing::CallControl>>,
+    /// The roles a token may name, with what each grants.
+    pub roles: std::collections::HashMap<String, token::RoleGrants>,
 }
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");

@@ -22,6 +22,17 @@ pub const MAX_WATCHED: usize = 100;
 /// Longest identity accepted in `presence_watch`.
 pub const MAX_IDENTITY_BYTES: usize = 256;
 
+/// Largest `payload` of a `data` message, in bytes.
+pub const MAX_DATA_PAYLOAD_BYTES: usize = 16 * 1024;
+/// Longest `topic` of a `data` message.
+pub const MAX_DATA_TOPIC_BYTES: usize = 128;
+/// Most `destinations` of a `data` message.
+pub const MAX_DATA_DESTINATIONS: usize = 64;
+
+fn yes() -> bool {
+    true
+}
+
 /// Why a callee turns a call down (`call_reject`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -76,6 +87,19 @@ pub enum ClientMessage {
     PresenceWatch {
         identities: Vec<String>,
     },
+    /// A data message to the room's other participants (chat, reactions).
+    Data {
+        #[serde(default)]
+        topic: Option<String>,
+        payload: String,
+        /// Kept for a receiver that is reconnecting (default); `false`:
+        /// dropped for it instead.
+        #[serde(default = "yes")]
+        reliable: bool,
+        /// Only these identities; all others when empty.
+        #[serde(default)]
+        destinations: Vec<String>,
+    },
     /// First message of a new WebSocket taking a session back.
     Resume {
         participant_sid: String,
@@ -118,6 +142,7 @@ const CLIENT_TYPES: &[&str] = &[
     "call_reject",
     "call_cancel",
     "presence_watch",
+    "data",
 ];
 
 /// Why a client frame could not be read; both keep the connection open.
@@ -179,6 +204,36 @@ impl ClientMessage {
                 Err(ParseError::Malformed(format!(
                     "call_id must be 1 to {MAX_CALL_ID_BYTES} bytes"
                 )))
+            }
+            ClientMessage::Data {
+                topic,
+                payload,
+                destinations,
+                ..
+            } => {
+                if payload.len() > MAX_DATA_PAYLOAD_BYTES {
+                    return Err(ParseError::Malformed(format!(
+                        "payload is longer than {MAX_DATA_PAYLOAD_BYTES} bytes"
+                    )));
+                }
+                if topic
+                    .as_ref()
+                    .is_some_and(|t| t.len() > MAX_DATA_TOPIC_BYTES)
+                {
+                    return Err(ParseError::Malformed(format!(
+                        "topic is longer than {MAX_DATA_TOPIC_BYTES} bytes"
+                    )));
+                }
+                if destinations.len() > MAX_DATA_DESTINATIONS
+                    || destinations
+                        .iter()
+                        .any(|d| d.is_empty() || d.len() > MAX_IDENTITY_BYTES)
+                {
+                    return Err(ParseError::Malformed(format!(
+                        "destinations are at most {MAX_DATA_DESTINATIONS} identities of 1 to {MAX_IDENTITY_BYTES} bytes"
+                    )));
+                }
+                Ok(message)
             }
             ClientMessage::PresenceWatch { identities } => {
                 if identities.len() > MAX_WATCHED {
@@ -305,6 +360,15 @@ pub enum ServerMessage {
     Presence {
         identity: String,
         status: PresenceStatus,
+    },
+    /// A data message from another participant of the room.
+    Data {
+        /// The sender's identity and session.
+        from: String,
+        from_sid: String,
+        topic: Option<String>,
+        payload: String,
+        reliable: bool,
     },
     /// A refused call input: an `error` naming the call.
     #[serde(rename = "error")]

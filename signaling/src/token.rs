@@ -23,6 +23,60 @@ pub struct Grants {
     pub can_subscribe: bool,
     #[serde(default)]
     pub admin: bool,
+    /// May send `data` messages to the room.
+    #[serde(default = "yes")]
+    pub can_publish_data: bool,
+    /// A role the server defines (`host`, `speaker`, `listener`, or the
+    /// operator's): when set, its grants replace the `can_*` above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+}
+
+/// What a role grants in a room (configuration `[roles.<name>]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleGrants {
+    #[serde(default = "yes")]
+    pub can_publish: bool,
+    #[serde(default = "yes")]
+    pub can_subscribe: bool,
+    #[serde(default = "yes")]
+    pub can_publish_data: bool,
+}
+
+/// The roles every node knows unless its configuration redefines them: a
+/// voice room's host and speakers talk, its listeners listen (and react
+/// with data messages).
+pub fn default_roles() -> HashMap<String, RoleGrants> {
+    let talks = RoleGrants {
+        can_publish: true,
+        can_subscribe: true,
+        can_publish_data: true,
+    };
+    let listens = RoleGrants {
+        can_publish: false,
+        ..talks
+    };
+    HashMap::from([
+        ("host".to_owned(), talks),
+        ("speaker".to_owned(), talks),
+        ("listener".to_owned(), listens),
+    ])
+}
+
+impl Grants {
+    /// The grants that apply in a room: the role's when the token names
+    /// one (`None` for a role `roles` does not define), else the token's.
+    pub fn effective(&self, roles: &HashMap<String, RoleGrants>) -> Option<RoleGrants> {
+        match &self.role {
+            Some(name) => roles.get(name).copied(),
+            None => Some(RoleGrants {
+                can_publish: self.can_publish,
+                can_subscribe: self.can_subscribe,
+                can_publish_data: self.can_publish_data,
+            }),
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -230,9 +284,40 @@ mod tests {
                 can_publish: true,
                 can_subscribe: true,
                 admin: false,
+                can_publish_data: true,
+                role: None,
             },
             billing: None,
         }
+    }
+
+    #[test]
+    fn a_role_replaces_the_tokens_grants_and_an_unknown_role_grants_nothing() {
+        let roles = default_roles();
+        let mut grants = claims("devkey", 2000).grants;
+        assert_eq!(
+            grants.effective(&roles),
+            Some(RoleGrants {
+                can_publish: true,
+                can_subscribe: true,
+                can_publish_data: true,
+            }),
+            "no role: the token's own"
+        );
+        grants.role = Some("listener".into());
+        assert_eq!(
+            grants.effective(&roles),
+            Some(RoleGrants {
+                can_publish: false,
+                can_subscribe: true,
+                can_publish_data: true,
+            })
+        );
+        grants.role = Some("host".into());
+        grants.can_publish = false;
+        assert_eq!(grants.effective(&roles).map(|g| g.can_publish), Some(true));
+        grants.role = Some("emperor".into());
+        assert_eq!(grants.effective(&roles), None);
     }
 
     #[test]

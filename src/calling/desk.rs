@@ -653,6 +653,8 @@ impl Desk {
                     can_publish: true,
                     can_subscribe: true,
                     admin: false,
+                    can_publish_data: true,
+                    role: None,
                 },
                 billing,
             };

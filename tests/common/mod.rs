@@ -256,6 +256,8 @@ pub fn claims(room: &str, identity: &str) -> Claims {
             can_publish: true,
             can_subscribe: true,
             admin: false,
+            can_publish_data: true,
+            role: None,
         },
         billing: None,
     }
@@ -273,6 +275,8 @@ pub fn admin_token() -> String {
     let mut c = claims("", "admin");
     c.grants = Grants {
         admin: true,
+        can_publish_data: true,
+        role: None,
         ..Grants::default()
     };
     sign(&c)
