@@ -59,7 +59,7 @@ pub use quality::ConnectionQuality;
 pub use session::{
     ConnectionQualityInfo, EstimateSource, IceCandidate, JoinRequest, Joined, LayerState,
     LayerStats, LeaveReason, ParticipantEvent, ParticipantInfo, ParticipantStats, PublishedStats,
-    ReconnectReason, Resumed, RoomInfo, SfuError, SpeakerInfo, SubscriptionSettings,
+    ReconnectReason, Resumed, RoomInfo, RoomOptions, SfuError, SpeakerInfo, SubscriptionSettings,
     SubscriptionStats, TrackInfo, TrackKind, TransportRole,
 };
 
@@ -229,6 +229,27 @@ impl Sfu {
             room: room.to_owned(),
             sid: sid.to_owned(),
             held,
+            reply,
+        })
+        .await
+    }
+
+    /// Opens a room ahead of its first join with its own limits and
+    /// metadata (`RoomExists` if it is open already).
+    pub async fn create_room(&self, options: RoomOptions) -> Result<RoomInfo, SfuError> {
+        let room = options.name.clone();
+        self.ask(&room, |tx| Command::CreateRoom(options, tx)).await
+    }
+
+    /// Replaces an open room's metadata; everyone in it gets `room_updated`.
+    pub async fn update_room_metadata(
+        &self,
+        room: &str,
+        metadata: String,
+    ) -> Result<RoomInfo, SfuError> {
+        self.ask(room, |reply| Command::UpdateRoom {
+            room: room.to_owned(),
+            metadata,
             reply,
         })
         .await

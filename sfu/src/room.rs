@@ -1,7 +1,7 @@
 //! A room and its participants as the media plane keeps them.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rtc::rtp_transceiver::RTCRtpSenderId;
 
@@ -12,6 +12,13 @@ use crate::session::{ParticipantEvent, ParticipantInfo, RoomInfo, TrackInfo};
 use crate::speaker::ActiveSpeakers;
 use crate::timers::Scheduled;
 use crate::transport::TransportId;
+
+/// The node's room settings, for rooms that do not set their own.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RoomDefaults {
+    pub(crate) max_participants: usize,
+    pub(crate) empty_timeout: Duration,
+}
 
 pub(crate) struct Participant {
     pub(crate) sid: String,
@@ -62,6 +69,10 @@ pub(crate) struct Reconnecting {
 pub(crate) struct Room {
     pub(crate) name: String,
     pub(crate) sid: String,
+    /// Its own limits and metadata (`RoomOptions`); `None`: the node's.
+    pub(crate) max_participants: Option<usize>,
+    pub(crate) empty_timeout: Option<Duration>,
+    pub(crate) metadata: String,
     pub(crate) participants: HashMap<String, Participant>,
     pub(crate) producers: HashMap<String, Producer>,
     pub(crate) empty_since: Option<Instant>,
@@ -92,14 +103,25 @@ impl Participant {
 }
 
 impl Room {
-    pub(crate) fn info(&self, max_participants: usize) -> RoomInfo {
+    /// The room's info, with the node's defaults for what it does not set.
+    pub(crate) fn info(&self, defaults: &RoomDefaults) -> RoomInfo {
         RoomInfo {
             name: self.name.clone(),
             sid: self.sid.clone(),
-            max_participants,
+            max_participants: self.max_participants(defaults),
             num_participants: self.participants.len(),
             num_tracks: self.producers.len(),
+            empty_timeout_s: self.empty_timeout(defaults).as_secs(),
+            metadata: self.metadata.clone(),
         }
+    }
+
+    pub(crate) fn max_participants(&self, defaults: &RoomDefaults) -> usize {
+        self.max_participants.unwrap_or(defaults.max_participants)
+    }
+
+    pub(crate) fn empty_timeout(&self, defaults: &RoomDefaults) -> Duration {
+        self.empty_timeout.unwrap_or(defaults.empty_timeout)
     }
 
     pub(crate) fn broadcast(

@@ -50,6 +50,21 @@ pub struct RoomInfo {
     pub max_participants: usize,
     pub num_participants: usize,
     pub num_tracks: usize,
+    /// How long the room stays open with nobody in it, in seconds.
+    pub empty_timeout_s: u64,
+    /// The app's free-form metadata (title, cover, topic, …), as set by
+    /// the server API; empty when none.
+    pub metadata: String,
+}
+
+/// A room made ahead of its first join (`Sfu::create_room`): its limits
+/// and metadata; `None` takes the node's default.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RoomOptions {
+    pub name: String,
+    pub max_participants: Option<usize>,
+    pub empty_timeout: Option<std::time::Duration>,
+    pub metadata: String,
 }
 
 /// Why a participant's session ended.
@@ -156,6 +171,10 @@ pub enum ParticipantEvent {
     /// time. For the control plane (billing starts on it); not a message.
     #[serde(skip)]
     MediaConnected,
+    /// The room's metadata changed; to everyone in it.
+    RoomUpdated {
+        room: RoomInfo,
+    },
     /// Who is speaking now, loudest first (empty: nobody); to everyone in
     /// the room, when the set, the order or a level changes.
     SpeakersChanged {
@@ -362,6 +381,8 @@ pub enum SfuError {
     RoomFull(String),
     #[error("no such room")]
     RoomNotFound,
+    #[error("the room exists already")]
+    RoomExists,
     #[error("no such participant")]
     ParticipantNotFound,
     #[error("no such track")]

@@ -24,7 +24,8 @@ use crate::config::SfuConfig;
 use crate::metrics::{TcpMetrics, WorkerMetrics};
 use crate::session::{
     IceCandidate, JoinRequest, Joined, LeaveReason, ParticipantEvent, ParticipantInfo,
-    ParticipantStats, Resumed, RoomInfo, SfuError, SubscriptionSettings, TransportRole,
+    ParticipantStats, Resumed, RoomInfo, RoomOptions, SfuError, SubscriptionSettings,
+    TransportRole,
 };
 use crate::shard::{Shard, Transmit};
 use crate::tcp::{SendError, TcpConns, TcpEvent, TcpHandoff};
@@ -85,6 +86,12 @@ pub(crate) enum Command {
         reply: Reply<()>,
     },
     CloseRoom(String, LeaveReason, Reply<()>),
+    CreateRoom(RoomOptions, Reply<RoomInfo>),
+    UpdateRoom {
+        room: String,
+        metadata: String,
+        reply: Reply<RoomInfo>,
+    },
     HoldMedia {
         room: String,
         sid: String,
@@ -541,6 +548,16 @@ fn run_command(shard: &mut Shard, mailboxes: &mut Mailboxes, command: Command) {
         }
         Command::CloseRoom(room, reason, reply) => {
             let _ = reply.send(shard.close_room(now, &room, reason));
+        }
+        Command::CreateRoom(options, reply) => {
+            let _ = reply.send(shard.create_room(now, options));
+        }
+        Command::UpdateRoom {
+            room,
+            metadata,
+            reply,
+        } => {
+            let _ = reply.send(shard.update_room(&room, metadata));
         }
         Command::HoldMedia {
             room,

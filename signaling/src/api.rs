@@ -3,12 +3,16 @@
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
-use callgate_sfu::{LeaveReason, SfuError};
+use callgate_sfu::{LeaveReason, RoomOptions, SfuError};
+use serde::Deserialize;
 use serde_json::json;
 
 use crate::AppState;
@@ -44,6 +48,9 @@ impl From<SfuError> for ApiError {
         match e {
             SfuError::RoomNotFound => {
                 ApiError::new(StatusCode::NOT_FOUND, "room_not_found", e.to_string())
+            }
+            SfuError::RoomExists => {
+                ApiError::new(StatusCode::CONFLICT, "room_exists", e.to_string())
             }
             SfuError::ParticipantNotFound => ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -88,6 +95,122 @@ async fn list_rooms(
 ) -> Result<impl IntoResponse, ApiError> {
     require_admin(&state.keys, &headers)?;
     Ok(Json(json!({"rooms": state.sfu.list_rooms().await})))
+}
+
+/// Longest room metadata accepted, in bytes.
+pub const MAX_ROOM_METADATA_BYTES: usize = 4096;
+/// Largest `max_participants` a room may ask for.
+pub const MAX_ROOM_PARTICIPANTS: usize = 100_000;
+/// Longest empty timeout a room may ask for.
+pub const MAX_EMPTY_TIMEOUT: Duration = Duration::from_secs(86_400);
+
+fn malformed(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "malformed", message)
+}
+
+fn check_metadata(metadata: &str) -> Result<(), ApiError> {
+    if metadata.len() > MAX_ROOM_METADATA_BYTES {
+        return Err(malformed(format!(
+            "metadata is longer than {MAX_ROOM_METADATA_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateRoom {
+    name: String,
+    #[serde(default)]
+    max_participants: Option<usize>,
+    /// Seconds, or `"300s"`.
+    #[serde(default)]
+    empty_timeout: Option<serde_json::Value>,
+    #[serde(default)]
+    metadata: String,
+}
+
+fn seconds(value: &serde_json::Value) -> Option<Duration> {
+    match value {
+        serde_json::Value::Number(n) => n.as_u64().map(Duration::from_secs),
+        serde_json::Value::String(t) => t
+            .strip_suffix('s')
+            .unwrap_or(t)
+            .trim()
+            .parse()
+            .ok()
+            .map(Duration::from_secs),
+        _ => None,
+    }
+}
+
+async fn create_room(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    require_admin(&state.keys, &headers)?;
+    let request: CreateRoom = serde_json::from_slice(&body).map_err(|e| {
+        malformed(format!(
+            "expected {{name, max_participants?, empty_timeout?, metadata?}}: {e}"
+        ))
+    })?;
+    if request.name.is_empty()
+        || request.name.len() > 256
+        || request.name.chars().any(char::is_control)
+    {
+        return Err(malformed("name is 1-256 bytes of printable text"));
+    }
+    if request
+        .max_participants
+        .is_some_and(|n| !(1..=MAX_ROOM_PARTICIPANTS).contains(&n))
+    {
+        return Err(malformed(format!(
+            "max_participants is 1 to {MAX_ROOM_PARTICIPANTS}"
+        )));
+    }
+    let empty_timeout = match &request.empty_timeout {
+        None => None,
+        Some(v) => Some(
+            seconds(v)
+                .filter(|d| (Duration::from_secs(1)..=MAX_EMPTY_TIMEOUT).contains(d))
+                .ok_or_else(|| malformed("empty_timeout is 1 to 86400 seconds, e.g. \"300s\""))?,
+        ),
+    };
+    check_metadata(&request.metadata)?;
+    let room = state
+        .sfu
+        .create_room(RoomOptions {
+            name: request.name,
+            max_participants: request.max_participants,
+            empty_timeout,
+            metadata: request.metadata,
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(json!({"room": room}))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateRoom {
+    metadata: String,
+}
+
+async fn update_room(
+    State(state): State<Arc<AppState>>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    require_admin(&state.keys, &headers)?;
+    let request: UpdateRoom = serde_json::from_slice(&body)
+        .map_err(|e| malformed(format!("expected {{metadata}}: {e}")))?;
+    check_metadata(&request.metadata)?;
+    let room = state
+        .sfu
+        .update_room_metadata(&room, request.metadata)
+        .await?;
+    Ok(Json(json!({"room": room})))
 }
 
 async fn list_participants(
@@ -138,8 +261,8 @@ async fn not_found() -> ApiError {
 
 pub(crate) fn routes() -> Router<Arc<AppState>> {
     Router::new()
-        .route("/v1/rooms", get(list_rooms))
-        .route("/v1/rooms/{room}", delete(close_room))
+        .route("/v1/rooms", get(list_rooms).post(create_room))
+        .route("/v1/rooms/{room}", delete(close_room).patch(update_room))
         .route("/v1/rooms/{room}/participants", get(list_participants))
         .route(
             "/v1/rooms/{room}/participants/{identity}",

@@ -211,6 +211,7 @@ impl Shard {
         room_name: &str,
         sid: &str,
     ) -> Result<Resumed, SfuError> {
+        let defaults = self.room_defaults();
         let room = self
             .rooms
             .get_mut(room_name)
@@ -232,7 +233,7 @@ impl Shard {
             .collect();
         others.sort_by(|a, b| a.identity.cmp(&b.identity));
         let resumed = Resumed {
-            room: room.info(self.config.max_participants),
+            room: room.info(&defaults),
             participant,
             others,
         };

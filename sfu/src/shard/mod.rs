@@ -456,10 +456,11 @@ impl Shard {
     }
 
     fn close_if_still_empty(&mut self, now: Instant, name: &str) {
+        let defaults = self.room_defaults();
         let expired = self.rooms.get(name).is_some_and(|r| {
             r.participants.is_empty()
                 && r.empty_since
-                    .is_some_and(|s| s + self.config.empty_room_timeout <= now)
+                    .is_some_and(|s| s + r.empty_timeout(&defaults) <= now)
         });
         if expired {
             info!(room = %name, "closing empty room");

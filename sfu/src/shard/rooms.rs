@@ -1,5 +1,6 @@
-//! Rooms and their participants as the control plane sees them: joining,
-//! leaving, mute, media holds, listings.
+//! Rooms and their participants as the control plane sees them: rooms
+//! made ahead with their own limits and metadata, joining, leaving, mute,
+//! media holds, listings.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -8,18 +9,84 @@ use tracing::info;
 
 use crate::ids;
 use crate::session::{
-    JoinRequest, LeaveReason, ParticipantEvent, ParticipantInfo, RoomInfo, SfuError, TransportRole,
+    JoinRequest, LeaveReason, ParticipantEvent, ParticipantInfo, RoomInfo, RoomOptions, SfuError,
+    TransportRole,
 };
 
 use super::{Admission, Shard};
 use crate::quality::QualityTracker;
-use crate::room::{Participant, Room};
+use crate::room::{Participant, Room, RoomDefaults};
 use crate::speaker::{ActiveSpeakers, SpeakerConfig};
 use crate::timers::{Scheduled, Timer};
 
 impl Shard {
+    /// The node's room settings.
+    pub(crate) fn room_defaults(&self) -> RoomDefaults {
+        RoomDefaults {
+            max_participants: self.config.max_participants,
+            empty_timeout: self.config.empty_room_timeout,
+        }
+    }
+
+    fn open_room(&mut self, options: RoomOptions) {
+        info!(room = %options.name, "room opened");
+        self.metrics.rooms.inc();
+        let room = Room {
+            name: options.name.clone(),
+            sid: ids::room_sid(&mut self.rng),
+            max_participants: options.max_participants,
+            empty_timeout: options.empty_timeout,
+            metadata: options.metadata,
+            participants: HashMap::new(),
+            producers: HashMap::new(),
+            empty_since: None,
+            speakers: ActiveSpeakers::new(SpeakerConfig::default()),
+            speakers_scheduled: Scheduled::default(),
+        };
+        self.rooms.insert(options.name, room);
+    }
+
+    /// Opens a room ahead of its first join, with its own limits and
+    /// metadata. It closes after its empty timeout if nobody comes.
+    pub(crate) fn create_room(
+        &mut self,
+        now: Instant,
+        options: RoomOptions,
+    ) -> Result<RoomInfo, SfuError> {
+        if self.rooms.contains_key(&options.name) {
+            return Err(SfuError::RoomExists);
+        }
+        let name = options.name.clone();
+        self.open_room(options);
+        let defaults = self.room_defaults();
+        let room = self.rooms.get_mut(&name).ok_or(SfuError::RoomNotFound)?;
+        room.empty_since = Some(now);
+        let timeout = room.empty_timeout(&defaults);
+        let info = room.info(&defaults);
+        self.timers.schedule(now + timeout, Timer::EmptyRoom(name));
+        Ok(info)
+    }
+
+    /// Replaces a room's metadata and tells everyone in it (`room_updated`).
+    pub(crate) fn update_room(
+        &mut self,
+        name: &str,
+        metadata: String,
+    ) -> Result<RoomInfo, SfuError> {
+        let defaults = self.room_defaults();
+        let room = self.rooms.get_mut(name).ok_or(SfuError::RoomNotFound)?;
+        room.metadata = metadata;
+        let info = room.info(&defaults);
+        room.broadcast(
+            &mut self.outbox,
+            None,
+            &ParticipantEvent::RoomUpdated { room: info.clone() },
+        );
+        Ok(info)
+    }
+
     pub(crate) fn join(&mut self, now: Instant, req: JoinRequest) -> Result<Admission, SfuError> {
-        let max = self.config.max_participants;
+        let defaults = self.room_defaults();
         // The same identity joining again replaces the old session, as in LiveKit.
         let duplicate = self.rooms.get(&req.room).and_then(|r| {
             r.participants
@@ -33,25 +100,15 @@ impl Shard {
         if self
             .rooms
             .get(&req.room)
-            .is_some_and(|r| r.participants.len() >= max)
+            .is_some_and(|r| r.participants.len() >= r.max_participants(&defaults))
         {
             return Err(SfuError::RoomFull(req.room));
         }
         if !self.rooms.contains_key(&req.room) {
-            info!(room = %req.room, "room opened");
-            self.metrics.rooms.inc();
-            self.rooms.insert(
-                req.room.clone(),
-                Room {
-                    name: req.room.clone(),
-                    sid: ids::room_sid(&mut self.rng),
-                    participants: HashMap::new(),
-                    producers: HashMap::new(),
-                    empty_since: None,
-                    speakers: ActiveSpeakers::new(SpeakerConfig::default()),
-                    speakers_scheduled: Scheduled::default(),
-                },
-            );
+            self.open_room(RoomOptions {
+                name: req.room.clone(),
+                ..RoomOptions::default()
+            });
         }
         let sid = ids::participant_sid(&mut self.rng);
         let publisher = if req.can_publish {
@@ -103,7 +160,7 @@ impl Shard {
         self.metrics.participants.inc();
         info!(room = %req.room, participant = %sid, identity = %req.identity, "participant joined");
 
-        let room_info = room.info(max);
+        let room_info = room.info(&defaults);
         if req.can_subscribe {
             let producers: Vec<String> = room.producers.keys().cloned().collect();
             for producer in &producers {
@@ -128,6 +185,7 @@ impl Shard {
         sid: &str,
         reason: LeaveReason,
     ) {
+        let defaults = self.room_defaults();
         let Some(room) = self.rooms.get_mut(room_name) else {
             return;
         };
@@ -154,10 +212,9 @@ impl Shard {
             .collect();
         if room.participants.is_empty() {
             room.empty_since = Some(now);
-            self.timers.schedule(
-                now + self.config.empty_room_timeout,
-                Timer::EmptyRoom(room_name.to_owned()),
-            );
+            let timeout = room.empty_timeout(&defaults);
+            self.timers
+                .schedule(now + timeout, Timer::EmptyRoom(room_name.to_owned()));
         }
         for producer in own {
             self.remove_producer(now, room_name, &producer);
@@ -258,7 +315,7 @@ impl Shard {
     pub(crate) fn list_rooms(&self) -> Vec<RoomInfo> {
         self.rooms
             .values()
-            .map(|r| r.info(self.config.max_participants))
+            .map(|r| r.info(&self.room_defaults()))
             .collect()
     }
 
