@@ -1055,7 +1055,8 @@ mod tests {
             Some(RoleGrants {
                 can_publish: false,
                 can_subscribe: true,
-                can_publish_data: true
+                can_publish_data: true,
+                room_admin: false,
             })
         );
         assert_eq!(
@@ -1063,7 +1064,8 @@ mod tests {
             Some(RoleGrants {
                 can_publish: false,
                 can_subscribe: true,
-                can_publish_data: false
+                can_publish_data: false,
+                room_admin: false,
             })
         );
         assert_eq!(grants("host").map(|g| g.can_publish), Some(true));

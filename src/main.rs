@@ -177,6 +177,10 @@ struct TokenArgs {
     /// Join without the right to send data messages.
     #[arg(long)]
     no_data: bool,
+    /// May promote, demote, mute and remove the room's other participants
+    /// over signaling (a host's app).
+    #[arg(long)]
+    room_admin: bool,
     /// A role the server defines (`host`, `speaker`, `listener`, or one of
     /// `[roles]`): its grants replace --no-publish, --no-subscribe, --no-data.
     #[arg(long)]
@@ -465,6 +469,7 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
             admin: args.admin,
             can_publish_data: !args.no_data,
             role: args.role.clone(),
+            room_admin: args.room_admin,
         },
         billing,
     };

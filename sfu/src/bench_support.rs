@@ -456,6 +456,7 @@ pub(crate) fn join_request(identity: &str) -> JoinRequest {
         name: identity.into(),
         can_publish: true,
         can_subscribe: true,
+        can_publish_data: true,
         media_held: false,
     }
 }

@@ -58,9 +58,10 @@ pub use participant::ParticipantHandle;
 pub use quality::ConnectionQuality;
 pub use session::{
     ConnectionQualityInfo, EstimateSource, IceCandidate, JoinRequest, Joined, LayerState,
-    LayerStats, LeaveReason, ParticipantEvent, ParticipantInfo, ParticipantStats, PublishedStats,
-    ReconnectReason, Resumed, RoomInfo, RoomOptions, SfuError, SpeakerInfo, SubscriptionSettings,
-    SubscriptionStats, TrackInfo, TrackKind, TransportRole,
+    LayerStats, LeaveReason, ParticipantEvent, ParticipantInfo, ParticipantStats,
+    ParticipantUpdate, PublishedStats, ReconnectReason, Resumed, RoomInfo, RoomOptions, SfuError,
+    SpeakerInfo, SubscriptionSettings, SubscriptionStats, TrackInfo, TrackKind, TrackSelector,
+    TransportRole,
 };
 
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -250,6 +251,45 @@ impl Sfu {
         self.ask(room, |reply| Command::UpdateRoom {
             room: room.to_owned(),
             metadata,
+            reply,
+        })
+        .await
+    }
+
+    /// Changes a participant in place: its grants, name, metadata,
+    /// attributes (docs/operations.md). Everyone in the room gets
+    /// `participant_updated`.
+    pub async fn update_participant(
+        &self,
+        room: &str,
+        identity: &str,
+        update: ParticipantUpdate,
+    ) -> Result<ParticipantInfo, SfuError> {
+        self.ask(room, |reply| Command::UpdateParticipant {
+            room: room.to_owned(),
+            identity: identity.to_owned(),
+            update,
+            reply,
+        })
+        .await
+    }
+
+    /// A moderator mutes (`muted`) or unmutes the tracks of `identity`
+    /// that `which` selects: forwarding stops at once, and everyone gets
+    /// `track_muted` with `by_moderator`. Unmuting is refused unless the
+    /// room allows it. Returns the tracks' sids.
+    pub async fn moderate_mute(
+        &self,
+        room: &str,
+        identity: &str,
+        which: TrackSelector,
+        muted: bool,
+    ) -> Result<Vec<String>, SfuError> {
+        self.ask(room, |reply| Command::ModerateMute {
+            room: room.to_owned(),
+            identity: identity.to_owned(),
+            which,
+            muted,
             reply,
         })
         .await

@@ -26,6 +26,9 @@ pub(crate) struct Participant {
     pub(crate) name: String,
     pub(crate) can_publish: bool,
     pub(crate) can_subscribe: bool,
+    pub(crate) can_publish_data: bool,
+    pub(crate) metadata: String,
+    pub(crate) attributes: std::collections::BTreeMap<String, String>,
     pub(crate) publisher: Option<TransportId>,
     pub(crate) subscriber: Option<TransportId>,
     /// A subscribe offer is out and its answer not yet in.
@@ -73,6 +76,7 @@ pub(crate) struct Room {
     pub(crate) max_participants: Option<usize>,
     pub(crate) empty_timeout: Option<Duration>,
     pub(crate) metadata: String,
+    pub(crate) allow_remote_unmute: bool,
     pub(crate) participants: HashMap<String, Participant>,
     pub(crate) producers: HashMap<String, Producer>,
     pub(crate) empty_since: Option<Instant>,
@@ -97,7 +101,10 @@ impl Participant {
             name: self.name.clone(),
             can_publish: self.can_publish,
             can_subscribe: self.can_subscribe,
+            can_publish_data: self.can_publish_data,
             tracks,
+            metadata: self.metadata.clone(),
+            attributes: self.attributes.clone(),
         }
     }
 }

@@ -15,7 +15,7 @@ pub enum TransportRole {
     Subscriber,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TrackKind {
     Audio,
@@ -40,7 +40,28 @@ pub struct ParticipantInfo {
     pub name: String,
     pub can_publish: bool,
     pub can_subscribe: bool,
+    /// May send `data` messages (signaling relays them; the media plane
+    /// only keeps the grant so that changes reach the participant).
+    pub can_publish_data: bool,
     pub tracks: Vec<TrackInfo>,
+    /// Free-form, set by the server API (empty when none).
+    pub metadata: String,
+    /// Small string map: by the server API, or the participant itself
+    /// (`attributes.hand = "raised"`).
+    pub attributes: std::collections::BTreeMap<String, String>,
+}
+
+/// A change to a participant (`Sfu::update_participant`); `None` leaves a
+/// field as it is. `attributes` are merged in: an empty value removes
+/// its key.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ParticipantUpdate {
+    pub can_publish: Option<bool>,
+    pub can_subscribe: Option<bool>,
+    pub can_publish_data: Option<bool>,
+    pub name: Option<String>,
+    pub metadata: Option<String>,
+    pub attributes: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -65,6 +86,17 @@ pub struct RoomOptions {
     pub max_participants: Option<usize>,
     pub empty_timeout: Option<std::time::Duration>,
     pub metadata: String,
+    /// Moderators may unmute a participant's track (off by default: a
+    /// privacy rule, only the publisher unmutes itself).
+    pub allow_remote_unmute: bool,
+}
+
+/// Which of a participant's tracks a moderator mutes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrackSelector {
+    Sid(String),
+    /// Every track of this kind.
+    Kind(TrackKind),
 }
 
 /// Why a participant's session ended.
@@ -139,6 +171,10 @@ pub enum ParticipantEvent {
         participant_sid: String,
         track_sid: String,
         muted: bool,
+        /// A moderator muted it (server API or a `room_admin`); absent
+        /// when the publisher did.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        by_moderator: bool,
     },
     SubscribeOffer {
         sdp: String,
@@ -174,6 +210,11 @@ pub enum ParticipantEvent {
     /// The room's metadata changed; to everyone in it.
     RoomUpdated {
         room: RoomInfo,
+    },
+    /// A participant's grants, name, metadata or attributes changed; to
+    /// everyone in the room, itself included.
+    ParticipantUpdated {
+        participant: ParticipantInfo,
     },
     /// Who is speaking now, loudest first (empty: nobody); to everyone in
     /// the room, when the set, the order or a level changes.
@@ -360,6 +401,7 @@ pub struct JoinRequest {
     pub name: String,
     pub can_publish: bool,
     pub can_subscribe: bool,
+    pub can_publish_data: bool,
     /// Forward nothing from or to this participant until the control plane
     /// releases it (`Sfu::hold_media`): a paid call's media waits for the
     /// ledger's first hold.
@@ -383,6 +425,8 @@ pub enum SfuError {
     RoomNotFound,
     #[error("the room exists already")]
     RoomExists,
+    #[error("this room does not let moderators unmute a participant")]
+    RemoteUnmuteRefused,
     #[error("no such participant")]
     ParticipantNotFound,
     #[error("no such track")]

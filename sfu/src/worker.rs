@@ -24,8 +24,8 @@ use crate::config::SfuConfig;
 use crate::metrics::{TcpMetrics, WorkerMetrics};
 use crate::session::{
     IceCandidate, JoinRequest, Joined, LeaveReason, ParticipantEvent, ParticipantInfo,
-    ParticipantStats, Resumed, RoomInfo, RoomOptions, SfuError, SubscriptionSettings,
-    TransportRole,
+    ParticipantStats, ParticipantUpdate, Resumed, RoomInfo, RoomOptions, SfuError,
+    SubscriptionSettings, TrackSelector, TransportRole,
 };
 use crate::shard::{Shard, Transmit};
 use crate::tcp::{SendError, TcpConns, TcpEvent, TcpHandoff};
@@ -87,6 +87,19 @@ pub(crate) enum Command {
     },
     CloseRoom(String, LeaveReason, Reply<()>),
     CreateRoom(RoomOptions, Reply<RoomInfo>),
+    UpdateParticipant {
+        room: String,
+        identity: String,
+        update: ParticipantUpdate,
+        reply: Reply<ParticipantInfo>,
+    },
+    ModerateMute {
+        room: String,
+        identity: String,
+        which: TrackSelector,
+        muted: bool,
+        reply: Reply<Vec<String>>,
+    },
     UpdateRoom {
         room: String,
         metadata: String,
@@ -551,6 +564,23 @@ fn run_command(shard: &mut Shard, mailboxes: &mut Mailboxes, command: Command) {
         }
         Command::CreateRoom(options, reply) => {
             let _ = reply.send(shard.create_room(now, options));
+        }
+        Command::UpdateParticipant {
+            room,
+            identity,
+            update,
+            reply,
+        } => {
+            let _ = reply.send(shard.update_participant(now, &room, &identity, update));
+        }
+        Command::ModerateMute {
+            room,
+            identity,
+            which,
+            muted,
+            reply,
+        } => {
+            let _ = reply.send(shard.moderate_mute(now, &room, &identity, &which, muted));
         }
         Command::UpdateRoom {
             room,

@@ -9,13 +9,14 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use callgate_sfu::{LeaveReason, RoomOptions, SfuError};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::AppState;
+use crate::moderation::{MuteChange, ParticipantChange};
 use crate::token::{KeyRing, unix_now};
 
 /// An API error: an HTTP status and a stable `code` (docs/operations.md).
@@ -49,6 +50,14 @@ impl From<SfuError> for ApiError {
             SfuError::RoomNotFound => {
                 ApiError::new(StatusCode::NOT_FOUND, "room_not_found", e.to_string())
             }
+            SfuError::TrackNotFound => {
+                ApiError::new(StatusCode::NOT_FOUND, "track_not_found", e.to_string())
+            }
+            SfuError::RemoteUnmuteRefused => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "remote_unmute_refused",
+                e.to_string(),
+            ),
             SfuError::RoomExists => {
                 ApiError::new(StatusCode::CONFLICT, "room_exists", e.to_string())
             }
@@ -128,6 +137,8 @@ struct CreateRoom {
     empty_timeout: Option<serde_json::Value>,
     #[serde(default)]
     metadata: String,
+    #[serde(default)]
+    allow_remote_unmute: bool,
 }
 
 fn seconds(value: &serde_json::Value) -> Option<Duration> {
@@ -185,6 +196,7 @@ async fn create_room(
             max_participants: request.max_participants,
             empty_timeout,
             metadata: request.metadata,
+            allow_remote_unmute: request.allow_remote_unmute,
         })
         .await?;
     Ok((StatusCode::CREATED, Json(json!({"room": room}))))
@@ -211,6 +223,43 @@ async fn update_room(
         .update_room_metadata(&room, request.metadata)
         .await?;
     Ok(Json(json!({"room": room})))
+}
+
+async fn update_participant(
+    State(state): State<Arc<AppState>>,
+    Path((room, identity)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    require_admin(&state.keys, &headers)?;
+    let change: ParticipantChange = serde_json::from_slice(&body).map_err(|e| {
+        malformed(format!(
+            "expected {{can_publish?, can_subscribe?, can_publish_data?, name?, metadata?, attributes?}}: {e}"
+        ))
+    })?;
+    let update = change.checked().map_err(malformed)?;
+    let participant = state
+        .sfu
+        .update_participant(&room, &identity, update)
+        .await?;
+    Ok(Json(json!({"participant": participant})))
+}
+
+async fn mute_participant(
+    State(state): State<Arc<AppState>>,
+    Path((room, identity)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    require_admin(&state.keys, &headers)?;
+    let change: MuteChange = serde_json::from_slice(&body)
+        .map_err(|e| malformed(format!("expected {{track_sid | kind, muted?}}: {e}")))?;
+    let which = change.selector().map_err(malformed)?;
+    let tracks = state
+        .sfu
+        .moderate_mute(&room, &identity, which, change.muted)
+        .await?;
+    Ok(Json(json!({"tracks": tracks, "muted": change.muted})))
 }
 
 async fn list_participants(
@@ -266,7 +315,11 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/v1/rooms/{room}/participants", get(list_participants))
         .route(
             "/v1/rooms/{room}/participants/{identity}",
-            delete(remove_participant),
+            delete(remove_participant).post(update_participant),
+        )
+        .route(
+            "/v1/rooms/{room}/participants/{identity}/mute",
+            post(mute_participant),
         )
         .route(
             "/v1/rooms/{room}/participants/{identity}/stats",

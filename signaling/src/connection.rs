@@ -250,6 +250,7 @@ pub(crate) async fn serve(
         name: claims.name.clone().unwrap_or_else(|| claims.sub.clone()),
         can_publish: grants.can_publish,
         can_subscribe: grants.can_subscribe,
+        can_publish_data: grants.can_publish_data,
         media_held: gate == MediaGate::Held,
     };
     let (handle, joined) = match state.sfu.join(request).await {
@@ -319,11 +320,12 @@ pub(crate) async fn serve(
                 device,
                 device_notices,
             };
+            let room_admin = grants.room_admin;
             let data = DataSender {
                 allowed: grants.can_publish_data,
                 limiter: DataLimiter::new(tokio::time::Instant::now()),
             };
-            session(&state, link, handle, inbox, &mut watch, data).await;
+            session(&state, link, handle, inbox, &mut watch, data, room_admin).await;
         } else {
             handle.leave(LeaveReason::Left);
         }
@@ -503,6 +505,72 @@ async fn deliver_notice(
     }
 }
 
+/// A moderation message (or `set_attributes`), handled: `Some(reply)`
+/// with the error to send, if any; `None` for any other message.
+async fn moderate(
+    state: &AppState,
+    room_admin: bool,
+    me: &CallParticipant,
+    message: &ClientMessage,
+) -> Option<Option<ServerMessage>> {
+    let denied = || {
+        Some(Some(ServerMessage::error(
+            "permission_denied",
+            "only a room_admin changes other participants",
+        )))
+    };
+    let result = match message {
+        ClientMessage::SetAttributes { attributes } => {
+            let update = callgate_sfu::ParticipantUpdate {
+                attributes: Some(attributes.clone()),
+                ..Default::default()
+            };
+            state
+                .sfu
+                .update_participant(&me.room, &me.identity, update)
+                .await
+                .map(|_| ())
+        }
+        ClientMessage::UpdateParticipant { .. }
+        | ClientMessage::MuteParticipant { .. }
+        | ClientMessage::RemoveParticipant { .. }
+            if !room_admin =>
+        {
+            return denied();
+        }
+        ClientMessage::UpdateParticipant { identity, update } => {
+            let update = match update.clone().checked() {
+                Ok(u) => u,
+                Err(m) => return Some(Some(ServerMessage::error("malformed_message", m))),
+            };
+            state
+                .sfu
+                .update_participant(&me.room, identity, update)
+                .await
+                .map(|_| ())
+        }
+        ClientMessage::MuteParticipant { identity, mute } => {
+            let which = match mute.selector() {
+                Ok(w) => w,
+                Err(m) => return Some(Some(ServerMessage::error("malformed_message", m))),
+            };
+            state
+                .sfu
+                .moderate_mute(&me.room, identity, which, mute.muted)
+                .await
+                .map(|_| ())
+        }
+        ClientMessage::RemoveParticipant { identity } => {
+            state
+                .sfu
+                .remove_participant(&me.room, identity, LeaveReason::Removed)
+                .await
+        }
+        _ => return None,
+    };
+    Some(result.err().map(sfu_error))
+}
+
 /// What a participant may send to its room as `data`.
 struct DataSender {
     allowed: bool,
@@ -562,6 +630,7 @@ async fn session(
     inbox: Inbox,
     watch: &mut Watch<'_>,
     mut data: DataSender,
+    room_admin: bool,
 ) {
     // Reliable data messages that arrived while the link was down, sent
     // after `resumed`.
@@ -652,6 +721,10 @@ async fn session(
                             if let Some(refused) = data.relay(state, watch.call, message) {
                                 link.send(&refused).await;
                             }
+                        } else if let Some(reply) = moderate(state, room_admin, watch.call, &message).await {
+                            if let Some(reply) = reply {
+                                link.send(&reply).await;
+                            }
                         } else if let Some(request) = crate::presence_connection::call_request(&message) {
                             crate::presence_connection::forward(state, &watch.call.identity, device, request);
                         } else if let Some(reply) = handle_message(&handle, message).await {
@@ -702,6 +775,12 @@ async fn session(
                     {
                         watch.usage.video = true;
                     }
+                    // A moderator changed its grants: data follow at once.
+                    if let ParticipantEvent::ParticipantUpdated { participant } = &event
+                        && participant.sid == watch.call.sid
+                    {
+                        data.allowed = participant.can_publish_data;
+                    }
                     link.send(&ServerMessage::from(event)).await;
                 }
                 None => {
@@ -731,7 +810,11 @@ async fn handle_message(
         | ClientMessage::CallReject { .. }
         | ClientMessage::CallCancel { .. }
         | ClientMessage::PresenceWatch { .. }
-        | ClientMessage::Data { .. } => Ok(None),
+        | ClientMessage::Data { .. }
+        | ClientMessage::UpdateParticipant { .. }
+        | ClientMessage::MuteParticipant { .. }
+        | ClientMessage::RemoveParticipant { .. }
+        | ClientMessage::SetAttributes { .. } => Ok(None),
         ClientMessage::IceRestart => handle.ice_restart().await.map(|()| None),
         ClientMessage::PublishOffer { sdp } => handle
             .publish_offer(sdp)
@@ -775,6 +858,8 @@ fn sfu_error(e: SfuError) -> ServerMessage {
         SfuError::InvalidCandidate(_) => "invalid_candidate",
         SfuError::TrackNotFound => "unknown_track",
         SfuError::NoPendingOffer => "no_pending_offer",
+        SfuError::ParticipantNotFound => "participant_not_found",
+        SfuError::RemoteUnmuteRefused => "remote_unmute_refused",
         _ => "internal",
     };
     ServerMessage::error(code, e.to_string())

@@ -9,6 +9,7 @@ pub mod devices;
 pub mod drain;
 pub mod http;
 mod metrics;
+pub mod moderation;
 mod presence_connection;
 pub mod protocol;
 pub mod resume;

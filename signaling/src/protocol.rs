@@ -87,6 +87,26 @@ pub enum ClientMessage {
     PresenceWatch {
         identities: Vec<String>,
     },
+    /// A `room_admin` changes another participant of its room.
+    UpdateParticipant {
+        identity: String,
+        update: crate::moderation::ParticipantChange,
+    },
+    /// A `room_admin` mutes (or, where the room allows, unmutes) another
+    /// participant's tracks.
+    MuteParticipant {
+        identity: String,
+        mute: crate::moderation::MuteChange,
+    },
+    /// A `room_admin` removes another participant from its room.
+    RemoveParticipant {
+        identity: String,
+    },
+    /// A participant sets its own attributes (`hand = "raised"`): merged
+    /// in, an empty value removes its key.
+    SetAttributes {
+        attributes: std::collections::BTreeMap<String, String>,
+    },
     /// A data message to the room's other participants (chat, reactions).
     Data {
         #[serde(default)]
@@ -143,6 +163,10 @@ const CLIENT_TYPES: &[&str] = &[
     "call_cancel",
     "presence_watch",
     "data",
+    "update_participant",
+    "mute_participant",
+    "remove_participant",
+    "set_attributes",
 ];
 
 /// Why a client frame could not be read; both keep the connection open.
@@ -233,6 +257,19 @@ impl ClientMessage {
                         "destinations are at most {MAX_DATA_DESTINATIONS} identities of 1 to {MAX_IDENTITY_BYTES} bytes"
                     )));
                 }
+                Ok(message)
+            }
+            ClientMessage::UpdateParticipant { identity, .. }
+            | ClientMessage::MuteParticipant { identity, .. }
+            | ClientMessage::RemoveParticipant { identity }
+                if identity.is_empty() || identity.len() > MAX_IDENTITY_BYTES =>
+            {
+                Err(ParseError::Malformed(format!(
+                    "identity is 1 to {MAX_IDENTITY_BYTES} bytes"
+                )))
+            }
+            ClientMessage::SetAttributes { attributes } => {
+                crate::moderation::check_attributes(attributes).map_err(ParseError::Malformed)?;
                 Ok(message)
             }
             ClientMessage::PresenceWatch { identities } => {
@@ -735,6 +772,7 @@ mod tests {
             participant_sid: "PA_1".into(),
             track_sid: "TR_1".into(),
             muted: true,
+            by_moderator: false,
         });
         assert_eq!(
             event.to_json(),

@@ -26,8 +26,13 @@ pub struct Grants {
     /// May send `data` messages to the room.
     #[serde(default = "yes")]
     pub can_publish_data: bool,
+    /// May change the other participants of its room (promote, demote,
+    /// mute, remove) over signaling, as the server API does.
+    #[serde(default)]
+    pub room_admin: bool,
     /// A role the server defines (`host`, `speaker`, `listener`, or the
-    /// operator's): when set, its grants replace the `can_*` above.
+    /// operator's): when set, its grants replace the `can_*` and
+    /// `room_admin` above.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
 }
@@ -42,6 +47,8 @@ pub struct RoleGrants {
     pub can_subscribe: bool,
     #[serde(default = "yes")]
     pub can_publish_data: bool,
+    #[serde(default)]
+    pub room_admin: bool,
 }
 
 /// The roles every node knows unless its configuration redefines them: a
@@ -52,13 +59,18 @@ pub fn default_roles() -> HashMap<String, RoleGrants> {
         can_publish: true,
         can_subscribe: true,
         can_publish_data: true,
+        room_admin: false,
     };
     let listens = RoleGrants {
         can_publish: false,
         ..talks
     };
+    let hosts = RoleGrants {
+        room_admin: true,
+        ..talks
+    };
     HashMap::from([
-        ("host".to_owned(), talks),
+        ("host".to_owned(), hosts),
         ("speaker".to_owned(), talks),
         ("listener".to_owned(), listens),
     ])
@@ -74,6 +86,7 @@ impl Grants {
                 can_publish: self.can_publish,
                 can_subscribe: self.can_subscribe,
                 can_publish_data: self.can_publish_data,
+                room_admin: self.room_admin,
             }),
         }
     }
@@ -286,6 +299,7 @@ mod tests {
                 admin: false,
                 can_publish_data: true,
                 role: None,
+                room_admin: false,
             },
             billing: None,
         }
@@ -301,6 +315,7 @@ mod tests {
                 can_publish: true,
                 can_subscribe: true,
                 can_publish_data: true,
+                room_admin: false,
             }),
             "no role: the token's own"
         );
@@ -311,6 +326,7 @@ mod tests {
                 can_publish: false,
                 can_subscribe: true,
                 can_publish_data: true,
+                room_admin: false,
             })
         );
         grants.role = Some("host".into());

@@ -655,6 +655,7 @@ impl Desk {
                     admin: false,
                     can_publish_data: true,
                     role: None,
+                    room_admin: false,
                 },
                 billing,
             };

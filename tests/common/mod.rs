@@ -258,6 +258,7 @@ pub fn claims(room: &str, identity: &str) -> Claims {
             admin: false,
             can_publish_data: true,
             role: None,
+            room_admin: false,
         },
         billing: None,
     }
@@ -277,6 +278,7 @@ pub fn admin_token() -> String {
         admin: true,
         can_publish_data: true,
         role: None,
+        room_admin: false,
         ..Grants::default()
     };
     sign(&c)

@@ -50,6 +50,7 @@ mod forwarding;
 mod keyframes;
 mod liveness;
 mod negotiation;
+mod permissions;
 mod rooms;
 mod speakers;
 mod stats;

@@ -10,7 +10,7 @@ use tracing::info;
 use crate::ids;
 use crate::session::{
     JoinRequest, LeaveReason, ParticipantEvent, ParticipantInfo, RoomInfo, RoomOptions, SfuError,
-    TransportRole,
+    TrackSelector, TransportRole,
 };
 
 use super::{Admission, Shard};
@@ -37,6 +37,7 @@ impl Shard {
             max_participants: options.max_participants,
             empty_timeout: options.empty_timeout,
             metadata: options.metadata,
+            allow_remote_unmute: options.allow_remote_unmute,
             participants: HashMap::new(),
             producers: HashMap::new(),
             empty_since: None,
@@ -128,6 +129,9 @@ impl Shard {
             name: req.name.clone(),
             can_publish: req.can_publish,
             can_subscribe: req.can_subscribe,
+            can_publish_data: req.can_publish_data,
+            metadata: String::new(),
+            attributes: Default::default(),
             publisher,
             subscriber: None,
             offer_pending: false,
@@ -247,6 +251,58 @@ impl Shard {
         track_sid: &str,
         muted: bool,
     ) -> Result<(), SfuError> {
+        self.set_muted(now, room_name, sid, track_sid, muted, false)
+    }
+
+    /// A moderator mutes (or, where the room allows it, unmutes) the
+    /// tracks of `identity` that `which` selects. Returns their sids.
+    pub(crate) fn moderate_mute(
+        &mut self,
+        now: Instant,
+        room_name: &str,
+        identity: &str,
+        which: &TrackSelector,
+        muted: bool,
+    ) -> Result<Vec<String>, SfuError> {
+        let room = self.rooms.get(room_name).ok_or(SfuError::RoomNotFound)?;
+        if !muted && !room.allow_remote_unmute {
+            return Err(SfuError::RemoteUnmuteRefused);
+        }
+        let sid = room
+            .participants
+            .values()
+            .find(|p| p.identity == identity)
+            .map(|p| p.sid.clone())
+            .ok_or(SfuError::ParticipantNotFound)?;
+        let mut tracks: Vec<String> = room
+            .producers
+            .values()
+            .filter(|p| p.owner_sid == sid)
+            .filter(|p| match which {
+                TrackSelector::Sid(track) => &p.sid == track,
+                TrackSelector::Kind(kind) => p.kind == *kind,
+            })
+            .map(|p| p.sid.clone())
+            .collect();
+        if tracks.is_empty() {
+            return Err(SfuError::TrackNotFound);
+        }
+        tracks.sort();
+        for track in &tracks {
+            self.set_muted(now, room_name, &sid, track, muted, true)?;
+        }
+        Ok(tracks)
+    }
+
+    fn set_muted(
+        &mut self,
+        now: Instant,
+        room_name: &str,
+        sid: &str,
+        track_sid: &str,
+        muted: bool,
+        by_moderator: bool,
+    ) -> Result<(), SfuError> {
         let room = self
             .rooms
             .get_mut(room_name)
@@ -265,6 +321,7 @@ impl Shard {
                     participant_sid: sid.to_owned(),
                     track_sid: track_sid.to_owned(),
                     muted,
+                    by_moderator,
                 },
             );
             if !muted {
