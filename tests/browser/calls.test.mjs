@@ -133,7 +133,11 @@ async function withCallPages(t, body) {
   }
 }
 
-/** `callgate token` arguments for a presence token of `identity`. */
+/**
+ * `callgate token` arguments for a presence token of `identity`: any valid
+ * token will do for `connect`, and the CLI mints one without a room only with
+ * --admin, which a device must not hold; its room is never joined.
+ */
 function presenceTokenArgs(identity) {
   return ['token', '--dev', '--room', 'lobby', '--identity', identity];
 }
