@@ -171,8 +171,15 @@ async function historyRow(page, callId, ready) {
   return row.evaluate((tr) => ({ ...tr.dataset }));
 }
 
-test('alice calls host1 at 15 coins/min from the demo page; host1 accepts; media flows both ways; alice hangs up; both histories show completed with the coins GET /v1/calls/{id} says, and alice\'s wallet paid exactly them', { timeout: 240_000 }, async (t) => {
+test('alice calls host1 at 15 coins/min from the demo page; host1 accepts; media flows both ways; alice\'s watch list shows host1 online, busy in the call, online after; alice hangs up; both histories show completed with the coins GET /v1/calls/{id} says, and alice\'s wallet paid exactly them', { timeout: 240_000 }, async (t) => {
   await withCallPages(t, async ({ pages, api }) => {
+    // alice watches host1: online before the call, busy in it, online after.
+    await pages.alice.fill('#watch-identity', 'host1');
+    await pages.alice.click('#watch-add');
+    const host1Is = (status) =>
+      pages.alice.waitForSelector(`#watch-list li[data-identity="host1"][data-status="${status}"]`, { timeout: UI_TIMEOUT_MS });
+    await host1Is('online');
+
     const callId = await aliceCallsHost1(pages);
     await pages.host1.click('#accept');
     for (const page of Object.values(pages)) {
@@ -199,6 +206,7 @@ test('alice calls host1 at 15 coins/min from the demo page; host1 accepts; media
     }
     const roomName = await pages.alice.evaluate(() => window.callgate.room.roomInfo.name);
     assert.equal(roomName, `call-${callId}`);
+    await host1Is('busy');
 
     // alice hangs up: the call ends for both.
     assert.equal(await pages.alice.isVisible('#hangup'), true);
@@ -238,6 +246,7 @@ test('alice calls host1 at 15 coins/min from the demo page; host1 accepts; media
     assert.equal(wallet.status, 200, JSON.stringify(wallet.body));
     assert.equal(wallet.body.balance, CREDIT - call.coins);
     assert.equal(wallet.body.held, 0);
+    await host1Is('online');
   });
 });
 
