@@ -177,6 +177,7 @@ pub fn resolve_terms(
         payee,
         terms,
         call_type,
+        call_id: claims.call.clone(),
     };
     start.validate().map_err(|e| refuse(&e.to_string()))?;
     Ok(ResolvedTerms {
@@ -228,6 +229,8 @@ struct Offer {
     payee: Option<String>,
     terms: BillingTerms,
     call_type: CallType,
+    /// The call these terms bill, if a `POST /v1/calls` minted them.
+    call_id: Option<String>,
 }
 
 struct Billed {
@@ -366,6 +369,7 @@ impl<M: MediaControl> Biller<M> {
                     payee: resolved.payee,
                     terms: resolved.terms,
                     call_type: resolved.call_type,
+                    call_id: claims.call.clone(),
                 }),
             // Checked at join already; a plan removed since: the holder's
             // media stays held, so it leaves rather than calls unbilled.
@@ -424,6 +428,7 @@ impl<M: MediaControl> Biller<M> {
                 payee: offer.payee.clone().or(Some(payee.clone())),
                 terms: offer.terms,
                 call_type: offer.call_type,
+                call_id: offer.call_id.clone(),
             };
             match self.meter.start_session(start).await {
                 Ok(session) => {
@@ -887,6 +892,7 @@ mod tests {
                     connected_at_ms: None,
                     video: false,
                     lost_at_ms,
+                    ended_by: None,
                 },
             );
         }

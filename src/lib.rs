@@ -2,6 +2,7 @@
 //! plane, signaling, the TURN relay and metering into one server.
 
 pub mod billing;
+pub mod calling;
 pub mod config;
 pub mod loadtest;
 mod money_api;

@@ -32,7 +32,7 @@ enum Command {
     Turn(TurnArgs),
     /// Simulate participants against a server and report what it costs.
     Loadtest(callgate::loadtest::cli::LoadtestArgs),
-    /// Export billed sessions, ledger postings or usage for finance.
+    /// Export billed sessions, ledger postings, usage or calls for finance.
     Export(ExportArgs),
 }
 
@@ -40,8 +40,8 @@ enum Command {
 struct ExportArgs {
     #[command(flatten)]
     config: ConfigArgs,
-    /// sessions, ledger or usage (columns: docs/metering.md).
-    #[arg(value_parser = ["sessions", "ledger", "usage"])]
+    /// sessions, ledger, usage or calls (columns: docs/metering.md).
+    #[arg(value_parser = ["sessions", "ledger", "usage", "calls"])]
     kind: String,
     /// Start of the range, inclusive: RFC 3339 or unix milliseconds.
     #[arg(long)]
@@ -228,6 +228,7 @@ impl BillingArgs {
             increments: self.increments.clone(),
             commission: self.commission.clone(),
             plan: self.plan.clone(),
+            call: None,
         })
     }
 }

@@ -223,17 +223,45 @@ pub async fn run(
     };
     if let Some(meter) = &meter {
         meter.register_metrics(&registry)?;
+        // Calls this node left ringing or on when it stopped end as failed
+        // (their holds released) before it takes new ones.
+        let failed = meter
+            .fail_unended_calls()
+            .await
+            .context("closing the calls of the last run")?;
+        if failed > 0 {
+            info!(
+                calls = failed,
+                "calls left unended by the last run ended as failed"
+            );
+        }
     }
-    let observer: Arc<dyn callgate_signaling::calls::CallObserver> = match &meter {
-        Some(meter) => Arc::new(crate::billing::start(
-            meter.clone(),
-            sfu.clone(),
-            participants.clone(),
-            config.metering.plans.clone().into_iter().collect(),
-        )),
-        None => Arc::new(callgate_signaling::calls::NoObserver),
-    };
     let keys = KeyRing::new(config.keys.iter().map(|(k, s)| (k.as_str(), s.as_str())));
+    let devices = callgate_signaling::devices::Devices::default();
+    let plans: std::collections::HashMap<_, _> =
+        config.metering.plans.clone().into_iter().collect();
+    // The call desk signs call tokens with the first configured API key.
+    let desk = meter.as_ref().map(|meter| {
+        crate::calling::CallDesk::start(
+            meter.clone(),
+            devices.clone(),
+            keys.clone(),
+            config.keys.keys().next().cloned(),
+            plans.clone(),
+        )
+    });
+    let observer: Arc<dyn callgate_signaling::calls::CallObserver> = match (&meter, &desk) {
+        (Some(meter), Some(desk)) => Arc::new(callgate_signaling::calls::Observers(vec![
+            Arc::new(crate::billing::start(
+                meter.clone(),
+                sfu.clone(),
+                participants.clone(),
+                plans,
+            )),
+            Arc::new(desk.clone()),
+        ])),
+        _ => Arc::new(callgate_signaling::calls::NoObserver),
+    };
 
     let state = Arc::new(AppState {
         sfu: sfu.clone(),
@@ -247,6 +275,10 @@ pub async fn run(
         connections: Default::default(),
         reconnect_grace: config.room.reconnect_grace,
         resumes: Default::default(),
+        devices,
+        calls: desk
+            .clone()
+            .map(|d| Arc::new(d) as Arc<dyn callgate_signaling::ringing::CallControl>),
     });
     let addr = SocketAddr::new(config.http.bind, config.http.port);
     let listener = tokio::net::TcpListener::bind(addr)
@@ -296,9 +328,12 @@ pub async fn run(
         let _ = stop_tx.send(true);
     });
     let mut app = callgate_signaling::router(state);
-    if let Some(meter) = meter {
-        app = app.merge(crate::money_api::routes(keys, meter));
-    }
+    app = match (meter, desk) {
+        (Some(meter), Some(desk)) => app
+            .merge(crate::calling::routes(keys.clone(), meter.clone(), desk))
+            .merge(crate::money_api::routes(keys, meter)),
+        _ => app.merge(crate::calling::unavailable_routes()),
+    };
     callgate_signaling::http::serve(listener, app, http_limits, http_metrics, async move {
         let _ = stop_rx.wait_for(|stop| *stop).await;
     })

@@ -14,6 +14,10 @@ const MAX_IDENTITY: usize = 256;
 /// The ring timeouts a call may ask for.
 const RING_TIMEOUT_MIN: Duration = Duration::from_secs(5);
 const RING_TIMEOUT_MAX: Duration = Duration::from_secs(180);
+/// How long an answered call may take to have two members in its room
+/// together: an answer whose device never joins ends the call as failed
+/// rather than leaving it (and its hold) open.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why a callee turned a call down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -218,6 +222,8 @@ pub struct Call {
     room: String,
     caller: String,
     caller_in_room: bool,
+    /// Two members were in the room together at some time.
+    connected: bool,
     callees: Vec<Callee>,
     call_type: CallType,
     state: CallState,
@@ -277,6 +283,7 @@ impl Call {
             room,
             caller,
             caller_in_room: false,
+            connected: false,
             callees: callees
                 .into_iter()
                 .map(|identity| Callee {
@@ -400,15 +407,22 @@ impl Call {
         self.check_open()?;
         if identity == self.caller {
             self.caller_in_room = true;
-            return Ok(());
+        } else {
+            let callee = self.callee_mut(identity)?;
+            callee.in_room = true;
+            if callee.ring != RingState::Accepted {
+                callee.ring = RingState::Accepted;
+                self.answered(now, identity);
+            }
         }
-        let callee = self.callee_mut(identity)?;
-        callee.in_room = true;
-        if callee.ring != RingState::Accepted {
-            callee.ring = RingState::Accepted;
-            self.answered(now, identity);
+        if self.in_room() >= 2 {
+            self.connected = true;
         }
         Ok(())
+    }
+
+    fn in_room(&self) -> usize {
+        usize::from(self.caller_in_room) + self.callees.iter().filter(|c| c.in_room).count()
     }
 
     /// `identity` left the call's room. An answered call ends once fewer
@@ -425,12 +439,8 @@ impl Call {
         } else {
             self.callee_mut(identity)?.in_room = false;
         }
-        if self.state == CallState::Accepted {
-            let in_room = usize::from(self.caller_in_room)
-                + self.callees.iter().filter(|c| c.in_room).count();
-            if in_room < 2 {
-                self.end_now(now, EndReason::HungUp, Some(identity.to_owned()));
-            }
+        if self.state == CallState::Accepted && self.in_room() < 2 {
+            self.end_now(now, EndReason::HungUp, Some(identity.to_owned()));
         }
         Ok(())
     }
@@ -463,7 +473,9 @@ impl Call {
                 });
             }
         }
-        let outcome = if self.answered_at.is_some() {
+        // An answer whose members never met in the room failed.
+        let never_connected = reason == EndReason::Failed && !self.connected;
+        let outcome = if self.answered_at.is_some() && !never_connected {
             Outcome::Completed
         } else {
             match reason {
@@ -486,18 +498,35 @@ impl Call {
         });
     }
 
-    /// When `handle_timeout` is due next: the ring deadline, while a
-    /// callee rings.
+    /// When `handle_timeout` is due next: the ring deadline while a
+    /// callee rings, and the connect deadline of an answered call whose
+    /// members have not yet met in the room.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.callees
+        let ring = self
+            .callees
             .iter()
             .any(|c| c.ring == RingState::Ringing)
-            .then_some(self.ring_deadline)
+            .then_some(self.ring_deadline);
+        let connect = match (self.state, self.answered_at) {
+            (CallState::Accepted, Some(at)) if !self.connected => Some(at + CONNECT_TIMEOUT),
+            _ => None,
+        };
+        match (ring, connect) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Time has come to `now`: rings past the deadline end as missed, and
     /// a call nobody answered with them.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if let (CallState::Accepted, Some(at)) = (self.state, self.answered_at)
+            && !self.connected
+            && now >= at + CONNECT_TIMEOUT
+        {
+            self.end_now(now, EndReason::Failed, None);
+            return;
+        }
         if now < self.ring_deadline || matches!(self.state, CallState::Ended(_)) {
             return;
         }
@@ -536,6 +565,32 @@ impl Call {
     /// Each callee with its ring state, in the order they were named.
     pub fn callees(&self) -> impl Iterator<Item = (&str, RingState)> {
         self.callees.iter().map(|c| (c.identity.as_str(), c.ring))
+    }
+
+    /// Whether `identity` is in the call now: the caller until the call
+    /// ends, a callee once it answered.
+    pub fn engages(&self, identity: &str) -> bool {
+        if matches!(self.state, CallState::Ended(_)) {
+            return false;
+        }
+        identity == self.caller
+            || self
+                .callees
+                .iter()
+                .any(|c| c.identity == identity && c.ring == RingState::Accepted)
+    }
+
+    /// The ring state of callee `identity` (None for anyone else).
+    pub fn ring_of(&self, identity: &str) -> Option<RingState> {
+        self.callees
+            .iter()
+            .find(|c| c.identity == identity)
+            .map(|c| c.ring)
+    }
+
+    /// The ring deadline.
+    pub fn ring_deadline(&self) -> Instant {
+        self.ring_deadline
     }
 
     /// Whether `identity` is the caller or a callee.

@@ -11,6 +11,6 @@
 mod call;
 
 pub use call::{
-    Call, CallError, CallEvent, CallState, CallType, EndReason, MAX_CALLEES, Outcome, RejectReason,
-    RingState,
+    CONNECT_TIMEOUT, Call, CallError, CallEvent, CallState, CallType, EndReason, MAX_CALLEES,
+    Outcome, RejectReason, RingState,
 };

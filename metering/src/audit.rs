@@ -51,12 +51,14 @@ pub(crate) async fn audit(inner: &Inner) -> Result<AuditReport, MeterError> {
         ));
     }
 
-    // Wallets: never below zero, held = the sum of their holds.
+    // Wallets: never below zero, held = the sum of their holds (sessions'
+    // and calls' that have not started billing).
+    const HOLDS_OF_WALLET: &str = "CAST(COALESCE((SELECT SUM(coins) FROM holds WHERE wallet = a.id), 0) \
+          + COALESCE((SELECT SUM(coins) FROM call_holds WHERE wallet = a.id), 0) AS BIGINT)";
     let rows = sqlx::query(&format!(
-        "SELECT a.id, a.balance, a.held, \
-           CAST(COALESCE((SELECT SUM(coins) FROM holds WHERE wallet = a.id), 0) AS BIGINT) AS holds \
+        "SELECT a.id, a.balance, a.held, {HOLDS_OF_WALLET} AS holds \
          FROM accounts a WHERE a.kind = 'wallet' AND (a.balance < 0 OR a.held < 0 OR a.held > a.balance \
-           OR a.held <> CAST(COALESCE((SELECT SUM(coins) FROM holds WHERE wallet = a.id), 0) AS BIGINT)) \
+           OR a.held <> {HOLDS_OF_WALLET}) \
          LIMIT {EXAMPLES}"
     ))
     .fetch_all(pool)
@@ -71,7 +73,8 @@ pub(crate) async fn audit(inner: &Inner) -> Result<AuditReport, MeterError> {
         ));
     }
     let row = sqlx::query(
-        "SELECT CAST(COUNT(*) AS BIGINT) AS n, CAST(COALESCE(SUM(coins), 0) AS BIGINT) AS s FROM holds",
+        "SELECT CAST(COUNT(*) AS BIGINT) AS n, CAST(COALESCE(SUM(coins), 0) AS BIGINT) AS s FROM \
+         (SELECT coins FROM holds UNION ALL SELECT coins FROM call_holds) AS h",
     )
     .fetch_one(pool)
     .await?;

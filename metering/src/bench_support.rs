@@ -102,7 +102,7 @@ pub async fn settle_many(
             started_ms: inner.clock.now_ms(),
             block_s: 60,
         };
-        let (hp, _) = session::start_tx(&inner, &core).await?;
+        let (hp, _) = session::start_tx(&inner, &core, None).await?;
         let l = Ledgered {
             captures: 0,
             coins: 0,

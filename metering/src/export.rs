@@ -1,6 +1,7 @@
-//! Exports for finance: `sessions`, `ledger`, `usage` as RFC 4180 CSV or
-//! JSON lines, streamed from the database row by row (constant memory for
-//! any range). Columns are documented in docs/metering.md and stable.
+//! Exports for finance: `sessions`, `ledger`, `usage` and `calls` as RFC
+//! 4180 CSV or JSON lines, streamed from the database row by row (constant
+//! memory for any range). Columns are documented in docs/metering.md and
+//! stable.
 
 use std::fmt;
 use std::str::FromStr;
@@ -11,6 +12,7 @@ use serde::Serialize;
 use sqlx::any::AnyRow;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use crate::call_log::{self, CallMember, CallRecord};
 use crate::db::get;
 use crate::error::MeterError;
 use crate::ledger;
@@ -24,6 +26,8 @@ pub enum ExportKind {
     Ledger,
     /// One row per participant's connected time.
     Usage,
+    /// One row per call of the call log.
+    Calls,
 }
 
 impl ExportKind {
@@ -32,6 +36,7 @@ impl ExportKind {
             ExportKind::Sessions => "sessions",
             ExportKind::Ledger => "ledger",
             ExportKind::Usage => "usage",
+            ExportKind::Calls => "calls",
         }
     }
 
@@ -77,6 +82,24 @@ impl ExportKind {
                 "duration_ms",
                 "seconds",
             ],
+            ExportKind::Calls => &[
+                "call_id",
+                "room",
+                "caller",
+                "callees",
+                "call_type",
+                "state",
+                "outcome",
+                "created_at",
+                "answered_at",
+                "ended_at",
+                "ended_by",
+                "end_reason",
+                "duration_s",
+                "session_id",
+                "billed_seconds",
+                "coins",
+            ],
         }
     }
 }
@@ -94,8 +117,9 @@ impl FromStr for ExportKind {
             "sessions" => Ok(ExportKind::Sessions),
             "ledger" => Ok(ExportKind::Ledger),
             "usage" => Ok(ExportKind::Usage),
+            "calls" => Ok(ExportKind::Calls),
             other => Err(MeterError::Malformed(format!(
-                "export `{other}` is not sessions, ledger or usage"
+                "export `{other}` is not sessions, ledger, usage or calls"
             ))),
         }
     }
@@ -256,6 +280,34 @@ struct UsageRow {
     seconds: i64,
 }
 
+/// A call; `callees` is `identity:ring;…` in CSV, an array of
+/// [`CalleeRow`] in JSON lines.
+#[derive(Serialize)]
+struct CallRow<C> {
+    call_id: String,
+    room: String,
+    caller: String,
+    callees: C,
+    call_type: &'static str,
+    state: String,
+    outcome: Option<String>,
+    created_at: String,
+    answered_at: Option<String>,
+    ended_at: Option<String>,
+    ended_by: Option<String>,
+    end_reason: Option<String>,
+    duration_s: Option<i64>,
+    session_id: Option<String>,
+    billed_seconds: Option<i64>,
+    coins: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct CalleeRow {
+    identity: String,
+    ring: Option<String>,
+}
+
 /// Writes rows in one format, flushing to the async writer in chunks.
 struct Sink<W> {
     out: W,
@@ -367,9 +419,14 @@ where
                 .bind(user)
                 .fetch_optional(pool)
                 .await?;
-        if known == 0 && used.is_none() {
+        let member: Option<String> =
+            sqlx::query_scalar("SELECT call_id FROM call_members WHERE identity = $1 LIMIT 1")
+                .bind(user)
+                .fetch_optional(pool)
+                .await?;
+        if known == 0 && used.is_none() && member.is_none() {
             return Err(MeterError::UnknownAccount(format!(
-                "no wallet, earnings or usage for user `{user}`"
+                "no wallet, earnings, usage or call for user `{user}`"
             )));
         }
     }
@@ -414,6 +471,25 @@ where
             ),
             u.map(|u| vec![u.to_owned()]).unwrap_or_default(),
         ),
+        // The call log's own query, wrapped whole (so the two never disagree
+        // on a call's figures), one row per callee: a call's rows are
+        // consecutive and are written as one.
+        (ExportKind::Calls, u) => (
+            format!(
+                "SELECT x.*, m.identity AS callee, m.ring AS callee_ring FROM ({}) x \
+                 LEFT JOIN call_members m ON m.call_id = x.id AND m.role = 'callee' \
+                 WHERE x.created_ms >= $1 AND x.created_ms < $2{} \
+                 ORDER BY x.created_ms, x.id",
+                call_log::SELECT,
+                if u.is_some() {
+                    " AND EXISTS (SELECT 1 FROM call_members u \
+                     WHERE u.call_id = x.id AND u.identity = $3)"
+                } else {
+                    ""
+                }
+            ),
+            u.map(|u| vec![u.to_owned()]).unwrap_or_default(),
+        ),
     };
     let mut query = sqlx::query(&sql).bind(range.from_ms).bind(range.to_ms);
     for b in &user_binds {
@@ -425,17 +501,95 @@ where
     {
         let _io = inner.clock.io_guard();
         let mut stream = query.fetch(pool);
+        // The call whose callees are still being read.
+        let mut call: Option<CallRecord> = None;
         while let Some(row) = stream.try_next().await? {
             match kind {
                 ExportKind::Sessions => sink.row(&session_row(&row)?).await?,
                 ExportKind::Ledger => sink.row(&ledger_row(&row)?).await?,
                 ExportKind::Usage => sink.row(&usage_row(&row)?).await?,
+                ExportKind::Calls => {
+                    let id: String = get(&row, "id")?;
+                    if call.as_ref().is_none_or(|c| c.id != id) {
+                        if let Some(done) = call.take() {
+                            write_call(&mut sink, done).await?;
+                            rows += 1;
+                        }
+                        call = Some(call_log::record(&row)?);
+                    }
+                    let current = call.as_mut().expect("just set");
+                    if let Some(identity) = get::<Option<String>>(&row, "callee")? {
+                        current.callees.push(CallMember {
+                            identity,
+                            ring: get(&row, "callee_ring")?,
+                        });
+                    }
+                    continue;
+                }
             }
+            rows += 1;
+        }
+        if let Some(done) = call {
+            write_call(&mut sink, done).await?;
             rows += 1;
         }
     }
     sink.finish().await?;
     Ok(rows)
+}
+
+/// Writes one call, its callees in identity order (bytes, the same on
+/// both databases).
+async fn write_call<W: AsyncWrite + Unpin + Send>(
+    sink: &mut Sink<W>,
+    mut call: CallRecord,
+) -> Result<(), MeterError> {
+    call.callees.sort_by(|a, b| a.identity.cmp(&b.identity));
+    let callees = std::mem::take(&mut call.callees);
+    match sink.format {
+        ExportFormat::Csv => {
+            let pairs: Vec<String> = callees
+                .into_iter()
+                .map(|m| format!("{}:{}", m.identity, m.ring.unwrap_or_default()))
+                .collect();
+            sink.row(&call_row(call, pairs.join(";"))).await
+        }
+        ExportFormat::JsonLines => {
+            let list: Vec<CalleeRow> = callees
+                .into_iter()
+                .map(|m| CalleeRow {
+                    identity: m.identity,
+                    ring: m.ring,
+                })
+                .collect();
+            sink.row(&call_row(call, list)).await
+        }
+    }
+}
+
+fn call_row<C>(call: CallRecord, callees: C) -> CallRow<C> {
+    let duration_s = match (call.answered_ms, call.ended_ms) {
+        (Some(answered), Some(ended)) => Some((ended - answered).div_euclid(1000)),
+        _ => None,
+    };
+    CallRow {
+        call_id: call.id,
+        room: call.room,
+        caller: call.caller,
+        callees,
+        call_type: call.call_type.as_str(),
+        state: call.state,
+        outcome: call.outcome,
+        created_at: format_time(call.created_ms),
+        answered_at: call.answered_ms.map(format_time),
+        ended_at: call.ended_ms.map(format_time),
+        ended_by: call.ended_by,
+        end_reason: call.end_reason,
+        duration_s,
+        session_id: call.session_id,
+        billed_seconds: call.billed_seconds,
+        coins: call.coins,
+    }
 }
 
 fn session_row(row: &AnyRow) -> Result<SessionRow, MeterError> {
@@ -539,6 +693,7 @@ mod tests {
             ExportFormat::JsonLines
         );
         assert_eq!("usage".parse::<ExportKind>().unwrap(), ExportKind::Usage);
+        assert_eq!("calls".parse::<ExportKind>().unwrap(), ExportKind::Calls);
         assert!("xml".parse::<ExportFormat>().is_err());
     }
 }

@@ -197,6 +197,7 @@ pub struct AuditReport {
     pub postings: u64,
     pub open_sessions: u64,
     pub ended_sessions: u64,
+    /// Holds of open sessions and of calls not yet billed.
     pub open_holds: u64,
     /// Coins held by open holds, over all wallets.
     pub held: i64,

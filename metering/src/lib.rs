@@ -8,7 +8,7 @@
 //!        (actor: block boundary → capture + next hold; last stretch → cut)
 //!   SessionHandle::end(reason)        capture the used part, release the rest
 //!   .events()                         SecondsLeft, Warning, Cut, Ended
-//!   .export(kind, range, format, w)   sessions | ledger | usage as CSV / JSON lines
+//!   .export(kind, range, format, w)   sessions | ledger | usage | calls as CSV / JSON lines
 //!   .razorpay_webhook(sig, body)      order.paid → credit; refund.created → reverse
 //! ```
 //!
@@ -32,7 +32,9 @@ mod webhook;
 #[doc(hidden)]
 pub mod bench_support;
 
-pub use call_log::{CallCursor, CallMember, CallRecord, MAX_PAGE as MAX_CALLS_PAGE};
+pub use call_log::{
+    CallCursor, CallHold, CallMember, CallRecord, CallWebhook, MAX_PAGE as MAX_CALLS_PAGE,
+};
 pub use clock::Clock;
 pub use db::{Backend, redact as redact_url, sqlite_url};
 pub use error::MeterError;

@@ -270,6 +270,9 @@ impl SessionStart {
     pub fn validate(&self) -> Result<(), MeterError> {
         check_id("room", &self.room)?;
         check_id("payer", &self.payer)?;
+        if let Some(call_id) = &self.call_id {
+            check_id("call id", call_id)?;
+        }
         if let Some(payee) = &self.payee {
             check_id("payee", payee)?;
             if payee == &self.payer {
@@ -469,6 +472,10 @@ impl Inner {
             ids.dedup();
             ids
         };
+        {
+            let _io = self.clock.io_guard();
+            crate::call_log::release_expired_call_holds(self, now).await?;
+        }
         let mut n = 0;
         for id in ids {
             if !at_open && self.is_registered(&id) {
@@ -923,6 +930,7 @@ impl Meter {
         start.validate()?;
         let inner = &self.inner;
         let id = session::new_session_id();
+        let call_id = start.call_id;
         let started = Instant::now();
         let core = Core {
             id: id.clone(),
@@ -960,7 +968,7 @@ impl Meter {
             .await;
         let started_tx = {
             let _io = inner.clock.io_guard();
-            session::start_tx(inner, &core).await
+            session::start_tx(inner, &core, call_id.as_deref()).await
         };
         let (hp, wallet) = match started_tx {
             Ok(x) => x,
@@ -1176,6 +1184,7 @@ impl Meter {
             "razorpay_refunds",
             "calls",
             "call_members",
+            "call_holds",
         ];
         if !allowed.contains(&table) {
             return Err(MeterError::Malformed(format!("table {table}")));

@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::call_log;
 use crate::db::get;
 use crate::error::MeterError;
 use crate::ledger::{self, Posting, Tx, WalletSnap};
@@ -41,6 +42,9 @@ pub struct SessionStart {
     pub payee: Option<String>,
     pub terms: BillingTerms,
     pub call_type: CallType,
+    /// The call (`CA_…`) this session bills, if it was started as one
+    /// (docs/calls.md): the session takes over the call's hold.
+    pub call_id: Option<String>,
 }
 
 /// Why a session ended.
@@ -649,15 +653,24 @@ pub(crate) fn new_session_id() -> String {
 pub(crate) async fn start_tx(
     inner: &Inner,
     core: &Core,
+    call_id: Option<&str>,
 ) -> Result<(HoldPlan, WalletSnap), MeterError> {
     let now = inner.clock.now_ms();
     let mut tx = inner.db.begin().await?;
-    let Some(w) = ledger::lock_wallet(&mut tx, &core.wallet).await? else {
+    let Some(mut w) = ledger::lock_wallet(&mut tx, &core.wallet).await? else {
         return Err(MeterError::InsufficientBalance(format!(
             "{} has no wallet",
             core.payer
         )));
     };
+    // The call's hold of its first increment becomes part of this
+    // session's: released here, in the transaction that holds the block.
+    if let Some(call_id) = call_id
+        && let Some(released) = call_log::take_call_hold(&mut tx, call_id).await?
+        && released.wallet == core.wallet
+    {
+        w = released.after;
+    }
     // Coins a refund could not take back are owed first: a wallet in debt
     // funds no new call (its next credit repays the debt).
     let debt: i64 = sqlx::query_scalar("SELECT debt FROM accounts WHERE id = $1")
@@ -683,8 +696,8 @@ pub(crate) async fn start_tx(
     sqlx::query(
         "INSERT INTO sessions (id, node, instance, room, payer, payee, call_type, rate_per_minute, \
          incr_initial, incr_next, commission_bps, state, started_ms, checkpoint_ms, block_start_ms, \
-         block_end_ms, limit_coins) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'open', $12, $12, 0, $13, $14)",
+         block_end_ms, limit_coins, call_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'open', $12, $12, 0, $13, $14, $15)",
     )
     .bind(&core.id)
     .bind(&inner.config.node_id)
@@ -700,8 +713,16 @@ pub(crate) async fn start_tx(
     .bind(core.started_ms)
     .bind(hp.block_end_ms)
     .bind(hp.limit)
+    .bind(call_id)
     .execute(&mut *tx)
     .await?;
+    if let Some(call_id) = call_id {
+        sqlx::query("UPDATE calls SET session_id = $1 WHERE id = $2 AND session_id IS NULL")
+            .bind(&core.id)
+            .bind(call_id)
+            .execute(&mut *tx)
+            .await?;
+    }
     sqlx::query(
         "INSERT INTO holds (session_id, wallet, coins, placed_ms, expires_ms) VALUES ($1, $2, $3, $4, $5)",
     )

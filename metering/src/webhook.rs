@@ -86,10 +86,30 @@ pub mod events {
     pub const WALLET_CREDITED: &str = "wallet.credited";
     pub const WALLET_REFUNDED: &str = "wallet.refunded";
     pub const WALLET_LOW_BALANCE: &str = "wallet.low_balance";
+    /// The call lifecycle (docs/calls.md), queued by the call desk.
+    pub const CALL_STARTED: &str = "call.started";
+    pub const CALL_RING: &str = "call.ring";
+    pub const CALL_ANSWERED: &str = "call.answered";
+    pub const CALL_ENDED: &str = "call.ended";
 }
 
 pub(crate) fn new_id(prefix: &str) -> String {
     format!("{prefix}_{:032x}", rand::random::<u128>())
+}
+
+/// An event id that sorts in the order events were made: the outbox
+/// delivers due events by id, so events of one change (a call's
+/// `call.started` and `call.ring`) go out in the order they were queued.
+/// Milliseconds, then a sequence number of this process, then randomness
+/// (32 hex digits in all, as before).
+fn event_id(now_ms: i64) -> String {
+    static SEQUENCE: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let seq = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!(
+        "evt_{:012x}{seq:04x}{:016x}",
+        now_ms.clamp(0, 0xffff_ffff_ffff),
+        rand::random::<u64>()
+    )
 }
 
 /// Inserts an event into the outbox inside `tx`. Returns its id.
@@ -99,7 +119,7 @@ pub(crate) async fn enqueue(
     data: Value,
     now_ms: i64,
 ) -> Result<String, MeterError> {
-    let id = new_id("evt");
+    let id = event_id(now_ms);
     let body = json!({
         "id": id,
         "type": event_type,

@@ -19,6 +19,7 @@ fn futures_are_send(meter: Meter, handle: SessionHandle) {
         payee: None,
         terms: BillingTerms::new(1),
         call_type: CallType::Audio,
+        call_id: None,
     }));
     send(&meter.record_usage(UsageRecord {
         room: "r".into(),

@@ -64,6 +64,7 @@ async fn sessions_reconcile_with_the_ledger(db: TestDb) {
                     payee: payee.map(Into::into),
                     terms,
                     call_type: CallType::Video,
+                    call_id: None,
                 })
                 .await
                 .unwrap(),

@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
+use callgate_sfu::LeaveReason;
+
 use crate::protocol::ServerMessage;
 use crate::token::BillingClaims;
 
@@ -32,6 +34,9 @@ pub struct MediaUsage {
     /// because it was reconnecting for longer than the grace (reason
     /// `connection_lost`): a billed session is charged up to this moment.
     pub lost_at_ms: Option<i64>,
+    /// Why the server ended the session, when it did (None: the client
+    /// left).
+    pub ended_by: Option<LeaveReason>,
 }
 
 /// Whether a participant's media may flow as soon as it connects.
@@ -84,6 +89,42 @@ impl CallObserver for NoObserver {
     fn joined(&self, _: &CallParticipant) {}
     fn media_connected(&self, _: &CallParticipant) {}
     fn left(&self, _: &CallParticipant, _: MediaUsage) {}
+}
+
+/// Several watchers as one: the first refusal refuses a join, media is
+/// held if any watcher holds it, and every watcher hears every event.
+pub struct Observers(pub Vec<Arc<dyn CallObserver>>);
+
+impl CallObserver for Observers {
+    fn check(
+        &self,
+        room: &str,
+        identity: &str,
+        billing: Option<&BillingClaims>,
+    ) -> Result<MediaGate, Refusal> {
+        let mut gate = MediaGate::Open;
+        for o in &self.0 {
+            if o.check(room, identity, billing)? == MediaGate::Held {
+                gate = MediaGate::Held;
+            }
+        }
+        Ok(gate)
+    }
+    fn joined(&self, p: &CallParticipant) {
+        self.0.iter().for_each(|o| o.joined(p));
+    }
+    fn media_connected(&self, p: &CallParticipant) {
+        self.0.iter().for_each(|o| o.media_connected(p));
+    }
+    fn left(&self, p: &CallParticipant, usage: MediaUsage) {
+        self.0.iter().for_each(|o| o.left(p, usage));
+    }
+    fn reconnecting(&self, p: &CallParticipant, since_ms: i64) {
+        self.0.iter().for_each(|o| o.reconnecting(p, since_ms));
+    }
+    fn resumed(&self, p: &CallParticipant) {
+        self.0.iter().for_each(|o| o.resumed(p));
+    }
 }
 
 /// The open signaling connections by participant sid, so a watcher can

@@ -42,7 +42,7 @@ pub mod close {
     pub const TRY_AGAIN_LATER: u16 = 1013;
 }
 
-fn token_close_code(e: TokenError) -> u16 {
+pub(crate) fn token_close_code(e: TokenError) -> u16 {
     match e {
         TokenError::Malformed => close::TOKEN_MALFORMED,
         TokenError::BadSignature => close::TOKEN_BAD_SIGNATURE,
@@ -50,14 +50,14 @@ fn token_close_code(e: TokenError) -> u16 {
     }
 }
 
-async fn send(socket: &mut WebSocket, message: &ServerMessage) -> bool {
+pub(crate) async fn send(socket: &mut WebSocket, message: &ServerMessage) -> bool {
     socket
         .send(Message::Text(Utf8Bytes::from(message.to_json())))
         .await
         .is_ok()
 }
 
-async fn close(mut socket: WebSocket, code: u16, reason: &'static str) {
+pub(crate) async fn close(mut socket: WebSocket, code: u16, reason: &'static str) {
     debug!(code, reason, "closing signaling connection");
     let _ = socket
         .send(Message::Close(Some(CloseFrame {
@@ -91,7 +91,7 @@ async fn close_too_big(mut socket: WebSocket) {
 
 /// Whether a read error is the codec refusing a frame over its size limit
 /// (it reads only the frame's header before refusing).
-fn is_too_big(e: axum::Error) -> bool {
+pub(crate) fn is_too_big(e: axum::Error) -> bool {
     matches!(
         e.into_inner().downcast_ref::<tungstenite::Error>(),
         Some(tungstenite::Error::Capacity(_))
@@ -174,6 +174,10 @@ pub(crate) async fn serve(
     };
     let (token, protocol) = match ClientMessage::parse(&text) {
         Ok(ClientMessage::Join { token, protocol }) => (token, protocol),
+        Ok(ClientMessage::Connect { token, protocol }) => {
+            return crate::presence_connection::serve(socket, state.clone(), pass, token, protocol)
+                .await;
+        }
         Ok(ClientMessage::Resume {
             participant_sid,
             secret,
@@ -279,12 +283,17 @@ pub(crate) async fn serve(
                 connected_at_ms: None,
                 video: welcome_has_video(&welcome),
                 lost_at_ms: None,
+                ended_by: None,
             },
             left: false,
             lost_since_ms: None,
         };
         let notices = state.participants.register(&call.sid);
+        let (device, device_notices) = state.devices.register(&call.identity);
         state.observer.joined(&call);
+        if let Some(calls) = &state.calls {
+            calls.device_connected(&call.identity, device);
+        }
         let mut link = Link {
             socket: Some(socket),
             resumes,
@@ -295,13 +304,23 @@ pub(crate) async fn serve(
             None => false,
         };
         if greeted {
-            session(&state, link, handle, joined.events, notices, &mut watch).await;
+            let inbox = Inbox {
+                events: joined.events,
+                notices,
+                device,
+                device_notices,
+            };
+            session(&state, link, handle, inbox, &mut watch).await;
         } else {
             handle.leave(LeaveReason::Left);
         }
         state.resumes.unregister(&call.sid);
         state.participants.unregister(&call.sid);
         watch.leave();
+        state.devices.unregister(device);
+        if let Some(calls) = &state.calls {
+            calls.device_disconnected(&call.identity, device);
+        }
     }
     .instrument(span)
     .await
@@ -438,14 +457,31 @@ async fn resume(
     }
 }
 
+/// What reaches a participant's session besides its client's frames.
+struct Inbox {
+    /// From the media plane.
+    events: mpsc::UnboundedReceiver<ParticipantEvent>,
+    /// From the call watcher (metering), by participant sid.
+    notices: mpsc::UnboundedReceiver<ServerMessage>,
+    /// This connection as one of its identity's devices, and what the
+    /// call desk sends it (rings, call states, presence).
+    device: crate::devices::DeviceId,
+    device_notices: mpsc::UnboundedReceiver<ServerMessage>,
+}
+
 async fn session(
     state: &AppState,
     mut link: Link,
     mut handle: ParticipantHandle,
-    mut events: mpsc::UnboundedReceiver<ParticipantEvent>,
-    mut notices: mpsc::UnboundedReceiver<ServerMessage>,
+    inbox: Inbox,
     watch: &mut Watch<'_>,
 ) {
+    let Inbox {
+        mut events,
+        mut notices,
+        device,
+        mut device_notices,
+    } = inbox;
     let mut detached = false;
     loop {
         // A link that broke on a send is detached like one that closed.
@@ -482,6 +518,9 @@ async fn session(
             Some(notice) = notices.recv() => {
                 link.send(&notice).await;
             }
+            Some(notice) = device_notices.recv() => {
+                link.send(&notice).await;
+            }
             incoming = next_text_of(link.socket.as_mut()) => match incoming {
                 Incoming::Gone | Incoming::Closed(Some(close::RESUMING)) => {
                     link.socket = None;
@@ -511,7 +550,9 @@ async fn session(
                         return;
                     }
                     Ok(message) => {
-                        if let Some(reply) = handle_message(&handle, message).await {
+                        if let Some(request) = crate::presence_connection::call_request(&message) {
+                            crate::presence_connection::forward(state, &watch.call.identity, device, request);
+                        } else if let Some(reply) = handle_message(&handle, message).await {
                             link.send(&reply).await;
                         }
                     }
@@ -537,6 +578,7 @@ async fn session(
                 Some(ParticipantEvent::Resumed) => watch.resumed(),
                 Some(ParticipantEvent::Ended { reason }) => {
                     handle.mark_ended();
+                    watch.usage.ended_by = Some(reason);
                     if reason == LeaveReason::ConnectionLost {
                         watch.usage.lost_at_ms = watch.lost_since_ms;
                     }
@@ -577,9 +619,16 @@ async fn handle_message(
     message: ClientMessage,
 ) -> Option<ServerMessage> {
     let result = match message {
-        ClientMessage::Join { .. } | ClientMessage::Resume { .. } => {
+        ClientMessage::Join { .. }
+        | ClientMessage::Resume { .. }
+        | ClientMessage::Connect { .. } => {
             return Some(ServerMessage::error("already_joined", "already joined"));
         }
+        // Handled by the session loop (call inputs go to the call desk).
+        ClientMessage::CallAccept { .. }
+        | ClientMessage::CallReject { .. }
+        | ClientMessage::CallCancel { .. }
+        | ClientMessage::PresenceWatch { .. } => Ok(None),
         ClientMessage::IceRestart => handle.ice_restart().await.map(|()| None),
         ClientMessage::PublishOffer { sdp } => handle
             .publish_offer(sdp)

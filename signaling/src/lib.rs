@@ -4,11 +4,14 @@
 pub mod api;
 pub mod calls;
 mod connection;
+pub mod devices;
 pub mod drain;
 pub mod http;
 mod metrics;
+mod presence_connection;
 pub mod protocol;
 pub mod resume;
+pub mod ringing;
 pub mod token;
 
 pub use connection::close as close_codes;
@@ -55,6 +58,11 @@ pub struct AppState {
     /// clients in `joined`; the media plane enforces it).
     pub reconnect_grace: Duration,
     pub resumes: resume::Resumes,
+    /// Every identity's open connections, for rings and presence.
+    pub devices: devices::Devices,
+    /// The call desk; `None` on a node without calls (no metering), where
+    /// call inputs are refused with `calls_unavailable`.
+    pub calls: Option<Arc<dyn ringing::CallControl>>,
 }
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");

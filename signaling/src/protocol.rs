@@ -15,6 +15,21 @@ pub const MAX_SDP_BYTES: usize = 32 * 1024;
 pub const MAX_SID_BYTES: usize = 64;
 /// Largest `width` or `height` accepted in `update_subscription`, in pixels.
 pub const MAX_VIDEO_DIMENSION: u32 = 16384;
+/// Longest call id accepted (the server's are 35 bytes: `CA_` and 32 hex).
+pub const MAX_CALL_ID_BYTES: usize = 64;
+/// Most identities one connection watches (`presence_watch`).
+pub const MAX_WATCHED: usize = 100;
+/// Longest identity accepted in `presence_watch`.
+pub const MAX_IDENTITY_BYTES: usize = 256;
+
+/// Why a callee turns a call down (`call_reject`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallRejectReason {
+    #[default]
+    Decline,
+    Busy,
+}
 
 #[derive(Debug, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -39,6 +54,28 @@ pub enum ClientMessage {
         muted: bool,
     },
     Leave,
+    /// First message of a presence connection: a device outside any room
+    /// (docs/calls.md).
+    Connect {
+        token: String,
+        #[serde(default)]
+        protocol: Option<u32>,
+    },
+    CallAccept {
+        call_id: String,
+    },
+    CallReject {
+        call_id: String,
+        #[serde(default)]
+        reason: CallRejectReason,
+    },
+    CallCancel {
+        call_id: String,
+    },
+    /// Replaces the connection's watch list.
+    PresenceWatch {
+        identities: Vec<String>,
+    },
     /// First message of a new WebSocket taking a session back.
     Resume {
         participant_sid: String,
@@ -76,6 +113,11 @@ const CLIENT_TYPES: &[&str] = &[
     "mute",
     "update_subscription",
     "leave",
+    "connect",
+    "call_accept",
+    "call_reject",
+    "call_cancel",
+    "presence_watch",
 ];
 
 /// Why a client frame could not be read; both keep the connection open.
@@ -129,9 +171,79 @@ impl ClientMessage {
                 }
                 Ok(message)
             }
+            ClientMessage::CallAccept { call_id }
+            | ClientMessage::CallReject { call_id, .. }
+            | ClientMessage::CallCancel { call_id }
+                if call_id.is_empty() || call_id.len() > MAX_CALL_ID_BYTES =>
+            {
+                Err(ParseError::Malformed(format!(
+                    "call_id must be 1 to {MAX_CALL_ID_BYTES} bytes"
+                )))
+            }
+            ClientMessage::PresenceWatch { identities } => {
+                if identities.len() > MAX_WATCHED {
+                    return Err(ParseError::Malformed(format!(
+                        "a connection watches at most {MAX_WATCHED} identities"
+                    )));
+                }
+                if identities
+                    .iter()
+                    .any(|i| i.is_empty() || i.len() > MAX_IDENTITY_BYTES)
+                {
+                    return Err(ParseError::Malformed(format!(
+                        "an identity is 1 to {MAX_IDENTITY_BYTES} bytes"
+                    )));
+                }
+                Ok(message)
+            }
             _ => Ok(message),
         }
     }
+}
+
+/// A callee's ring as `call_state` shows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CalleeRing {
+    pub identity: String,
+    /// `ringing`, `accepted`, `rejected`, `busy`, `missed` or `cancelled`.
+    pub ring: &'static str,
+}
+
+/// `call_ring`: a callee's device rings.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CallRing {
+    pub call_id: String,
+    pub room: String,
+    pub caller: String,
+    pub caller_name: String,
+    /// `audio` or `video`.
+    pub call_type: &'static str,
+    /// This callee's access token for the call's room.
+    pub token: String,
+    pub ring_timeout_s: u64,
+    pub ring_ends_at_ms: i64,
+}
+
+/// `call_state`: where a call stands, to every member's devices.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CallStateNotice {
+    pub call_id: String,
+    /// `ringing`, `accepted`, `rejected`, `cancelled`, `missed` or `ended`.
+    pub state: &'static str,
+    /// The member whose action changed it; none for a timeout.
+    pub by: Option<String>,
+    /// Why it ended, once it has.
+    pub end_reason: Option<&'static str>,
+    pub callees: Vec<CalleeRing>,
+}
+
+/// An identity's presence (docs/calls.md, "Presence").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceStatus {
+    Online,
+    Busy,
+    Offline,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -182,6 +294,24 @@ pub enum ServerMessage {
     Error {
         code: &'static str,
         message: String,
+    },
+    /// The answer to `connect`.
+    Connected {
+        protocol: u32,
+        identity: String,
+    },
+    CallRing(CallRing),
+    CallState(CallStateNotice),
+    Presence {
+        identity: String,
+        status: PresenceStatus,
+    },
+    /// A refused call input: an `error` naming the call.
+    #[serde(rename = "error")]
+    CallError {
+        code: &'static str,
+        message: String,
+        call_id: String,
     },
     /// Events from the media plane carry their own `type`.
     #[serde(untagged)]

@@ -54,6 +54,10 @@ pub struct BillingClaims {
     /// A rate plan named in the server's configuration, instead of the terms above.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<String>,
+    /// The call (`CA_…`) these terms bill, in tokens `POST /v1/calls`
+    /// mints: the call's session takes over the call's hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

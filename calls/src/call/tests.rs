@@ -69,7 +69,11 @@ fn accept_answers_the_call_and_a_second_accept_of_the_same_callee_is_refused() {
         ]
     );
     assert_eq!(c.answered_at(), Some(t1));
-    assert_eq!(c.poll_timeout(), None, "nothing rings");
+    assert_eq!(
+        c.poll_timeout(),
+        Some(t1 + CONNECT_TIMEOUT),
+        "nothing rings; the members have a minute to meet in the room"
+    );
     // Another device of host1 answering too: answered elsewhere.
     assert_eq!(c.accept(t1, "host1"), Err(CallError::AlreadyAnswered));
     assert_eq!(
@@ -184,6 +188,8 @@ fn in_an_answered_group_call_the_others_ring_on_and_are_missed_at_the_timeout() 
     let t0 = Instant::now();
     let mut c = call(&["h1", "h2"], t0);
     c.accept(t0, "h1").unwrap();
+    c.joined(t0, "alice").unwrap();
+    c.joined(t0, "h1").unwrap();
     events(&mut c);
     assert_eq!(c.poll_timeout(), Some(t0 + RING), "h2 still rings");
     c.handle_timeout(t0 + RING - Duration::from_millis(1));
@@ -377,4 +383,57 @@ fn every_error_has_a_code_of_its_own() {
     codes.sort_unstable();
     codes.dedup();
     assert_eq!(codes.len(), all.len());
+}
+
+#[test]
+fn an_answer_whose_members_never_meet_in_the_room_fails_at_the_connect_timeout() {
+    let t0 = Instant::now();
+    let mut c = call(&["host1"], t0);
+    let answered = t0 + Duration::from_secs(3);
+    c.accept(answered, "host1").unwrap();
+    c.joined(answered, "alice").unwrap();
+    assert_eq!(c.poll_timeout(), Some(answered + CONNECT_TIMEOUT));
+    events(&mut c);
+    c.handle_timeout(answered + CONNECT_TIMEOUT - Duration::from_millis(1));
+    assert_eq!(c.state(), CallState::Accepted, "not yet");
+    c.handle_timeout(answered + CONNECT_TIMEOUT);
+    assert_eq!(c.state(), CallState::Ended(Outcome::Failed));
+    assert_eq!(c.end_reason(), Some(EndReason::Failed));
+    assert_eq!(
+        events(&mut c),
+        vec![state(CallState::Ended(Outcome::Failed), None)]
+    );
+    assert_eq!(c.poll_timeout(), None);
+}
+
+#[test]
+fn once_two_members_met_in_the_room_there_is_no_connect_timeout() {
+    let t0 = Instant::now();
+    let mut c = call(&["host1"], t0);
+    c.joined(t0, "alice").unwrap();
+    c.joined(t0 + Duration::from_secs(2), "host1").unwrap();
+    assert_eq!(c.state(), CallState::Accepted);
+    assert_eq!(c.poll_timeout(), None);
+    c.handle_timeout(t0 + Duration::from_secs(600));
+    assert_eq!(c.state(), CallState::Accepted);
+    // A failure of the server's after they met: the call was completed.
+    c.end(t0 + Duration::from_secs(700), EndReason::Failed, None)
+        .unwrap();
+    assert_eq!(c.state(), CallState::Ended(Outcome::Completed));
+}
+
+#[test]
+fn engages_says_who_is_in_the_call_now() {
+    let t0 = Instant::now();
+    let mut c = call(&["host1", "host2"], t0);
+    assert!(c.engages("alice"), "the caller, from the start");
+    assert!(!c.engages("host1"), "a ringing callee is not in it yet");
+    c.accept(t0, "host1").unwrap();
+    assert!(c.engages("host1"));
+    assert!(!c.engages("host2"));
+    assert!(!c.engages("stranger"));
+    assert_eq!(c.ring_of("host2"), Some(RingState::Ringing));
+    assert_eq!(c.ring_of("alice"), None);
+    c.end(t0, EndReason::Failed, None).unwrap();
+    assert!(!c.engages("alice") && !c.engages("host1"), "ended");
 }

@@ -137,6 +137,7 @@ pub fn start(payer: &str, payee: Option<&str>, terms: BillingTerms) -> SessionSt
         payee: payee.map(Into::into),
         terms,
         call_type: CallType::Audio,
+        call_id: None,
     }
 }
 
