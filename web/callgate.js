@@ -31,6 +31,15 @@
 // asks for changed. `room.setSubscription(trackSid, settings)` asks for a
 // track by hand. Where those observers or `document` are missing (React
 // Native), pass them in the options or do without.
+//
+// Calls (docs/calls.md): a device that is not in a room keeps a presence
+// connection, `new CallClient(url, token)`: it is rung (`ring`), accepts,
+// declines or cancels calls, follows their state (`callState`), learns that
+// a ring it showed stopped (`ringEnded`, with `answeredElsewhere` when
+// another device of the same identity answered) and watches other
+// identities' presence (`watchPresence`, `presence`). A Room emits `ring`
+// and `callState` too, for calls that reach its identity while it is in a
+// room.
 
 /** Protocol version this SDK speaks. */
 export const PROTOCOL_VERSION = 1;
@@ -435,6 +444,9 @@ class Transport {
  *   participants we receive; also in `participant.quality`)
  * - `disconnected` `{reason, code}` (reason: the server's `left` reason or close reason)
  * - `error` `{code, message, error?}` (server `error` messages and local failures)
+ * - `ring` CallRing (a call rings our identity while we are in this room; answer or decline it
+ *   with a CallClient, docs/calls.md)
+ * - `callState` CallStateUpdate (a call our identity is a member of changed)
  *
  * After a resume the room compares the server's `participants` with what it
  * knew and emits `participantJoined`/`participantLeft`/`trackPublished`/
@@ -1067,6 +1079,15 @@ export class Room extends Emitter {
         return this._onConnectionQuality(msg);
       case 'subscribed_layers':
         return this._onSubscribedLayers(msg);
+      case 'call_ring': {
+        // A room connection serves its identity too (docs/calls.md): a call rings it here.
+        const ring = toCallRing(msg);
+        return ring ? this.emit('ring', ring) : undefined;
+      }
+      case 'call_state': {
+        const update = toCallState(msg);
+        return update ? this.emit('callState', update) : undefined;
+      }
       case 'left':
         ctx.leftReason = typeof msg.reason === 'string' ? msg.reason : 'left';
         return;
@@ -2204,6 +2225,576 @@ export class Room extends Emitter {
     this.subscribedTracks.clear();
     this.emit('disconnected', { reason: why, code });
   }
+}
+
+// ------------------------------------------------------------------ calls
+
+/** `presence` statuses (docs/calls.md, "Presence"). */
+const PRESENCE_STATUSES = new Set(['online', 'busy', 'offline']);
+/** Most identities one `presence_watch` may name (docs/calls.md). */
+export const MAX_PRESENCE_WATCH = 100;
+/** `call_state` states after which the call is over. */
+const CALL_OVER = new Set(['rejected', 'cancelled', 'missed', 'ended']);
+
+/**
+ * @typedef {'audio'|'video'} CallType
+ *
+ * @typedef {object} CallRing A call ringing this identity (`ring` event; docs/calls.md `call_ring`).
+ * @property {string} callId `CA_…`
+ * @property {string} room The call's room.
+ * @property {string} caller The caller's identity.
+ * @property {string} callerName What to show; the caller's identity when the backend gave no name.
+ * @property {CallType} callType
+ * @property {string} token Access token of this callee for the call's room: join with it to answer.
+ * @property {number} ringTimeoutS How long the call rings, in s.
+ * @property {number} ringEndsAtMs When it stops ringing (ms since 1970, the server's clock).
+ *
+ * @typedef {object} CallMemberRing One callee of a call and its ring state.
+ * @property {string} identity
+ * @property {'ringing'|'accepted'|'rejected'|'busy'|'missed'|'cancelled'} ring
+ *
+ * @typedef {object} CallStateUpdate A change of a call this identity is a member of
+ *   (`callState` event; docs/calls.md `call_state`).
+ * @property {string} callId
+ * @property {'ringing'|'accepted'|'rejected'|'cancelled'|'missed'|'ended'} state
+ * @property {string|null} by The member whose action changed it; null for a timeout.
+ * @property {string|null} endReason Set once the call ended (`hung_up`, `cancelled`, `declined`, …).
+ * @property {CallMemberRing[]} callees
+ *
+ * @typedef {object} RingEnded A ring this CallClient showed (`ring`) has stopped (`ringEnded` event).
+ * @property {string} callId
+ * @property {string} state How it ended: this identity's ring state when the server listed it
+ *   (`accepted`, `rejected`, `busy`, `missed`, `cancelled`), else the call's state.
+ * @property {boolean} answeredElsewhere This identity accepted the call, but not through this
+ *   CallClient's `accept()`: another device of the same identity answered it.
+ *
+ * @typedef {object} PresenceUpdate
+ * @property {string} identity
+ * @property {'online'|'busy'|'offline'} status
+ *
+ * @typedef {object} CallClientOptions
+ * @property {typeof WebSocket} [WebSocket] Defaults to `globalThis.WebSocket`.
+ * @property {number} [connectTimeout] ms to wait for `connected` (default 15000).
+ * @property {number} [reconnectTryTimeout] ms one reconnect try waits for `connected` on its
+ *   new WebSocket (default 5000).
+ * @property {() => (string|Promise<string>)} [tokenProvider] Called for a token before each
+ *   reconnect try; when it fails or gives nothing, the token given to the constructor is used.
+ *
+ * @typedef {object} PresenceSocket The presence connection's WebSocket.
+ * @property {WebSocket} ws
+ * @property {boolean} connected `connected` arrived on it.
+ * @property {boolean} gone Closed or abandoned: nothing from it counts any more.
+ *
+ * @typedef {object} PresenceRetry A reconnect in progress.
+ * @property {number} tries Tries made so far.
+ * @property {ReturnType<typeof setTimeout>|null} timer The next try.
+ * @property {ReturnType<typeof setTimeout>|null} tryTimer The current try's limit.
+ */
+
+/**
+ * A device's presence connection, for a device that is not in a room
+ * (docs/calls.md, "Signaling messages"): it is rung (`ring`), answers,
+ * declines or cancels calls, follows the calls of its identity
+ * (`callState`) and watches other identities' presence.
+ *
+ *   const calls = new CallClient('wss://example.org/rtc', token);
+ *   calls.on('ring', (ring) => showIncoming(ring));     // then calls.accept(ring.callId)
+ *   calls.on('ringEnded', ({ callId, answeredElsewhere }) => stopRinging(callId));
+ *   await calls.connect();
+ *   calls.watchPresence(['host1', 'host2']);
+ *
+ * Any valid access token will do; its `sub` is the identity. Answering is
+ * `accept(callId)` and then joining the call's room with the ring's
+ * `token` (a `Room`); joining alone answers too.
+ *
+ * `state` is `connecting` until `connected`, `connected`, `reconnecting`
+ * while it connects again, and `disconnected` before `connect()`, after
+ * `close()`, when the server refused the token (close codes 4001–4007), or
+ * when the reconnect tries ran out. When the WebSocket drops it reconnects
+ * on the Room's schedule (RECONNECT_SCHEDULE_MS, then RECONNECT_STEADY_MS,
+ * each with up to RECONNECT_JITTER_MS of jitter, RECONNECT_TRIES tries), and
+ * sends the watch list again once connected. The server rings a connection
+ * opened while a call still rings it, so a ring is not lost across a
+ * reconnect; a `call_ring` for a call already shown is not emitted twice.
+ *
+ * Events (`calls.on(name, fn)`; `fn` gets one plain object):
+ * - `connectionStateChanged` `{state, previous}`
+ * - `reconnecting` `{reason}` (`signaling_lost`)
+ * - `reconnected` `{}` (connected again; the watch list was sent again)
+ * - `ring` CallRing (once per call)
+ * - `callState` CallStateUpdate (every call this identity is a member of, as caller or callee)
+ * - `ringEnded` RingEnded (a ring this client emitted stopped: stop ringing)
+ * - `presence` PresenceUpdate (watched identities: at once after `watchPresence`, then on changes)
+ * - `error` `{code, message, callId}` (the server's `error`; `callId` null when it named none)
+ * - `disconnected` `{reason, code}`
+ */
+export class CallClient extends Emitter {
+  /**
+   * @param {string} url WebSocket URL of the signaling endpoint, e.g. `ws://127.0.0.1:7880/rtc`.
+   * @param {string} token Access token (JWT) of this identity; no room grant is needed.
+   * @param {CallClientOptions} [options]
+   */
+  constructor(url, token, options = {}) {
+    super();
+    if (typeof url !== 'string' || typeof token !== 'string') {
+      throw new TypeError('CallClient: url and token are required strings');
+    }
+    this.url = url;
+    this._token = token;
+    this._WebSocket = options.WebSocket ?? globalThis.WebSocket;
+    this._connectTimeout = options.connectTimeout ?? 15000;
+    this._tryTimeout = options.reconnectTryTimeout ?? 5000;
+    this._tokenProvider = typeof options.tokenProvider === 'function' ? options.tokenProvider : null;
+
+    /** @type {ConnectionState} */
+    this.state = 'disconnected';
+    /** Our identity, from `connected` (null before). @type {string|null} */
+    this.identity = null;
+    /** Calls ringing this client now (emitted as `ring`, not yet `ringEnded`), by call id. @type {Map<string, CallRing>} */
+    this.rings = new Map();
+    /** The latest status of each watched identity. @type {Map<string, PresenceUpdate['status']>} */
+    this.presence = new Map();
+
+    /** The identities watched, sent again after each reconnect. @type {string[]} */
+    this._watch = [];
+    /** Calls this client accepted (`accept()`), by call id. @type {Set<string>} */
+    this._acceptedHere = new Set();
+    /** @type {PresenceSocket|null} */
+    this._ctx = null;
+    /** @type {PresenceRetry|null} */
+    this._retry = null;
+    /** @type {{resolve: (c: CallClient) => void, reject: (e: Error) => void}|null} */
+    this._connectWaiter = null;
+    /** @type {Promise<CallClient>|null} */
+    this._connecting = null;
+  }
+
+  /**
+   * Opens the presence connection: sends `connect` and resolves once
+   * `connected` arrived (the watch list, if any, is sent then); rejects
+   * with a CallgateError (code = close reason, e.g. `token_expired`)
+   * otherwise. While connected (or reconnecting) it resolves at once.
+   * @returns {Promise<CallClient>}
+   */
+  connect() {
+    if (this.state === 'connected' || this.state === 'reconnecting') return Promise.resolve(this);
+    if (this._connecting) return this._connecting;
+    const connecting = new Promise((resolve, reject) => {
+      if (typeof this._WebSocket !== 'function') {
+        reject(new CallgateError('no_websocket', 'no WebSocket implementation available'));
+        return;
+      }
+      const timer = setTimeout(() => this._end(1006, 'connect_timeout'), this._connectTimeout);
+      this._connectWaiter = {
+        resolve: (client) => {
+          clearTimeout(timer);
+          resolve(client);
+        },
+        reject: (err) => {
+          clearTimeout(timer);
+          reject(err);
+        },
+      };
+      this._setState('connecting');
+      try {
+        this._open(this._token);
+      } catch (err) {
+        this._end(1006, 'connect_failed', String(err?.message ?? err));
+      }
+    });
+    this._connecting = connecting;
+    const done = () => {
+      if (this._connecting === connecting) this._connecting = null;
+    };
+    connecting.then(done, done);
+    return connecting;
+  }
+
+  /**
+   * Answers a call that rings this identity (`call_accept`). Then join the
+   * call's room with the ring's `token`.
+   * @param {string} callId
+   */
+  accept(callId) {
+    requireCallId(callId);
+    this._send({ type: 'call_accept', call_id: callId });
+    this._acceptedHere.add(callId);
+  }
+
+  /**
+   * Declines a call that rings this identity (`call_reject`).
+   * @param {string} callId
+   * @param {'decline'|'busy'} [reason]
+   */
+  reject(callId, reason = 'decline') {
+    requireCallId(callId);
+    if (reason !== 'decline' && reason !== 'busy') {
+      throw new TypeError(`reject: reason must be "decline" or "busy", not ${JSON.stringify(reason)}`);
+    }
+    this._send({ type: 'call_reject', call_id: callId, reason });
+  }
+
+  /**
+   * Cancels a call this identity made, before anybody answered (`call_cancel`).
+   * @param {string} callId
+   */
+  cancel(callId) {
+    requireCallId(callId);
+    this._send({ type: 'call_cancel', call_id: callId });
+  }
+
+  /**
+   * Watches these identities' presence (`presence_watch`), replacing the
+   * list watched before (an empty list watches nobody). The server answers
+   * with one `presence` per identity at once, then one at each change.
+   * Before `connected`, or while reconnecting, the list is sent once
+   * connected; it is sent again after every reconnect.
+   * @param {string[]} identities at most MAX_PRESENCE_WATCH (duplicates count once)
+   */
+  watchPresence(identities) {
+    if (!Array.isArray(identities) || identities.some((i) => typeof i !== 'string' || i === '')) {
+      throw new TypeError('watchPresence: identities must be an array of non-empty strings');
+    }
+    const list = [...new Set(identities)];
+    if (list.length > MAX_PRESENCE_WATCH) {
+      throw new RangeError(`watchPresence: at most ${MAX_PRESENCE_WATCH} identities, not ${list.length}`);
+    }
+    this._watch = list;
+    for (const identity of [...this.presence.keys()]) {
+      if (!list.includes(identity)) this.presence.delete(identity);
+    }
+    if (this._isUp()) this._sendRaw({ type: 'presence_watch', identities: list });
+  }
+
+  /**
+   * Closes the presence connection (`leave`, then a normal close) and stops
+   * reconnecting. The watch list is kept for a later `connect()`.
+   */
+  close() {
+    if (this.state === 'disconnected') return;
+    if (this._isUp()) this._sendRaw({ type: 'leave' });
+    this._end(1000, 'left');
+  }
+
+  // ---------------------------------------------------------------- internals
+
+  /** @param {ConnectionState} state */
+  _setState(state) {
+    const previous = this.state;
+    if (previous === state) return;
+    this.state = state;
+    this.emit('connectionStateChanged', { state, previous });
+  }
+
+  /** Whether the current WebSocket is open and `connected`. */
+  _isUp() {
+    const ctx = this._ctx;
+    return Boolean(ctx && ctx.connected && !ctx.gone && ctx.ws.readyState === WS_OPEN);
+  }
+
+  /** @param {object} msg */
+  _sendRaw(msg) {
+    this._ctx?.ws.send(JSON.stringify(msg));
+  }
+
+  /** Sends, or throws `not_connected` when the presence connection is not up. @param {object} msg */
+  _send(msg) {
+    if (!this._isUp()) {
+      throw new CallgateError('not_connected', `cannot send "${msg.type}": the presence connection is ${this.state}`);
+    }
+    this._sendRaw(msg);
+  }
+
+  /**
+   * Opens a WebSocket that sends `connect` with `token` once open, and makes it the current one.
+   * @param {string} token
+   * @returns {PresenceSocket}
+   */
+  _open(token) {
+    const ws = new this._WebSocket(this.url);
+    /** @type {PresenceSocket} */
+    const ctx = { ws, connected: false, gone: false };
+    ws.onopen = () => {
+      if (!ctx.gone) ws.send(JSON.stringify({ type: 'connect', token, protocol: PROTOCOL_VERSION }));
+    };
+    ws.onmessage = (ev) => {
+      if (!ctx.gone) this._handleFrame(ctx, ev.data);
+    };
+    ws.onerror = () => this._socketGone(ctx, 1006, 'error');
+    ws.onclose = (ev) => this._socketGone(ctx, ev?.code ?? 1006, ev?.reason ?? '');
+    this._ctx = ctx;
+    return ctx;
+  }
+
+  /**
+   * Forgets a WebSocket and closes it with 1000 (a presence connection has
+   * no session to keep).
+   * @param {PresenceSocket|null} ctx
+   */
+  _dropSocket(ctx) {
+    if (!ctx) return;
+    ctx.gone = true;
+    if (this._ctx === ctx) this._ctx = null;
+    ctx.ws.onopen = ctx.ws.onmessage = ctx.ws.onerror = ctx.ws.onclose = null;
+    try {
+      ctx.ws.close(1000, 'left');
+    } catch {
+      // already closed
+    }
+  }
+
+  /**
+   * A WebSocket closed or failed.
+   * @param {PresenceSocket} ctx
+   * @param {number} code
+   * @param {string} reason
+   */
+  _socketGone(ctx, code, reason) {
+    if (ctx.gone) return;
+    ctx.gone = true;
+    ctx.ws.onopen = ctx.ws.onmessage = ctx.ws.onerror = ctx.ws.onclose = null;
+    if (ctx !== this._ctx) return;
+    this._ctx = null;
+    if (this.state === 'connecting') {
+      this._end(code, reason || 'connection_failed');
+    } else if (this.state === 'connected') {
+      if (isRefusal(code)) this._end(code, reason);
+      else this._startRetry('signaling_lost');
+    } else if (this.state === 'reconnecting') {
+      this._tryFailed(code, reason);
+    }
+  }
+
+  /**
+   * @param {PresenceSocket} ctx
+   * @param {unknown} data
+   */
+  _handleFrame(ctx, data) {
+    if (typeof data !== 'string') return;
+    let msg;
+    try {
+      msg = JSON.parse(data);
+    } catch {
+      this.emit('error', { code: 'malformed_message', message: 'server sent a frame that is not JSON', callId: null });
+      return;
+    }
+    if (!msg || typeof msg.type !== 'string') return;
+    try {
+      if (msg.type === 'connected') this._onConnected(msg, ctx);
+      else if (msg.type === 'error') this._onServerError(msg);
+      else if (!ctx.connected) return;
+      else if (msg.type === 'call_ring') this._onRing(msg);
+      else if (msg.type === 'call_state') this._onCallState(msg);
+      else if (msg.type === 'presence') this._onPresence(msg);
+      // newer message types are ignored
+    } catch (err) {
+      this.emit('error', { code: 'internal', message: `handling "${msg.type}" failed: ${err?.message ?? err}`, callId: null, error: err });
+    }
+  }
+
+  /** @param {any} msg @param {PresenceSocket} ctx */
+  _onConnected(msg, ctx) {
+    if (ctx.connected) return;
+    ctx.connected = true;
+    if (typeof msg.identity === 'string') this.identity = msg.identity;
+    const r = this._retry;
+    this._retry = null;
+    if (r) {
+      if (r.timer !== null) clearTimeout(r.timer);
+      if (r.tryTimer !== null) clearTimeout(r.tryTimer);
+    }
+    if (this._watch.length > 0) this._sendRaw({ type: 'presence_watch', identities: this._watch });
+    this._setState('connected');
+    if (r) this.emit('reconnected', {});
+    const w = this._connectWaiter;
+    this._connectWaiter = null;
+    w?.resolve(this);
+  }
+
+  /** @param {any} msg */
+  _onServerError(msg) {
+    this.emit('error', {
+      code: typeof msg.code === 'string' ? msg.code : 'internal',
+      message: typeof msg.message === 'string' ? msg.message : '',
+      callId: typeof msg.call_id === 'string' ? msg.call_id : null,
+    });
+  }
+
+  /** @param {any} msg */
+  _onRing(msg) {
+    const ring = toCallRing(msg);
+    if (!ring) return;
+    const shown = this.rings.has(ring.callId);
+    this.rings.set(ring.callId, ring);
+    if (!shown) this.emit('ring', ring);
+  }
+
+  /** @param {any} msg */
+  _onCallState(msg) {
+    const update = toCallState(msg);
+    if (!update) return;
+    this.emit('callState', update);
+    const { callId } = update;
+    if (this.rings.has(callId)) {
+      const mine = update.callees.find((c) => c.identity === this.identity);
+      let ended;
+      let state;
+      if (mine) {
+        ended = mine.ring !== 'ringing' || CALL_OVER.has(update.state);
+        state = mine.ring !== 'ringing' ? mine.ring : update.state;
+      } else {
+        // No ring state for us in the message: the call's state and who changed it say it.
+        ended = CALL_OVER.has(update.state) || (update.state === 'accepted' && update.by === this.identity);
+        state = update.state;
+      }
+      if (ended) {
+        this.rings.delete(callId);
+        this.emit('ringEnded', { callId, state, answeredElsewhere: state === 'accepted' && !this._acceptedHere.has(callId) });
+      }
+    }
+    if (CALL_OVER.has(update.state)) this._acceptedHere.delete(callId);
+  }
+
+  /** @param {any} msg */
+  _onPresence(msg) {
+    if (typeof msg.identity !== 'string' || !PRESENCE_STATUSES.has(msg.status)) return;
+    this.presence.set(msg.identity, msg.status);
+    this.emit('presence', { identity: msg.identity, status: msg.status });
+  }
+
+  /** The connection dropped: reconnect on the Room's schedule. @param {string} reason */
+  _startRetry(reason) {
+    this._retry = { tries: 0, timer: null, tryTimer: null };
+    this._setState('reconnecting');
+    this.emit('reconnecting', { reason });
+    this._scheduleTry();
+  }
+
+  _scheduleTry() {
+    const r = this._retry;
+    if (!r) return;
+    if (r.tries >= RECONNECT_TRIES) {
+      this._end(1006, 'connection_lost');
+      return;
+    }
+    const delay = (RECONNECT_SCHEDULE_MS[r.tries] ?? RECONNECT_STEADY_MS) + Math.random() * RECONNECT_JITTER_MS;
+    r.timer = setTimeout(() => {
+      r.timer = null;
+      if (this._retry === r) this._try(r);
+    }, delay);
+  }
+
+  /** @param {PresenceRetry} r */
+  async _try(r) {
+    r.tries += 1;
+    const token = await this._freshToken();
+    if (this._retry !== r) return; // closed meanwhile
+    let ctx;
+    try {
+      ctx = this._open(token);
+    } catch {
+      this._tryFailed(1006, 'connect_failed');
+      return;
+    }
+    r.tryTimer = setTimeout(() => {
+      r.tryTimer = null;
+      if (this._ctx !== ctx || ctx.connected) return;
+      this._dropSocket(ctx);
+      this._tryFailed(1006, 'timeout');
+    }, this._tryTimeout);
+  }
+
+  /** @returns {Promise<string>} */
+  async _freshToken() {
+    if (this._tokenProvider) {
+      try {
+        const token = await this._tokenProvider();
+        if (typeof token === 'string' && token) return token;
+      } catch (err) {
+        this.emit('error', { code: 'token_provider_failed', message: `tokenProvider: ${err?.message ?? err}`, callId: null, error: err });
+      }
+    }
+    return this._token;
+  }
+
+  /**
+   * One reconnect try failed: a refused token ends it, anything else waits for the next try.
+   * @param {number} code
+   * @param {string} reason
+   */
+  _tryFailed(code, reason) {
+    const r = this._retry;
+    if (!r || this.state !== 'reconnecting') return;
+    if (r.tryTimer !== null) clearTimeout(r.tryTimer);
+    r.tryTimer = null;
+    if (isRefusal(code)) {
+      this._end(code, reason);
+      return;
+    }
+    this._scheduleTry();
+  }
+
+  /**
+   * Closes everything and emits `disconnected`.
+   * @param {number} code
+   * @param {string} reason
+   * @param {string} [detail]
+   */
+  _end(code, reason, detail) {
+    if (this.state === 'disconnected') return;
+    const r = this._retry;
+    this._retry = null;
+    if (r) {
+      if (r.timer !== null) clearTimeout(r.timer);
+      if (r.tryTimer !== null) clearTimeout(r.tryTimer);
+    }
+    this._dropSocket(this._ctx);
+    const why = reason || (code === 1000 ? 'left' : 'connection_lost');
+    this.rings.clear();
+    this._acceptedHere.clear();
+    this.presence.clear();
+    this._setState('disconnected');
+    const w = this._connectWaiter;
+    this._connectWaiter = null;
+    w?.reject(new CallgateError(why, detail ?? `connection closed (${code}${reason ? ` ${reason}` : ''})`, code));
+    this.emit('disconnected', { reason: why, code });
+  }
+}
+
+/** @param {unknown} callId */
+function requireCallId(callId) {
+  if (typeof callId !== 'string' || callId === '') throw new TypeError('callId must be a non-empty string');
+}
+
+/** A `call_ring` as a CallRing; null without a call id. @param {any} m @returns {CallRing|null} */
+function toCallRing(m) {
+  if (typeof m.call_id !== 'string' || m.call_id === '') return null;
+  const str = (v) => (typeof v === 'string' ? v : '');
+  const caller = str(m.caller);
+  return {
+    callId: m.call_id,
+    room: str(m.room),
+    caller,
+    callerName: str(m.caller_name) || caller,
+    callType: m.call_type === 'video' ? 'video' : 'audio',
+    token: str(m.token),
+    ringTimeoutS: numberOr0(m.ring_timeout_s),
+    ringEndsAtMs: numberOr0(m.ring_ends_at_ms),
+  };
+}
+
+/** A `call_state` as a CallStateUpdate; null without a call id or state. @param {any} m @returns {CallStateUpdate|null} */
+function toCallState(m) {
+  if (typeof m.call_id !== 'string' || m.call_id === '' || typeof m.state !== 'string') return null;
+  return {
+    callId: m.call_id,
+    state: m.state,
+    by: typeof m.by === 'string' ? m.by : null,
+    endReason: typeof m.end_reason === 'string' ? m.end_reason : null,
+    callees: (Array.isArray(m.callees) ? m.callees : [])
+      .filter((c) => typeof c?.identity === 'string')
+      .map((c) => ({ identity: c.identity, ring: typeof c.ring === 'string' ? c.ring : 'ringing' })),
+  };
 }
 
 /** @returns {Participant} */
