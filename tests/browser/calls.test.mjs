@@ -134,12 +134,11 @@ async function withCallPages(t, body) {
 }
 
 /**
- * `callgate token` arguments for a presence token of `identity`: any valid
- * token will do for `connect`, and the CLI mints one without a room only with
- * --admin, which a device must not hold; its room is never joined.
+ * `callgate token` arguments for a presence token of `identity`: a token
+ * without a room, good for `connect` only.
  */
 function presenceTokenArgs(identity) {
-  return ['token', '--dev', '--room', 'lobby', '--identity', identity];
+  return ['token', '--dev', '--identity', identity];
 }
 
 /** alice's page calls host1 (video, RATE coins a minute); resolves with the call id once it rings. */
