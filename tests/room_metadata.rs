@@ -10,15 +10,7 @@ use common::*;
 use serde_json::{Value, json};
 
 async fn patch(server: &TestServer, path: &str, body: Value) -> (u16, Value) {
-    let resp = reqwest::Client::new()
-        .patch(server.api(path))
-        .bearer_auth(admin_token())
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+    api_send(server, reqwest::Method::PATCH, path, body).await
 }
 
 async fn listed(server: &TestServer, name: &str) -> Option<Value> {

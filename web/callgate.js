@@ -583,20 +583,10 @@ export class Room extends Emitter {
         reject(new CallgateError('no_webrtc', 'no RTCPeerConnection implementation available'));
         return;
       }
-      const timer = setTimeout(() => {
+      this._joinWaiter = timedWaiter(this._connectTimeout, resolve, reject, () => {
         this._failJoin(new CallgateError('connect_timeout', `no "joined" within ${this._connectTimeout} ms`));
         this._end(1006, 'connect_timeout');
-      }, this._connectTimeout);
-      this._joinWaiter = {
-        resolve: (room) => {
-          clearTimeout(timer);
-          resolve(room);
-        },
-        reject: (err) => {
-          clearTimeout(timer);
-          reject(err);
-        },
-      };
+      });
       this._setState('connecting');
       try {
         this._ctx = this._openSocket('join', { type: 'join', token: this._token, protocol: PROTOCOL_VERSION });
@@ -2384,17 +2374,9 @@ export class CallClient extends Emitter {
         reject(new CallgateError('no_websocket', 'no WebSocket implementation available'));
         return;
       }
-      const timer = setTimeout(() => this._end(1006, 'connect_timeout'), this._connectTimeout);
-      this._connectWaiter = {
-        resolve: (client) => {
-          clearTimeout(timer);
-          resolve(client);
-        },
-        reject: (err) => {
-          clearTimeout(timer);
-          reject(err);
-        },
-      };
+      this._connectWaiter = timedWaiter(this._connectTimeout, resolve, reject, () =>
+        this._end(1006, 'connect_timeout'),
+      );
       this._setState('connecting');
       try {
         this._open(this._token);
@@ -2794,6 +2776,31 @@ function toCallState(m) {
     callees: (Array.isArray(m.callees) ? m.callees : [])
       .filter((c) => typeof c?.identity === 'string')
       .map((c) => ({ identity: c.identity, ring: typeof c.ring === 'string' ? c.ring : 'ringing' })),
+  };
+}
+
+/**
+ * A promise's settlers that also cancel a timer: `onTimeout` runs if
+ * neither is called within `ms`.
+ * @template T
+ * @param {number} ms
+ * @param {(value: T) => void} resolve
+ * @param {(err: any) => void} reject
+ * @param {() => void} onTimeout
+ */
+function timedWaiter(ms, resolve, reject, onTimeout) {
+  const timer = setTimeout(onTimeout, ms);
+  return {
+    /** @param {T} value */
+    resolve: (value) => {
+      clearTimeout(timer);
+      resolve(value);
+    },
+    /** @param {any} err */
+    reject: (err) => {
+      clearTimeout(timer);
+      reject(err);
+    },
   };
 }
 

@@ -1307,6 +1307,25 @@ pub fn payload_index(p: &[u8]) -> Option<u32> {
     }
 }
 
+/// `method` `path` on the server API with an admin token and a JSON
+/// `body`: the status and the JSON answer (null when it has none).
+pub async fn api_send(
+    server: &TestServer,
+    method: reqwest::Method,
+    path: &str,
+    body: Value,
+) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .request(method, server.api(path))
+        .bearer_auth(admin_token())
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
 /// GET `path` on the server API with an admin token; the body as text.
 pub async fn api_text(server: &TestServer, path: &str) -> String {
     reqwest::Client::new()

@@ -27,15 +27,7 @@ pub fn paid_token(
 }
 
 pub async fn post(server: &TestServer, path: &str, body: Value) -> (u16, Value) {
-    let resp = reqwest::Client::new()
-        .post(server.api(path))
-        .bearer_auth(admin_token())
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+    api_send(server, reqwest::Method::POST, path, body).await
 }
 
 pub async fn credit(server: &TestServer, user: &str, coins: i64, reference: &str) {
