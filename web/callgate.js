@@ -83,6 +83,8 @@ export const SIMULCAST_LAYERS = Object.freeze([
 export const ADAPTIVE_STREAM_DEBOUNCE_MS = 300;
 /** Largest `width`/`height` of an `update_subscription` (docs/protocol.md). */
 export const MAX_VIDEO_DIMENSION = 16384;
+/** Largest `data` payload the server relays, in bytes (docs/protocol.md, "Data messages"). */
+export const MAX_DATA_PAYLOAD_BYTES = 16 * 1024;
 /** Connection quality levels of `connection_quality`, best first. */
 const QUALITIES = new Set(['excellent', 'good', 'poor', 'lost']);
 
@@ -123,6 +125,9 @@ const END_REASONS = new Set([
  * @property {string} name Display name; empty when the token has none.
  * @property {boolean} canPublish
  * @property {boolean} canSubscribe
+ * @property {boolean} canPublishData May send `data` messages.
+ * @property {string} metadata Free-form, set by the server API (empty when none).
+ * @property {Record<string, string>} attributes Small string map (`hand: 'raised'`).
  * @property {Map<string, TrackInfo>} tracks Published tracks by track sid.
  * @property {boolean} reconnecting Between `participantReconnecting` and `participantResumed`.
  * @property {ConnectionQuality} quality The latest the server said (`connectionQualityChanged`);
@@ -447,6 +452,12 @@ class Transport {
  * - `ring` CallRing (a call rings our identity while we are in this room; answer or decline it
  *   with a CallClient, docs/calls.md)
  * - `callState` CallStateUpdate (a call our identity is a member of changed)
+ * - `participantUpdated` `{participant, local}` (its grants, name, metadata or attributes changed:
+ *   by a moderator, or its own `setAttributes`; `local` for ourselves. Losing `canPublish`
+ *   unpublishes our tracks: the server closed our publisher transport, and a fresh one waits
+ *   for a promotion)
+ * - `roomUpdated` `{room}` (the room's metadata changed; also in `room.roomInfo`)
+ * - `data` `{from, fromSid, topic, payload, reliable}` (a data message from another participant)
  *
  * After a resume the room compares the server's `participants` with what it
  * knew and emits `participantJoined`/`participantLeft`/`trackPublished`/
@@ -1069,6 +1080,20 @@ export class Room extends Emitter {
         return this._onConnectionQuality(msg);
       case 'subscribed_layers':
         return this._onSubscribedLayers(msg);
+      case 'participant_updated':
+        return this._onParticipantUpdated(msg);
+      case 'room_updated':
+        this._takeRoomInfo(msg.room);
+        return this.emit('roomUpdated', { room: this.roomInfo });
+      case 'data':
+        if (typeof msg.payload !== 'string') return;
+        return this.emit('data', {
+          from: String(msg.from ?? ''),
+          fromSid: String(msg.from_sid ?? ''),
+          topic: typeof msg.topic === 'string' ? msg.topic : null,
+          payload: msg.payload,
+          reliable: msg.reliable !== false,
+        });
       case 'call_ring': {
         // A room connection serves its identity too (docs/calls.md): a call rings it here.
         const ring = toCallRing(msg);
@@ -1094,11 +1119,7 @@ export class Room extends Emitter {
    * @param {any} msg
    */
   _takeSession(msg) {
-    this.roomInfo = {
-      name: msg.room?.name ?? '',
-      sid: msg.room?.sid ?? '',
-      maxParticipants: msg.room?.max_participants ?? 0,
-    };
+    this._takeRoomInfo(msg.room);
     const before = this.localParticipant;
     this.localParticipant = toParticipant(msg.participant ?? {});
     if (before && (!this.localParticipant.sid || before.sid === this.localParticipant.sid)) {
@@ -1108,6 +1129,132 @@ export class Room extends Emitter {
     const grace = Number(msg.reconnect_grace_s);
     this.reconnectGraceS = Number.isFinite(grace) && grace > 0 ? grace : DEFAULT_GRACE_S;
     this.iceServers = [...this._extraIceServers, ...(msg.ice_servers ?? []).map(toIceServer)];
+  }
+
+  /** @param {any} room the server's RoomInfo */
+  _takeRoomInfo(room) {
+    this.roomInfo = {
+      name: room?.name ?? '',
+      sid: room?.sid ?? '',
+      maxParticipants: room?.max_participants ?? 0,
+      metadata: typeof room?.metadata === 'string' ? room.metadata : '',
+    };
+  }
+
+  /** @param {any} msg */
+  _onParticipantUpdated(msg) {
+    const p = msg.participant;
+    if (!p?.sid) return;
+    const local = p.sid === this.localParticipant?.sid;
+    const known = local ? this.localParticipant : this.participants.get(p.sid);
+    const fresh = toParticipant(p);
+    if (!known) {
+      this.participants.set(fresh.sid, fresh);
+      return this.emit('participantUpdated', { participant: fresh, local });
+    }
+    const couldPublish = known.canPublish;
+    for (const key of /** @type {const} */ (['name', 'canPublish', 'canSubscribe', 'canPublishData', 'metadata', 'attributes'])) {
+      // @ts-ignore: the same key of the same type on both
+      known[key] = fresh[key];
+    }
+    if (local && couldPublish && !known.canPublish) this._dropPublisher();
+    this.emit('participantUpdated', { participant: known, local });
+  }
+
+  /**
+   * The server took our right to publish away and closed our publisher
+   * transport: our publications are gone, and a fresh, unnegotiated
+   * publisher transport waits for the right to come back.
+   */
+  _dropPublisher() {
+    const old = this._pub;
+    this._publications = [];
+    for (const info of this.localParticipant?.tracks.values() ?? []) this.localParticipant?.tracks.delete(info.sid);
+    this._pub = this._createTransport('publisher');
+    try {
+      old?.pc.close();
+    } catch {
+      // closed already
+    }
+  }
+
+  /**
+   * Sends a data message to the room's others (docs/protocol.md, "Data messages").
+   * @param {string} payload At most 16 KiB of UTF-8.
+   * @param {{topic?: string, reliable?: boolean, destinations?: string[]}} [options]
+   *   `reliable` (default true): kept for a receiver that is reconnecting; `destinations`:
+   *   only these identities.
+   */
+  sendData(payload, options = {}) {
+    this._requireJoined();
+    if (typeof payload !== 'string') throw new TypeError('sendData: payload must be a string');
+    if (new TextEncoder().encode(payload).length > MAX_DATA_PAYLOAD_BYTES) {
+      throw new CallgateError('payload_too_large', `a data payload is at most ${MAX_DATA_PAYLOAD_BYTES} bytes`);
+    }
+    /** @type {Record<string, unknown>} */
+    const msg = { type: 'data', payload, reliable: options.reliable !== false };
+    if (options.topic !== undefined) msg.topic = String(options.topic);
+    if (options.destinations?.length) msg.destinations = options.destinations.map(String);
+    this._send(msg);
+  }
+
+  /**
+   * Sets our own attributes, merged in (an empty value removes a key): a raised
+   * hand is `{hand: 'raised'}`, lowered with `{hand: ''}`. Everyone gets `participantUpdated`.
+   * @param {Record<string, string>} attributes
+   */
+  setAttributes(attributes) {
+    this._requireJoined();
+    this._send({ type: 'set_attributes', attributes });
+  }
+
+  /**
+   * A room admin (a host's token) changes another participant: `{canPublish, canSubscribe,
+   * canPublishData, name, metadata, attributes}`, each optional. Refusals arrive as `error`.
+   * @param {string} identity
+   * @param {{canPublish?: boolean, canSubscribe?: boolean, canPublishData?: boolean, name?: string,
+   *   metadata?: string, attributes?: Record<string, string>}} update
+   */
+  updateParticipant(identity, update) {
+    this._requireJoined();
+    /** @type {Record<string, unknown>} */
+    const wire = {};
+    const names = /** @type {const} */ ([
+      ['canPublish', 'can_publish'],
+      ['canSubscribe', 'can_subscribe'],
+      ['canPublishData', 'can_publish_data'],
+      ['name', 'name'],
+      ['metadata', 'metadata'],
+      ['attributes', 'attributes'],
+    ]);
+    for (const [ours, theirs] of names) {
+      if (update[ours] !== undefined) wire[theirs] = update[ours];
+    }
+    this._send({ type: 'update_participant', identity, update: wire });
+  }
+
+  /**
+   * A room admin mutes another participant's track (`trackSid`) or tracks of a `kind`;
+   * unmuting is refused unless the room allows it.
+   * @param {string} identity
+   * @param {{trackSid?: string, kind?: 'audio'|'video', muted?: boolean}} which
+   */
+  muteParticipant(identity, which) {
+    this._requireJoined();
+    /** @type {Record<string, unknown>} */
+    const mute = { muted: which.muted !== false };
+    if (which.trackSid !== undefined) mute.track_sid = which.trackSid;
+    if (which.kind !== undefined) mute.kind = which.kind;
+    this._send({ type: 'mute_participant', identity, mute });
+  }
+
+  /**
+   * A room admin removes another participant from the room.
+   * @param {string} identity
+   */
+  removeParticipant(identity) {
+    this._requireJoined();
+    this._send({ type: 'remove_participant', identity });
   }
 
   /** @param {any} msg @param {SocketCtx} ctx */
@@ -2812,6 +2959,9 @@ function toParticipant(p) {
     name: typeof p.name === 'string' ? p.name : '',
     canPublish: p.can_publish !== false,
     canSubscribe: p.can_subscribe !== false,
+    canPublishData: p.can_publish_data !== false,
+    metadata: typeof p.metadata === 'string' ? p.metadata : '',
+    attributes: p.attributes && typeof p.attributes === 'object' ? { ...p.attributes } : {},
     tracks: new Map((Array.isArray(p.tracks) ? p.tracks : []).map((t) => [t.sid, toTrackInfo(t)])),
     reconnecting: false,
     quality: 'unknown',
