@@ -19,7 +19,7 @@ import { chromium } from 'playwright-core';
 
 import {
   CHROMIUM, HOST, CHROMIUM_ARGS,
-  freeTcpPort, runCallgate, startServer, stopServer, mediaFlowing, waitForStats, requireCallgateBinary,
+  freeTcpPort, runCallgate, startServer, stopServer, mediaFlowing, waitForStats, requireCallgateBinary, waitForHealthy,
 } from './harness.mjs';
 
 const UI_TIMEOUT_MS = 20_000;
@@ -28,24 +28,6 @@ const MEDIA_TIMEOUT_MS = 30_000;
 const SETTLE_TIMEOUT_MS = 20_000;
 const RATE = 15;
 const CREDIT = 100;
-
-/** Polls /healthz until it answers 200 (bounded), failing early if the server died. */
-async function waitForHealthy(server, httpPort) {
-  const url = `http://${HOST}:${httpPort}/healthz`;
-  let last = '';
-  for (let i = 0; i < 150; i++) {
-    if (server.exit) throw new Error(`callgate exited before it was healthy (${JSON.stringify(server.exit)})`);
-    try {
-      const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
-      if (res.status === 200) return;
-      last = `HTTP ${res.status}`;
-    } catch (err) {
-      last = err.cause?.code ?? err.message;
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`${url} not healthy (last: ${last})`);
-}
 
 /**
  * A callgate server (metering on, as with --dev), an admin token, a presence

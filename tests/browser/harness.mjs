@@ -106,6 +106,27 @@ export function startServer(args, { wrap = [], env = {} } = {}) {
   return server;
 }
 
+/** Polls /healthz until it answers 200 (bounded), failing early if the server died. */
+export async function waitForHealthy(server, httpPort) {
+  const url = `http://${HOST}:${httpPort}/healthz`;
+  const tries = 150;
+  let last = '';
+  for (let i = 0; i < tries; i++) {
+    if (server.exit) {
+      throw new Error(`callgate exited before it was healthy (${JSON.stringify(server.exit)})`);
+    }
+    try {
+      const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
+      if (res.status === 200) return;
+      last = `HTTP ${res.status}`;
+    } catch (err) {
+      last = err.cause?.code ?? err.message;
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`${url} not healthy after ${tries} tries (last: ${last})`);
+}
+
 /** Waits (bounded: 30 s) for callgate's `callgate ready …` line and returns it. */
 export async function readyLine(server) {
   for (let i = 0; i < 150; i++) {

@@ -18,32 +18,11 @@ import { chromium } from 'playwright-core';
 
 import {
   REPO_ROOT, CALLGATE_BIN, CHROMIUM, HOST, CHROMIUM_ARGS,
-  freeTcpPort, runCallgate, startServer, stopServer, mediaFlowing, waitForStats, requireCallgateBinary
+  freeTcpPort, runCallgate, startServer, stopServer, mediaFlowing, waitForStats, requireCallgateBinary, waitForHealthy,
 } from './harness.mjs';
 
 const MEDIA_TIMEOUT_MS = 30_000;
 const LEAVE_TIMEOUT_MS = 20_000;
-
-/** Polls /healthz until it answers 200 (bounded), failing early if the server died. */
-async function waitForHealthy(server, httpPort) {
-  const url = `http://${HOST}:${httpPort}/healthz`;
-  const tries = 150;
-  let last = '';
-  for (let i = 0; i < tries; i++) {
-    if (server.exit) {
-      throw new Error(`callgate exited before it was healthy (${JSON.stringify(server.exit)})`);
-    }
-    try {
-      const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
-      if (res.status === 200) return;
-      last = `HTTP ${res.status}`;
-    } catch (err) {
-      last = err.cause?.code ?? err.message;
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`${url} not healthy after ${tries} tries (last: ${last})`);
-}
 
 test('alice and bob see and hear each other through callgate', { timeout: 180_000 }, async (t) => {
   requireCallgateBinary();
