@@ -12,15 +12,8 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
-import { chromium } from 'playwright-core';
 
-import {
-  CHROMIUM, HOST, CHROMIUM_ARGS,
-  freeTcpPort, runCallgate, startServer, stopServer, mediaFlowing, waitForStats, requireCallgateBinary, waitForHealthy,
-} from './harness.mjs';
+import { mediaFlowing, runCallgate, waitForStats, withServerAndBrowser } from './harness.mjs';
 
 const UI_TIMEOUT_MS = 20_000;
 const MEDIA_TIMEOUT_MS = 30_000;
@@ -37,82 +30,55 @@ const CREDIT = 100;
  * pages and the server were doing.
  */
 async function withCallPages(t, body) {
-  requireCallgateBinary();
-  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'callgate-calls-'));
-  let server = null;
-  let browser = null;
-  const killOnExit = () => server?.child.kill('SIGKILL');
-  process.once('exit', killOnExit);
-  /** @type {Record<string, import('playwright-core').Page>} */
-  const pages = {};
-  /** @type {Record<string, string[]>} */
-  const pageLogs = {};
-  try {
-    const httpPort = await freeTcpPort();
-    server = startServer([
-      'serve', '--dev', '--data-dir', dataDir, '--http-port', String(httpPort), '--udp-port', '0', '--tcp-port', '0',
-    ]);
-    await waitForHealthy(server, httpPort);
-    const base = `http://${HOST}:${httpPort}`;
+  await withServerAndBrowser(
+    'calls',
+    async ({ base, openPage }) => {
+      const admin = (await runCallgate(['token', '--dev', '--admin'])).trim();
+      const presence = {};
+      for (const identity of ['alice', 'host1']) {
+        presence[identity] = (await runCallgate(presenceTokenArgs(identity))).trim();
+        assert.match(presence[identity], /^[\w-]+\.[\w-]+\.[\w-]+$/, `callgate token printed no JWT for ${identity}`);
+      }
+      const api = async (method, p, json) => {
+        const res = await fetch(`${base}${p}`, {
+          method,
+          headers: { authorization: `Bearer ${admin}`, ...(json ? { 'content-type': 'application/json' } : {}) },
+          body: json ? JSON.stringify(json) : undefined,
+        });
+        return { status: res.status, body: await res.json().catch(() => null) };
+      };
+      const credited = await api('POST', '/v1/wallets/alice/credits', { coins: CREDIT, reference: 'calls-test-credit' });
+      assert.equal(credited.status, 200, JSON.stringify(credited.body));
+      assert.equal(credited.body.balance, CREDIT);
 
-    const admin = (await runCallgate(['token', '--dev', '--admin'])).trim();
-    const presence = {};
-    for (const identity of ['alice', 'host1']) {
-      presence[identity] = (await runCallgate(presenceTokenArgs(identity))).trim();
-      assert.match(presence[identity], /^[\w-]+\.[\w-]+\.[\w-]+$/, `callgate token printed no JWT for ${identity}`);
-    }
-    const api = async (method, p, json) => {
-      const res = await fetch(`${base}${p}`, {
-        method,
-        headers: { authorization: `Bearer ${admin}`, ...(json ? { 'content-type': 'application/json' } : {}) },
-        body: json ? JSON.stringify(json) : undefined,
-      });
-      return { status: res.status, body: await res.json().catch(() => null) };
-    };
-    const credited = await api('POST', '/v1/wallets/alice/credits', { coins: CREDIT, reference: 'calls-test-credit' });
-    assert.equal(credited.status, 200, JSON.stringify(credited.body));
-    assert.equal(credited.body.balance, CREDIT);
-
-    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
-    for (const identity of ['alice', 'host1']) {
-      const page = await (await browser.newContext()).newPage();
-      const log = (pageLogs[identity] = []);
-      page.on('console', (msg) => log.push(`[${msg.type()}] ${msg.text()}`));
-      page.on('pageerror', (err) => log.push(`[pageerror] ${err.message}`));
-      pages[identity] = page;
-      await page.goto(`${base}/`);
-      await page.fill('#presence-token', presence[identity]);
-      await page.fill('#admin-token', admin);
-      await page.click('#presence-connect');
-    }
-    for (const [identity, page] of Object.entries(pages)) {
-      await page.waitForSelector('#presence-status[data-state="connected"]', { timeout: UI_TIMEOUT_MS });
-      assert.equal(await page.textContent('#presence-status'), `online as ${identity}`);
-    }
-    await body({ pages, api });
-  } catch (err) {
-    for (const [identity, page] of Object.entries(pages)) {
-      const state = await page
-        .evaluate(async () => ({
+      /** @type {Record<string, import('playwright-core').Page>} */
+      const pages = {};
+      for (const identity of ['alice', 'host1']) {
+        const page = await openPage(identity);
+        pages[identity] = page;
+        await page.goto(`${base}/`);
+        await page.fill('#presence-token', presence[identity]);
+        await page.fill('#admin-token', admin);
+        await page.click('#presence-connect');
+      }
+      for (const [identity, page] of Object.entries(pages)) {
+        await page.waitForSelector('#presence-status[data-state="connected"]', { timeout: UI_TIMEOUT_MS });
+        assert.equal(await page.textContent('#presence-status'), `online as ${identity}`);
+      }
+      await body({ pages, api });
+    },
+    {
+      describePage: (page) =>
+        page.evaluate(async () => ({
           presence: document.getElementById('presence-status')?.textContent,
           call: document.getElementById('call-status')?.textContent,
           status: document.getElementById('status')?.textContent,
           history: document.getElementById('history-rows')?.innerText,
           events: window.callgate?.events?.slice(-30),
           stats: typeof window.callgateStats === 'function' ? await window.callgateStats() : null,
-        }))
-        .catch((e) => ({ error: e.message }));
-      console.error(`--- ${identity}'s page: ${JSON.stringify(state)}`);
-      console.error(`--- ${identity}'s console:\n${(pageLogs[identity] ?? []).slice(-50).join('\n')}`);
-    }
-    if (server) console.error(`--- callgate log (tail):\n${server.log.slice(-8000)}`);
-    throw err;
-  } finally {
-    await browser?.close().catch(() => {});
-    await stopServer(server);
-    process.removeListener('exit', killOnExit);
-    await rm(dataDir, { recursive: true, force: true });
-  }
+        })),
+    },
+  );
 }
 
 /**

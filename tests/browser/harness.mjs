@@ -4,10 +4,12 @@
 
 import { spawn, execFile } from 'node:child_process';
 import { accessSync, appendFileSync, constants as fsConstants } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const CALLGATE_BIN = path.resolve(REPO_ROOT, process.env.TEST_CALLGATE_BIN || 'target/debug/callgate');
@@ -227,5 +229,60 @@ export async function cpuSeconds(pid) {
     return (Number(fields[11]) + Number(fields[12])) / 100;
   } catch {
     return null;
+  }
+}
+
+/**
+ * A dev callgate on a free HTTP port and a headless Chromium, for `body`
+ * ({base, httpPort, server, browser, openPage}), torn down after it
+ * however it ends. `openPage(name)` opens a page whose console is kept;
+ * on failure the pages' consoles, what `describePage` returns for each and
+ * the server's log tail are printed before the error goes on.
+ * @param {string} prefix of the data directory's name
+ * @param {(ctx: any) => Promise<void>} body
+ * @param {{describePage?: (page: import('playwright-core').Page) => Promise<unknown>}} [options]
+ */
+export async function withServerAndBrowser(prefix, body, { describePage } = {}) {
+  requireCallgateBinary();
+  const dataDir = await mkdtemp(path.join(os.tmpdir(), `callgate-${prefix}-`));
+  let server = null;
+  let browser = null;
+  const killOnExit = () => server?.child.kill('SIGKILL');
+  process.once('exit', killOnExit);
+  /** @type {Record<string, import('playwright-core').Page>} */
+  const pages = {};
+  /** @type {Record<string, string[]>} */
+  const pageLogs = {};
+  try {
+    const httpPort = await freeTcpPort();
+    server = startServer([
+      'serve', '--dev', '--data-dir', dataDir, '--http-port', String(httpPort), '--udp-port', '0', '--tcp-port', '0',
+    ]);
+    await waitForHealthy(server, httpPort);
+    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+    const openPage = async (name) => {
+      const page = await (await browser.newContext()).newPage();
+      const log = (pageLogs[name] = []);
+      page.on('console', (msg) => log.push(`[${msg.type()}] ${msg.text()}`));
+      page.on('pageerror', (err) => log.push(`[pageerror] ${err.message}`));
+      pages[name] = page;
+      return page;
+    };
+    await body({ base: `http://${HOST}:${httpPort}`, httpPort, server, browser, openPage });
+  } catch (err) {
+    for (const [name, page] of Object.entries(pages)) {
+      if (describePage && !page.isClosed()) {
+        const state = await describePage(page).catch((e) => ({ error: e.message }));
+        console.error(`--- ${name}'s page: ${JSON.stringify(state)}`);
+      }
+      console.error(`--- ${name}'s console:\n${(pageLogs[name] ?? []).slice(-50).join('\n')}`);
+    }
+    if (server) console.error(`--- callgate log (tail):\n${server.log.slice(-8000)}`);
+    throw err;
+  } finally {
+    await browser?.close().catch(() => {});
+    await stopServer(server);
+    process.removeListener('exit', killOnExit);
+    await rm(dataDir, { recursive: true, force: true });
   }
 }

@@ -10,48 +10,20 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
-import { chromium } from 'playwright-core';
 
-import {
-  CHROMIUM, HOST, CHROMIUM_ARGS,
-  freeTcpPort, runCallgate, startServer, stopServer, waitForStats, requireCallgateBinary, waitForHealthy,
-} from './harness.mjs';
+import { runCallgate, waitForStats, withServerAndBrowser } from './harness.mjs';
 
 const WAIT_MS = 30_000;
 
 test('a host promotes a listener, whose audio then reaches the host; chat and a raised hand reach the other page', { timeout: 180_000 }, async (t) => {
-  requireCallgateBinary();
-  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'callgate-voice-'));
-  let server = null;
-  let browser = null;
-  const killOnExit = () => server?.child.kill('SIGKILL');
-  process.once('exit', killOnExit);
-  /** @type {Record<string, import('playwright-core').Page>} */
-  const pages = {};
-  /** @type {Record<string, string[]>} */
-  const pageLogs = {};
-  try {
-    const httpPort = await freeTcpPort();
-    server = startServer([
-      'serve', '--dev', '--data-dir', dataDir, '--http-port', String(httpPort), '--udp-port', '0', '--tcp-port', '0',
-    ]);
-    await waitForHealthy(server, httpPort);
+  await withServerAndBrowser('voice', async ({ base, openPage }) => {
     const room = `voice-${randomBytes(6).toString('hex')}`;
-    const tokens = {};
+    /** @type {Record<string, import('playwright-core').Page>} */
+    const pages = {};
     for (const [identity, role] of [['host', 'host'], ['fan', 'listener']]) {
-      tokens[identity] = (await runCallgate(['token', '--dev', '--room', room, '--identity', identity, '--role', role])).trim();
-    }
-    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
-    for (const identity of ['host', 'fan']) {
-      const page = await (await browser.newContext()).newPage();
-      const log = (pageLogs[identity] = []);
-      page.on('console', (msg) => log.push(`[${msg.type()}] ${msg.text()}`));
-      page.on('pageerror', (err) => log.push(`[pageerror] ${err.message}`));
-      await page.goto(`http://${HOST}:${httpPort}/?token=${encodeURIComponent(tokens[identity])}`);
-      pages[identity] = page;
+      const token = (await runCallgate(['token', '--dev', '--room', room, '--identity', identity, '--role', role])).trim();
+      pages[identity] = await openPage(identity);
+      await pages[identity].goto(`${base}/?token=${encodeURIComponent(token)}`);
     }
     const fanSid = await (
       await pages.fan.waitForFunction(() => window.callgate?.room?.localParticipant?.sid, undefined, { timeout: WAIT_MS })
@@ -86,16 +58,5 @@ test('a host promotes a listener, whose audio then reaches the host; chat and a 
     await pages.host.fill('#chat-input', 'welcome up');
     await pages.host.click('#chat-send');
     await pages.fan.locator('#chat-log li', { hasText: 'host: welcome up' }).waitFor({ timeout: WAIT_MS });
-  } catch (err) {
-    for (const [identity, log] of Object.entries(pageLogs)) {
-      console.error(`--- ${identity}'s console:\n${log.slice(-50).join('\n')}`);
-    }
-    if (server) console.error(`--- callgate log (tail):\n${server.log.slice(-8000)}`);
-    throw err;
-  } finally {
-    await browser?.close().catch(() => {});
-    await stopServer(server);
-    process.removeListener('exit', killOnExit);
-    await rm(dataDir, { recursive: true, force: true });
-  }
+  });
 });
