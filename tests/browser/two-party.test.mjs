@@ -11,47 +11,19 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
-import { chromium } from 'playwright-core';
 
-import {
-  REPO_ROOT, CALLGATE_BIN, CHROMIUM, HOST, CHROMIUM_ARGS,
-  freeTcpPort, runCallgate, startServer, stopServer, mediaFlowing, waitForStats, requireCallgateBinary, waitForHealthy,
-} from './harness.mjs';
+import { mediaFlowing, runCallgate, waitForStats, withServerAndBrowser } from './harness.mjs';
 
 const MEDIA_TIMEOUT_MS = 30_000;
 const LEAVE_TIMEOUT_MS = 20_000;
 
 test('alice and bob see and hear each other through callgate', { timeout: 180_000 }, async (t) => {
-  requireCallgateBinary();
-
-  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'callgate-browser-'));
-  /** @type {ReturnType<typeof startServer>|null} */
-  let server = null;
-  /** @type {import('playwright-core').Browser|null} */
-  let browser = null;
-  const killOnExit = () => server?.child.kill('SIGKILL');
-  process.once('exit', killOnExit);
-  /** @type {Record<string, string[]>} */
-  const pageLogs = {};
-  /** @type {Record<string, import('playwright-core').Page>} */
-  const pages = {};
-
-  try {
-    const httpPort = await freeTcpPort();
-
-    server = startServer([
-      'serve', '--dev',
-      '--data-dir', dataDir,
-      '--http-port', String(httpPort),
-      // Media and ICE-TCP ports: whatever is free.
-      '--udp-port', '0',
-      '--tcp-port', '0',
-    ]);
-    await waitForHealthy(server, httpPort);
-
+  const describePage = (page) =>
+    page.evaluate(async () => ({
+      status: document.getElementById('status')?.textContent,
+      stats: typeof window.callgateStats === 'function' ? await window.callgateStats() : null,
+    }));
+  await withServerAndBrowser('browser', async ({ base, openPage }) => {
     const room = `browser-${randomBytes(6).toString('hex')}`;
     const tokens = {};
     for (const identity of ['alice', 'bob']) {
@@ -60,19 +32,11 @@ test('alice and bob see and hear each other through callgate', { timeout: 180_00
       assert.match(tokens[identity], /^[\w-]+\.[\w-]+\.[\w-]+$/, `callgate token printed no JWT for ${identity}`);
     }
 
-    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
-    for (const identity of ['alice', 'bob']) {
-      const context = await browser.newContext();
-      const page = await context.newPage();
-      const log = (pageLogs[identity] = []);
-      page.on('console', (msg) => log.push(`[${msg.type()}] ${msg.text()}`));
-      page.on('pageerror', (err) => log.push(`[pageerror] ${err.message}`));
-      pages[identity] = page;
-    }
+    /** @type {Record<string, import('playwright-core').Page>} */
+    const pages = {};
+    for (const identity of ['alice', 'bob']) pages[identity] = await openPage(identity);
     await Promise.all(
-      Object.entries(pages).map(([identity, page]) =>
-        page.goto(`http://${HOST}:${httpPort}/?token=${encodeURIComponent(tokens[identity])}`),
-      ),
+      Object.entries(pages).map(([identity, page]) => page.goto(`${base}/?token=${encodeURIComponent(tokens[identity])}`)),
     );
 
     // Each page's own participant sid, once joined.
@@ -138,27 +102,5 @@ test('alice and bob see and hear each other through callgate', { timeout: 180_00
       assert.equal(await pages.alice.locator(`figure[data-participant-sid="${sids.bob}"]`).count(), 0);
       t.diagnostic(`alice saw bob leave: ${JSON.stringify(left)}`);
     }
-  } catch (err) {
-    // Say what the pages and the server were doing.
-    for (const [identity, page] of Object.entries(pages)) {
-      if (page.isClosed()) continue;
-      const state = await page
-        .evaluate(async () => ({
-          status: document.getElementById('status')?.textContent,
-          stats: typeof window.callgateStats === 'function' ? await window.callgateStats() : null,
-        }))
-        .catch((e) => ({ error: e.message }));
-      console.error(`--- ${identity}'s page: ${JSON.stringify(state)}`);
-    }
-    for (const [identity, log] of Object.entries(pageLogs)) {
-      console.error(`--- ${identity}'s console:\n${log.slice(-50).join('\n')}`);
-    }
-    if (server) console.error(`--- callgate log (tail):\n${server.log.slice(-8000)}`);
-    throw err;
-  } finally {
-    await browser?.close().catch(() => {});
-    await stopServer(server);
-    process.removeListener('exit', killOnExit);
-    await rm(dataDir, { recursive: true, force: true });
-  }
+  }, { describePage });
 });
