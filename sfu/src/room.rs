@@ -123,6 +123,15 @@ impl Room {
         }
     }
 
+    /// The sids of the tracks (producers) participant `sid` publishes.
+    pub(crate) fn producers_of(&self, sid: &str) -> Vec<String> {
+        self.producers
+            .values()
+            .filter(|p| p.owner_sid == sid)
+            .map(|p| p.sid.clone())
+            .collect()
+    }
+
     pub(crate) fn max_participants(&self, defaults: &RoomDefaults) -> usize {
         self.max_participants.unwrap_or(defaults.max_participants)
     }

@@ -137,16 +137,10 @@ impl Shard {
     /// One keyframe each way: of every track `sid` publishes (for its
     /// subscribers) and of every track it receives.
     pub(super) fn request_keyframes_both_ways(&mut self, now: Instant, room_name: &str, sid: &str) {
-        let own: Vec<String> = self
+        let own = self
             .rooms
             .get(room_name)
-            .map(|room| {
-                room.producers
-                    .values()
-                    .filter(|p| p.owner_sid == sid)
-                    .map(|p| p.sid.clone())
-                    .collect()
-            })
+            .map(|room| room.producers_of(sid))
             .unwrap_or_default();
         for producer in own {
             self.request_keyframe(now, room_name, &producer);

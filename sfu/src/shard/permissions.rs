@@ -110,16 +110,10 @@ impl Shard {
     /// Takes the right to publish away: every track it publishes is
     /// unpublished for everyone, and its publisher transport closes.
     fn stop_publishing(&mut self, now: Instant, room_name: &str, sid: &str) {
-        let own: Vec<String> = self
+        let own = self
             .rooms
             .get(room_name)
-            .map(|r| {
-                r.producers
-                    .values()
-                    .filter(|p| p.owner_sid == sid)
-                    .map(|p| p.sid.clone())
-                    .collect()
-            })
+            .map(|room| room.producers_of(sid))
             .unwrap_or_default();
         for producer in own {
             self.remove_producer(now, room_name, &producer);

@@ -208,12 +208,7 @@ impl Shard {
                 self.metrics.subscriptions.dec();
             }
         }
-        let own: Vec<String> = room
-            .producers
-            .values()
-            .filter(|p| p.owner_sid == sid)
-            .map(|p| p.sid.clone())
-            .collect();
+        let own = room.producers_of(sid);
         if room.participants.is_empty() {
             room.empty_since = Some(now);
             let timeout = room.empty_timeout(&defaults);
