@@ -8,7 +8,7 @@ use rtc::rtp_transceiver::RTCRtpSenderId;
 use crate::outbox::Outbox;
 use crate::producer::Producer;
 use crate::quality::QualityTracker;
-use crate::session::{ParticipantEvent, ParticipantInfo, RoomInfo, TrackInfo};
+use crate::session::{ParticipantEvent, ParticipantInfo, RoomInfo, SfuError, TrackInfo};
 use crate::speaker::ActiveSpeakers;
 use crate::timers::Scheduled;
 use crate::transport::TransportId;
@@ -121,6 +121,14 @@ impl Room {
             empty_timeout_s: self.empty_timeout(defaults).as_secs(),
             metadata: self.metadata.clone(),
         }
+    }
+
+    /// The participant of `identity` (an identity is in a room once).
+    pub(crate) fn by_identity(&self, identity: &str) -> Result<&Participant, SfuError> {
+        self.participants
+            .values()
+            .find(|p| p.identity == identity)
+            .ok_or(SfuError::ParticipantNotFound)
     }
 
     /// The sids of the tracks (producers) participant `sid` publishes.

@@ -26,12 +26,11 @@ impl Shard {
             .rooms
             .get_mut(room_name)
             .ok_or(SfuError::RoomNotFound)?;
+        let sid = room.by_identity(identity)?.sid.clone();
         let p = room
             .participants
-            .values_mut()
-            .find(|p| p.identity == identity)
+            .get_mut(&sid)
             .ok_or(SfuError::ParticipantNotFound)?;
-        let sid = p.sid.clone();
         if let Some(name) = update.name {
             p.name = name;
         }

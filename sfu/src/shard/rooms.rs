@@ -263,12 +263,7 @@ impl Shard {
         if !muted && !room.allow_remote_unmute {
             return Err(SfuError::RemoteUnmuteRefused);
         }
-        let sid = room
-            .participants
-            .values()
-            .find(|p| p.identity == identity)
-            .map(|p| p.sid.clone())
-            .ok_or(SfuError::ParticipantNotFound)?;
+        let sid = room.by_identity(identity)?.sid.clone();
         let mut tracks: Vec<String> = room
             .producers
             .values()
@@ -387,12 +382,7 @@ impl Shard {
         reason: LeaveReason,
     ) -> Result<(), SfuError> {
         let room = self.rooms.get(room_name).ok_or(SfuError::RoomNotFound)?;
-        let sid = room
-            .participants
-            .values()
-            .find(|p| p.identity == identity)
-            .map(|p| p.sid.clone())
-            .ok_or(SfuError::ParticipantNotFound)?;
+        let sid = room.by_identity(identity)?.sid.clone();
         self.remove_participant(now, room_name, &sid, reason);
         Ok(())
     }

@@ -10,11 +10,7 @@ impl Shard {
         identity: &str,
     ) -> Result<ParticipantStats, SfuError> {
         let room = self.rooms.get(room_name).ok_or(SfuError::RoomNotFound)?;
-        let p = room
-            .participants
-            .values()
-            .find(|p| p.identity == identity)
-            .ok_or(SfuError::ParticipantNotFound)?;
+        let p = room.by_identity(identity)?;
         let mut subscriptions = Vec::new();
         let mut published = Vec::new();
         let mut producers: Vec<_> = room.producers.values().collect();
