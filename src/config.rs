@@ -156,6 +156,9 @@ pub struct RtcConfig {
     /// (docs/congestion-control.md, "Our send-side estimator"). On by
     /// default; off, subscribers are estimated by their browsers' REMB.
     pub send_side_estimation: bool,
+    /// A media worker busier than this share of the time admits no new
+    /// participant (close 1013 `server_overloaded`); 1 never refuses.
+    pub max_worker_load: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -247,6 +250,7 @@ impl Default for RtcConfig {
             keyframe_request_interval: Duration::from_millis(500),
             adapt_to_subscribers: true,
             send_side_estimation: true,
+            max_worker_load: 0.95,
         }
     }
 }
@@ -914,6 +918,13 @@ impl Config {
         if self.rtc.socket_buffer_bytes < 65536 {
             return Err(invalid("rtc.socket_buffer_bytes", "must be at least 65536"));
         }
+        // Below this a worker refuses joins while it idles most of the time.
+        if !(0.2..=1.0).contains(&self.rtc.max_worker_load) {
+            return Err(invalid(
+                "rtc.max_worker_load",
+                "must be from 0.2 to 1 (1: never refuse a join)",
+            ));
+        }
         if !matches!(
             self.logging.level.as_str(),
             "error" | "warn" | "info" | "debug" | "trace"
@@ -1000,6 +1011,7 @@ impl Config {
             reconnect_after_silence: self.room.reconnect_after_silence,
             reconnect_grace: self.room.reconnect_grace,
             dtls_timeout: self.room.dtls_timeout,
+            max_worker_load: self.rtc.max_worker_load,
         }
     }
 }
@@ -1270,6 +1282,13 @@ mod tests {
         );
         c.keys.insert(DEV_API_KEY.into(), DEV_API_SECRET.into());
         assert!(c.validate(false).unwrap_err().to_string().contains("--dev"));
+        c.validate(true).unwrap();
+        for load in [0.1, 1.5, f64::NAN] {
+            c.rtc.max_worker_load = load;
+            let err = c.validate(true).unwrap_err().to_string();
+            assert!(err.contains("rtc.max_worker_load"), "{load}: {err}");
+        }
+        c.rtc.max_worker_load = 1.0;
         c.validate(true).unwrap();
         c.rtc.tcp_port = c.http.port;
         let err = c.validate(true).unwrap_err().to_string();

@@ -49,6 +49,9 @@ pub struct SfuConfig {
     pub reconnect_grace: Duration,
     /// How long a transport's DTLS handshake may take after its ICE connected.
     pub dtls_timeout: Duration,
+    /// A worker busier than this share of the time (module `load`) admits
+    /// no new participant; 1 or more never refuses.
+    pub max_worker_load: f64,
 }
 
 impl Default for SfuConfig {
@@ -73,6 +76,7 @@ impl Default for SfuConfig {
             reconnect_after_silence: Duration::from_secs(5),
             reconnect_grace: Duration::from_secs(20),
             dtls_timeout: Duration::from_secs(10),
+            max_worker_load: 0.95,
         }
     }
 }

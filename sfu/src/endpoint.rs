@@ -77,14 +77,40 @@ impl Endpoint {
         self.by_ufrag.get(ufrag).copied()
     }
 
-    /// `route` proved to be `transport`'s (an authenticated STUN request).
-    pub(crate) fn learn_route(&mut self, route: Route, transport: TransportId) {
-        self.by_route.insert(route, transport);
+    /// The transport a STUN request names by its ufrag when that is not
+    /// `owner`, the transport its route belongs to: a client of another
+    /// transport now sends from an address of one of ours.
+    pub(crate) fn claimant(&self, owner: TransportId, data: &[u8]) -> Option<TransportId> {
+        if !crate::stun::is_binding_request(data) {
+            return None;
+        }
+        let claimant = *self.by_ufrag.get(&ice_username(data)?)?;
+        (claimant != owner).then_some(claimant)
+    }
+
+    /// `route` proved to be `transport`'s (an authenticated STUN request);
+    /// the transport it belonged to until now, if another.
+    pub(crate) fn learn_route(
+        &mut self,
+        route: Route,
+        transport: TransportId,
+    ) -> Option<TransportId> {
+        self.by_route
+            .insert(route, transport)
+            .filter(|&previous| previous != transport)
     }
 
     /// `route` routes nowhere any more; the transport it was for, if any.
     pub(crate) fn forget_route(&mut self, route: Route) -> Option<TransportId> {
         self.by_route.remove(&route)
+    }
+
+    /// Forgets `route` if it is `transport`'s: a route another transport
+    /// took over stays with that one.
+    pub(crate) fn forget_route_of(&mut self, route: Route, transport: TransportId) {
+        if self.by_route.get(&route) == Some(&transport) {
+            self.by_route.remove(&route);
+        }
     }
 
     pub(crate) fn add_ufrag(&mut self, ufrag: String, transport: TransportId) {

@@ -27,6 +27,7 @@ mod ice_creds;
 mod ids;
 mod keyframe;
 mod layers;
+mod load;
 mod metrics;
 mod nack_edit;
 mod nack_limit;

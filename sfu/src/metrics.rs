@@ -2,8 +2,8 @@
 //! pre-labelled handles, so counting on the packet path touches no shared map.
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
 };
 
 use crate::session::EstimateSource;
@@ -21,6 +21,9 @@ pub struct SfuMetrics {
     early_packets: IntCounterVec,
     plis: IntCounterVec,
     dtls_flight_resends: IntCounterVec,
+    load: GaugeVec,
+    overload_refusals: IntCounterVec,
+    routes_taken_over: IntCounterVec,
     reconnecting: IntGaugeVec,
     resumes: IntCounterVec,
     transport_panics: IntCounterVec,
@@ -141,6 +144,29 @@ impl SfuMetrics {
                 "DTLS handshake datagrams sent again because the client repeated its flight (a flight of ours was lost)",
                 &["worker"],
             )?,
+            load: {
+                let g = GaugeVec::new(
+                    Opts::new(
+                        "callgate_worker_load",
+                        "Share of the time the media worker's loop is busy (0 to 1), smoothed over a few seconds; above rtc.max_worker_load it admits no new participant",
+                    ),
+                    &["worker"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            routes_taken_over: counter(
+                registry,
+                "callgate_routes_taken_over_total",
+                "Client addresses (routes) of one transport that another transport's client proved its own after the first went silent there: a NAT or the OS gave the address to a new client",
+                &["worker"],
+            )?,
+            overload_refusals: counter(
+                registry,
+                "callgate_worker_overload_refusals_total",
+                "Joins refused because the room's media worker was above rtc.max_worker_load (closed 1013 server_overloaded)",
+                &["worker"],
+            )?,
             drops: counter(
                 registry,
                 "callgate_dropped_packets_total",
@@ -197,6 +223,8 @@ impl SfuMetrics {
             early_packets_forwarded: self.early_packets.with_label_values(&[&w]),
             plis: self.plis.with_label_values(&[&w]),
             dtls_flight_resends: self.dtls_flight_resends.with_label_values(&[&w]),
+            load: self.load.with_label_values(&[&w]),
+            overload_refusals: self.overload_refusals.with_label_values(&[&w]),
             reconnecting: self.reconnecting.with_label_values(&[&w]),
             resumes: self.resumes.with_label_values(&[&w]),
             transport_panics: self.transport_panics.with_label_values(&[&w]),
@@ -223,6 +251,8 @@ impl SfuMetrics {
             drop_bandwidth: drop("bandwidth"),
             drop_awaiting_keyframe: drop("awaiting_keyframe"),
             drop_resend_limit: drop("resend_limit"),
+            drop_route_taken: drop("route_taken"),
+            routes_taken_over: self.routes_taken_over.with_label_values(&[&w]),
         }
     }
 
@@ -317,6 +347,9 @@ pub(crate) struct WorkerMetrics {
     pub plis: IntCounter,
     /// DTLS datagrams of ours sent again (module `dtls_flight`).
     pub dtls_flight_resends: IntCounter,
+    /// The worker's load (module `load`).
+    pub load: Gauge,
+    pub overload_refusals: IntCounter,
     pub reconnecting: IntGauge,
     pub resumes: IntCounter,
     /// Panics caught while handling one transport.
@@ -370,6 +403,10 @@ pub(crate) struct WorkerMetrics {
     /// again three times already, or less than 50 ms ago (module
     /// `nack_limit`).
     pub drop_resend_limit: IntCounter,
+    /// Datagrams for a client address another transport's client took
+    /// over (module `route`).
+    pub drop_route_taken: IntCounter,
+    pub routes_taken_over: IntCounter,
 }
 
 pub(crate) struct TcpMetrics {

@@ -26,7 +26,14 @@ pub(crate) struct Routes {
     /// Each known route and when something last arrived on it.
     known: Vec<(Route, Instant)>,
     active: Option<Route>,
+    /// Routes another transport's client proved its own since (a NAT gave
+    /// our client's old address and port to someone else): nothing of
+    /// ours may go there any more.
+    taken: Vec<Route>,
 }
+
+/// Most taken routes remembered; older ones are forgotten first.
+const MAX_TAKEN: usize = 8;
 
 /// What arrived on a route, as far as choosing the active one goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +49,7 @@ pub(crate) enum Arrival {
 impl Routes {
     /// Learns a route an authenticated check came from.
     pub(crate) fn learn(&mut self, route: Route, now: Instant) {
+        self.taken.retain(|r| *r != route);
         if !self.knows(route) {
             self.known.push((route, now));
         }
@@ -89,6 +97,33 @@ impl Routes {
             // The most recently heard of the rest, if any.
             self.active = self.known.iter().max_by_key(|(_, at)| *at).map(|(r, _)| *r);
         }
+    }
+
+    /// Whether nothing arrived on `route` for `ROUTE_SILENCE` (or it is
+    /// not ours): only then may another transport's client claim it, so a
+    /// live call's address cannot be claimed from under it.
+    pub(crate) fn silent(&self, route: Route, now: Instant) -> bool {
+        self.known
+            .iter()
+            .find(|(r, _)| *r == route)
+            .is_none_or(|(_, at)| *at + ROUTE_SILENCE <= now)
+    }
+
+    /// Another transport's client proved `route` its own: forget it, and
+    /// send nothing there any more.
+    pub(crate) fn taken_over(&mut self, route: Route) {
+        self.forget(route);
+        if !self.taken.contains(&route) {
+            if self.taken.len() == MAX_TAKEN {
+                self.taken.remove(0);
+            }
+            self.taken.push(route);
+        }
+    }
+
+    /// Whether `route` went to another transport's client.
+    pub(crate) fn is_taken(&self, route: Route) -> bool {
+        !self.taken.is_empty() && self.taken.contains(&route)
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = Route> + '_ {
@@ -164,6 +199,36 @@ mod tests {
         let mut routes = Routes::default();
         assert!(!routes.heard(udp(9), now, Arrival::Nomination));
         assert_eq!(routes.active(), None);
+    }
+
+    #[test]
+    fn a_route_taken_over_is_never_sent_to_until_our_client_proves_it_again() {
+        let start = Instant::now();
+        let mut routes = Routes::default();
+        routes.learn(udp(2), start);
+        routes.heard(udp(2), start, Arrival::Nomination);
+        assert!(!routes.silent(udp(2), start + ROUTE_SILENCE / 2));
+        assert!(routes.silent(udp(2), start + ROUTE_SILENCE));
+        assert!(routes.silent(udp(7), start), "not ours: nothing to keep");
+
+        routes.taken_over(udp(2));
+        assert_eq!(routes.active(), None);
+        assert!(routes.is_taken(udp(2)));
+        assert!(!routes.is_taken(udp(3)));
+
+        routes.learn(udp(2), start + ROUTE_SILENCE);
+        assert!(!routes.is_taken(udp(2)));
+        assert!(routes.heard(udp(2), start + ROUTE_SILENCE, Arrival::Check));
+    }
+
+    #[test]
+    fn taken_routes_are_remembered_up_to_a_bound() {
+        let mut routes = Routes::default();
+        for last in 0..=MAX_TAKEN as u8 {
+            routes.taken_over(udp(last));
+        }
+        assert!(!routes.is_taken(udp(0)), "the oldest is forgotten");
+        assert!((1..=MAX_TAKEN as u8).all(|last| routes.is_taken(udp(last))));
     }
 
     #[test]

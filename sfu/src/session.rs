@@ -421,6 +421,8 @@ pub struct Joined {
 pub enum SfuError {
     #[error("room {0} is full")]
     RoomFull(String),
+    #[error("the room's media worker is overloaded")]
+    WorkerOverloaded,
     #[error("no such room")]
     RoomNotFound,
     #[error("the room exists already")]

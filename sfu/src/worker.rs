@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info_span, warn};
 
 use crate::config::SfuConfig;
+use crate::load::LoadMeter;
 use crate::metrics::{TcpMetrics, WorkerMetrics};
 use crate::session::{
     IceCandidate, JoinRequest, Joined, LeaveReason, ParticipantEvent, ParticipantInfo,
@@ -242,25 +243,35 @@ async fn run(
     let mut buf = vec![0u8; 2048];
     let mut mailboxes = Mailboxes::default();
     let mut udp = UdpOut::new(socket.as_raw_fd());
+    let mut load = LoadMeter::new(Instant::now());
     loop {
         let now = Instant::now();
+        if let Some(share) = load.poll(now) {
+            shard.set_load(share);
+        }
         let deadline = shard
             .poll_timeout()
             .map_or(now + IDLE_WAKE, |t| t.min(now + IDLE_WAKE));
-        tokio::select! {
+        // Everything from a wake-up to the next wait counts as busy.
+        let woke = tokio::select! {
             biased;
-            command = rx.recv() => match command {
-                None | Some(Command::Shutdown) => {
-                    shard.close_all(Instant::now(), LeaveReason::ServerShutdown);
-                    send_all(&mut shard, &socket, &mut tcp, &mut udp);
-                    mailboxes.deliver(&mut shard);
-                    tcp.shutdown().await;
-                    return;
+            command = rx.recv() => {
+                let woke = Instant::now();
+                match command {
+                    None | Some(Command::Shutdown) => {
+                        shard.close_all(Instant::now(), LeaveReason::ServerShutdown);
+                        send_all(&mut shard, &socket, &mut tcp, &mut udp);
+                        mailboxes.deliver(&mut shard);
+                        tcp.shutdown().await;
+                        return;
+                    }
+                    Some(Command::TcpConnection(handoff)) => open_tcp(&mut shard, &mut tcp, handoff),
+                    Some(command) => handle(&mut shard, &mut mailboxes, command),
                 }
-                Some(Command::TcpConnection(handoff)) => open_tcp(&mut shard, &mut tcp, handoff),
-                Some(command) => handle(&mut shard, &mut mailboxes, command),
-            },
+                woke
+            }
             ready = socket.readable() => {
+                let woke = Instant::now();
                 if ready.is_ok() {
                     for _ in 0..READ_BATCH {
                         match socket.try_recv_from(&mut buf) {
@@ -283,14 +294,22 @@ async fn run(
                 // turn too, so a busy UDP socket cannot starve them.
                 let next = tcp.try_recv();
                 tcp_batch(&mut shard, &socket, &mut tcp, &mut udp, next);
+                woke
             }
-            event = tcp.recv() => tcp_batch(&mut shard, &socket, &mut tcp, &mut udp, event),
+            event = tcp.recv() => {
+                let woke = Instant::now();
+                tcp_batch(&mut shard, &socket, &mut tcp, &mut udp, event);
+                woke
+            }
             _ = tokio::time::sleep_until(deadline.into()) => {
-                shard.handle_timeout(Instant::now());
+                let woke = Instant::now();
+                shard.handle_timeout(woke);
+                woke
             }
-        }
+        };
         send_all(&mut shard, &socket, &mut tcp, &mut udp);
         mailboxes.deliver(&mut shard);
+        load.add_busy(woke.elapsed());
     }
 }
 

@@ -41,8 +41,9 @@ pub mod close {
     /// A client closing with this code means to resume soon: the session
     /// is kept (any other close frame is a leave).
     pub const RESUMING: u16 = 4000;
-    /// Shed before `join` to make room for newer connections (RFC 6455's
-    /// "Try Again Later").
+    /// RFC 6455's "Try Again Later": shed before `join` to make room for
+    /// newer connections (`server_busy`), or a join refused because the
+    /// room's media worker is overloaded (`server_overloaded`).
     pub const TRY_AGAIN_LATER: u16 = 1013;
 }
 
@@ -256,6 +257,9 @@ pub(crate) async fn serve(
     let (handle, joined) = match state.sfu.join(request).await {
         Ok(j) => j,
         Err(SfuError::RoomFull(_)) => return close(socket, close::ROOM_FULL, "room_full").await,
+        Err(SfuError::WorkerOverloaded) => {
+            return close(socket, close::TRY_AGAIN_LATER, "server_overloaded").await;
+        }
         Err(_) => return close(socket, close::INTERNAL, "internal").await,
     };
     // A participant now: no longer counted among unauthenticated connections.

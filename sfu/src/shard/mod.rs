@@ -99,6 +99,8 @@ pub(crate) struct Shard {
     /// When participants' connection quality is next judged.
     next_quality_window: Option<Instant>,
     timers: Timers,
+    /// The worker loop's load as it last measured it (module `load`).
+    load: f64,
     metrics: WorkerMetrics,
     /// Events for participants, polled out by the worker.
     outbox: Outbox,
@@ -143,12 +145,24 @@ impl Shard {
             next_liveness_check: None,
             next_quality_window: None,
             timers: Timers::default(),
+            load: 0.0,
             metrics,
             outbox: Outbox::default(),
             rng,
             #[cfg(test)]
             fail_transport: None,
         }
+    }
+
+    /// The worker loop's load (module `load`): above `max_worker_load`, no
+    /// new participant is admitted.
+    pub(crate) fn set_load(&mut self, load: f64) {
+        self.load = load;
+        self.metrics.load.set(load);
+    }
+
+    fn overloaded(&self) -> bool {
+        self.config.max_worker_load < 1.0 && self.load > self.config.max_worker_load
     }
 
     /// The next event for a participant: (its sid, the event).
@@ -231,13 +245,29 @@ impl Shard {
         self.metrics.bytes_in.inc_by(data.len() as u64);
         let route = (protocol, from);
         let Some(Demuxed {
-            transport: id,
-            known_route,
+            transport: mut id,
+            mut known_route,
         }) = self.endpoint.demux(route, data)
         else {
             self.metrics.drop_unknown_source.inc();
             return;
         };
+        // A NAT (or the kernel, for a client on this host) may give an
+        // address and port one of our transports used to a new client, who
+        // then checks its own transport from there. Its request goes to the
+        // transport it names once ours has heard nothing there for a while
+        // (a live call's address is never claimed from under it), and takes
+        // the route over if it authenticates (below).
+        if known_route
+            && let Some(claimant) = self.endpoint.claimant(id, data)
+            && self
+                .transports
+                .get(&id)
+                .is_none_or(|owner| owner.routes.silent(route, now))
+        {
+            id = claimant;
+            known_route = false;
+        }
         let local_addr = self.endpoint.local_addr_for(protocol);
         let Some(transport) = self.transports.get_mut(&id) else {
             self.metrics.drop_unknown_source.inc();
@@ -264,10 +294,25 @@ impl Shard {
         } else {
             Arrival::Media
         };
+        if !known_route && arrival == Arrival::Media {
+            // Only an authenticated check proves a route (a STUN message
+            // other than a request may name a ufrag too).
+            self.metrics.drop_stun_unauthenticated.inc();
+            return;
+        }
         if !known_route {
             transport.routes.learn(route, now);
-            self.endpoint.learn_route(route, id);
+            if let Some(previous) = self.endpoint.learn_route(route, id) {
+                debug!(transport = id, from = previous, ?route, "route taken over");
+                self.metrics.routes_taken_over.inc();
+                if let Some(previous) = self.transports.get_mut(&previous) {
+                    previous.routes.taken_over(route);
+                }
+            }
         }
+        let Some(transport) = self.transports.get_mut(&id) else {
+            return;
+        };
         let had_route = transport.routes.active().is_some();
         let moved = transport.routes.heard(route, now, arrival) && had_route;
         if moved {
@@ -582,6 +627,11 @@ impl Shard {
                     // Media, RTCP and DTLS go where the client is now (module `route`).
                     (protocol, to) = (p, addr);
                 }
+                if t.routes.is_taken((protocol, to)) {
+                    // rtc still sends to its selected pair, now another client's.
+                    self.metrics.drop_route_taken.inc();
+                    continue;
+                }
                 self.metrics.bytes_out.inc_by(payload.len() as u64);
                 if t.flights.outbound(now, &payload) == Outbound::Suppress {
                     self.metrics.drop_dtls_rtc_resend.inc();
@@ -736,7 +786,7 @@ impl Shard {
             self.endpoint.remove_ufrag(ufrag);
         }
         for route in t.routes.iter() {
-            self.endpoint.forget_route(route);
+            self.endpoint.forget_route_of(route, id);
         }
         // Closing sends DTLS close_notify so the client learns at once.
         let _ = t.pc.close();

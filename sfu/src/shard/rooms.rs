@@ -95,6 +95,12 @@ impl Shard {
                 .find(|p| p.identity == req.identity)
                 .map(|p| p.sid.clone())
         });
+        // One who replaces their own session adds no load; a newcomer to a
+        // worker that cannot keep up would cost everyone's media, its own too.
+        if duplicate.is_none() && self.overloaded() {
+            self.metrics.overload_refusals.inc();
+            return Err(SfuError::WorkerOverloaded);
+        }
         if let Some(old) = duplicate {
             self.remove_participant(now, &req.room, &old, LeaveReason::DuplicateIdentity);
         }
@@ -409,5 +415,58 @@ impl Shard {
         for name in names {
             let _ = self.close_room(now, &name, reason);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use crate::bench_support::{ROOM, join_request, new_shard};
+    use crate::session::SfuError;
+
+    #[test]
+    fn an_overloaded_worker_refuses_newcomers_but_not_a_rejoin() {
+        let now = Instant::now();
+        let (mut shard, _) = new_shard(Duration::from_millis(500));
+        assert_eq!(shard.config.max_worker_load, 0.95);
+        shard
+            .join(now, join_request("alice"))
+            .expect("idle worker admits");
+
+        shard.set_load(0.96);
+        assert_eq!(shard.metrics().load.get(), 0.96);
+        let refused = shard.join(now, join_request("bob")).err();
+        assert!(
+            matches!(refused, Some(SfuError::WorkerOverloaded)),
+            "{refused:?}"
+        );
+        assert_eq!(shard.metrics().overload_refusals.get(), 1);
+        assert_eq!(shard.rooms[ROOM].participants.len(), 1, "nobody added");
+
+        // Alice's new connection replaces her old session: no new load.
+        shard
+            .join(now, join_request("alice"))
+            .expect("a rejoin is admitted");
+        assert_eq!(shard.rooms[ROOM].participants.len(), 1);
+
+        shard.set_load(0.95);
+        shard
+            .join(now, join_request("bob"))
+            .expect("at the limit, admitted");
+        assert_eq!(shard.rooms[ROOM].participants.len(), 2);
+        assert_eq!(shard.metrics().overload_refusals.get(), 1);
+    }
+
+    #[test]
+    fn a_limit_of_one_never_refuses() {
+        let now = Instant::now();
+        let (mut shard, _) = new_shard(Duration::from_millis(500));
+        shard.config.max_worker_load = 1.0;
+        shard.set_load(1.0);
+        shard
+            .join(now, join_request("alice"))
+            .expect("the check is off");
+        assert_eq!(shard.metrics().overload_refusals.get(), 0);
     }
 }

@@ -287,3 +287,64 @@ fn a_publisher_losing_5_percent_of_its_video_goes_from_excellent_to_good_after_t
     sim.run_for(QUALITY_WINDOW * 3);
     assert_eq!(qualities(sim.events()), vec![ConnectionQuality::Excellent]);
 }
+
+/// Where the subscriber of `Sim` sends from (module `subscriber`).
+fn subscriber_route() -> Route {
+    udp(3, 20_000)
+}
+
+#[test]
+fn a_new_client_at_the_address_of_a_silent_transport_connects_and_takes_the_address_over() {
+    // The publisher's client sends from the address the subscriber's
+    // client will have: the OS, or a NAT, gave a closed socket's port to
+    // a new client. Without the claim by ufrag, the new client's checks
+    // go to the old transport, fail its credentials, and it never connects.
+    let mut sim = Sim::new(subscriber_route());
+    sim.run_until_connected();
+    sim.run_for(Duration::from_secs(1));
+    sim.from = None;
+    let silent_at = sim.now;
+    sim.subscribe(
+        super::link::Link::unlimited(),
+        Duration::from_secs(1),
+        Box::new(|_, _| None),
+    );
+    while !sim.sub().connected && sim.now < silent_at + Duration::from_secs(10) {
+        sim.step();
+    }
+    assert!(sim.sub().connected, "the new client connects");
+    // Its first checks came while the old transport had heard from that
+    // address within `ROUTE_SILENCE`: they were refused, not routed.
+    let connected_after = sim.now - silent_at;
+    assert!(
+        connected_after >= crate::route::ROUTE_SILENCE,
+        "{connected_after:?}"
+    );
+    let metrics = sim.shard.metrics();
+    assert_eq!(metrics.routes_taken_over.get(), 1);
+    assert!(metrics.drop_stun_unauthenticated.get() > 0);
+    // The old transport sends nothing there any more: its RTCP and
+    // keep-alives are dropped, not delivered to the new client.
+    sim.run_for(Duration::from_secs(3));
+    assert!(sim.shard.metrics().drop_route_taken.get() > 0);
+}
+
+#[test]
+fn a_live_transports_address_is_not_claimed_by_another_transports_checks() {
+    // A client that keeps sending keeps its address: checks for another
+    // transport from there (a spoofer's, say) are refused as unauthenticated.
+    let mut sim = Sim::new(subscriber_route());
+    sim.run_until_connected();
+    sim.subscribe(
+        super::link::Link::unlimited(),
+        Duration::from_secs(1),
+        Box::new(|_, _| None),
+    );
+    let refused_before = sim.shard.metrics().drop_stun_unauthenticated.get();
+    sim.run_for(Duration::from_secs(5));
+    assert!(!sim.sub().connected);
+    let metrics = sim.shard.metrics();
+    assert_eq!(metrics.routes_taken_over.get(), 0);
+    assert!(metrics.drop_stun_unauthenticated.get() > refused_before);
+    assert!(sim.connected, "the publisher's call goes on");
+}
