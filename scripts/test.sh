@@ -55,6 +55,9 @@ cargo nextest run --workspace --locked --no-run
 # built here, where the registry is reachable, and run offline below.
 ./scripts/fuzz.sh --build-only
 
+step "operations kit (deploy/: metrics, Prometheus rules, dashboard, compose, systemd unit)"
+CALLGATE_BIN="$root/target/debug/callgate" ./scripts/check-deploy.sh
+
 # Everything below runs offline, on loopback only.
 run_isolated() {
   if [ "$(id -u)" -eq 0 ] && command -v unshare >/dev/null 2>&1 \
