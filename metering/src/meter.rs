@@ -376,7 +376,9 @@ impl Inner {
     pub fn unregister(&self, payer: &str, id: &str) {
         let mut registry = self.registry.lock().unwrap();
         if let Some(sessions) = registry.by_payer.get_mut(payer) {
-            sessions.remove(id);
+            if sessions.remove(id).is_some() {
+                self.metrics.sessions_open.dec();
+            }
             if sessions.is_empty() {
                 registry.by_payer.remove(payer);
             }
@@ -590,6 +592,7 @@ impl Meter {
             tasks.push(tokio::spawn(webhook::deliver_loop(
                 inner.db.clone(),
                 w.clone(),
+                inner.metrics.clone(),
                 clock,
                 inner.outbox_wake.clone(),
                 inner.stop.subscribe(),
@@ -949,7 +952,7 @@ impl Meter {
         let (tx, rx) = mpsc::unbounded_channel();
         {
             let mut registry = inner.registry.lock().unwrap();
-            registry
+            let replaced = registry
                 .by_payer
                 .entry(core.payer.clone())
                 .or_default()
@@ -960,6 +963,9 @@ impl Meter {
                         abort: None,
                     },
                 );
+            if replaced.is_none() {
+                inner.metrics.sessions_open.inc();
+            }
         }
         // Parallel calls of one payer share the wallet: the ones running
         // give up a share of what they hold, by rate, before this one holds.

@@ -1378,6 +1378,11 @@ impl Actor {
                 Ok(_) => break,
                 Err(e) => {
                     warn!(session = %self.core.id, error = %e, "ending the session failed");
+                    self.inner
+                        .metrics
+                        .ledger_errors
+                        .with_label_values(&["end"])
+                        .inc();
                     last = Some(e);
                     if delay == 0 {
                         break;
@@ -1412,6 +1417,11 @@ impl Actor {
                 Ok(done) => return done,
                 Err(e) => {
                     warn!(session = %self.core.id, error = %e, ?op, "settling failed");
+                    self.inner
+                        .metrics
+                        .ledger_errors
+                        .with_label_values(&["settle"])
+                        .inc();
                     if delay == 0 {
                         break;
                     }
@@ -1559,6 +1569,12 @@ impl Actor {
         self.over = true;
         self.shared.deadline_ms.store(ENDED, Ordering::Release);
         if let Some(s) = &summary {
+            let metrics = &self.inner.metrics;
+            metrics
+                .sessions_ended
+                .with_label_values(&[s.end_reason.as_str()])
+                .inc();
+            metrics.coins_billed.inc_by(s.coins.max(0) as u64);
             *self.shared.summary.lock().unwrap() = Some(s.clone());
             self.inner.emit(MeterEvent::Ended { summary: s.clone() });
         }

@@ -24,6 +24,7 @@ use crate::clock::Clock;
 use crate::db::Db;
 use crate::error::MeterError;
 use crate::ledger::Tx;
+use crate::metrics::MeterMetrics;
 
 /// Where and how events are delivered.
 #[derive(Debug, Clone)]
@@ -223,6 +224,7 @@ pub fn verify_signature(
 pub(crate) async fn deliver_loop(
     db: Db,
     config: WebhookConfig,
+    metrics: MeterMetrics,
     clock: Clock,
     wake: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
@@ -243,7 +245,7 @@ pub(crate) async fn deliver_loop(
         if *stop.borrow() {
             return;
         }
-        let next = match deliver_due(&db, &config, &client, &clock).await {
+        let next = match deliver_due(&db, &config, &client, &clock, &metrics).await {
             Ok(next) => next,
             Err(e) => {
                 warn!(error = %e, "webhooks: outbox unreadable; retrying");
@@ -272,6 +274,7 @@ async fn deliver_due(
     config: &WebhookConfig,
     client: &reqwest::Client,
     clock: &Clock,
+    metrics: &MeterMetrics,
 ) -> Result<Option<i64>, MeterError> {
     loop {
         let now = clock.now_ms();
@@ -288,11 +291,20 @@ async fn deliver_due(
         };
         if rows.is_empty() {
             let _io = clock.io_guard();
-            let next: Option<i64> = sqlx::query_scalar(
-                "SELECT CAST(MIN(next_attempt_ms) AS BIGINT) FROM outbox WHERE status = 'pending'",
+            let row = sqlx::query(
+                "SELECT CAST(MIN(next_attempt_ms) AS BIGINT) AS next, \
+                 CAST(MIN(created_ms) AS BIGINT) AS oldest, COUNT(*) AS pending \
+                 FROM outbox WHERE status = 'pending'",
             )
             .fetch_one(&db.read)
             .await?;
+            let next: Option<i64> = row.try_get("next")?;
+            let oldest: Option<i64> = row.try_get("oldest")?;
+            let pending: i64 = row.try_get("pending")?;
+            metrics.webhook_pending.set(pending);
+            metrics
+                .webhook_oldest_pending_seconds
+                .set(oldest.map_or(0, |at| (now - at).max(0) / 1000));
             return Ok(next);
         }
         for row in rows {
@@ -337,6 +349,10 @@ async fn deliver_due(
             match failure {
                 None => {
                     debug!(event = %id, "webhook delivered");
+                    metrics
+                        .webhook_deliveries
+                        .with_label_values(&["delivered"])
+                        .inc();
                     sqlx::query(
                         "UPDATE outbox SET status = 'delivered', delivered_ms = $2, \
                          attempts = attempts + 1, last_error = NULL WHERE id = $1",
@@ -351,6 +367,10 @@ async fn deliver_due(
                     let dead = attempts >= i64::from(config.max_attempts);
                     let backoff = backoff(config, attempts);
                     warn!(event = %id, attempts, %error, dead, "webhook delivery failed");
+                    metrics
+                        .webhook_deliveries
+                        .with_label_values(&[if dead { "dead" } else { "failed" }])
+                        .inc();
                     sqlx::query(
                         "UPDATE outbox SET attempts = $2, next_attempt_ms = $3, last_error = $4, \
                          status = CASE WHEN $5 = 1 THEN 'dead' ELSE 'pending' END WHERE id = $1",

@@ -63,6 +63,51 @@ async fn five_coins_cut_at_five_seconds(db: TestDb) {
 }
 on_both!(cut_at_five_seconds, five_coins_cut_at_five_seconds);
 
+async fn a_cut_is_counted_in_the_meters_metrics(db: TestDb) {
+    let meter = db.open().await;
+    let registry = prometheus::Registry::new();
+    meter.register_metrics(&registry).unwrap();
+    let cut = Some(("reason", "insufficient_balance"));
+    assert_eq!(
+        metric(&registry, "callgate_billed_sessions_ended_total", cut),
+        0.0
+    );
+    meter.credit("payer", 5, "pay-1").await.unwrap();
+    let mut events = meter.events();
+    let s = meter
+        .start_session(start("payer", Some("host"), BillingTerms::new(60)))
+        .await
+        .unwrap();
+    assert_eq!(
+        metric(&registry, "callgate_billed_sessions_open", None),
+        1.0
+    );
+    next_event(&mut events, cut_time(&db)).await;
+    let summary = s.end(EndReason::Hangup).await.unwrap();
+    assert_eq!(summary.coins, 5);
+    assert_eq!(
+        metric(&registry, "callgate_billed_sessions_open", None),
+        0.0
+    );
+    assert_eq!(
+        metric(&registry, "callgate_billed_sessions_ended_total", cut),
+        1.0
+    );
+    let hangup = Some(("reason", "hangup"));
+    assert_eq!(
+        metric(&registry, "callgate_billed_sessions_ended_total", hangup),
+        0.0
+    );
+    assert_eq!(metric(&registry, "callgate_coins_billed_total", None), 5.0);
+    let settle = Some(("op", "settle"));
+    assert_eq!(
+        metric(&registry, "callgate_ledger_errors_total", settle),
+        0.0
+    );
+    assert_clean(&meter).await;
+}
+on_both!(cut_metrics, a_cut_is_counted_in_the_meters_metrics);
+
 async fn credit_during_call_extends_it(db: TestDb) {
     let meter = db.open().await;
     meter.credit("payer", 5, "pay-1").await.unwrap();

@@ -141,6 +141,8 @@ on_both!(signed_events, events_are_signed_and_complete);
 async fn failures_are_retried_with_backoff(db: TestDb) {
     let (url, mut rx) = receiver(&db, vec![500, 503, 500, 500]).await;
     let meter = db.open_with(config(&db, &url)).await;
+    let registry = prometheus::Registry::new();
+    meter.register_metrics(&registry).unwrap();
     meter.credit("payer", 5, "pay-1").await.unwrap();
     let mut times = Vec::new();
     let mut ids = Vec::new();
@@ -156,6 +158,25 @@ async fn failures_are_retried_with_backoff(db: TestDb) {
     sleep(Duration::from_secs(60)).await;
     assert!(rx.try_recv().is_err(), "delivered once it got a 200");
     assert_eq!(meter.count("outbox").await.unwrap(), 1);
+    let deliveries = |result| {
+        metric(
+            &registry,
+            "callgate_webhook_deliveries_total",
+            Some(("result", result)),
+        )
+    };
+    assert_eq!(
+        (
+            deliveries("failed"),
+            deliveries("delivered"),
+            deliveries("dead")
+        ),
+        (4.0, 1.0, 0.0)
+    );
+    assert_eq!(
+        metric(&registry, "callgate_webhook_outbox_pending", None),
+        0.0
+    );
 }
 on_both!(backoff, failures_are_retried_with_backoff);
 

@@ -211,3 +211,27 @@ pub fn call_record(
         coins: None,
     }
 }
+
+/// The value of `name` (with `label` = `value`, if given) in `registry`.
+pub fn metric(registry: &prometheus::Registry, name: &str, label: Option<(&str, &str)>) -> f64 {
+    let family = registry
+        .gather()
+        .into_iter()
+        .find(|f| f.name() == name)
+        .unwrap_or_else(|| panic!("{name} is registered"));
+    let m = family
+        .get_metric()
+        .iter()
+        .find(|m| {
+            label.is_none_or(|(k, v)| {
+                m.get_label()
+                    .iter()
+                    .any(|l| l.name() == k && l.value() == v)
+            })
+        })
+        .unwrap_or_else(|| panic!("{name} has {label:?}"));
+    match family.get_field_type() {
+        prometheus::proto::MetricType::COUNTER => m.get_counter().get_value(),
+        _ => m.get_gauge().get_value(),
+    }
+}
