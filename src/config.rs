@@ -1047,6 +1047,10 @@ mod tests {
             format!("{:?}", defaults.limits)
         );
         assert_eq!(file.roles, defaults.roles);
+        assert_eq!(
+            format!("{:?}", file.metering),
+            format!("{:?}", defaults.metering)
+        );
     }
 
     #[test]

@@ -628,7 +628,7 @@ async fn a_call_cut_when_the_wallet_runs_dry_is_logged_completed_with_reason_ins
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_without_metering_refuses_calls_and_call_inputs() {
+async fn a_node_without_metering_refuses_calls_call_inputs_and_billed_joins() {
     let data = tempdir::TempDir::new();
     let config = data.0.join("callgate.toml");
     std::fs::write(&config, "[metering]\nenabled = false\n").unwrap();
@@ -641,6 +641,24 @@ async fn a_node_without_metering_refuses_calls_and_call_inputs() {
         .send(json!({"type": "call_accept", "call_id": "CA_1"}))
         .await;
     assert_eq!(phone.recv_type("error").await["code"], "calls_unavailable");
+    // It cannot bill, so a paid call must not run there for free.
+    let room = unique_room();
+    let mut s = Signal::connect(&server).await;
+    s.send(json!({"type": "join", "token": paid_token(&room, "alice", "alice", Some("host"), 60)}))
+        .await;
+    let refused = s.recv().await.unwrap();
+    assert_eq!(refused["code"], "billing_invalid", "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("without metering"),
+        "{refused}"
+    );
+    assert_eq!(s.recv().await.unwrap_err().code, 4007);
+    // A free room still works.
+    let (_free, joined) = Signal::join(&server, &token(&room, "bob")).await;
+    assert_eq!(joined["type"], "joined", "{joined}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -79,12 +79,25 @@ pub trait CallObserver: Send + Sync + 'static {
     fn resumed(&self, _participant: &CallParticipant) {}
 }
 
-/// Watches nothing: a node without metering.
+/// Watches nothing: a node without metering. It cannot bill, so a token
+/// with billing terms is refused (a paid call must never run free).
 pub struct NoObserver;
 
 impl CallObserver for NoObserver {
-    fn check(&self, _: &str, _: &str, _: Option<&BillingClaims>) -> Result<MediaGate, Refusal> {
-        Ok(MediaGate::Open)
+    fn check(
+        &self,
+        _: &str,
+        _: &str,
+        billing: Option<&BillingClaims>,
+    ) -> Result<MediaGate, Refusal> {
+        match billing {
+            None => Ok(MediaGate::Open),
+            Some(_) => Err(Refusal {
+                message: "this server runs without metering ([metering] enabled = false) \
+                          and cannot bill a call"
+                    .into(),
+            }),
+        }
     }
     fn joined(&self, _: &CallParticipant) {}
     fn media_connected(&self, _: &CallParticipant) {}
