@@ -46,11 +46,13 @@ export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 step "format and lints"
 cargo fmt --all -- --check
-cargo clippy --workspace --all-targets --locked -- -D warnings
+# --all-features: the load generator too (feature `loadtest`, off in the
+# server binary by default).
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
 step "building"
-cargo build --workspace --locked
-cargo nextest run --workspace --locked --no-run
+cargo build --workspace --all-features --locked
+cargo nextest run --workspace --all-features --locked --no-run
 # The fuzz targets (their own workspace, release with overflow checks);
 # built here, where the registry is reachable, and run offline below.
 ./scripts/fuzz.sh --build-only
@@ -93,7 +95,7 @@ stop_postgres() {
 export -f with_postgres stop_postgres
 
 step "Rust tests (unit, end-to-end with webrtc clients; metering on SQLite and PostgreSQL)"
-run_isolated bash -c 'with_postgres "$@"' _ cargo nextest run --workspace --locked --offline --no-fail-fast
+run_isolated bash -c 'with_postgres "$@"' _ cargo nextest run --workspace --all-features --locked --offline --no-fail-fast
 
 step "browser test (headless Chromium, fake camera and microphone)"
 TEST_CALLGATE_BIN="$root/target/debug/callgate" run_isolated node --test tests/browser/

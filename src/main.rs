@@ -30,7 +30,9 @@ enum Command {
     Token(TokenArgs),
     /// Run only the TURN relay (a relay-only host), with /metrics and /healthz.
     Turn(TurnArgs),
-    /// Simulate participants against a server and report what it costs.
+    /// Simulate participants against a server and report what it costs
+    /// (built with `--features loadtest`).
+    #[cfg(feature = "loadtest")]
     Loadtest(callgate::loadtest::cli::LoadtestArgs),
     /// Export billed sessions, ledger postings, usage or calls for finance.
     Export(ExportArgs),
@@ -491,6 +493,7 @@ fn main() -> anyhow::Result<()> {
             .enable_all()
             .build()?
             .block_on(turn(args)),
+        #[cfg(feature = "loadtest")]
         Command::Loadtest(args) => Ok(callgate::loadtest::cli::main(args)?),
         Command::Export(args) => tokio::runtime::Builder::new_current_thread()
             .enable_all()

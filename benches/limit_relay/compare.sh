@@ -15,7 +15,7 @@ duration="${DURATION:-20s}"
 sweep="${SWEEP:-10,50,100,200,400}"
 mkdir -p "$out"
 
-cargo build --release --locked --bin callgate
+cargo build --release --locked --features loadtest --bin callgate
 cargo bench --locked --bench limit_relay --no-run
 relay_bin="$(ls -t target/release/deps/limit_relay-* | grep -v '\.d$' | head -1)"
 # Copies, so a rebuild while this runs does not swap the binaries under it.
