@@ -32,7 +32,7 @@ use callgate_metering::{
     BillingTerms, CallType, EndReason, Meter, MeterError, MeterEvent, SessionHandle, SessionStart,
     UsageKind, UsageRecord,
 };
-use callgate_sfu::{LeaveReason, Sfu, SfuError};
+use callgate_sfu::{LeaveReason, Sfu, SfuError, TrackKind};
 use callgate_signaling::calls::{
     CallObserver, CallParticipant, MediaGate, MediaUsage, Participants, Refusal,
 };
@@ -76,6 +76,12 @@ pub trait MediaControl: Send + Sync + 'static {
         identity: &str,
         reason: LeaveReason,
     ) -> impl Future<Output = Result<(), SfuError>> + Send;
+    /// Whether any of `identities` publishes a video track in `room`.
+    fn publishes_video(
+        &self,
+        room: &str,
+        identities: [&str; 2],
+    ) -> impl Future<Output = bool> + Send;
 }
 
 impl MediaControl for Sfu {
@@ -105,6 +111,14 @@ impl MediaControl for Sfu {
     ) -> impl Future<Output = Result<(), SfuError>> + Send {
         Sfu::remove_participant(self, room, identity, reason)
     }
+    async fn publishes_video(&self, room: &str, identities: [&str; 2]) -> bool {
+        self.list_participants(room).await.is_ok_and(|people| {
+            people.iter().any(|p| {
+                identities.contains(&p.identity.as_str())
+                    && p.tracks.iter().any(|t| t.kind == TrackKind::Video)
+            })
+        })
+    }
 }
 
 /// The `CallObserver` signaling holds: checks terms at once, queues the rest.
@@ -120,7 +134,9 @@ pub struct ResolvedTerms {
     /// `None`: whoever else connects in the room is paid.
     pub payee: Option<String>,
     pub terms: BillingTerms,
-    pub call_type: CallType,
+    /// What the token says; `None`: what the payer and payee publish decides
+    /// when billing starts (video if either has a video track).
+    pub call_type: Option<CallType>,
 }
 
 /// Resolves and checks the billing terms of a token for `room`: what the
@@ -162,8 +178,9 @@ pub fn resolve_terms(
             .map_err(|e| refuse(&e.to_string()))?;
     }
     let call_type = match claims.call_type.as_deref() {
-        None | Some("audio") => CallType::Audio,
-        Some("video") => CallType::Video,
+        None => None,
+        Some("audio") => Some(CallType::Audio),
+        Some("video") => Some(CallType::Video),
         Some(other) => {
             let shown: String = other.chars().take(32).collect();
             return Err(refuse(&format!(
@@ -176,7 +193,8 @@ pub fn resolve_terms(
         payer,
         payee,
         terms,
-        call_type,
+        // The type does not change what is valid.
+        call_type: call_type.unwrap_or(CallType::Audio),
         call_id: claims.call.clone(),
     };
     start.validate().map_err(|e| refuse(&e.to_string()))?;
@@ -184,7 +202,7 @@ pub fn resolve_terms(
         payer: start.payer,
         payee: start.payee,
         terms: start.terms,
-        call_type: start.call_type,
+        call_type,
     })
 }
 
@@ -228,7 +246,8 @@ struct Offer {
     payer: String,
     payee: Option<String>,
     terms: BillingTerms,
-    call_type: CallType,
+    /// `None`: decided from the published tracks when the session starts.
+    call_type: Option<CallType>,
     /// The call these terms bill, if a `POST /v1/calls` minted them.
     call_id: Option<String>,
 }
@@ -390,6 +409,18 @@ impl<M: MediaControl> Biller<M> {
         self.start_ready(&p.room).await;
     }
 
+    /// A call is `video` when the payer or the payee publishes a video
+    /// track as billing starts; `audio` otherwise, and when the room cannot
+    /// be read (the session is billed the same either way: the type is a
+    /// record for the app and finance, not a price).
+    async fn published_type(&self, room: &str, payer: &str, payee: &str) -> CallType {
+        if self.sfu.publishes_video(room, [payer, payee]).await {
+            CallType::Video
+        } else {
+            CallType::Audio
+        }
+    }
+
     /// Starts every offer whose payer and payee both have media, and lets
     /// its holder's media flow once the meter holds the first block.
     async fn start_ready(&mut self, room_name: &str) {
@@ -422,12 +453,16 @@ impl<M: MediaControl> Biller<M> {
                 return;
             };
             let offer = room.offers.remove(index);
+            let call_type = match offer.call_type {
+                Some(declared) => declared,
+                None => self.published_type(room_name, &offer.payer, &payee).await,
+            };
             let start = SessionStart {
                 room: room_name.to_owned(),
                 payer: offer.payer.clone(),
                 payee: offer.payee.clone().or(Some(payee.clone())),
                 terms: offer.terms,
-                call_type: offer.call_type,
+                call_type,
                 call_id: offer.call_id.clone(),
             };
             match self.meter.start_session(start).await {
@@ -786,6 +821,9 @@ mod tests {
                 identity: identity.into(),
             });
             std::future::ready(Ok(()))
+        }
+        async fn publishes_video(&self, _room: &str, _identities: [&str; 2]) -> bool {
+            false
         }
     }
 

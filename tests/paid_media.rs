@@ -9,6 +9,7 @@ mod common;
 use callgate_signaling::token::BillingClaims;
 use common::money::*;
 use common::*;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use serde_json::json;
 
 /// The sum of the server's `media_held` drops.
@@ -308,4 +309,77 @@ async fn when_the_payee_leaves_the_payers_media_waits_for_a_new_session() {
         .await
         .expect("carol hears alice again");
     alice_talks.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_type_the_token_leaves_out_is_what_payer_and_payee_publish() {
+    let server = TestServer::start(&[]);
+    let (video_room, audio_room) = (unique_room(), unique_room());
+    credit(&server, "alice", 100, "pay_1").await;
+    credit(&server, "carol", 100, "pay_2").await;
+
+    // alice publishes her camera with her microphone; her token names no
+    // call type.
+    let alice = Client::join(
+        &server,
+        &paid_token(&video_room, "alice", "alice", Some("bob"), 60),
+    )
+    .await;
+    let mut mic = LocalTrack::new(RtpCodecKind::Audio, opus(), 111);
+    let mut camera = LocalTrack::new(RtpCodecKind::Video, vp8(), 96);
+    alice.publish(&[&mic, &camera]).await;
+    // First packets open the producers (a track is published from then on).
+    mic.send(bytes::Bytes::from_static(b"hello")).await;
+    camera.send(bytes::Bytes::from_static(b"hello")).await;
+    let alice_talks = keep_sending(mic);
+    let alice_films = keep_sending(camera);
+    // Both of alice's tracks are in the room before the payee comes.
+    let published = format!("/v1/rooms/{video_room}/participants");
+    tokio::time::timeout(WAIT, async {
+        // Polled: nothing tells a test the server saw a first packet.
+        while !api_json(&server, &published).await["participants"]
+            .as_array()
+            .is_some_and(|people| {
+                people.iter().any(|p| {
+                    p["identity"] == "alice" && p["tracks"].as_array().is_some_and(|t| t.len() == 2)
+                })
+            })
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("alice's camera and microphone published");
+    let (bob, bob_track) = join_with_media(&server, &token(&video_room, "bob")).await;
+    let bob_talks = keep_sending(bob_track);
+
+    // carol and dave only talk.
+    let (carol, carol_track) = join_with_media(
+        &server,
+        &paid_token(&audio_room, "carol", "carol", Some("dave"), 60),
+    )
+    .await;
+    let carol_talks = keep_sending(carol_track);
+    let (dave, dave_track) = join_with_media(&server, &token(&audio_room, "dave")).await;
+    let dave_talks = keep_sending(dave_track);
+
+    let (mut alice, mut carol) = (alice, carol);
+    assert_eq!(alice.event("balance").await["seconds_left"], 100);
+    assert_eq!(carol.event("balance").await["seconds_left"], 100);
+    alice.send(json!({"type": "leave"}));
+    carol.send(json!({"type": "leave"}));
+    let sessions = ended_sessions(&server, 2).await;
+    let call_type = |payer: &str| {
+        sessions
+            .iter()
+            .find(|s| s["payer"] == payer)
+            .unwrap_or_else(|| panic!("{payer}'s session in {sessions:?}"))["call_type"]
+            .clone()
+    };
+    assert_eq!(call_type("alice"), "video");
+    assert_eq!(call_type("carol"), "audio");
+    for task in [alice_talks, alice_films, bob_talks, carol_talks, dave_talks] {
+        task.abort();
+    }
+    drop((bob, dave));
 }
