@@ -2,7 +2,7 @@
 //! participant: the join request, the events pushed to its client, and the
 //! room snapshots the server API reads.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 /// Which of a participant's two transports a message is about.
@@ -22,18 +22,18 @@ pub enum TrackKind {
     Video,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TrackInfo {
     pub sid: String,
     pub kind: TrackKind,
     pub muted: bool,
     /// The m-line of the publisher's own offer this track came in on.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mid: Option<String>,
     pub codec: String,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ParticipantInfo {
     pub sid: String,
     pub identity: String,
@@ -64,7 +64,7 @@ pub struct ParticipantUpdate {
     pub attributes: Option<std::collections::BTreeMap<String, String>>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RoomInfo {
     pub name: String,
     pub sid: String,
@@ -100,7 +100,7 @@ pub enum TrackSelector {
 }
 
 /// Why a participant's session ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LeaveReason {
     Left,
@@ -148,7 +148,7 @@ impl LeaveReason {
 
 /// Everything the media plane tells one participant's client, serialized
 /// as the signaling message of the same name (docs/protocol.md).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ParticipantEvent {
     ParticipantJoined {
@@ -173,7 +173,7 @@ pub enum ParticipantEvent {
         muted: bool,
         /// A moderator muted it (server API or a `room_admin`); absent
         /// when the publisher did.
-        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         by_moderator: bool,
     },
     SubscribeOffer {
@@ -319,7 +319,7 @@ pub struct LayerStats {
 }
 
 /// One active speaker.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SpeakerInfo {
     pub participant_sid: String,
     pub track_sid: String,
@@ -328,14 +328,14 @@ pub struct SpeakerInfo {
 }
 
 /// One participant's connection quality.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConnectionQualityInfo {
     pub participant_sid: String,
     pub quality: crate::quality::ConnectionQuality,
 }
 
 /// One simulcast layer of a published track, and whether it is wanted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayerState {
     /// The layer's RTP stream id: `q`, `h` or `f`.
     pub rid: String,
@@ -378,7 +378,7 @@ impl Default for SubscriptionSettings {
 }
 
 /// Why the server says a participant is reconnecting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReconnectReason {
     /// Nothing arrived on its transports for the silence window.

@@ -42,7 +42,7 @@ pub enum CallRejectReason {
     Busy,
 }
 
-#[derive(Debug, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientMessage {
     Join {
@@ -294,22 +294,22 @@ impl ClientMessage {
 }
 
 /// A callee's ring as `call_state` shows it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CalleeRing {
     pub identity: String,
     /// `ringing`, `accepted`, `rejected`, `busy`, `missed` or `cancelled`.
-    pub ring: &'static str,
+    pub ring: String,
 }
 
 /// `call_ring`: a callee's device rings.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CallRing {
     pub call_id: String,
     pub room: String,
     pub caller: String,
     pub caller_name: String,
     /// `audio` or `video`.
-    pub call_type: &'static str,
+    pub call_type: String,
     /// This callee's access token for the call's room.
     pub token: String,
     pub ring_timeout_s: u64,
@@ -317,15 +317,15 @@ pub struct CallRing {
 }
 
 /// `call_state`: where a call stands, to every member's devices.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CallStateNotice {
     pub call_id: String,
     /// `ringing`, `accepted`, `rejected`, `cancelled`, `missed` or `ended`.
-    pub state: &'static str,
+    pub state: String,
     /// The member whose action changed it; none for a timeout.
     pub by: Option<String>,
     /// Why it ended, once it has.
-    pub end_reason: Option<&'static str>,
+    pub end_reason: Option<String>,
     pub callees: Vec<CalleeRing>,
 }
 
@@ -338,17 +338,17 @@ pub enum PresenceStatus {
     Offline,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct IceServer {
     pub urls: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<String>,
 }
 
 /// What `joined` and `resumed` tell a participant: the room as it is.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Welcome {
     pub protocol: u32,
     pub room: RoomInfo,
@@ -362,7 +362,9 @@ pub struct Welcome {
     pub reconnect_grace_s: u64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// What the server sends: one definition for the server, which writes
+/// it, and for clients, tests and tools, which read it (`Deserialize`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
     Joined(Welcome),
@@ -383,9 +385,13 @@ pub enum ServerMessage {
     Left {
         reason: LeaveReason,
     },
+    /// A refused message or input; `call_id` names the call a refused
+    /// call input was about.
     Error {
-        code: &'static str,
+        code: String,
         message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        call_id: Option<String>,
     },
     /// The answer to `connect`.
     Connected {
@@ -407,23 +413,26 @@ pub enum ServerMessage {
         payload: String,
         reliable: bool,
     },
-    /// A refused call input: an `error` naming the call.
-    #[serde(rename = "error")]
-    CallError {
-        code: &'static str,
-        message: String,
-        call_id: String,
-    },
     /// Events from the media plane carry their own `type`.
     #[serde(untagged)]
     Event(ParticipantEvent),
 }
 
 impl ServerMessage {
-    pub fn error(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn error(code: &str, message: impl Into<String>) -> Self {
         ServerMessage::Error {
-            code,
+            code: code.to_owned(),
             message: message.into(),
+            call_id: None,
+        }
+    }
+
+    /// A refused call input, naming its call.
+    pub fn call_error(code: &str, message: impl Into<String>, call_id: impl Into<String>) -> Self {
+        ServerMessage::Error {
+            code: code.to_owned(),
+            message: message.into(),
+            call_id: Some(call_id.into()),
         }
     }
 
@@ -688,23 +697,19 @@ mod tests {
     fn call_messages_serialize_as_documented() {
         let state = ServerMessage::CallState(CallStateNotice {
             call_id: "CA_1".into(),
-            state: "accepted",
+            state: "accepted".into(),
             by: Some("host1".into()),
             end_reason: None,
             callees: vec![CalleeRing {
                 identity: "host1".into(),
-                ring: "accepted",
+                ring: "accepted".into(),
             }],
         });
         assert_eq!(
             state.to_json(),
             r#"{"type":"call_state","call_id":"CA_1","state":"accepted","by":"host1","end_reason":null,"callees":[{"identity":"host1","ring":"accepted"}]}"#
         );
-        let refused = ServerMessage::CallError {
-            code: "call_ended",
-            message: "the call has ended".into(),
-            call_id: "CA_1".into(),
-        };
+        let refused = ServerMessage::call_error("call_ended", "the call has ended", "CA_1");
         assert_eq!(
             refused.to_json(),
             r#"{"type":"error","code":"call_ended","message":"the call has ended","call_id":"CA_1"}"#
@@ -784,5 +789,269 @@ mod tests {
         assert_eq!(ended.to_json(), r#"{"type":"left","reason":"room_closed"}"#);
         let offer = ServerMessage::from(ParticipantEvent::SubscribeOffer { sdp: "v=0".into() });
         assert_eq!(offer.to_json(), r#"{"type":"subscribe_offer","sdp":"v=0"}"#);
+    }
+
+    fn participant(sid: &str) -> ParticipantInfo {
+        ParticipantInfo {
+            sid: sid.into(),
+            identity: format!("id-{sid}"),
+            name: "Name".into(),
+            can_publish: true,
+            can_subscribe: true,
+            can_publish_data: false,
+            tracks: vec![callgate_sfu::TrackInfo {
+                sid: "TR_1".into(),
+                kind: callgate_sfu::TrackKind::Video,
+                muted: false,
+                mid: Some("0".into()),
+                codec: "video/VP8".into(),
+            }],
+            metadata: "{}".into(),
+            attributes: [("hand".to_owned(), "raised".to_owned())].into(),
+        }
+    }
+
+    /// One of every server message a client can read (the media plane's
+    /// internal events, `resumed`/`media_connected`, never go out).
+    fn every_server_message() -> Vec<ServerMessage> {
+        let room = RoomInfo {
+            name: "r".into(),
+            sid: "RM_1".into(),
+            max_participants: 50,
+            num_participants: 2,
+            num_tracks: 1,
+            empty_timeout_s: 20,
+            metadata: "{\"title\":\"t\"}".into(),
+        };
+        let welcome = Welcome {
+            protocol: PROTOCOL_VERSION,
+            room: room.clone(),
+            participant: participant("PA_1"),
+            participants: vec![participant("PA_2")],
+            ice_servers: vec![IceServer {
+                urls: vec!["turn:127.0.0.1:3478".into()],
+                username: Some("u".into()),
+                credential: Some("c".into()),
+            }],
+            resume_secret: "s".into(),
+            reconnect_grace_s: 20,
+        };
+        let events = vec![
+            ParticipantEvent::ParticipantJoined {
+                participant: participant("PA_2"),
+            },
+            ParticipantEvent::ParticipantLeft {
+                participant_sid: "PA_2".into(),
+                identity: "bob".into(),
+                reason: LeaveReason::ConnectionLost,
+            },
+            ParticipantEvent::TrackPublished {
+                participant_sid: "PA_2".into(),
+                track: participant("PA_2").tracks[0].clone(),
+            },
+            ParticipantEvent::TrackUnpublished {
+                participant_sid: "PA_2".into(),
+                track_sid: "TR_1".into(),
+            },
+            ParticipantEvent::TrackMuted {
+                participant_sid: "PA_2".into(),
+                track_sid: "TR_1".into(),
+                muted: true,
+                by_moderator: true,
+            },
+            ParticipantEvent::SubscribeOffer { sdp: "v=0".into() },
+            ParticipantEvent::ParticipantReconnecting {
+                participant_sid: "PA_2".into(),
+                identity: "bob".into(),
+            },
+            ParticipantEvent::ParticipantResumed {
+                participant_sid: "PA_2".into(),
+                identity: "bob".into(),
+            },
+            ParticipantEvent::Reconnecting {
+                reason: callgate_sfu::ReconnectReason::MediaSilent,
+                silent_for: std::time::Duration::ZERO,
+            },
+            ParticipantEvent::RoomUpdated { room },
+            ParticipantEvent::ParticipantUpdated {
+                participant: participant("PA_2"),
+            },
+            ParticipantEvent::SpeakersChanged {
+                speakers: vec![callgate_sfu::SpeakerInfo {
+                    participant_sid: "PA_2".into(),
+                    track_sid: "TR_1".into(),
+                    level: 0.5,
+                }],
+            },
+            ParticipantEvent::ConnectionQuality {
+                updates: vec![callgate_sfu::ConnectionQualityInfo {
+                    participant_sid: "PA_2".into(),
+                    quality: callgate_sfu::ConnectionQuality::Good,
+                }],
+            },
+            ParticipantEvent::SubscribedLayers {
+                track_sid: "TR_1".into(),
+                layers: vec![callgate_sfu::LayerState {
+                    rid: "h".into(),
+                    active: true,
+                }],
+            },
+        ];
+        let mut messages = vec![
+            ServerMessage::Joined(welcome.clone()),
+            ServerMessage::Resumed(welcome),
+            ServerMessage::PublishAnswer { sdp: "v=0".into() },
+            ServerMessage::Balance { seconds_left: 60 },
+            ServerMessage::BalanceWarning { seconds_left: 10 },
+            ServerMessage::Left {
+                reason: LeaveReason::InsufficientBalance,
+            },
+            ServerMessage::error("permission_denied", "no"),
+            ServerMessage::call_error("call_ended", "over", "CA_1"),
+            ServerMessage::Connected {
+                protocol: PROTOCOL_VERSION,
+                identity: "host1".into(),
+            },
+            ServerMessage::CallRing(CallRing {
+                call_id: "CA_1".into(),
+                room: "r".into(),
+                caller: "alice".into(),
+                caller_name: "Alice".into(),
+                call_type: "video".into(),
+                token: "t".into(),
+                ring_timeout_s: 30,
+                ring_ends_at_ms: 1_700_000_000_000,
+            }),
+            ServerMessage::CallState(CallStateNotice {
+                call_id: "CA_1".into(),
+                state: "ended".into(),
+                by: None,
+                end_reason: Some("completed".into()),
+                callees: vec![CalleeRing {
+                    identity: "host1".into(),
+                    ring: "accepted".into(),
+                }],
+            }),
+            ServerMessage::Presence {
+                identity: "host1".into(),
+                status: PresenceStatus::Online,
+            },
+            ServerMessage::Data {
+                from: "alice".into(),
+                from_sid: "PA_1".into(),
+                topic: Some("chat".into()),
+                payload: "hi".into(),
+                reliable: true,
+            },
+        ];
+        messages.extend(events.into_iter().map(ServerMessage::from));
+        messages
+    }
+
+    #[test]
+    fn every_server_message_reads_back_as_it_was_written() {
+        for message in every_server_message() {
+            let json = message.to_json();
+            let read: ServerMessage = serde_json::from_str(&json)
+                .unwrap_or_else(|e| panic!("{json} does not read back: {e}"));
+            assert_eq!(read, message, "{json}");
+        }
+        // The media plane's end of a session is the `left` a client reads.
+        let ended = ServerMessage::from(ParticipantEvent::Ended {
+            reason: LeaveReason::Removed,
+        });
+        assert_eq!(
+            serde_json::from_str::<ServerMessage>(&ended.to_json()).unwrap(),
+            ServerMessage::Left {
+                reason: LeaveReason::Removed
+            }
+        );
+    }
+
+    #[test]
+    fn every_client_message_a_client_writes_the_server_reads() {
+        let messages = vec![
+            ClientMessage::Join {
+                token: "t".into(),
+                protocol: Some(PROTOCOL_VERSION),
+            },
+            ClientMessage::PublishOffer { sdp: "v=0".into() },
+            ClientMessage::SubscribeAnswer { sdp: "v=0".into() },
+            ClientMessage::Candidate {
+                target: TransportRole::Publisher,
+                candidate: IceCandidate {
+                    candidate: "candidate:1 1 udp 1 127.0.0.1 5000 typ host".into(),
+                    sdp_mid: Some("0".into()),
+                    sdp_m_line_index: Some(0),
+                },
+            },
+            ClientMessage::Mute {
+                track_sid: "TR_1".into(),
+                muted: true,
+            },
+            ClientMessage::Leave,
+            ClientMessage::Connect {
+                token: "t".into(),
+                protocol: None,
+            },
+            ClientMessage::CallAccept {
+                call_id: "CA_1".into(),
+            },
+            ClientMessage::CallReject {
+                call_id: "CA_1".into(),
+                reason: CallRejectReason::Busy,
+            },
+            ClientMessage::CallCancel {
+                call_id: "CA_1".into(),
+            },
+            ClientMessage::PresenceWatch {
+                identities: vec!["a".into()],
+            },
+            ClientMessage::UpdateParticipant {
+                identity: "bob".into(),
+                update: crate::moderation::ParticipantChange {
+                    can_publish: Some(true),
+                    ..Default::default()
+                },
+            },
+            ClientMessage::MuteParticipant {
+                identity: "bob".into(),
+                mute: crate::moderation::MuteChange {
+                    track_sid: None,
+                    kind: Some(callgate_sfu::TrackKind::Audio),
+                    muted: true,
+                },
+            },
+            ClientMessage::RemoveParticipant {
+                identity: "bob".into(),
+            },
+            ClientMessage::SetAttributes {
+                attributes: [("hand".to_owned(), "raised".to_owned())].into(),
+            },
+            ClientMessage::Data {
+                topic: Some("chat".into()),
+                payload: "hi".into(),
+                reliable: false,
+                destinations: vec!["bob".into()],
+            },
+            ClientMessage::Resume {
+                participant_sid: "PA_1".into(),
+                secret: "s".into(),
+                protocol: Some(PROTOCOL_VERSION),
+            },
+            ClientMessage::IceRestart,
+            ClientMessage::UpdateSubscription {
+                track_sid: "TR_1".into(),
+                disabled: false,
+                width: Some(320),
+                height: Some(180),
+                priority: Some(200),
+            },
+        ];
+        assert_eq!(messages.len(), CLIENT_TYPES.len(), "one of each type");
+        for message in messages {
+            let json = serde_json::to_string(&message).unwrap();
+            assert_eq!(ClientMessage::parse(&json), Ok(message), "{json}");
+        }
     }
 }

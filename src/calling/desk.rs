@@ -370,14 +370,8 @@ impl Desk {
                 ),
                 _ => ("call_not_found", "no such call".to_owned()),
             };
-            self.devices.send_to_device(
-                device,
-                ServerMessage::CallError {
-                    code,
-                    message,
-                    call_id,
-                },
-            );
+            self.devices
+                .send_to_device(device, ServerMessage::call_error(code, message, call_id));
             return;
         }
         let refused = self
@@ -397,11 +391,7 @@ impl Desk {
         if let Err(e) = refused {
             self.devices.send_to_device(
                 device,
-                ServerMessage::CallError {
-                    code: e.code(),
-                    message: e.to_string(),
-                    call_id,
-                },
+                ServerMessage::call_error(e.code(), e.to_string(), call_id),
             );
         }
     }
@@ -715,7 +705,7 @@ fn ring_of(live: &Live, callee: &str) -> CallRing {
         room: call.room().to_owned(),
         caller: call.caller().to_owned(),
         caller_name: live.caller_name.clone(),
-        call_type: call.call_type().as_str(),
+        call_type: call.call_type().as_str().to_owned(),
         token: live.tokens.get(callee).cloned().unwrap_or_default(),
         ring_timeout_s: live.ring_timeout.as_secs(),
         ring_ends_at_ms: unix_ms_of(call.created_at()) + live.ring_timeout.as_millis() as i64,
@@ -725,14 +715,14 @@ fn ring_of(live: &Live, callee: &str) -> CallRing {
 fn notice_of(call: &Call, by: Option<String>) -> CallStateNotice {
     CallStateNotice {
         call_id: call.id().to_owned(),
-        state: call.state().wire_name(),
+        state: call.state().wire_name().to_owned(),
         by,
-        end_reason: call.end_reason().map(EndReason::as_str),
+        end_reason: call.end_reason().map(|r| r.as_str().to_owned()),
         callees: call
             .callees()
             .map(|(identity, ring)| CalleeRing {
                 identity: identity.to_owned(),
-                ring: ring.as_str(),
+                ring: ring.as_str().to_owned(),
             })
             .collect(),
     }
