@@ -11,18 +11,6 @@ use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 
-fn config_file(body: &str) -> (std::path::PathBuf, impl Drop) {
-    struct Remove(std::path::PathBuf);
-    impl Drop for Remove {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-    let path = std::env::temp_dir().join(format!("callgate-{}.toml", rand::random::<u64>()));
-    std::fs::write(&path, body).unwrap();
-    (path.clone(), Remove(path))
-}
-
 async fn join_closes(server: &TestServer, token: &str) -> Closed {
     let mut s = Signal::connect(server).await;
     s.send(json!({"type": "join", "token": token})).await;

@@ -1569,3 +1569,16 @@ pub async fn hears_after(client: &Client, publisher_sid: &str, after: u32) {
         )
         .await;
 }
+
+/// A configuration file holding `body`, removed when the guard drops.
+pub fn config_file(body: &str) -> (std::path::PathBuf, impl Drop) {
+    struct Remove(std::path::PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let path = std::env::temp_dir().join(format!("callgate-{}.toml", rand::random::<u64>()));
+    std::fs::write(&path, body).unwrap();
+    (path.clone(), Remove(path))
+}
