@@ -15,6 +15,16 @@ pub enum TransportRole {
     Subscriber,
 }
 
+impl TransportRole {
+    /// As the protocol spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportRole::Publisher => "publisher",
+            TransportRole::Subscriber => "subscriber",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TrackKind {

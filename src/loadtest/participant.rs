@@ -5,25 +5,25 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use callgate_client::{
+    ClientMessage, ParticipantEvent, Receiver, ServerMessage, Signaling, TransportRole,
+};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
-use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
-use tokio_tungstenite::tungstenite::Message;
 use tracing::{Instrument, debug, info_span};
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
-use webrtc::peer_connection::{PeerConnection, RTCIceCandidateInit, RTCSessionDescription};
+use webrtc::peer_connection::{PeerConnection, RTCSessionDescription};
 
 use super::error::LoadTestError;
 use super::media::{self, Frame, MediaKind, VideoSource};
-use super::peer::{PeerContext, Target, new_peer};
+use super::peer::{PeerContext, new_peer};
 use super::rtc_peer::RtcPeer;
 use super::scenario::ParticipantPlan;
 
@@ -55,7 +55,7 @@ impl Pc {
     async fn new(
         kind: ClientKind,
         ctx: &PeerContext,
-        target: Target,
+        target: TransportRole,
         video: VideoShape,
         stop: &watch::Receiver<bool>,
     ) -> Result<Arc<Pc>, LoadTestError> {
@@ -81,15 +81,6 @@ impl Pc {
         }
     }
 
-    async fn add_candidate(&self, init: RTCIceCandidateInit) {
-        match self {
-            Pc::Rtc(p) => p.add_candidate(init),
-            Pc::Webrtc(pc) => {
-                let _ = pc.add_ice_candidate(init).await;
-            }
-        }
-    }
-
     async fn close(&self) {
         match self {
             Pc::Rtc(p) => p.close(),
@@ -105,7 +96,7 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A joined participant; `leave` ends it.
 pub struct Participant {
-    signal: mpsc::UnboundedSender<String>,
+    signal: mpsc::UnboundedSender<ClientMessage>,
     publisher: Option<Arc<Pc>>,
     subscriber: Option<Arc<Pc>>,
     tasks: Vec<JoinHandle<()>>,
@@ -200,52 +191,23 @@ impl Participant {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .join_started(plan.index, started);
-        let (ws, _) = tokio::time::timeout(STEP_TIMEOUT, tokio_tungstenite::connect_async(url))
+        let (signaling, _welcome) = tokio::time::timeout(STEP_TIMEOUT, Signaling::join(url, token))
             .await
-            .map_err(|_| signaling_error(url, "connect timed out"))?
+            .map_err(|_| signaling_error(url, "no `joined` in time"))?
             .map_err(|e| signaling_error(url, e))?;
-        let (mut sink, mut stream) = ws.split();
-        sink.send(Message::text(
-            json!({"type": "join", "token": token, "protocol": 1}).to_string(),
-        ))
-        .await
-        .map_err(|e| signaling_error(url, e))?;
-        let joined = tokio::time::timeout(STEP_TIMEOUT, async {
-            while let Some(frame) = stream.next().await {
-                match frame {
-                    Ok(Message::Text(t)) => return Ok(t.to_string()),
-                    Ok(Message::Close(f)) => {
-                        let why = f.map(|f| format!("{} {}", u16::from(f.code), f.reason));
-                        return Err(format!("closed before joined: {}", why.unwrap_or_default()));
-                    }
-                    Ok(_) => continue,
-                    Err(e) => return Err(e.to_string()),
-                }
-            }
-            Err("closed before joined".into())
-        })
-        .await
-        .map_err(|_| signaling_error(url, "no `joined` in time"))?
-        .map_err(|e| signaling_error(url, e))?;
-        let joined: Value = serde_json::from_str(&joined).map_err(|e| signaling_error(url, e))?;
-        if joined["type"] != "joined" {
-            return Err(signaling_error(
-                url,
-                format!("expected joined, got {joined}"),
-            ));
-        }
+        let (mut sink, stream) = signaling.split();
 
         let mut tasks = Vec::new();
-        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<String>();
+        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<ClientMessage>();
         let span = info_span!("participant", index = plan.index);
         tasks.push(tokio::spawn(
             async move {
-                while let Some(text) = out_rx.recv().await {
-                    if sink.send(Message::text(text)).await.is_err() {
-                        break;
+                while let Some(message) = out_rx.recv().await {
+                    if sink.send(&message).await.is_err() {
+                        return;
                     }
                 }
-                let _ = sink.close().await;
+                let _ = sink.close(1000, "left").await;
             }
             .instrument(span.clone()),
         ));
@@ -256,10 +218,10 @@ impl Participant {
         let publisher = if plan.tracks.is_empty() {
             None
         } else {
-            Some(Pc::new(client, &ctx, Target::Publisher, video, &stop).await?)
+            Some(Pc::new(client, &ctx, TransportRole::Publisher, video, &stop).await?)
         };
         let subscriber = if plan.subscribe {
-            Some(Pc::new(client, &ctx, Target::Subscriber, video, &stop).await?)
+            Some(Pc::new(client, &ctx, TransportRole::Subscriber, video, &stop).await?)
         } else {
             None
         };
@@ -268,7 +230,6 @@ impl Participant {
             drive_signaling(
                 stream,
                 out_tx.clone(),
-                publisher.clone(),
                 subscriber.clone(),
                 answer_tx,
                 ctx.failures.clone(),
@@ -306,7 +267,7 @@ impl Participant {
                     offer.sdp
                 }
             };
-            let _ = out_tx.send(json!({"type": "publish_offer", "sdp": offer}).to_string());
+            let _ = out_tx.send(ClientMessage::PublishOffer { sdp: offer });
             let answer = tokio::time::timeout(STEP_TIMEOUT, answer_rx)
                 .await
                 .map_err(|_| signaling_error(url, "no publish_answer in time"))?
@@ -349,7 +310,7 @@ impl Participant {
 
     /// Says `leave`, closes both transports and stops its tasks.
     pub async fn leave(self) {
-        let _ = self.signal.send(json!({"type": "leave"}).to_string());
+        let _ = self.signal.send(ClientMessage::Leave);
         for pc in [self.publisher, self.subscriber].into_iter().flatten() {
             pc.close().await;
         }
@@ -361,15 +322,10 @@ impl Participant {
 }
 
 /// Server messages: answers the subscribe offers, hands the publish answer
-/// over, applies candidates.
+/// over.
 async fn drive_signaling(
-    mut stream: futures_util::stream::SplitStream<
-        tokio_tungstenite::WebSocketStream<
-            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-        >,
-    >,
-    out: mpsc::UnboundedSender<String>,
-    publisher: Option<Arc<Pc>>,
+    mut stream: Receiver,
+    out: mpsc::UnboundedSender<ClientMessage>,
     subscriber: Option<Arc<Pc>>,
     answer: oneshot::Sender<String>,
     failures: Arc<Mutex<Vec<String>>>,
@@ -381,55 +337,32 @@ async fn drive_signaling(
             .unwrap_or_else(|e| e.into_inner())
             .push(what)
     };
-    while let Some(frame) = stream.next().await {
-        let text = match frame {
-            Ok(Message::Text(t)) => t.to_string(),
-            Ok(Message::Close(_)) | Err(_) => break,
-            Ok(_) => continue,
-        };
-        let Ok(m) = serde_json::from_str::<Value>(&text) else {
-            continue;
-        };
-        match m["type"].as_str().unwrap_or("") {
-            "subscribe_offer" => {
+    while let Ok(Some(message)) = stream.recv().await {
+        match message {
+            ServerMessage::Event(ParticipantEvent::SubscribeOffer { sdp }) => {
                 let Some(pc) = &subscriber else { continue };
-                let sdp = m["sdp"].as_str().unwrap_or_default().to_owned();
-                let result = pc.apply_offer(sdp).await;
-                match result {
+                match pc.apply_offer(sdp).await {
                     Ok(sdp) => {
-                        let _ =
-                            out.send(json!({"type": "subscribe_answer", "sdp": sdp}).to_string());
+                        let _ = out.send(ClientMessage::SubscribeAnswer { sdp });
                     }
                     Err(e) => fail(format!("subscribe offer: {e}")),
                 }
             }
-            "publish_answer" => {
+            ServerMessage::PublishAnswer { sdp } => {
                 if let Some(tx) = answer.take() {
-                    let _ = tx.send(m["sdp"].as_str().unwrap_or_default().to_owned());
+                    let _ = tx.send(sdp);
                 }
             }
-            "candidate" => {
-                let c = &m["candidate"];
-                let init = RTCIceCandidateInit {
-                    candidate: c["candidate"].as_str().unwrap_or("").into(),
-                    sdp_mid: c["sdp_mid"].as_str().map(Into::into),
-                    sdp_mline_index: c["sdp_m_line_index"].as_u64().map(|v| v as u16),
-                    ..Default::default()
-                };
-                let pc = if m["target"] == "publisher" {
-                    &publisher
-                } else {
-                    &subscriber
-                };
-                if let Some(pc) = pc
-                    && !init.candidate.is_empty()
-                {
-                    pc.add_candidate(init).await;
-                }
+            ServerMessage::Error { code, message, .. } => {
+                fail(format!("server error: {code}: {message}"))
             }
-            "error" => fail(format!("server error: {}", m["message"])),
-            "left" => break,
-            other => debug!(message = other, "signaling message"),
+            ServerMessage::Left { .. } => break,
+            other => debug!(
+                message = serde_json::to_value(&other)
+                    .ok()
+                    .and_then(|v| v["type"].as_str().map(str::to_owned)),
+                "signaling message"
+            ),
         }
     }
 }

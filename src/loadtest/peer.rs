@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use rtc::ice::mdns::MulticastDnsMode;
-use serde_json::json;
 use tokio::sync::{Notify, mpsc};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
@@ -15,26 +14,12 @@ use webrtc::peer_connection::{
     SettingEngineBuilder, register_default_interceptors,
 };
 
+use callgate_client::{ClientMessage, IceCandidate, TransportRole};
+
 use super::error::LoadTestError;
 use super::media::MediaKind;
 use super::payload::Mark;
 use super::stats::Recorder;
-
-/// Which of a participant's two transports (docs/protocol.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target {
-    Publisher,
-    Subscriber,
-}
-
-impl Target {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Target::Publisher => "publisher",
-            Target::Subscriber => "subscriber",
-        }
-    }
-}
 
 /// The run's clock: microseconds since its epoch, shared by senders and
 /// receivers (one process, so one clock).
@@ -49,8 +34,8 @@ impl Clock {
 
 struct Handler {
     participant: usize,
-    target: Target,
-    signal: mpsc::UnboundedSender<String>,
+    target: TransportRole,
+    signal: mpsc::UnboundedSender<ClientMessage>,
     recorder: Arc<Mutex<Recorder>>,
     clock: Clock,
     failed: Arc<Mutex<Vec<String>>>,
@@ -61,14 +46,14 @@ struct Handler {
 impl PeerConnectionEventHandler for Handler {
     async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
         if let Ok(init) = event.candidate.to_json() {
-            let _ = self.signal.send(
-                json!({"type": "candidate", "target": self.target.as_str(), "candidate": {
-                    "candidate": init.candidate,
-                    "sdp_mid": init.sdp_mid,
-                    "sdp_m_line_index": init.sdp_mline_index,
-                }})
-                .to_string(),
-            );
+            let _ = self.signal.send(ClientMessage::Candidate {
+                target: self.target,
+                candidate: IceCandidate {
+                    candidate: init.candidate,
+                    sdp_mid: init.sdp_mid,
+                    sdp_m_line_index: init.sdp_mline_index,
+                },
+            });
         }
     }
 
@@ -121,7 +106,7 @@ impl PeerConnectionEventHandler for Handler {
 #[derive(Clone)]
 pub struct PeerContext {
     pub participant: usize,
-    pub signal: mpsc::UnboundedSender<String>,
+    pub signal: mpsc::UnboundedSender<ClientMessage>,
     pub recorder: Arc<Mutex<Recorder>>,
     pub clock: Clock,
     pub failures: Arc<Mutex<Vec<String>>>,
@@ -132,7 +117,7 @@ pub struct PeerContext {
 /// A peer connection on one loopback UDP socket.
 pub async fn new_peer(
     ctx: &PeerContext,
-    target: Target,
+    target: TransportRole,
 ) -> Result<Arc<dyn PeerConnection>, LoadTestError> {
     let mut media_engine = MediaEngine::default();
     media_engine

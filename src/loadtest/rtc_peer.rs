@@ -20,7 +20,7 @@ use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
 use rtc::peer_connection::transport::{
-    CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate, RTCIceCandidateInit,
+    CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate,
 };
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp;
@@ -38,7 +38,9 @@ use super::error::LoadTestError;
 use super::media::{self, MediaKind, VideoSource};
 use super::participant::{VideoShape, codec};
 use super::payload::Mark;
-use super::peer::{PeerContext, Target};
+use callgate_client::TransportRole;
+
+use super::peer::PeerContext;
 
 /// Most datagrams read per wake-up before timers and media get a turn.
 const READ_BATCH: usize = 64;
@@ -54,7 +56,6 @@ enum Command {
     Publish(Vec<(u32, MediaKind)>, Reply<String>),
     /// Publisher: apply the server's answer, start the sources.
     Answer(String, Reply<()>),
-    Candidate(RTCIceCandidateInit),
     /// Switch to a new socket on this address (`--reconnect`).
     Move(IpAddr),
     Close,
@@ -72,7 +73,7 @@ fn err(e: impl std::fmt::Display) -> String {
 impl RtcPeer {
     pub async fn new(
         ctx: &PeerContext,
-        target: Target,
+        target: TransportRole,
         video: VideoShape,
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> Result<RtcPeer, LoadTestError> {
@@ -120,10 +121,6 @@ impl RtcPeer {
 
     pub async fn apply_answer(&self, sdp: String) -> Result<(), String> {
         self.ask(|r| Command::Answer(sdp, r)).await
-    }
-
-    pub fn add_candidate(&self, init: RTCIceCandidateInit) {
-        let _ = self.commands.send(Command::Candidate(init));
     }
 
     /// Moves the transport to a new source address: its task binds a new
@@ -191,7 +188,7 @@ struct Driver {
     socket: UdpSocket,
     local: SocketAddr,
     ctx: PeerContext,
-    target: Target,
+    target: TransportRole,
     video: VideoShape,
     stop: tokio::sync::watch::Receiver<bool>,
     sources: Vec<Source>,
@@ -290,9 +287,6 @@ impl Driver {
                     }
                 }
                 let _ = reply.send(applied);
-            }
-            Command::Candidate(init) => {
-                let _ = self.pc.add_remote_candidate(init);
             }
             Command::Move(ip) => self.move_to(ip),
             Command::Close => {}

@@ -81,14 +81,14 @@ fn move_address(i: usize) -> std::net::IpAddr {
 
 /// Where the server is: the WebSocket URL and the HTTP authority.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
+pub struct TransportRole {
     pub ws_url: String,
     pub authority: String,
 }
 
-impl Target {
+impl TransportRole {
     /// Parses `ws://host:port[/path]`; the host must be a loopback address.
-    pub fn parse(url: &str) -> Result<Target, LoadTestError> {
+    pub fn parse(url: &str) -> Result<TransportRole, LoadTestError> {
         let rest = url
             .strip_prefix("ws://")
             .ok_or_else(|| LoadTestError::Usage(format!("--url {url}: expected ws://host:port")))?;
@@ -108,7 +108,7 @@ impl Target {
         if addrs.is_empty() || addrs.iter().any(|a| !a.ip().is_loopback()) {
             return Err(LoadTestError::NotLoopback(authority.to_owned()));
         }
-        Ok(Target {
+        Ok(TransportRole {
             ws_url: format!("ws://{authority}{path}"),
             authority: authority.to_owned(),
         })
@@ -122,7 +122,7 @@ struct Snapshot {
     counters: Option<ServerCounters>,
 }
 
-async fn snapshot(target: &Target, pid: Option<u32>) -> Snapshot {
+async fn snapshot(target: &TransportRole, pid: Option<u32>) -> Snapshot {
     let counters = match probe::http_get(&target.authority, "/metrics").await {
         Ok(text) => Some(ServerCounters::parse(&text)),
         Err(e) => {
@@ -271,7 +271,7 @@ fn token(
 
 /// Runs one scenario and reports what it measured.
 pub async fn run(opts: &Options) -> Result<Report, LoadTestError> {
-    let target = Target::parse(&opts.url)?;
+    let target = TransportRole::parse(&opts.url)?;
     if opts.reconnect && opts.client != ClientKind::Rtc {
         return Err(LoadTestError::Usage(
             "--reconnect needs --client rtc (the webrtc crate owns its sockets)".into(),
@@ -472,18 +472,18 @@ mod tests {
 
     #[test]
     fn only_loopback_servers_are_targets() {
-        let t = Target::parse("ws://127.0.0.1:7880").unwrap();
+        let t = TransportRole::parse("ws://127.0.0.1:7880").unwrap();
         assert_eq!(t.ws_url, "ws://127.0.0.1:7880/rtc");
         assert_eq!(t.authority, "127.0.0.1:7880");
         assert_eq!(
-            Target::parse("ws://[::1]:9/x").unwrap().ws_url,
+            TransportRole::parse("ws://[::1]:9/x").unwrap().ws_url,
             "ws://[::1]:9/x"
         );
         assert!(matches!(
-            Target::parse("ws://192.0.2.1:7880"),
+            TransportRole::parse("ws://192.0.2.1:7880"),
             Err(LoadTestError::NotLoopback(_))
         ));
-        assert!(Target::parse("http://127.0.0.1:7880").is_err());
+        assert!(TransportRole::parse("http://127.0.0.1:7880").is_err());
     }
 
     #[test]
