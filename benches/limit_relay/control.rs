@@ -14,6 +14,8 @@ use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use callgate_sfu::{LeaveReason, ParticipantEvent, ParticipantInfo, RoomInfo};
+use callgate_signaling::protocol::{ClientMessage, PROTOCOL_VERSION, ServerMessage, Welcome};
 use callgate_signaling::token::{KeyRing, unix_now};
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc::ice::mdns::MulticastDnsMode;
@@ -30,7 +32,6 @@ use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
-use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::media::{Command, Counters};
@@ -60,7 +61,7 @@ struct Track {
 }
 
 struct Participant {
-    out: mpsc::UnboundedSender<String>,
+    out: mpsc::UnboundedSender<ServerMessage>,
     can_subscribe: bool,
     publisher: Option<(RTCPeerConnection, String)>,
     subscriber: Option<Subscriber>,
@@ -229,13 +230,10 @@ async fn session(mut socket: WebSocket, relay: Arc<Relay>) {
     let Some(Ok(Message::Text(first))) = socket.recv().await else {
         return;
     };
-    let Ok(m) = serde_json::from_str::<Value>(&first) else {
+    let Ok(ClientMessage::Join { token, .. }) = ClientMessage::parse(&first) else {
         return;
     };
-    let Ok(claims) = relay
-        .keys
-        .verify(m["token"].as_str().unwrap_or_default(), unix_now())
-    else {
+    let Ok(claims) = relay.keys.verify(&token, unix_now()) else {
         let _ = socket.send(Message::Close(None)).await;
         return;
     };
@@ -243,7 +241,7 @@ async fn session(mut socket: WebSocket, relay: Arc<Relay>) {
         return;
     };
     let sid = random_id("PA_");
-    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<String>();
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<ServerMessage>();
     {
         let mut rooms = relay.rooms.lock().unwrap_or_else(|e| e.into_inner());
         let room = rooms.entry(room_name.clone()).or_default();
@@ -256,15 +254,34 @@ async fn session(mut socket: WebSocket, relay: Arc<Relay>) {
                 subscriber: None,
             },
         );
-        let _ = out_tx.send(
-            json!({"type": "joined", "protocol": 1,
-                   "room": {"name": room_name, "sid": "RM_relay", "max_participants": 100000},
-                   "participant": {"sid": sid, "identity": claims.sub, "name": claims.sub,
-                                   "can_publish": claims.grants.can_publish,
-                                   "can_subscribe": claims.grants.can_subscribe, "tracks": []},
-                   "participants": [], "ice_servers": []})
-            .to_string(),
-        );
+        let _ = out_tx.send(ServerMessage::Joined(Welcome {
+            protocol: PROTOCOL_VERSION,
+            room: RoomInfo {
+                name: room_name.clone(),
+                sid: "RM_relay".into(),
+                max_participants: 100_000,
+                num_participants: room.participants.len(),
+                num_tracks: room.tracks.len(),
+                empty_timeout_s: 0,
+                metadata: String::new(),
+            },
+            participant: ParticipantInfo {
+                sid: sid.clone(),
+                identity: claims.sub.clone(),
+                name: claims.sub.clone(),
+                can_publish: claims.grants.can_publish,
+                can_subscribe: claims.grants.can_subscribe,
+                can_publish_data: false,
+                tracks: Vec::new(),
+                metadata: String::new(),
+                attributes: Default::default(),
+            },
+            participants: Vec::new(),
+            ice_servers: Vec::new(),
+            // No resume here.
+            resume_secret: String::new(),
+            reconnect_grace_s: 0,
+        }));
         let tracks = room.tracks.clone();
         for t in &tracks {
             subscribe(&relay, room, &sid, t);
@@ -273,18 +290,18 @@ async fn session(mut socket: WebSocket, relay: Arc<Relay>) {
     loop {
         tokio::select! {
             out = out_rx.recv() => match out {
-                Some(text) => if socket.send(Message::Text(text.into())).await.is_err() { break },
+                Some(message) => if socket.send(Message::Text(message.to_json().into())).await.is_err() { break },
                 None => break,
             },
             frame = socket.recv() => {
                 let Some(Ok(frame)) = frame else { break };
                 let Message::Text(text) = frame else { continue };
-                let Ok(m) = serde_json::from_str::<Value>(&text) else { continue };
-                match m["type"].as_str().unwrap_or_default() {
-                    "publish_offer" => publish(&relay, &room_name, &sid, m["sdp"].as_str().unwrap_or_default()),
-                    "subscribe_answer" => subscribe_answer(&relay, &room_name, &sid, m["sdp"].as_str().unwrap_or_default()),
-                    "leave" => {
-                        let _ = socket.send(Message::Text(json!({"type": "left", "reason": "left"}).to_string().into())).await;
+                match ClientMessage::parse(&text) {
+                    Ok(ClientMessage::PublishOffer { sdp }) => publish(&relay, &room_name, &sid, &sdp),
+                    Ok(ClientMessage::SubscribeAnswer { sdp }) => subscribe_answer(&relay, &room_name, &sid, &sdp),
+                    Ok(ClientMessage::Leave) => {
+                        let left = ServerMessage::Left { reason: LeaveReason::Left };
+                        let _ = socket.send(Message::Text(left.to_json().into())).await;
                         break;
                     }
                     // ICE-lite: the client's checks arrive peer-reflexive.
@@ -308,9 +325,7 @@ fn publish(relay: &Relay, room_name: &str, sid: &str, sdp: &str) {
         match relay.new_pc() {
             Ok(pc) => p.publisher = Some(pc),
             Err(e) => {
-                let _ = p
-                    .out
-                    .send(json!({"type": "error", "code": "internal", "message": e}).to_string());
+                let _ = p.out.send(ServerMessage::error("internal", e));
                 return;
             }
         }
@@ -327,17 +342,14 @@ fn publish(relay: &Relay, room_name: &str, sid: &str, sdp: &str) {
     let answer = match answer {
         Ok(a) => a,
         Err(e) => {
-            let _ = p.out.send(
-                json!({"type": "error", "code": "invalid_sdp", "message": e.to_string()})
-                    .to_string(),
-            );
+            let _ = p
+                .out
+                .send(ServerMessage::error("invalid_sdp", e.to_string()));
             return;
         }
     };
     let ufrag = ufrag.clone();
-    let _ = p
-        .out
-        .send(json!({"type": "publish_answer", "sdp": answer}).to_string());
+    let _ = p.out.send(ServerMessage::PublishAnswer { sdp: answer });
     let known: Vec<u32> = room
         .tracks
         .iter()
@@ -419,7 +431,7 @@ fn subscribe(relay: &Relay, room: &mut Room, subscriber_sid: &str, track: &Track
     offer(s, &p.out);
 }
 
-fn offer(s: &mut Subscriber, out: &mpsc::UnboundedSender<String>) {
+fn offer(s: &mut Subscriber, out: &mpsc::UnboundedSender<ServerMessage>) {
     if s.offer_pending {
         s.needs_offer = true;
         return;
@@ -432,7 +444,9 @@ fn offer(s: &mut Subscriber, out: &mpsc::UnboundedSender<String>) {
     if let Ok(Some(sdp)) = sdp {
         s.offer_pending = true;
         s.needs_offer = false;
-        let _ = out.send(json!({"type": "subscribe_offer", "sdp": sdp}).to_string());
+        let _ = out.send(ServerMessage::from(ParticipantEvent::SubscribeOffer {
+            sdp,
+        }));
     }
 }
 
@@ -457,9 +471,9 @@ fn subscribe_answer(relay: &Relay, room_name: &str, sid: &str, sdp: &str) {
         });
     }
     if let Err(e) = applied {
-        let _ = p.out.send(
-            json!({"type": "error", "code": "invalid_sdp", "message": e.to_string()}).to_string(),
-        );
+        let _ = p
+            .out
+            .send(ServerMessage::error("invalid_sdp", e.to_string()));
     }
     s.offer_pending = false;
     if s.needs_offer {
