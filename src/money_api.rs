@@ -88,8 +88,10 @@ struct RazorpayResponse {
         (status = 400, description = "`malformed`, `invalid_amount`, `invalid_identifier`", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`not_found`: a node without metering", body = ErrorBody),
         (status = 409, description = "`conflict`: the reference was credited with other terms", body = ErrorBody),
         (status = 503, description = "`shutting_down`", body = ErrorBody),
+        (status = 500, description = "`database`, `io`, `internal`: a failure; nothing was committed", body = ErrorBody),
     ))]
 async fn credit(
     State(state): State<Arc<MoneyState>>,
@@ -127,8 +129,9 @@ async fn credit(
         (status = 400, description = "`malformed`, `invalid_identifier`", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`forbidden`", body = ErrorBody),
-        (status = 404, description = "`unknown_account`", body = ErrorBody),
+        (status = 404, description = "`unknown_account`; `not_found` on a node without metering", body = ErrorBody),
         (status = 503, description = "`shutting_down`", body = ErrorBody),
+        (status = 500, description = "`database`, `io`, `internal`: a failure; nothing was committed", body = ErrorBody),
     ))]
 async fn wallet(
     State(state): State<Arc<MoneyState>>,
@@ -155,8 +158,9 @@ async fn wallet(
         (status = 400, description = "`malformed`, `invalid_identifier`", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`forbidden`", body = ErrorBody),
-        (status = 404, description = "`unknown_account`", body = ErrorBody),
+        (status = 404, description = "`unknown_account`; `not_found` on a node without metering", body = ErrorBody),
         (status = 503, description = "`shutting_down`", body = ErrorBody),
+        (status = 500, description = "`database`, `io`, `internal`: a failure; nothing was committed", body = ErrorBody),
     ))]
 async fn account(
     State(state): State<Arc<MoneyState>>,
@@ -197,8 +201,9 @@ struct ExportQuery {
         (status = 400, description = "`malformed`, `invalid_range`, `invalid_identifier`", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`forbidden`", body = ErrorBody),
-        (status = 404, description = "`unknown_account` (no such user)", body = ErrorBody),
+        (status = 404, description = "`unknown_account` (no such user); `not_found` on a node without metering", body = ErrorBody),
         (status = 503, description = "`shutting_down`", body = ErrorBody),
+        (status = 500, description = "`database`, `io`, `internal`: a failure; nothing was committed", body = ErrorBody),
     ))]
 async fn export(
     State(state): State<Arc<MoneyState>>,
@@ -269,10 +274,10 @@ async fn export(
     request_body(content = Object, description = "Razorpay's event", content_type = "application/json"),
     responses(
         (status = 200, description = "every signed event, refusals too", body = RazorpayResponse),
-        (status = 400, description = "`malformed`", body = ErrorBody),
         (status = 401, description = "`bad_signature`", body = ErrorBody),
-        (status = 404, description = "`not_configured`: no webhook secret", body = ErrorBody),
+        (status = 404, description = "`not_configured`: no webhook secret; `not_found` on a node without metering", body = ErrorBody),
         (status = 503, description = "`shutting_down`", body = ErrorBody),
+        (status = 500, description = "`database`, `io`, `internal`: a failure; nothing was committed", body = ErrorBody),
     ))]
 async fn razorpay(
     State(state): State<Arc<MoneyState>>,

@@ -280,6 +280,7 @@ impl Seconds {
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`forbidden`", body = ErrorBody),
         (status = 409, description = "`room_exists`", body = ErrorBody),
+        (status = 500, description = "`internal`: the media plane failed", body = ErrorBody),
     ))]
 async fn create_room(
     State(state): State<Arc<AppState>>,
@@ -345,6 +346,7 @@ struct UpdateRoom {
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`forbidden`", body = ErrorBody),
         (status = 404, description = "`room_not_found`", body = ErrorBody),
+        (status = 500, description = "`internal`: the media plane failed", body = ErrorBody),
     ))]
 async fn update_room(
     State(state): State<Arc<AppState>>,
@@ -375,6 +377,7 @@ async fn update_room(
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`forbidden`", body = ErrorBody),
         (status = 404, description = "`room_not_found`, `participant_not_found`", body = ErrorBody),
+        (status = 500, description = "`internal`: the media plane failed", body = ErrorBody),
     ))]
 async fn update_participant(
     State(state): State<Arc<AppState>>,
@@ -408,6 +411,7 @@ async fn update_participant(
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`forbidden`; `remote_unmute_refused` for an unmute the room does not allow", body = ErrorBody),
         (status = 404, description = "`room_not_found`, `participant_not_found`, `track_not_found`", body = ErrorBody),
+        (status = 500, description = "`internal`: the media plane failed", body = ErrorBody),
     ))]
 async fn mute_participant(
     State(state): State<Arc<AppState>>,
@@ -439,6 +443,7 @@ async fn mute_participant(
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`forbidden`", body = ErrorBody),
         (status = 404, description = "`room_not_found`", body = ErrorBody),
+        (status = 500, description = "`internal`: the media plane failed", body = ErrorBody),
     ))]
 async fn list_participants(
     State(state): State<Arc<AppState>>,
@@ -461,6 +466,7 @@ async fn list_participants(
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`forbidden`", body = ErrorBody),
         (status = 404, description = "`room_not_found`, `participant_not_found`", body = ErrorBody),
+        (status = 500, description = "`internal`: the media plane failed", body = ErrorBody),
     ))]
 async fn participant_stats(
     State(state): State<Arc<AppState>>,
@@ -482,6 +488,7 @@ async fn participant_stats(
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`forbidden`", body = ErrorBody),
         (status = 404, description = "`room_not_found`, `participant_not_found`", body = ErrorBody),
+        (status = 500, description = "`internal`: the media plane failed", body = ErrorBody),
     ))]
 async fn remove_participant(
     State(state): State<Arc<AppState>>,
@@ -505,6 +512,7 @@ async fn remove_participant(
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`forbidden`", body = ErrorBody),
         (status = 404, description = "`room_not_found`", body = ErrorBody),
+        (status = 500, description = "`internal`: the media plane failed", body = ErrorBody),
     ))]
 async fn close_room(
     State(state): State<Arc<AppState>>,
