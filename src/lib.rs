@@ -8,4 +8,5 @@ pub mod config;
 pub mod loadtest;
 mod money_api;
 pub mod open_files;
+pub mod openapi;
 pub mod server;

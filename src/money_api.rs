@@ -5,18 +5,18 @@
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use callgate_metering::{ExportFormat, ExportKind, Meter, MeterError, TimeRange};
-use callgate_signaling::api::{ApiError, require_admin};
+use callgate_signaling::api::{ApiError, ApiPath, ApiQuery, ErrorBody, require_admin};
 use callgate_signaling::token::KeyRing;
 use futures_util::StreamExt;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
 #[derive(Clone)]
 struct MoneyState {
@@ -33,15 +33,69 @@ fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, code, message)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct CreditRequest {
+    /// Coins to add, a positive whole number.
     coins: i64,
+    /// The payment's reference: a second credit with it changes nothing.
     reference: String,
 }
 
+#[derive(Serialize, ToSchema)]
+struct CreditResponse {
+    user: String,
+    coins: i64,
+    reference: String,
+    /// False when this reference had been credited already.
+    applied: bool,
+    /// Of `coins`, what repaid the wallet's debt.
+    debt_repaid: i64,
+    balance: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+struct WalletResponse {
+    user: String,
+    balance: i64,
+    held: i64,
+    available: i64,
+    debt: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+struct AccountResponse {
+    account: String,
+    balance: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+struct RazorpayResponse {
+    /// `credited`, `refunded`, `duplicate`, `refund_pending`, `ignored` or
+    /// `refused`.
+    status: &'static str,
+    /// Why an event was refused; null otherwise.
+    reason: Option<&'static str>,
+    detail: String,
+}
+
+/// Credits coins to a user's wallet (docs/metering.md).
+#[utoipa::path(post, path = "/v1/wallets/{user}/credits", tag = "wallets",
+    security(("bearer" = [])),
+    params(("user" = String, Path, description = "the wallet's user id")),
+    request_body = CreditRequest,
+    responses(
+        (status = 200, description = "credited, or credited before under this reference", body = CreditResponse),
+        (status = 400, description = "`malformed`, `invalid_amount`, `invalid_identifier`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`not_found`: a node without metering", body = ErrorBody),
+        (status = 409, description = "`conflict`: the reference was credited with other terms", body = ErrorBody),
+        (status = 503, description = "`shutting_down`", body = ErrorBody),
+        (status = 500, description = "`database`, `io`, `internal`: a failure; nothing was committed", body = ErrorBody),
+    ))]
 async fn credit(
     State(state): State<Arc<MoneyState>>,
-    Path(user): Path<String>,
+    ApiPath(user): ApiPath<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -56,55 +110,105 @@ async fn credit(
         .credit(&user, request.coins, &request.reference)
         .await
         .map_err(meter_error)?;
-    Ok(Json(json!({
-        "user": user,
-        "coins": request.coins,
-        "reference": request.reference,
-        "applied": credited.applied,
-        "debt_repaid": credited.debt_repaid,
-        "balance": credited.balance,
-    })))
+    Ok(Json(CreditResponse {
+        user,
+        coins: request.coins,
+        reference: request.reference,
+        applied: credited.applied,
+        debt_repaid: credited.debt_repaid,
+        balance: credited.balance,
+    }))
 }
 
+/// A user's wallet.
+#[utoipa::path(get, path = "/v1/wallets/{user}", tag = "wallets",
+    security(("bearer" = [])),
+    params(("user" = String, Path, description = "the wallet's user id")),
+    responses(
+        (status = 200, description = "the wallet", body = WalletResponse),
+        (status = 400, description = "`malformed`, `invalid_identifier`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`unknown_account`; `not_found` on a node without metering", body = ErrorBody),
+        (status = 503, description = "`shutting_down`", body = ErrorBody),
+        (status = 500, description = "`database`, `io`, `internal`: a failure; nothing was committed", body = ErrorBody),
+    ))]
 async fn wallet(
     State(state): State<Arc<MoneyState>>,
-    Path(user): Path<String>,
+    ApiPath(user): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
     require_admin(&state.keys, &headers)?;
     let w = state.meter.wallet(&user).await.map_err(meter_error)?;
-    Ok(Json(json!({
-        "user": user,
-        "balance": w.balance,
-        "held": w.held,
-        "available": w.available,
-        "debt": w.debt,
-    })))
+    Ok(Json(WalletResponse {
+        user,
+        balance: w.balance,
+        held: w.held,
+        available: w.available,
+        debt: w.debt,
+    }))
 }
 
+/// A ledger account's balance (`platform`, `funding`, a wallet, …).
+#[utoipa::path(get, path = "/v1/accounts/{account}", tag = "accounts",
+    security(("bearer" = [])),
+    params(("account" = String, Path, description = "the account's id")),
+    responses(
+        (status = 200, description = "its balance", body = AccountResponse),
+        (status = 400, description = "`malformed`, `invalid_identifier`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`unknown_account`; `not_found` on a node without metering", body = ErrorBody),
+        (status = 503, description = "`shutting_down`", body = ErrorBody),
+        (status = 500, description = "`database`, `io`, `internal`: a failure; nothing was committed", body = ErrorBody),
+    ))]
 async fn account(
     State(state): State<Arc<MoneyState>>,
-    Path(account): Path<String>,
+    ApiPath(account): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
     require_admin(&state.keys, &headers)?;
     let balance = state.meter.account(&account).await.map_err(meter_error)?;
-    Ok(Json(json!({"account": account, "balance": balance})))
+    Ok(Json(AccountResponse { account, balance }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ExportQuery {
+    /// Start of the range (inclusive): RFC 3339, a date or unix milliseconds.
     from: Option<String>,
+    /// End of the range (exclusive), as `from`.
     to: Option<String>,
+    /// `csv` (the default) or `jsonl`.
     format: Option<String>,
     /// Only this user's rows (as payer or payee, or its usage).
     user: Option<String>,
 }
 
+/// Rows for finance, streamed (docs/metering.md, "Exports").
+#[utoipa::path(get, path = "/v1/exports/{kind}", tag = "exports",
+    security(("bearer" = [])),
+    params(
+        ("kind" = String, Path, description = "`sessions`, `ledger`, `usage` or `calls`"),
+        ExportQuery,
+    ),
+    responses(
+        (status = 200, description = "the rows: CSV with a header line, or JSON lines",
+            content(
+                (String = "text/csv"),
+                (String = "application/x-ndjson"),
+            )),
+        (status = 400, description = "`malformed`, `invalid_range`, `invalid_identifier`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`unknown_account` (no such user); `not_found` on a node without metering", body = ErrorBody),
+        (status = 503, description = "`shutting_down`", body = ErrorBody),
+        (status = 500, description = "`database`, `io`, `internal`: a failure; nothing was committed", body = ErrorBody),
+    ))]
 async fn export(
     State(state): State<Arc<MoneyState>>,
-    Path(kind): Path<String>,
-    Query(query): Query<ExportQuery>,
+    ApiPath(kind): ApiPath<String>,
+    ApiQuery(query): ApiQuery<ExportQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     require_admin(&state.keys, &headers)?;
@@ -162,6 +266,19 @@ async fn export(
     Ok(([(header::CONTENT_TYPE, format.content_type())], body).into_response())
 }
 
+/// Razorpay's webhook (docs/metering.md, "Razorpay intake"): signed with
+/// HMAC-SHA256 of the body, not with a bearer token.
+#[utoipa::path(post, path = "/v1/hooks/razorpay", tag = "hooks",
+    params(("X-Razorpay-Signature" = String, Header,
+        description = "hex HMAC-SHA256 of the raw body under the webhook secret")),
+    request_body(content = Object, description = "Razorpay's event", content_type = "application/json"),
+    responses(
+        (status = 200, description = "every signed event, refusals too", body = RazorpayResponse),
+        (status = 401, description = "`bad_signature`", body = ErrorBody),
+        (status = 404, description = "`not_configured`: no webhook secret; `not_found` on a node without metering", body = ErrorBody),
+        (status = 503, description = "`shutting_down`", body = ErrorBody),
+        (status = 500, description = "`database`, `io`, `internal`: a failure; nothing was committed", body = ErrorBody),
+    ))]
 async fn razorpay(
     State(state): State<Arc<MoneyState>>,
     headers: HeaderMap,
@@ -184,12 +301,17 @@ async fn razorpay(
         .map_err(meter_error)?;
     // Every signed event is answered 200, refusals too: Razorpay redelivers
     // anything else for a day, and a refused payment stays refused.
-    Ok(Json(json!({
-        "status": outcome.status(),
-        "reason": outcome.refusal().map(|r| r.as_str()),
-        "detail": outcome.to_string(),
-    })))
+    Ok(Json(RazorpayResponse {
+        status: outcome.status(),
+        reason: outcome.refusal().map(|r| r.as_str()),
+        detail: outcome.to_string(),
+    }))
 }
+
+/// The OpenAPI document of these routes.
+#[derive(OpenApi)]
+#[openapi(paths(wallet, credit, account, export, razorpay))]
+pub struct MoneyDoc;
 
 pub fn routes(keys: KeyRing, meter: Meter) -> Router {
     Router::new()

@@ -330,7 +330,7 @@ pub async fn run(
         }
         let _ = stop_tx.send(true);
     });
-    let mut app = callgate_signaling::router(state);
+    let mut app = callgate_signaling::router(state).merge(crate::openapi::routes());
     app = match (meter, desk) {
         (Some(meter), Some(desk)) => app
             .merge(crate::calling::routes(keys.clone(), meter.clone(), desk))

@@ -31,7 +31,19 @@ use crate::session::TrackKind;
 /// packets on a mobile link are a percentage, not a verdict.
 pub const QUALITY_WINDOW: Duration = Duration::from_secs(5);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ConnectionQuality {
     // Worst first, so `<` means worse.

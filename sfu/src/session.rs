@@ -25,14 +25,14 @@ impl TransportRole {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TrackKind {
     Audio,
     Video,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct TrackInfo {
     pub sid: String,
     pub kind: TrackKind,
@@ -43,7 +43,7 @@ pub struct TrackInfo {
     pub codec: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct ParticipantInfo {
     pub sid: String,
     pub identity: String,
@@ -74,7 +74,7 @@ pub struct ParticipantUpdate {
     pub attributes: Option<std::collections::BTreeMap<String, String>>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct RoomInfo {
     pub name: String,
     pub sid: String,
@@ -250,7 +250,7 @@ pub enum ParticipantEvent {
 }
 
 /// Where a subscriber's downlink estimate comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EstimateSource {
     /// The SFU's own estimator on the subscriber's transport-wide
@@ -272,7 +272,7 @@ impl EstimateSource {
 
 /// What the media plane knows of one participant's media now (the server
 /// API's participant stats).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ParticipantStats {
     pub sid: String,
     pub identity: String,
@@ -290,7 +290,7 @@ pub struct ParticipantStats {
 }
 
 /// One track a participant receives.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct SubscriptionStats {
     pub track_sid: String,
     pub kind: TrackKind,
@@ -306,7 +306,7 @@ pub struct SubscriptionStats {
 }
 
 /// One track a participant publishes.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct PublishedStats {
     pub track_sid: String,
     pub kind: TrackKind,
@@ -318,7 +318,7 @@ pub struct PublishedStats {
 }
 
 /// One simulcast layer as received.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct LayerStats {
     pub rid: String,
     pub bitrate_bps: u64,

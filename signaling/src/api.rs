@@ -6,14 +6,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use callgate_sfu::{LeaveReason, RoomOptions, SfuError};
-use serde::Deserialize;
-use serde_json::json;
+use callgate_sfu::{
+    LeaveReason, ParticipantInfo, ParticipantStats, RoomInfo, RoomOptions, SfuError,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use utoipa::{OpenApi, ToSchema};
 
 use crate::AppState;
 use crate::moderation::{MuteChange, ParticipantChange};
@@ -37,10 +41,72 @@ impl ApiError {
     }
 }
 
+/// Every error's body: `{"error": {"code", "message"}}`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong: a stable code (docs/operations.md) and a text for people.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+}
+
+impl ApiError {
+    /// The body this error is answered with.
+    pub fn detail(&self) -> ErrorDetail {
+        ErrorDetail {
+            code: self.code.to_owned(),
+            message: self.message.clone(),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
+        let body = Json(ErrorBody {
+            error: self.detail(),
+        });
         (self.status, body).into_response()
+    }
+}
+
+/// A path's parameters, refused as 400 `malformed` (the API's error body)
+/// where axum's own extractor would answer in plain text.
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(ApiPath(value)),
+            Err(e) => Err(malformed(e.body_text())),
+        }
+    }
+}
+
+/// A query string, refused as 400 `malformed` like [`ApiPath`].
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(value)) => Ok(ApiQuery(value)),
+            Err(e) => Err(malformed(e.body_text())),
+        }
     }
 }
 
@@ -98,12 +164,48 @@ pub fn require_admin(keys: &KeyRing, headers: &HeaderMap) -> Result<(), ApiError
     Ok(())
 }
 
+#[derive(Serialize, ToSchema)]
+struct Rooms {
+    rooms: Vec<RoomInfo>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct OneRoom {
+    room: RoomInfo,
+}
+
+#[derive(Serialize, ToSchema)]
+struct Participants {
+    participants: Vec<ParticipantInfo>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct OneParticipant {
+    participant: ParticipantInfo,
+}
+
+#[derive(Serialize, ToSchema)]
+struct Muted {
+    /// The sids of the tracks the mute changed.
+    tracks: Vec<String>,
+    muted: bool,
+}
+
+/// Open rooms.
+#[utoipa::path(get, path = "/v1/rooms", tag = "rooms", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the open rooms", body = Rooms),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+    ))]
 async fn list_rooms(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
     require_admin(&state.keys, &headers)?;
-    Ok(Json(json!({"rooms": state.sfu.list_rooms().await})))
+    Ok(Json(Rooms {
+        rooms: state.sfu.list_rooms().await,
+    }))
 }
 
 /// Longest room metadata accepted, in bytes.
@@ -126,35 +228,60 @@ fn check_metadata(metadata: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateRoom {
+    /// 1-256 bytes of printable text.
     name: String,
+    /// 1 to 100,000; the node's `room.max_participants` when absent.
     #[serde(default)]
     max_participants: Option<usize>,
-    /// Seconds, or `"300s"`.
+    /// Seconds (1 to 86,400), or `"300s"`.
     #[serde(default)]
-    empty_timeout: Option<serde_json::Value>,
+    empty_timeout: Option<Seconds>,
+    /// At most 4,096 bytes.
     #[serde(default)]
     metadata: String,
     #[serde(default)]
     allow_remote_unmute: bool,
 }
 
-fn seconds(value: &serde_json::Value) -> Option<Duration> {
-    match value {
-        serde_json::Value::Number(n) => n.as_u64().map(Duration::from_secs),
-        serde_json::Value::String(t) => t
-            .strip_suffix('s')
-            .unwrap_or(t)
-            .trim()
-            .parse()
-            .ok()
-            .map(Duration::from_secs),
-        _ => None,
+/// A duration as requests spell it: whole seconds (`45`), or a text of
+/// them with or without the unit (`"45s"`, `"45"`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum Seconds {
+    Number(u64),
+    Text(String),
+}
+
+impl Seconds {
+    /// The duration, or `None` for a text that is no whole number.
+    pub fn duration(&self) -> Option<Duration> {
+        match self {
+            Seconds::Number(n) => Some(Duration::from_secs(*n)),
+            Seconds::Text(t) => t
+                .strip_suffix('s')
+                .unwrap_or(t)
+                .trim()
+                .parse()
+                .ok()
+                .map(Duration::from_secs),
+        }
     }
 }
 
+/// Opens a room ahead of its first join.
+#[utoipa::path(post, path = "/v1/rooms", tag = "rooms", security(("bearer" = [])),
+    request_body = CreateRoom,
+    responses(
+        (status = 201, description = "the room", body = OneRoom),
+        (status = 400, description = "`malformed`: out of bounds or an unknown field", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 409, description = "`room_exists`", body = ErrorBody),
+        (status = 500, description = "`internal`: the media plane failed", body = ErrorBody),
+    ))]
 async fn create_room(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -183,7 +310,7 @@ async fn create_room(
     let empty_timeout = match &request.empty_timeout {
         None => None,
         Some(v) => Some(
-            seconds(v)
+            v.duration()
                 .filter(|d| (Duration::from_secs(1)..=MAX_EMPTY_TIMEOUT).contains(d))
                 .ok_or_else(|| malformed("empty_timeout is 1 to 86400 seconds, e.g. \"300s\""))?,
         ),
@@ -199,18 +326,31 @@ async fn create_room(
             allow_remote_unmute: request.allow_remote_unmute,
         })
         .await?;
-    Ok((StatusCode::CREATED, Json(json!({"room": room}))))
+    Ok((StatusCode::CREATED, Json(OneRoom { room })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateRoom {
+    /// At most 4,096 bytes.
     metadata: String,
 }
 
+/// Sets a room's metadata.
+#[utoipa::path(patch, path = "/v1/rooms/{room}", tag = "rooms", security(("bearer" = [])),
+    params(("room" = String, Path, description = "the room's name")),
+    request_body = UpdateRoom,
+    responses(
+        (status = 200, description = "the room", body = OneRoom),
+        (status = 400, description = "`malformed`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`room_not_found`", body = ErrorBody),
+        (status = 500, description = "`internal`: the media plane failed", body = ErrorBody),
+    ))]
 async fn update_room(
     State(state): State<Arc<AppState>>,
-    Path(room): Path<String>,
+    ApiPath(room): ApiPath<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -222,12 +362,26 @@ async fn update_room(
         .sfu
         .update_room_metadata(&room, request.metadata)
         .await?;
-    Ok(Json(json!({"room": room})))
+    Ok(Json(OneRoom { room }))
 }
 
+/// Changes a participant in place (docs/protocol.md, "Moderation").
+#[utoipa::path(post, path = "/v1/rooms/{room}/participants/{identity}", tag = "participants",
+    security(("bearer" = [])),
+    params(("room" = String, Path, description = "the room's name"),
+        ("identity" = String, Path, description = "the participant's identity")),
+    request_body = ParticipantChange,
+    responses(
+        (status = 200, description = "the participant", body = OneParticipant),
+        (status = 400, description = "`malformed`: out of bounds or an unknown field", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`room_not_found`, `participant_not_found`", body = ErrorBody),
+        (status = 500, description = "`internal`: the media plane failed", body = ErrorBody),
+    ))]
 async fn update_participant(
     State(state): State<Arc<AppState>>,
-    Path((room, identity)): Path<(String, String)>,
+    ApiPath((room, identity)): ApiPath<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -242,12 +396,26 @@ async fn update_participant(
         .sfu
         .update_participant(&room, &identity, update)
         .await?;
-    Ok(Json(json!({"participant": participant})))
+    Ok(Json(OneParticipant { participant }))
 }
 
+/// A moderator's mute of a track, or of every track of a kind.
+#[utoipa::path(post, path = "/v1/rooms/{room}/participants/{identity}/mute", tag = "participants",
+    security(("bearer" = [])),
+    params(("room" = String, Path, description = "the room's name"),
+        ("identity" = String, Path, description = "the participant's identity")),
+    request_body = MuteChange,
+    responses(
+        (status = 200, description = "the tracks muted or unmuted", body = Muted),
+        (status = 400, description = "`malformed`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`; `remote_unmute_refused` for an unmute the room does not allow", body = ErrorBody),
+        (status = 404, description = "`room_not_found`, `participant_not_found`, `track_not_found`", body = ErrorBody),
+        (status = 500, description = "`internal`: the media plane failed", body = ErrorBody),
+    ))]
 async fn mute_participant(
     State(state): State<Arc<AppState>>,
-    Path((room, identity)): Path<(String, String)>,
+    ApiPath((room, identity)): ApiPath<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -259,31 +427,72 @@ async fn mute_participant(
         .sfu
         .moderate_mute(&room, &identity, which, change.muted)
         .await?;
-    Ok(Json(json!({"tracks": tracks, "muted": change.muted})))
+    Ok(Json(Muted {
+        tracks,
+        muted: change.muted,
+    }))
 }
 
+/// The participants in a room.
+#[utoipa::path(get, path = "/v1/rooms/{room}/participants", tag = "participants",
+    security(("bearer" = [])),
+    params(("room" = String, Path, description = "the room's name")),
+    responses(
+        (status = 200, description = "its participants", body = Participants),
+        (status = 400, description = "`malformed`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`room_not_found`", body = ErrorBody),
+        (status = 500, description = "`internal`: the media plane failed", body = ErrorBody),
+    ))]
 async fn list_participants(
     State(state): State<Arc<AppState>>,
-    Path(room): Path<String>,
+    ApiPath(room): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
     require_admin(&state.keys, &headers)?;
     let participants = state.sfu.list_participants(&room).await?;
-    Ok(Json(json!({"participants": participants})))
+    Ok(Json(Participants { participants }))
 }
 
+/// The media plane's view of one participant (docs/media.md).
+#[utoipa::path(get, path = "/v1/rooms/{room}/participants/{identity}/stats", tag = "participants",
+    security(("bearer" = [])),
+    params(("room" = String, Path, description = "the room's name"),
+        ("identity" = String, Path, description = "the participant's identity")),
+    responses(
+        (status = 200, description = "its media now", body = ParticipantStats),
+        (status = 400, description = "`malformed`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`room_not_found`, `participant_not_found`", body = ErrorBody),
+        (status = 500, description = "`internal`: the media plane failed", body = ErrorBody),
+    ))]
 async fn participant_stats(
     State(state): State<Arc<AppState>>,
-    Path((room, identity)): Path<(String, String)>,
+    ApiPath((room, identity)): ApiPath<(String, String)>,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
     require_admin(&state.keys, &headers)?;
     Ok(Json(state.sfu.participant_stats(&room, &identity).await?))
 }
 
+/// Removes a participant from its room.
+#[utoipa::path(delete, path = "/v1/rooms/{room}/participants/{identity}", tag = "participants",
+    security(("bearer" = [])),
+    params(("room" = String, Path, description = "the room's name"),
+        ("identity" = String, Path, description = "the participant's identity")),
+    responses(
+        (status = 204, description = "removed"),
+        (status = 400, description = "`malformed`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`room_not_found`, `participant_not_found`", body = ErrorBody),
+        (status = 500, description = "`internal`: the media plane failed", body = ErrorBody),
+    ))]
 async fn remove_participant(
     State(state): State<Arc<AppState>>,
-    Path((room, identity)): Path<(String, String)>,
+    ApiPath((room, identity)): ApiPath<(String, String)>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     require_admin(&state.keys, &headers)?;
@@ -294,9 +503,20 @@ async fn remove_participant(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Closes a room; everyone in it leaves.
+#[utoipa::path(delete, path = "/v1/rooms/{room}", tag = "rooms", security(("bearer" = [])),
+    params(("room" = String, Path, description = "the room's name")),
+    responses(
+        (status = 204, description = "closed"),
+        (status = 400, description = "`malformed`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`room_not_found`", body = ErrorBody),
+        (status = 500, description = "`internal`: the media plane failed", body = ErrorBody),
+    ))]
 async fn close_room(
     State(state): State<Arc<AppState>>,
-    Path(room): Path<String>,
+    ApiPath(room): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     require_admin(&state.keys, &headers)?;
@@ -307,6 +527,25 @@ async fn close_room(
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API route")
 }
+
+/// The OpenAPI document of these routes (merged with the binary's in its
+/// `/v1/openapi.json`).
+#[derive(OpenApi)]
+#[openapi(
+    paths(
+        list_rooms,
+        create_room,
+        close_room,
+        update_room,
+        list_participants,
+        remove_participant,
+        update_participant,
+        mute_participant,
+        participant_stats
+    ),
+    components(schemas(ErrorBody, ErrorDetail))
+)]
+pub struct ApiDoc;
 
 pub(crate) fn routes() -> Router<Arc<AppState>> {
     Router::new()

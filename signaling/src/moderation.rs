@@ -19,7 +19,7 @@ pub const MAX_ATTRIBUTE_VALUE_BYTES: usize = 256;
 pub const MAX_NAME_BYTES: usize = 256;
 
 /// A change to a participant, as a request spells it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ParticipantChange {
     #[serde(default)]
@@ -94,7 +94,7 @@ impl ParticipantChange {
 
 /// A moderator's mute, as a request spells it: a track by sid, or every
 /// track of a kind.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MuteChange {
     #[serde(default)]
@@ -102,6 +102,7 @@ pub struct MuteChange {
     #[serde(default)]
     pub kind: Option<TrackKind>,
     #[serde(default = "yes")]
+    #[schema(default = true)]
     pub muted: bool,
 }
 

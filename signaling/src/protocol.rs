@@ -330,7 +330,7 @@ pub struct CallStateNotice {
 }
 
 /// An identity's presence (docs/calls.md, "Presence").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PresenceStatus {
     Online,

@@ -98,7 +98,7 @@ fn yes() -> bool {
 
 /// Who pays for a call and how, as the app's backend signed it
 /// (docs/metering.md). Checked by the metering module at join.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct BillingClaims {
     /// The identity whose wallet pays. Required.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -2,25 +2,27 @@
 //! calls, ask presence. Admin token required, as on every `/v1/` route.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use callgate_calls::MAX_CALLEES;
 use callgate_metering::{CallCursor, CallType, MAX_CALLS_PAGE, Meter};
-use callgate_signaling::api::{ApiError, require_admin};
-use callgate_signaling::protocol::{MAX_IDENTITY_BYTES, MAX_WATCHED};
+use callgate_signaling::api::{
+    ApiError, ApiPath, ApiQuery, ErrorBody, ErrorDetail, Seconds, require_admin,
+};
+use callgate_signaling::protocol::{MAX_IDENTITY_BYTES, MAX_WATCHED, PresenceStatus};
 use callgate_signaling::token::{BillingClaims, KeyRing};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::CallDesk;
 use super::desk::{CreateError, DEFAULT_RING_TIMEOUT, NewCall};
-use super::view::call_json;
+use super::view::{CallView, CalleeView, call_view};
 
 struct CallsState {
     keys: KeyRing,
@@ -61,35 +63,14 @@ fn unavailable(message: impl Into<String>) -> ApiError {
     )
 }
 
-/// `"45s"` or `45`.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Seconds {
-    Number(u64),
-    Text(String),
-}
-
-impl Seconds {
-    fn duration(&self) -> Option<Duration> {
-        match self {
-            Seconds::Number(n) => Some(Duration::from_secs(*n)),
-            Seconds::Text(t) => t
-                .strip_suffix('s')
-                .unwrap_or(t)
-                .trim()
-                .parse()
-                .ok()
-                .map(Duration::from_secs),
-        }
-    }
-}
-
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct CreateBody {
     caller: String,
+    /// Shown to the callees; at most 256 bytes of printable text.
     #[serde(default)]
     caller_name: Option<String>,
     callees: Vec<String>,
+    /// `audio` (the default) or `video`.
     #[serde(default)]
     call_type: Option<String>,
     #[serde(default)]
@@ -100,12 +81,62 @@ struct CreateBody {
     call_waiting: bool,
 }
 
+#[derive(Serialize, ToSchema)]
+struct Created {
+    call: CallView,
+    /// An access token for each member, by identity.
+    tokens: HashMap<String, String>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct OneCall {
+    call: CallView,
+}
+
+#[derive(Serialize, ToSchema)]
+struct CallPage {
+    /// Newest first.
+    calls: Vec<CallView>,
+    /// The `after` of the next page; null on the last.
+    next: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct Presence {
+    presence: BTreeMap<String, PresenceStatus>,
+}
+
 /// An error that names the call it logged.
-fn refused_with_call(status: StatusCode, code: &str, message: String, call: &Value) -> Response {
-    let body = json!({"error": {"code": code, "message": message}, "call": call});
+#[derive(Serialize, ToSchema)]
+struct RefusedCall {
+    error: ErrorDetail,
+    call: CallView,
+}
+
+fn refused_with_call(status: StatusCode, code: &str, message: String, call: CallView) -> Response {
+    let body = RefusedCall {
+        error: ErrorDetail {
+            code: code.to_owned(),
+            message,
+        },
+        call,
+    };
     (status, Json(body)).into_response()
 }
 
+/// Starts a call: rings the callees (docs/calls.md, "Starting a call").
+#[utoipa::path(post, path = "/v1/calls", tag = "calls", security(("bearer" = [])),
+    request_body = CreateBody,
+    responses(
+        (status = 201, description = "the call, ringing, and its members' tokens", body = Created),
+        (status = 400, description = "`malformed`, `callee_count`, `bad_identity`, `caller_is_callee`, `duplicate_callee`, `bad_ring_timeout`, or a code of the ledger's refusal (`invalid_identifier`, `invalid_terms`, …)", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 402, description = "`insufficient_balance`, with the logged call", body = RefusedCall),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 409, description = "`busy`: every callee is in another call, with the logged call", body = RefusedCall),
+        (status = 422, description = "`billing_invalid`", body = ErrorBody),
+        (status = 503, description = "`calls_unavailable`", body = ErrorBody),
+    ))]
 async fn create(
     State(state): State<Arc<CallsState>>,
     headers: HeaderMap,
@@ -160,7 +191,10 @@ async fn create(
     };
     match state.desk.create(request).await {
         Ok(created) => {
-            let body = json!({"call": call_json(&created.call), "tokens": created.tokens});
+            let body = Created {
+                call: call_view(&created.call),
+                tokens: created.tokens,
+            };
             Ok((StatusCode::CREATED, Json(body)).into_response())
         }
         Err(CreateError::Call(e)) => Err(ApiError::new(
@@ -177,21 +211,38 @@ async fn create(
             StatusCode::PAYMENT_REQUIRED,
             "insufficient_balance",
             message,
-            &call_json(&call),
+            call_view(&call),
         )),
         Err(CreateError::Busy { call }) => Ok(refused_with_call(
             StatusCode::CONFLICT,
             "busy",
             "every callee is in another call".into(),
-            &call_json(&call),
+            call_view(&call),
+        )),
+        // A request the ledger refuses is the request's fault, not the node's.
+        Err(CreateError::Ledger(e)) if e.http_status() == 400 => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            e.code(),
+            e.to_string(),
         )),
         Err(e @ (CreateError::Ledger(_) | CreateError::NoKey)) => Err(unavailable(e.to_string())),
     }
 }
 
+/// One call.
+#[utoipa::path(get, path = "/v1/calls/{id}", tag = "calls", security(("bearer" = [])),
+    params(("id" = String, Path, description = "the call's id, `CA_…`")),
+    responses(
+        (status = 200, description = "the call", body = OneCall),
+        (status = 400, description = "`malformed`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 404, description = "`call_not_found`", body = ErrorBody),
+        (status = 503, description = "`calls_unavailable`", body = ErrorBody),
+    ))]
 async fn one(
     State(state): State<Arc<CallsState>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     require_admin(&state.keys, &headers)?;
@@ -200,16 +251,25 @@ async fn one(
         return Err(not_found());
     }
     match state.meter.call(&id).await {
-        Ok(Some(call)) => Ok(Json(json!({"call": call_json(&call)})).into_response()),
+        Ok(Some(call)) => Ok(Json(OneCall {
+            call: call_view(&call),
+        })
+        .into_response()),
         Ok(None) => Err(not_found()),
+        // An id no call can have (control characters, …): none has it.
+        Err(e) if e.http_status() == 400 => Err(not_found()),
         Err(e) => Err(unavailable(e.to_string())),
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct HistoryQuery {
+    /// Whose calls (required, 1-256 bytes).
     identity: Option<String>,
+    /// Calls a page, 1 to 100 (20 when absent).
     limit: Option<u32>,
+    /// The `next` of the previous page.
     after: Option<String>,
 }
 
@@ -226,9 +286,19 @@ fn parse_cursor(text: &str) -> Option<CallCursor> {
     .filter(|c| !c.id.is_empty() && c.id.len() <= 64)
 }
 
+/// One member's calls, newest first, a page at a time.
+#[utoipa::path(get, path = "/v1/calls", tag = "calls", security(("bearer" = [])),
+    params(HistoryQuery),
+    responses(
+        (status = 200, description = "a page of calls", body = CallPage),
+        (status = 400, description = "`malformed`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 503, description = "`calls_unavailable`", body = ErrorBody),
+    ))]
 async fn history(
     State(state): State<Arc<CallsState>>,
-    Query(query): Query<HistoryQuery>,
+    ApiQuery(query): ApiQuery<HistoryQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     require_admin(&state.keys, &headers)?;
@@ -250,7 +320,11 @@ async fn history(
         .meter
         .calls_of(&identity, after.as_ref(), limit)
         .await
-        .map_err(|e| unavailable(e.to_string()))?;
+        .map_err(|e| match e.http_status() {
+            // An identity the log refuses (control characters, …).
+            400 => malformed(e.to_string()),
+            _ => unavailable(e.to_string()),
+        })?;
     let next = match calls.last() {
         Some(last) if calls.len() == limit as usize => Some(cursor_text(&CallCursor {
             created_ms: last.created_ms,
@@ -258,18 +332,30 @@ async fn history(
         })),
         _ => None,
     };
-    let calls: Vec<Value> = calls.iter().map(call_json).collect();
-    Ok(Json(json!({"calls": calls, "next": next})).into_response())
+    let calls = calls.iter().map(call_view).collect();
+    Ok(Json(CallPage { calls, next }).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct PresenceQuery {
+    /// Identities, comma-separated (required).
     identity: Option<String>,
 }
 
+/// Who is online, busy or offline (docs/calls.md, "Presence").
+#[utoipa::path(get, path = "/v1/presence", tag = "presence", security(("bearer" = [])),
+    params(PresenceQuery),
+    responses(
+        (status = 200, description = "each identity's presence", body = Presence),
+        (status = 400, description = "`malformed`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`", body = ErrorBody),
+        (status = 503, description = "`calls_unavailable`", body = ErrorBody),
+    ))]
 async fn presence(
     State(state): State<Arc<CallsState>>,
-    Query(query): Query<PresenceQuery>,
+    ApiQuery(query): ApiQuery<PresenceQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     require_admin(&state.keys, &headers)?;
@@ -290,16 +376,23 @@ async fn presence(
         .presence(identities)
         .await
         .ok_or_else(|| unavailable("the call desk has stopped"))?;
-    let map: serde_json::Map<String, Value> = statuses
-        .into_iter()
-        .map(|(identity, status)| (identity, json!(status)))
-        .collect();
-    Ok(Json(json!({"presence": map})).into_response())
+    let presence = statuses.into_iter().collect();
+    Ok(Json(Presence { presence }).into_response())
 }
+
+/// The OpenAPI document of these routes.
+#[derive(OpenApi)]
+#[openapi(
+    paths(create, history, one, presence),
+    components(schemas(CallView, CalleeView))
+)]
+pub struct CallsDoc;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{Value, json};
+    use std::time::Duration;
 
     #[test]
     fn ring_timeouts_read_as_seconds_with_or_without_the_unit() {

@@ -18,7 +18,7 @@ use callgate_signaling::ringing::{CallControl, CallRequest};
 use callgate_signaling::token::{BillingClaims, KeyRing};
 use tokio::sync::{mpsc, oneshot};
 
-pub use api::{routes, unavailable_routes};
+pub use api::{CallsDoc, routes, unavailable_routes};
 pub use desk::{AFTER_RING, DEFAULT_RING_TIMEOUT};
 use desk::{CreateError, Created, Desk, DeskInput, NewCall};
 pub use metrics::CallMetrics;
