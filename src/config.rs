@@ -52,6 +52,9 @@ pub struct Config {
     /// Roles a token may name (`grants.role`), added to or replacing the
     /// built-in `host`, `speaker` and `listener`.
     pub roles: BTreeMap<String, callgate_signaling::token::RoleGrants>,
+    /// Set by `--dev` (never read from a file): mounts the dev-only routes.
+    #[serde(skip)]
+    pub dev: bool,
 }
 
 /// `[metering]`: the ledger, paid calls, exports and billing hooks.
@@ -213,6 +216,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             keys: BTreeMap::new(),
             roles: BTreeMap::new(),
+            dev: false,
         }
     }
 }

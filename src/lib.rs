@@ -4,6 +4,7 @@
 pub mod billing;
 pub mod calling;
 pub mod config;
+mod dev_api;
 #[cfg(feature = "loadtest")]
 pub mod loadtest;
 mod money_api;

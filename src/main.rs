@@ -256,6 +256,7 @@ fn load_config(args: &ConfigArgs) -> anyhow::Result<Config> {
             .insert(DEV_API_KEY.to_owned(), DEV_API_SECRET.to_owned());
     }
     if args.dev {
+        config.dev = true;
         config.turn.apply_dev();
     }
     Ok(config)

@@ -331,6 +331,11 @@ pub async fn run(
         let _ = stop_tx.send(true);
     });
     let mut app = callgate_signaling::router(state).merge(crate::openapi::routes());
+    if config.dev
+        && let Some(meter) = &meter
+    {
+        app = app.merge(crate::dev_api::routes(meter.clone()));
+    }
     app = match (meter, desk) {
         (Some(meter), Some(desk)) => app
             .merge(crate::calling::routes(keys.clone(), meter.clone(), desk))
