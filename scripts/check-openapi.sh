@@ -68,7 +68,9 @@ trap cleanup EXIT
 # A dev node on loopback, every port picked free; it prints
 # `callgate ready http=127.0.0.1:PORT …` once it serves.
 mkdir "$work/data"
-"$bin" serve --dev --data-dir "$work/data" --http-port 0 --udp-port 0 --tcp-port 0 --no-turn \
+# callgate refuses CALLGATE_* variables it does not know (a misspelt
+# setting must not pass unnoticed): this script's own stays out.
+env -u CALLGATE_BIN "$bin" serve --dev --data-dir "$work/data" --http-port 0 --udp-port 0 --tcp-port 0 --no-turn \
   >"$work/server.out" 2>"$work/server.log" &
 server_pid=$!
 http=""
@@ -97,7 +99,7 @@ for _ in range(100):
 sys.exit("no /healthz")
 PY
 
-token="$("$bin" token --dev --admin --ttl 30m)"
+token="$(env -u CALLGATE_BIN "$bin" token --dev --admin --ttl 30m)"
 seed_flag=(--seed "$seed")
 if [ "$seed" = "random" ]; then seed_flag=(); fi
 

@@ -56,6 +56,8 @@ cargo nextest run --workspace --all-features --locked --no-run
 # The fuzz targets (their own workspace, release with overflow checks);
 # built here, where the registry is reachable, and run offline below.
 ./scripts/fuzz.sh --build-only
+# schemathesis for the API contract check below (PyPI, so while online).
+./scripts/check-openapi.sh --install-only
 
 step "operations kit (deploy/: metrics, Prometheus rules, dashboard, compose, systemd unit)"
 CALLGATE_BIN="$root/target/debug/callgate" ./scripts/check-deploy.sh
@@ -96,6 +98,9 @@ export -f with_postgres stop_postgres
 
 step "Rust tests (unit, end-to-end with webrtc clients; metering on SQLite and PostgreSQL)"
 run_isolated bash -c 'with_postgres "$@"' _ cargo nextest run --workspace --all-features --locked --offline --no-fail-fast
+
+step "API contract (schemathesis against a dev server, docs/operations.md)"
+CALLGATE_BIN="$root/target/debug/callgate" run_isolated ./scripts/check-openapi.sh
 
 step "browser test (headless Chromium, fake camera and microphone)"
 TEST_CALLGATE_BIN="$root/target/debug/callgate" run_isolated node --test tests/browser/
