@@ -32,6 +32,10 @@ fi
 if [ ! -d tests/browser/node_modules/playwright-core ]; then
   (cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
 fi
+# The JS SDK package's development dependencies (TypeScript, werift, ws).
+if [ ! -d clients/js/node_modules/werift ]; then
+  (cd clients/js && npm ci --no-audit --no-fund --loglevel=error)
+fi
 # PostgreSQL (Debian's) for the metering tests' PostgreSQL half.
 pg_bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)"
 if [ -z "$pg_bin" ] || [ ! -x "$pg_bin/initdb" ]; then
@@ -104,6 +108,9 @@ CALLGATE_BIN="$root/target/debug/callgate" run_isolated ./scripts/check-openapi.
 
 step "browser test (headless Chromium, fake camera and microphone)"
 TEST_CALLGATE_BIN="$root/target/debug/callgate" run_isolated node --test tests/browser/
+
+step "JS SDK package (clients/js: unit tests on fakes, its types, two rooms in Node on werift)"
+TEST_CALLGATE_BIN="$root/target/debug/callgate" run_isolated node --test clients/js/test/
 
 step "fuzz targets, 20 s each (a crash fails the suite; SECURITY.md has the long runs)"
 run_isolated ./scripts/fuzz.sh 20

@@ -70,7 +70,7 @@ pub struct AppState {
 }
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");
-const CLIENT_JS: &str = include_str!("../../web/callgate.js");
+const CLIENT_JS: &str = include_str!("../../clients/js/callgate.js");
 
 async fn rtc(
     ws: WebSocketUpgrade,

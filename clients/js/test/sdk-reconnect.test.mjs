@@ -1,4 +1,4 @@
-// The SDK's reconnect logic (web/callgate.js, docs/protocol.md "Staying
+// The SDK's reconnect logic (clients/js/callgate.js, docs/protocol.md "Staying
 // connected") against a scripted server: fake WebSocket and RTCPeerConnection
 // constructors injected through the options (as on react-native-webrtc), and
 // mocked timers, so the schedule is checked to the millisecond. No browser,
@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 
 import {
   Room, RECONNECT_SCHEDULE_MS, ICE_DISCONNECTED_MS, MEDIA_SILENCE_MS, MEDIA_WATCHDOG_INTERVAL_MS,
-} from '../../web/callgate.js';
+} from '../callgate.js';
 import { FakePC, FakeWS, fakeStream } from './sdk-fakes.mjs';
 
 const SECRET = 'Qm9vdHN0cmFwLXNlY3JldC0zMi1ieXRlcwAAAAAAAAA';

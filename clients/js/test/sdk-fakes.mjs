@@ -1,4 +1,4 @@
-// Fakes of the browser objects the SDK (web/callgate.js) uses, for the
+// Fakes of the browser objects the SDK (clients/js/callgate.js) uses, for the
 // SDK's tests in node (sdk-*.test.mjs): a WebSocket, an RTCPeerConnection
 // with its senders, a local media stream.
 

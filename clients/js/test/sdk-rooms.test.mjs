@@ -1,4 +1,4 @@
-// The SDK's voice-room side (web/callgate.js Room: data messages, roles and
+// The SDK's voice-room side (clients/js/callgate.js Room: data messages, roles and
 // moderation; docs/protocol.md "Data messages" and "Moderation") against a
 // scripted server: a fake WebSocket and fake peer connections injected
 // through the options. No browser, no network.
@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { CallgateError, MAX_DATA_PAYLOAD_BYTES, Room } from '../../web/callgate.js';
+import { CallgateError, MAX_DATA_PAYLOAD_BYTES, Room } from '../callgate.js';
 import { FakePC, FakeWS } from './sdk-fakes.mjs';
 
 const URL = 'ws://server/rtc';

@@ -1,4 +1,4 @@
-// The SDK's call lifecycle (web/callgate.js CallClient, and Room's `ring` /
+// The SDK's call lifecycle (clients/js/callgate.js CallClient, and Room's `ring` /
 // `callState`; docs/calls.md "Signaling messages") against a scripted
 // server: a fake WebSocket injected through the options and mocked timers.
 // No browser, no network.
@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 
 import {
   CallClient, CallgateError, Room, MAX_PRESENCE_WATCH, RECONNECT_SCHEDULE_MS, RECONNECT_STEADY_MS, RECONNECT_TRIES,
-} from '../../web/callgate.js';
+} from '../callgate.js';
 import { FakePC, FakeWS } from './sdk-fakes.mjs';
 
 const URL = 'ws://server/rtc';

@@ -1,4 +1,4 @@
-// The SDK's media-plane features (web/callgate.js, docs/protocol.md "Adaptive
+// The SDK's media-plane features (clients/js/callgate.js, docs/protocol.md "Adaptive
 // stream and simulcast", "Active speakers and connection quality") against a
 // scripted server: fake WebSocket, RTCPeerConnection, senders, observers and
 // document injected through the options, and mocked timers, so the
@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { Room, SIMULCAST_LAYERS, ADAPTIVE_STREAM_DEBOUNCE_MS } from '../../web/callgate.js';
+import { Room, SIMULCAST_LAYERS, ADAPTIVE_STREAM_DEBOUNCE_MS } from '../callgate.js';
 import { FakePC, FakeWS, fakeStream } from './sdk-fakes.mjs';
 
 /** A ResizeObserver the test drives: `resize(element, w, h)` is the browser laying it out. */
