@@ -240,9 +240,10 @@ export async function cpuSeconds(pid) {
  * the server's log tail are printed before the error goes on.
  * @param {string} prefix of the data directory's name
  * @param {(ctx: any) => Promise<void>} body
- * @param {{describePage?: (page: import('playwright-core').Page) => Promise<unknown>}} [options]
+ * @param {{describePage?: (page: import('playwright-core').Page) => Promise<unknown>,
+ *   serverArgs?: string[]}} [options] `serverArgs` go after `serve --dev` and its ports.
  */
-export async function withServerAndBrowser(prefix, body, { describePage } = {}) {
+export async function withServerAndBrowser(prefix, body, { describePage, serverArgs = [] } = {}) {
   requireCallgateBinary();
   const dataDir = await mkdtemp(path.join(os.tmpdir(), `callgate-${prefix}-`));
   let server = null;
@@ -257,6 +258,7 @@ export async function withServerAndBrowser(prefix, body, { describePage } = {}) 
     const httpPort = await freeTcpPort();
     server = startServer([
       'serve', '--dev', '--data-dir', dataDir, '--http-port', String(httpPort), '--udp-port', '0', '--tcp-port', '0',
+      ...serverArgs,
     ]);
     await waitForHealthy(server, httpPort);
     browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });

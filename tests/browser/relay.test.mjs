@@ -13,14 +13,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
-import { chromium } from 'playwright-core';
 
 import {
-  REPO_ROOT, CALLGATE_BIN, CHROMIUM, HOST, CHROMIUM_ARGS,
-  freeTcpPort, runCallgate, startServer, readyLine, stopServer, mediaFlowing, waitForStats, selectedCandidatePairs, requireCallgateBinary
+  HOST, runCallgate, readyLine, mediaFlowing, waitForStats, selectedCandidatePairs, withServerAndBrowser,
 } from './harness.mjs';
 
 const MEDIA_TIMEOUT_MS = 40_000;
@@ -39,30 +34,7 @@ function metric(text, name, labels = '') {
 }
 
 test('alice and bob see and hear each other through the TURN relay only', { timeout: 180_000 }, async (t) => {
-  requireCallgateBinary();
-
-  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'callgate-browser-relay-'));
-  let server = null;
-  let browser = null;
-  const killOnExit = () => server?.child.kill('SIGKILL');
-  process.once('exit', killOnExit);
-  const pageLogs = {};
-  const pages = {};
-
-  try {
-    const httpPort = await freeTcpPort();
-    server = startServer([
-      'serve', '--dev',
-      '--data-dir', dataDir,
-      '--http-port', String(httpPort),
-      '--udp-port', '0',
-      '--tcp-port', '0',
-      // The relay is on in --dev; any free ports.
-      '--turn-udp-port', '0',
-      '--turn-tcp-port', '0',
-      '--turn-tls-port', '0',
-    ]);
-    server.httpPort = httpPort;
+  await withServerAndBrowser('browser-relay', async ({ base, server, openPage }) => {
     const ready = Object.fromEntries((await readyLine(server)).split(' ').slice(2).map((f) => f.split('=')));
     assert.ok(ready.turn_udp, `the ready line names the TURN relay: ${JSON.stringify(ready)}`);
 
@@ -72,18 +44,11 @@ test('alice and bob see and hear each other through the TURN relay only', { time
       tokens[identity] = (await runCallgate(['token', '--dev', '--room', room, '--identity', identity])).trim();
     }
 
-    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
-    for (const identity of ['alice', 'bob']) {
-      const context = await browser.newContext();
-      const page = await context.newPage();
-      const log = (pageLogs[identity] = []);
-      page.on('console', (msg) => log.push(`[${msg.type()}] ${msg.text()}`));
-      page.on('pageerror', (err) => log.push(`[pageerror] ${err.message}`));
-      pages[identity] = page;
-    }
+    const pages = {};
+    for (const identity of ['alice', 'bob']) pages[identity] = await openPage(identity);
     await Promise.all(
       Object.entries(pages).map(([identity, page]) =>
-        page.goto(`http://${HOST}:${httpPort}/?relay=1&token=${encodeURIComponent(tokens[identity])}`),
+        page.goto(`${base}/?relay=1&token=${encodeURIComponent(tokens[identity])}`),
       ),
     );
 
@@ -116,38 +81,19 @@ test('alice and bob see and hear each other through the TURN relay only', { time
       t.diagnostic(`${me}: ${JSON.stringify({ pairs, remote: stats.remote })}`);
     }
 
-    const text = await (await fetch(`http://${HOST}:${httpPort}/metrics`)).text();
+    const text = await (await fetch(`${base}/metrics`)).text();
     const toPeer = metric(text, 'callgate_turn_packets_total', 'direction="to_peer"');
     const toClient = metric(text, 'callgate_turn_packets_total', 'direction="to_client"');
     assert.ok(toPeer > 100 && toClient > 100, `the relay carried the media: to_peer ${toPeer}, to_client ${toClient}`);
     assert.ok(metric(text, 'callgate_turn_allocations') >= 4, 'two transports per participant hold allocations');
     assert.equal(metric(text, 'callgate_turn_denied_peers_total'), 0);
-  } catch (err) {
-    for (const [identity, page] of Object.entries(pages)) {
-      if (page.isClosed()) continue;
-      const state = await page
-        .evaluate(async () => ({
-          status: document.getElementById('status')?.textContent,
-          stats: typeof window.callgateStats === 'function' ? await window.callgateStats() : null,
-        }))
-        .catch((e) => ({ error: e.message }));
-      console.error(`--- ${identity}'s page: ${JSON.stringify(state)}`);
-    }
-    for (const [identity, log] of Object.entries(pageLogs)) {
-      console.error(`--- ${identity}'s console:\n${log.slice(-50).join('\n')}`);
-    }
-    if (server && !server.exit) {
-      const url = `http://${HOST}:${server.httpPort}/metrics`;
-      const text = await (await fetch(url).catch(() => null))?.text().catch(() => '');
-      const lines = (text ?? '').split('\n').filter((l) => l.startsWith('callgate_'));
-      console.error(`--- metrics:\n${lines.join('\n')}`);
-    }
-    if (server) console.error(`--- callgate log (tail):\n${server.log.slice(-8000)}`);
-    throw err;
-  } finally {
-    await browser?.close().catch(() => {});
-    await stopServer(server);
-    process.removeListener('exit', killOnExit);
-    await rm(dataDir, { recursive: true, force: true });
-  }
+  }, {
+    // The relay is on in --dev; any free ports.
+    serverArgs: ['--turn-udp-port', '0', '--turn-tcp-port', '0', '--turn-tls-port', '0'],
+    describePage: (page) =>
+      page.evaluate(async () => ({
+        status: document.getElementById('status')?.textContent,
+        stats: typeof window.callgateStats === 'function' ? await window.callgateStats() : null,
+      })),
+  });
 });
