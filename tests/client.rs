@@ -107,3 +107,99 @@ async fn refusals_come_back_as_the_close_code_and_reason() {
     let nowhere = Signaling::join("ws://127.0.0.1:1/rtc", "t").await;
     assert!(matches!(nowhere, Err(ClientError::Connect { .. })));
 }
+
+/// Payloads of remote tracks, in arrival order, by publishing participant.
+#[derive(Default)]
+struct Collected {
+    payloads: std::sync::Mutex<Vec<(String, bytes::Bytes)>>,
+    arrived: tokio::sync::Notify,
+}
+
+impl callgate_client::PeerObserver for Collected {
+    fn on_rtp(&self, track: &callgate_client::RemoteTrack, packet: &rtc::rtp::Packet) {
+        self.payloads
+            .lock()
+            .unwrap()
+            .push((track.stream_id.clone(), packet.payload.clone()));
+        self.arrived.notify_waiters();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_publishes_and_another_receives_the_same_bytes() {
+    use callgate_client::{Participant, ParticipantOptions};
+    use std::sync::Arc;
+
+    let server = TestServer::start(&[]);
+    let room = unique_room();
+    let heard = Arc::new(Collected::default());
+    let listener = Participant::join(
+        &server.ws_url(),
+        &token(&room, "listener"),
+        ParticipantOptions::default(),
+        heard.clone(),
+    )
+    .await
+    .unwrap();
+    let speaker = Participant::join(
+        &server.ws_url(),
+        &token(&room, "speaker"),
+        ParticipantOptions::default(),
+        Arc::new(callgate_client::IgnoreMedia),
+    )
+    .await
+    .unwrap();
+    let mut track = LocalTrack::new(
+        rtc::rtp_transceiver::rtp_sender::RtpCodecKind::Audio,
+        opus(),
+        111,
+    );
+    let answer = speaker.publish(&[track.track.clone()]).await.unwrap();
+    assert!(answer.contains("opus"), "the answer accepts Opus: {answer}");
+
+    // Sent until the first arrives (the subscriber transport connects
+    // meanwhile), then 50 more: those arrive, each as it was sent.
+    let mut sent = 0u32;
+    loop {
+        let arrived = heard.arrived.notified();
+        track.send(marked_payload(sent, 160)).await;
+        sent += 1;
+        if !heard.payloads.lock().unwrap().is_empty() {
+            break;
+        }
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(20), arrived).await;
+        assert!(sent < 1000, "nothing arrived after {sent} packets");
+    }
+    let first_wanted = sent;
+    for _ in 0..50 {
+        track.send(marked_payload(sent, 160)).await;
+        sent += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let wait = async {
+        loop {
+            let arrived = heard.arrived.notified();
+            let got: Vec<u32> = heard
+                .payloads
+                .lock()
+                .unwrap()
+                .iter()
+                .filter_map(|(_, p)| payload_index(p))
+                .filter(|i| *i >= first_wanted)
+                .collect();
+            if got.len() >= 50 {
+                return;
+            }
+            arrived.await;
+        }
+    };
+    tokio::time::timeout(WAIT, wait)
+        .await
+        .expect("50 packets arrive");
+    for (stream, payload) in heard.payloads.lock().unwrap().iter() {
+        assert_eq!(stream, speaker.sid(), "named after the speaker");
+        let index = payload_index(payload).expect("a marked payload");
+        assert_eq!(payload, &marked_payload(index, 160), "the bytes as sent");
+    }
+    assert_eq!(listener.welcome().participant.identity, "listener");
+}

@@ -53,7 +53,7 @@ async fn one_call(server: &TestServer, call: u64) -> (Duration, u64, u64) {
     hears_after(&bob, &alice.sid, from_alice.last() - 50).await;
     hears_after(&alice, &bob.sid, from_bob.last() - 50).await;
     let mut seen = Vec::new();
-    while let Ok(m) = bob.events.try_recv() {
+    while let Some(m) = bob.try_event() {
         seen.push(m["type"].as_str().unwrap_or("").to_owned());
     }
     assert!(

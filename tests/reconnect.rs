@@ -20,7 +20,7 @@ fn ip(last: u8) -> IpAddr {
 /// The types of the events `client` has been sent so far.
 fn event_types(client: &mut Client) -> Vec<String> {
     let mut types = Vec::new();
-    while let Ok(m) = client.events.try_recv() {
+    while let Some(m) = client.try_event() {
         types.push(m["type"].as_str().unwrap_or("").to_owned());
     }
     types
@@ -30,7 +30,7 @@ fn event_types(client: &mut Client) -> Vec<String> {
 async fn event_noting(client: &mut Client, kind: &str, seen: &mut Vec<String>) -> Value {
     let wait = async {
         loop {
-            let m = client.events.recv().await.expect("signaling open");
+            let m = client.next_event().await;
             let t = m["type"].as_str().unwrap_or("").to_owned();
             seen.push(t.clone());
             if t == kind {

@@ -321,7 +321,7 @@ fn one_track_on_one_ssrc(client: &Client, publisher: &str, track: &str) {
 
 /// No `error` among the signaling messages `client` has not read yet.
 fn no_errors(client: &mut Client) {
-    while let Ok(m) = client.events.try_recv() {
+    while let Some(m) = client.try_event() {
         assert_ne!(m["type"], "error", "{} got {m}", client.identity);
     }
 }

@@ -16,4 +16,16 @@ pub enum ClientError {
     /// allow at that point.
     #[error("signaling: {0}")]
     Protocol(String),
+    /// The WebRTC stack (the `webrtc` crate) failed.
+    #[error("webrtc: {0}")]
+    WebRtc(String),
+    /// The server did not answer within the wait.
+    #[error("no {0} in time")]
+    Timeout(&'static str),
+}
+
+impl ClientError {
+    pub(crate) fn webrtc(e: impl std::fmt::Display) -> ClientError {
+        ClientError::WebRtc(e.to_string())
+    }
 }

@@ -1,20 +1,16 @@
-//! The simulated participants' peer connections: the async `webrtc` crate
-//! on loopback UDP, no mDNS, default codecs and interceptors (as a real
-//! client has), and received packets handed to the recorder.
+//! The simulated participants' peer connections of the async `webrtc`
+//! crate (the client crate's, as a real client has them), with received
+//! packets handed to the recorder.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use rtc::ice::mdns::MulticastDnsMode;
+use rtc::rtp;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use tokio::sync::{Notify, mpsc};
-use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
-use webrtc::peer_connection::{
-    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCConfigurationBuilder, RTCPeerConnectionIceEvent, RTCPeerConnectionState, Registry,
-    SettingEngineBuilder, register_default_interceptors,
-};
+use webrtc::peer_connection::{PeerConnection, RTCPeerConnectionState};
 
-use callgate_client::{ClientMessage, IceCandidate, TransportRole};
+use callgate_client::{ClientMessage, PeerObserver, PeerOptions, RemoteTrack, TransportRole};
 
 use super::error::LoadTestError;
 use super::media::MediaKind;
@@ -32,73 +28,46 @@ impl Clock {
     }
 }
 
-struct Handler {
+/// What a participant's peer connections report to: its arrivals go to
+/// the recorder, a failed transport to the run's failures.
+struct Observer {
     participant: usize,
-    target: TransportRole,
-    signal: mpsc::UnboundedSender<ClientMessage>,
     recorder: Arc<Mutex<Recorder>>,
     clock: Clock,
-    failed: Arc<Mutex<Vec<String>>>,
+    failures: Arc<Mutex<Vec<String>>>,
     arrivals: Arc<Notify>,
 }
 
-#[async_trait::async_trait]
-impl PeerConnectionEventHandler for Handler {
-    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
-        if let Ok(init) = event.candidate.to_json() {
-            let _ = self.signal.send(ClientMessage::Candidate {
-                target: self.target,
-                candidate: IceCandidate {
-                    candidate: init.candidate,
-                    sdp_mid: init.sdp_mid,
-                    sdp_m_line_index: init.sdp_mline_index,
-                },
-            });
+impl PeerObserver for Observer {
+    fn on_rtp(&self, track: &RemoteTrack, packet: &rtp::Packet) {
+        let kind = match track.kind {
+            RtpCodecKind::Audio => MediaKind::Audio,
+            _ => MediaKind::Video,
+        };
+        if let Some(mark) = Mark::find(kind, &packet.payload) {
+            let now = self.clock.now_us();
+            let first = self
+                .recorder
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .received(self.participant, &mark, packet.payload.len(), now);
+            if first {
+                self.arrivals.notify_waiters();
+            }
         }
     }
 
-    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+    fn on_connection_state(&self, role: TransportRole, state: RTCPeerConnectionState) {
         if state == RTCPeerConnectionState::Failed {
-            self.failed
+            self.failures
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push(format!(
                     "participant {} {} transport failed",
                     self.participant,
-                    self.target.as_str()
+                    role.as_str()
                 ));
         }
-    }
-
-    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        let recorder = self.recorder.clone();
-        let clock = self.clock;
-        let participant = self.participant;
-        let arrivals = self.arrivals.clone();
-        tokio::spawn(async move {
-            let kind = match track.kind().await {
-                rtc::rtp_transceiver::rtp_sender::RtpCodecKind::Audio => MediaKind::Audio,
-                _ => MediaKind::Video,
-            };
-            while let Some(event) = track.poll().await {
-                match event {
-                    TrackRemoteEvent::OnRtpPacket(p) => {
-                        if let Some(mark) = Mark::find(kind, &p.payload) {
-                            let now = clock.now_us();
-                            let first = recorder
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .received(participant, &mark, p.payload.len(), now);
-                            if first {
-                                arrivals.notify_waiters();
-                            }
-                        }
-                    }
-                    TrackRemoteEvent::OnEnded => break,
-                    _ => {}
-                }
-            }
-        });
     }
 }
 
@@ -114,40 +83,25 @@ pub struct PeerContext {
     pub arrivals: Arc<Notify>,
 }
 
-/// A peer connection on one loopback UDP socket.
+/// A peer connection of the async `webrtc` crate on one loopback UDP
+/// socket, built as the client crate builds every participant's.
 pub async fn new_peer(
     ctx: &PeerContext,
     target: TransportRole,
 ) -> Result<Arc<dyn PeerConnection>, LoadTestError> {
-    let mut media_engine = MediaEngine::default();
-    media_engine
-        .register_default_codecs()
-        .map_err(LoadTestError::webrtc)?;
-    let registry = register_default_interceptors(Registry::new(), &mut media_engine)
-        .map_err(LoadTestError::webrtc)?;
-    // No mDNS: it would multicast off loopback.
-    let settings = SettingEngineBuilder::new()
-        .with_multicast_dns_mode(MulticastDnsMode::Disabled)
-        // Answer `a=setup:active` and dial DTLS, as browsers do.
-        .with_answering_dtls_role(rtc::peer_connection::transport::RTCDtlsRole::Client)
-        .build();
-    let pc = PeerConnectionBuilder::new()
-        .with_configuration(RTCConfigurationBuilder::new().build())
-        .with_media_engine(media_engine)
-        .with_interceptor_registry(registry)
-        .with_setting_engine(settings)
-        .with_handler(Arc::new(Handler {
-            participant: ctx.participant,
-            target,
-            signal: ctx.signal.clone(),
-            recorder: ctx.recorder.clone(),
-            clock: ctx.clock,
-            failed: ctx.failures.clone(),
-            arrivals: ctx.arrivals.clone(),
-        }))
-        .with_udp_addrs(vec!["127.0.0.1:0"])
-        .build()
-        .await
-        .map_err(LoadTestError::webrtc)?;
-    Ok(Arc::new(pc))
+    let observer = Arc::new(Observer {
+        participant: ctx.participant,
+        recorder: ctx.recorder.clone(),
+        clock: ctx.clock,
+        failures: ctx.failures.clone(),
+        arrivals: ctx.arrivals.clone(),
+    });
+    callgate_client::new_peer(
+        target,
+        &PeerOptions::default(),
+        ctx.signal.clone(),
+        observer,
+    )
+    .await
+    .map_err(LoadTestError::webrtc)
 }

@@ -6,7 +6,7 @@
 pub mod money;
 pub mod nat;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -15,26 +15,23 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+pub use callgate_client::Network;
+use callgate_client::{
+    ClientMessage, Event, Participant, ParticipantOptions, PeerOptions, ServerMessage,
+};
 use callgate_signaling::token::{Claims, Grants, KeyRing, unix_now};
 use futures_util::{SinkExt, StreamExt};
-use rtc::ice::mdns::MulticastDnsMode;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use serde_json::{Value, json};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
-use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
-use webrtc::peer_connection::{
-    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCConfigurationBuilder, RTCIceServer, RTCIceTransportPolicy, RTCPeerConnectionIceEvent,
-    RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
-    register_default_interceptors,
-};
+use webrtc::peer_connection::{PeerConnection, RTCIceServer};
 
 pub const DEV_KEY: &str = "devkey";
 pub const DEV_SECRET: &str = "secret";
@@ -461,135 +458,6 @@ impl Received {
     }
 }
 
-struct Handler {
-    out: mpsc::UnboundedSender<String>,
-    target: &'static str,
-    received: Arc<Received>,
-    state: Arc<Mutex<Option<RTCPeerConnectionState>>>,
-}
-
-#[async_trait::async_trait]
-impl PeerConnectionEventHandler for Handler {
-    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
-        if let Ok(init) = event.candidate.to_json() {
-            let _ = self.out.send(
-                json!({"type": "candidate", "target": self.target, "candidate": {
-                    "candidate": init.candidate,
-                    "sdp_mid": init.sdp_mid,
-                    "sdp_m_line_index": init.sdp_mline_index,
-                }})
-                .to_string(),
-            );
-        }
-    }
-
-    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
-        *self.state.lock().unwrap() = Some(state);
-    }
-
-    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        let received = self.received.clone();
-        tokio::spawn(async move {
-            let stream = track.stream_id().await;
-            let id = track.track_id().await;
-            while let Some(event) = track.poll().await {
-                match event {
-                    TrackRemoteEvent::OnRtpPacket(p) => {
-                        received.push(stream.clone(), id.clone(), p.header.ssrc, p.payload.clone())
-                    }
-                    TrackRemoteEvent::OnEnded => break,
-                    _ => {}
-                }
-            }
-        });
-    }
-}
-
-/// Which sockets a client's peer connections have.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Network {
-    /// One loopback UDP socket each.
-    #[default]
-    Udp,
-    /// One IPv6 loopback UDP socket each.
-    UdpV6,
-    /// No UDP at all: ICE over TCP only (active candidates dialing the
-    /// server's passive one), as behind a firewall that blocks UDP.
-    TcpOnly,
-    /// One loopback UDP socket each, and relay candidates only
-    /// (`RTCIceTransportPolicy::Relay`): every packet goes through the TURN
-    /// servers given to `join_over`.
-    RelayOnly,
-}
-
-async fn new_pc(
-    out: mpsc::UnboundedSender<String>,
-    target: &'static str,
-    received: Arc<Received>,
-    relay_only: Option<Vec<RTCIceServer>>,
-    network: Network,
-    keepalive: Option<Duration>,
-) -> (
-    Arc<dyn PeerConnection>,
-    Arc<Mutex<Option<RTCPeerConnectionState>>>,
-) {
-    let mut media_engine = MediaEngine::default();
-    media_engine.register_default_codecs().unwrap();
-    let registry = register_default_interceptors(Registry::new(), &mut media_engine).unwrap();
-    let mut config = RTCConfigurationBuilder::new();
-    if let Some(servers) = relay_only {
-        config = config.with_ice_servers(servers);
-    }
-    if network == Network::RelayOnly {
-        config = config.with_ice_transport_policy(RTCIceTransportPolicy::Relay);
-    }
-    let state = Arc::new(Mutex::new(None));
-    let builder = PeerConnectionBuilder::new()
-        .with_configuration(config.build())
-        .with_media_engine(media_engine)
-        .with_interceptor_registry(registry)
-        .with_handler(Arc::new(Handler {
-            out,
-            target,
-            received,
-            state: state.clone(),
-        }));
-    // No mDNS: it would send multicast off loopback (and fails outright in
-    // a network namespace that has only `lo`).
-    // Answering the server's subscribe offers `a=setup:active`, as browsers
-    // do: the server is the DTLS server on both transports.
-    let mut settings = SettingEngineBuilder::new()
-        .with_multicast_dns_mode(MulticastDnsMode::Disabled)
-        .with_answering_dtls_role(rtc::peer_connection::transport::RTCDtlsRole::Client);
-    if let Some(every) = keepalive {
-        // Consent checks every `every`, and no giving up on our side: the
-        // test is about what the server does.
-        settings =
-            settings.with_ice_timeouts(Some(Duration::ZERO), Some(Duration::ZERO), Some(every));
-    }
-    let builder = match network {
-        Network::Udp | Network::RelayOnly => builder
-            .with_setting_engine(settings.build())
-            .with_udp_addrs(vec!["127.0.0.1:0"]),
-        Network::UdpV6 => builder
-            .with_setting_engine(settings.build())
-            .with_udp_addrs(vec!["[::1]:0"]),
-        Network::TcpOnly => builder
-            .with_setting_engine(
-                settings
-                    .with_network_types(vec![rtc::ice::network_type::NetworkType::Tcp4])
-                    .build(),
-            )
-            .with_udp_addrs(vec![])
-            .with_tcp_addrs(vec!["127.0.0.1:0"]),
-    };
-    let pc = builder
-        .build()
-        .await
-        .expect("client peer connection builds");
-    (Arc::new(pc), state)
-}
-
 pub fn vp8() -> RTCRtpCodec {
     RTCRtpCodec {
         mime_type: "video/VP8".into(),
@@ -846,172 +714,32 @@ pub fn stream_tags(sdp: &str, rid: &str) -> Option<StreamTags> {
     })
 }
 
-/// A participant with real publisher and subscriber transports.
+/// A participant with real publisher and subscriber transports: the
+/// client crate's [`Participant`], with the server's messages as JSON for
+/// the tests to assert on (what goes over the wire) and what it received
+/// kept in [`Received`].
 pub struct Client {
     pub sid: String,
     pub identity: String,
     pub joined: Value,
     pub publisher: Arc<dyn PeerConnection>,
     pub subscriber: Arc<dyn PeerConnection>,
-    pub subscriber_state: Arc<Mutex<Option<RTCPeerConnectionState>>>,
     pub received: Arc<Received>,
-    /// Server messages the driver did not consume itself.
-    pub events: mpsc::UnboundedReceiver<Value>,
-    out: mpsc::UnboundedSender<String>,
-    publish_answers: tokio::sync::Mutex<mpsc::UnboundedReceiver<String>>,
-    pub closed: Arc<Mutex<Option<Closed>>>,
-    network: Network,
-    /// Server TCP candidates already dialed, by transport.
-    tcp_dialed: Arc<Mutex<HashSet<String>>>,
-    /// The WebSocket's write half now (swapped by `resume`).
-    sink: Arc<tokio::sync::Mutex<Option<WsSink>>>,
-    /// The task reading the WebSocket now.
-    reader: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    driver: Driver,
+    participant: Participant,
+    /// How the WebSocket closed, once it has.
+    pub closed: Option<Closed>,
     /// The NAT the client's media goes through, if any (`join_behind`).
     pub nat: Option<Arc<nat::Nat>>,
 }
 
-type WsSink = futures_util::stream::SplitSink<Ws, Message>;
-
-/// What reading the server's messages needs, shared by every WebSocket a
-/// client has had.
-#[derive(Clone)]
-struct Driver {
-    publisher: Arc<dyn PeerConnection>,
-    subscriber: Arc<dyn PeerConnection>,
-    out: mpsc::UnboundedSender<String>,
-    events: mpsc::UnboundedSender<Value>,
-    answers: mpsc::UnboundedSender<String>,
-    closed: Arc<Mutex<Option<Closed>>>,
-    network: Network,
-    tcp_dialed: Arc<Mutex<HashSet<String>>>,
-    nat: Option<Arc<nat::Nat>>,
-}
-
-impl Driver {
-    /// The server's SDP as the client must apply it (through its NAT).
-    fn sdp_in(&self, sdp: &str) -> String {
-        match &self.nat {
-            Some(nat) => {
-                let (sdp, server) = nat::through(sdp, nat.inside_addr());
-                if let Some(server) = server {
-                    nat.set_server(server);
-                }
-                sdp
-            }
-            None => sdp.to_owned(),
-        }
-    }
-
-    fn spawn_reader(
-        &self,
-        mut stream: futures_util::stream::SplitStream<Ws>,
-    ) -> tokio::task::JoinHandle<()> {
-        let d = self.clone();
-        tokio::spawn(async move {
-            while let Some(frame) = stream.next().await {
-                let text = match frame {
-                    Ok(Message::Text(t)) => t.to_string(),
-                    Ok(Message::Close(f)) => {
-                        *d.closed.lock().unwrap() = Some(Closed {
-                            code: f.as_ref().map_or(1005, |f| f.code.into()),
-                            reason: f.map(|f| f.reason.to_string()).unwrap_or_default(),
-                        });
-                        let _ = d.events.send(json!({"type": "_closed"}));
-                        break;
-                    }
-                    Ok(_) => continue,
-                    Err(_) => break,
-                };
-                let m: Value = serde_json::from_str(&text).unwrap();
-                d.handle(m).await;
-            }
-        })
-    }
-
-    async fn handle(&self, m: Value) {
-        match m["type"].as_str().unwrap_or("") {
-            "subscribe_offer" => {
-                let sdp = self.sdp_in(m["sdp"].as_str().unwrap());
-                let offer = RTCSessionDescription::offer(sdp.clone()).unwrap();
-                self.subscriber
-                    .set_remote_description(offer)
-                    .await
-                    .expect("apply subscribe offer");
-                if self.network == Network::TcpOnly {
-                    dial_tcp_candidates(&self.subscriber, "subscriber", &sdp, &self.tcp_dialed)
-                        .await;
-                }
-                let answer = self.subscriber.create_answer(None).await.unwrap();
-                self.subscriber
-                    .set_local_description(answer.clone())
-                    .await
-                    .unwrap();
-                let _ = self
-                    .out
-                    .send(json!({"type": "subscribe_answer", "sdp": answer.sdp}).to_string());
-                let _ = self.events.send(m);
-            }
-            "publish_answer" => {
-                let _ = self.answers.send(self.sdp_in(m["sdp"].as_str().unwrap()));
-            }
-            "candidate" => {
-                let c = &m["candidate"];
-                let init = webrtc::peer_connection::RTCIceCandidateInit {
-                    candidate: c["candidate"].as_str().unwrap_or("").into(),
-                    sdp_mid: c["sdp_mid"].as_str().map(Into::into),
-                    sdp_mline_index: c["sdp_m_line_index"].as_u64().map(|v| v as u16),
-                    ..Default::default()
-                };
-                let pc = if m["target"] == "publisher" {
-                    &self.publisher
-                } else {
-                    &self.subscriber
-                };
-                let _ = pc.add_ice_candidate(init).await;
-            }
-            _ => {
-                let _ = self.events.send(m);
-            }
-        }
-    }
-}
-
-/// The async `webrtc` client dials a passive TCP candidate only when it is
-/// trickled (`add_ice_candidate`), not when it comes in a description, and
-/// the server puts its candidates in its SDP only: trickle each server TCP
-/// candidate of `sdp` to `pc`, once per transport (every renegotiation
-/// repeats them, and every `add_ice_candidate` opens a new connection).
-async fn dial_tcp_candidates(
-    pc: &Arc<dyn PeerConnection>,
-    target: &str,
-    sdp: &str,
-    dialed: &Mutex<HashSet<String>>,
-) {
-    for line in sdp.lines() {
-        let Some(candidate) = line.trim().strip_prefix("a=") else {
-            continue;
-        };
-        // candidate:<foundation> <component> <transport> <priority> <ip> <port> typ …
-        let fields: Vec<&str> = candidate.split_whitespace().collect();
-        if !candidate.starts_with("candidate:")
-            || fields.len() < 6
-            || !fields[2].eq_ignore_ascii_case("tcp")
-            || !candidate.contains("tcptype passive")
-        {
-            continue;
-        }
-        let key = format!("{target} {}:{}", fields[4], fields[5]);
-        if !dialed.lock().unwrap().insert(key) {
-            continue;
-        }
-        pc.add_ice_candidate(webrtc::peer_connection::RTCIceCandidateInit {
-            candidate: candidate.to_owned(),
-            ..Default::default()
-        })
-        .await
-        .expect("add the server's TCP candidate");
+impl callgate_client::PeerObserver for Received {
+    fn on_rtp(&self, track: &callgate_client::RemoteTrack, packet: &rtp::Packet) {
+        self.push(
+            track.stream_id.clone(),
+            track.track_id.clone(),
+            packet.header.ssrc,
+            packet.payload.clone(),
+        );
     }
 }
 
@@ -1025,6 +753,11 @@ fn init_client_log() {
             .with_writer(std::io::stderr)
             .try_init();
     }
+}
+
+/// A server message as it went over the wire.
+fn as_json(message: &ServerMessage) -> Value {
+    serde_json::to_value(message).expect("server messages serialize")
 }
 
 impl Client {
@@ -1079,149 +812,95 @@ impl Client {
         keepalive: Option<Duration>,
     ) -> Client {
         init_client_log();
-        let (signal, joined) = Signal::join(server, token).await;
-        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<String>();
         let received = Arc::new(Received::default());
-        let (publisher, _) = new_pc(
-            out_tx.clone(),
-            "publisher",
-            received.clone(),
-            ice_servers.clone(),
-            network,
-            keepalive,
-        )
-        .await;
-        let (subscriber, subscriber_state) = new_pc(
-            out_tx.clone(),
-            "subscriber",
-            received.clone(),
-            ice_servers,
-            network,
-            keepalive,
-        )
-        .await;
-        let (events_tx, events) = mpsc::unbounded_channel();
-        let (answers_tx, answers_rx) = mpsc::unbounded_channel();
-        let closed = Arc::new(Mutex::new(None));
-
-        let (sink, stream) = signal.ws.split();
-        let sink = Arc::new(tokio::sync::Mutex::new(Some(sink)));
-        let writer_sink = sink.clone();
-        tokio::spawn(async move {
-            while let Some(text) = out_rx.recv().await {
-                let mut sink = writer_sink.lock().await;
-                if let Some(s) = sink.as_mut()
-                    && s.send(Message::text(text)).await.is_err()
-                {
-                    *sink = None;
+        // Through a NAT, the client must reach the server at the NAT's
+        // inside address, which the NAT learns the server's address from.
+        let server_sdp = nat.clone().map(|nat| {
+            Arc::new(move |sdp: &str| {
+                let (sdp, server) = nat::through(sdp, nat.inside_addr());
+                if let Some(server) = server {
+                    nat.set_server(server);
                 }
-            }
+                sdp
+            }) as callgate_client::SdpRewrite
         });
-        let tcp_dialed = Arc::new(Mutex::new(HashSet::new()));
-        let driver = Driver {
-            publisher: publisher.clone(),
-            subscriber: subscriber.clone(),
-            out: out_tx.clone(),
-            events: events_tx,
-            answers: answers_tx,
-            closed: closed.clone(),
-            network,
-            tcp_dialed: tcp_dialed.clone(),
-            nat: nat.clone(),
+        let options = ParticipantOptions {
+            peer: PeerOptions {
+                network,
+                ice_servers: ice_servers.unwrap_or_default(),
+                keepalive,
+            },
+            server_sdp,
+            wait: WAIT,
         };
-        let reader = driver.spawn_reader(stream);
+        let participant = Participant::join(&server.ws_url(), token, options, received.clone())
+            .await
+            .expect("the client joins");
+        let welcome = participant.welcome();
         Client {
-            sid: joined["participant"]["sid"].as_str().unwrap().to_owned(),
-            identity: joined["participant"]["identity"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-            joined,
-            publisher,
-            subscriber,
-            subscriber_state,
+            sid: welcome.participant.sid.clone(),
+            identity: welcome.participant.identity.clone(),
+            joined: as_json(&ServerMessage::Joined(welcome.clone())),
+            publisher: participant.publisher.clone(),
+            subscriber: participant.subscriber.clone(),
             received,
-            events,
-            out: out_tx,
-            publish_answers: tokio::sync::Mutex::new(answers_rx),
-            closed,
-            network,
-            tcp_dialed,
-            sink,
-            reader: Mutex::new(Some(reader)),
-            driver,
+            participant,
+            closed: None,
             nat,
         }
     }
 
     /// Breaks the WebSocket with no close frame, as a lost network does.
     pub async fn drop_signaling(&self) {
-        if let Some(reader) = self.reader.lock().unwrap().take() {
-            reader.abort();
-        }
-        *self.sink.lock().await = None;
+        self.participant.drop_signaling().await;
     }
 
     /// Opens a new WebSocket and sends `resume` with the secret from
     /// `joined`; returns the server's first answer (`resumed`, or the
     /// `error` before a close), and drives the new socket if it resumed.
     pub async fn resume(&self, server: &TestServer) -> Value {
-        self.drop_signaling().await;
-        let mut signal = Signal::connect(server).await;
-        signal
-            .send(json!({
-                "type": "resume",
-                "participant_sid": self.sid,
-                "secret": self.joined["resume_secret"],
-                "protocol": 1,
-            }))
-            .await;
-        let answer = signal.recv().await.expect("an answer to resume");
-        if answer["type"] == "resumed" {
-            let (sink, stream) = signal.ws.split();
-            *self.sink.lock().await = Some(sink);
-            *self.reader.lock().unwrap() = Some(self.driver.spawn_reader(stream));
-        }
-        answer
+        let answer = self
+            .participant
+            .resume(&server.ws_url())
+            .await
+            .expect("an answer to resume");
+        as_json(&answer)
     }
 
     /// Restarts ICE on the publisher transport: an offer with new ICE
     /// credentials, and the server's answer applied.
     pub async fn restart_publisher_ice(&self) {
-        let offer = self
-            .publisher
-            .create_offer(Some(rtc::peer_connection::configuration::RTCOfferOptions {
-                ice_restart: true,
-            }))
+        self.participant
+            .restart_publisher_ice()
             .await
-            .unwrap();
-        self.complete_publisher_offer(offer).await;
+            .expect("the publisher restarts ICE");
     }
 
+    /// Sends `v`, which must be a message of the protocol (ClientMessage).
     pub fn send(&self, v: Value) {
-        self.out.send(v.to_string()).unwrap();
+        let message: ClientMessage = serde_json::from_value(v.clone())
+            .unwrap_or_else(|e| panic!("{v} is not a client message: {e}"));
+        self.participant.send(message).expect("signaling open");
     }
 
     /// Adds `tracks` to the publisher transport and negotiates them.
     pub async fn publish(&self, tracks: &[&LocalTrack]) {
-        for t in tracks {
-            self.publisher
-                .add_track(t.track.clone() as Arc<dyn TrackLocal>)
-                .await
-                .expect("add_track");
-        }
-        self.negotiate_publisher().await;
+        let tracks: Vec<Arc<dyn TrackLocal>> = tracks
+            .iter()
+            .map(|t| t.track.clone() as Arc<dyn TrackLocal>)
+            .collect();
+        self.participant.publish(&tracks).await.expect("publish");
     }
 
     /// Adds `track` to the publisher transport and negotiates it; from the
     /// server's answer, the mid and extension ids its packets carry.
     /// Returns the answer.
     pub async fn publish_simulcast(&self, track: &mut SimulcastTrack) -> String {
-        self.publisher
-            .add_track(track.track.clone() as Arc<dyn TrackLocal>)
+        let answer = self
+            .participant
+            .publish(&[track.track.clone() as Arc<dyn TrackLocal>])
             .await
-            .expect("add_track");
-        let answer = self.negotiate_publisher().await;
+            .expect("publish");
         let tags = stream_tags(&answer, &track.rids[0]).unwrap_or_else(|| {
             panic!("the answer has a simulcast m-line with mid and rid extensions: {answer}")
         });
@@ -1239,39 +918,44 @@ impl Client {
     /// Offers the publisher transport as it is, applies the server's answer
     /// and returns it.
     pub async fn negotiate_publisher(&self) -> String {
-        let offer = self.publisher.create_offer(None).await.unwrap();
-        self.complete_publisher_offer(offer).await
+        self.participant
+            .negotiate_publisher()
+            .await
+            .expect("the publisher negotiates")
     }
 
-    async fn complete_publisher_offer(&self, offer: RTCSessionDescription) -> String {
-        self.publisher
-            .set_local_description(offer.clone())
+    /// The next server message the client did not answer itself (a close is
+    /// `{"type": "_closed"}`, and sets `closed`).
+    pub async fn next_event(&mut self) -> Value {
+        let event = tokio::time::timeout(WAIT, self.participant.next_event())
             .await
-            .unwrap();
-        self.send(json!({"type": "publish_offer", "sdp": offer.sdp}));
-        let answer = tokio::time::timeout(WAIT, async {
-            self.publish_answers.lock().await.recv().await
-        })
-        .await
-        .expect("publish_answer within the wait")
-        .expect("signaling open");
-        let answer = RTCSessionDescription::answer(answer).unwrap();
-        let sdp = answer.sdp.clone();
-        self.publisher
-            .set_remote_description(answer)
-            .await
-            .expect("apply publish answer");
-        if self.network == Network::TcpOnly {
-            dial_tcp_candidates(&self.publisher, "publisher", &sdp, &self.tcp_dialed).await;
+            .expect("a server message within the wait")
+            .expect("signaling open");
+        self.json_of(event)
+    }
+
+    /// A server message already received, if any.
+    pub fn try_event(&mut self) -> Option<Value> {
+        let event = self.participant.try_next_event()?;
+        Some(self.json_of(event))
+    }
+
+    fn json_of(&mut self, event: Event) -> Value {
+        match event {
+            Event::Message(message) => as_json(&message),
+            Event::Closed { code, reason } => {
+                self.closed = Some(Closed { code, reason });
+                json!({"type": "_closed"})
+            }
         }
-        sdp
     }
 
     /// The next event of `kind`, skipping others.
     pub async fn event(&mut self, kind: &str) -> Value {
         let wait = async {
             loop {
-                let m = self.events.recv().await.expect("signaling open");
+                let event = self.participant.next_event().await.expect("signaling open");
+                let m = self.json_of(event);
                 if m["type"] == kind {
                     return m;
                 }
@@ -1283,8 +967,7 @@ impl Client {
     }
 
     pub async fn close(&self) {
-        let _ = self.publisher.close().await;
-        let _ = self.subscriber.close().await;
+        self.participant.close().await;
     }
 }
 
