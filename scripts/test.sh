@@ -43,6 +43,8 @@ if [ -z "$pg_bin" ] || [ ! -x "$pg_bin/initdb" ]; then
   pg_bin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)"
 fi
 export pg_bin
+# Redis (Debian's) for the cluster tests, which start their own servers.
+command -v redis-server >/dev/null 2>&1 || apt_install redis-server
 
 # A one-off build gains nothing from incremental compilation's cache, which
 # is a quarter of the target directory's size.

@@ -1,0 +1,243 @@
+//! The registry and placement against a real `redis-server` (Debian's,
+//! started per test on a free loopback port, as scripts/test.sh installs
+//! it).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use callgate_cluster::{Cluster, ClusterConfig, ClusterError, NodeLoad};
+
+/// A `redis-server` with no persistence, killed on drop.
+struct TestRedis {
+    child: Child,
+    url: String,
+}
+
+impl TestRedis {
+    fn start() -> TestRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--loglevel", "notice"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("redis-server runs (scripts/test.sh installs Debian's redis-server)");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        loop {
+            let line = lines
+                .next()
+                .expect("redis-server says it is ready")
+                .unwrap();
+            if line.contains("Ready to accept connections") {
+                break;
+            }
+        }
+        // Keep draining its log so it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        TestRedis {
+            child,
+            url: format!("redis://127.0.0.1:{port}/0"),
+        }
+    }
+
+    async fn node(&self, id: &str) -> Cluster {
+        Cluster::connect(ClusterConfig {
+            redis_url: self.url.clone(),
+            node_id: id.into(),
+            url: format!("http://{id}.test:7880"),
+            node_ttl: Duration::from_secs(6),
+            key_prefix: "callgate:".into(),
+        })
+        .await
+        .unwrap()
+    }
+
+    async fn raw(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn idle() -> NodeLoad {
+    NodeLoad::default()
+}
+
+fn cpu(load: f64) -> NodeLoad {
+    NodeLoad {
+        cpu: load,
+        ..NodeLoad::default()
+    }
+}
+
+#[tokio::test]
+async fn nodes_placing_one_new_room_at_once_all_get_the_same_node() {
+    let redis = TestRedis::start();
+    let nodes = [
+        redis.node("n1").await,
+        redis.node("n2").await,
+        redis.node("n3").await,
+    ];
+    for n in &nodes {
+        n.refresh(idle(), false, 1).await.unwrap();
+    }
+    for round in 0..20 {
+        let room = format!("room-{round}");
+        let placing = nodes.iter().flat_map(|n| {
+            let (n, room) = (n.clone(), room.clone());
+            (0..4).map(move |_| {
+                let (n, room) = (n.clone(), room.clone());
+                tokio::spawn(async move { n.place(&room).await.unwrap().id })
+            })
+        });
+        let mut owners = Vec::new();
+        for p in placing.collect::<Vec<_>>() {
+            owners.push(p.await.unwrap());
+        }
+        assert_eq!(owners.len(), 12);
+        assert!(owners.iter().all(|o| o == &owners[0]), "{room}: {owners:?}");
+    }
+}
+
+#[tokio::test]
+async fn idle_nodes_share_new_rooms_evenly_and_a_busier_or_draining_node_gets_none() {
+    let redis = TestRedis::start();
+    let (a, b) = (redis.node("a").await, redis.node("b").await);
+    a.refresh(idle(), false, 1).await.unwrap();
+    b.refresh(cpu(0.05), false, 1).await.unwrap();
+    for i in 0..10 {
+        a.place(&format!("r{i}")).await.unwrap();
+    }
+    assert_eq!(a.placed_here().await.unwrap().len(), 5);
+    assert_eq!(b.placed_here().await.unwrap().len(), 5);
+
+    // b is now a whole load step busier: new rooms go to a, however many
+    // it has.
+    b.refresh(cpu(0.35), false, 2).await.unwrap();
+    for i in 10..14 {
+        assert_eq!(b.place(&format!("r{i}")).await.unwrap().id, "a");
+    }
+    // a drains: it keeps its rooms, new ones go to b.
+    a.refresh(idle(), true, 3).await.unwrap();
+    assert_eq!(
+        b.place("r0").await.unwrap().id,
+        a.place("r0").await.unwrap().id
+    );
+    assert_eq!(a.place("new").await.unwrap().id, "b");
+    // With every node draining, nobody takes a new room.
+    b.refresh(idle(), true, 4).await.unwrap();
+    assert!(matches!(
+        a.place("nowhere").await,
+        Err(ClusterError::NoNode)
+    ));
+}
+
+#[tokio::test]
+async fn a_room_of_a_node_whose_entry_expired_is_placed_again_on_a_live_node() {
+    let redis = TestRedis::start();
+    let (a, b) = (redis.node("a").await, redis.node("b").await);
+    a.refresh(idle(), false, 1).await.unwrap();
+    let mut conn = redis.raw().await;
+    let ttl_ms: i64 = redis::cmd("PTTL")
+        .arg("callgate:node:a")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        (1..=6000).contains(&ttl_ms),
+        "the entry expires within the node TTL: {ttl_ms} ms"
+    );
+    assert_eq!(a.place("call").await.unwrap().id, "a");
+    b.refresh(idle(), false, 1).await.unwrap();
+    assert_eq!(b.place("call").await.unwrap().id, "a", "a is alive");
+    assert_eq!(
+        b.owner("call").await.unwrap().unwrap().url,
+        "http://a.test:7880"
+    );
+
+    // What the TTL does when a stops refreshing.
+    redis::cmd("DEL")
+        .arg("callgate:node:a")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(b.owner("call").await.unwrap(), None, "a is gone");
+    assert_eq!(b.place("call").await.unwrap().id, "b");
+    let ids: Vec<String> = b.nodes().await.unwrap().into_iter().map(|n| n.id).collect();
+    assert_eq!(ids, ["b"], "a is forgotten");
+    assert!(a.placed_here().await.unwrap().is_empty());
+    assert_eq!(b.placed_here().await.unwrap(), ["call"]);
+}
+
+#[tokio::test]
+async fn only_the_owner_releases_a_room_and_a_clean_stop_releases_all_of_its_rooms() {
+    let redis = TestRedis::start();
+    let (a, b) = (redis.node("a").await, redis.node("b").await);
+    a.refresh(idle(), false, 1).await.unwrap();
+    assert_eq!(a.place("one").await.unwrap().id, "a");
+    assert_eq!(a.place("two").await.unwrap().id, "a");
+    b.refresh(cpu(0.9), false, 1).await.unwrap();
+    assert!(!b.release("one").await.unwrap(), "not b's to release");
+    assert_eq!(b.owner("one").await.unwrap().unwrap().id, "a");
+    assert!(a.release("one").await.unwrap());
+    assert_eq!(b.owner("one").await.unwrap(), None);
+    assert_eq!(a.placed_here().await.unwrap(), ["two"]);
+
+    a.deregister().await.unwrap();
+    assert_eq!(b.owner("two").await.unwrap(), None);
+    let ids: Vec<String> = b.nodes().await.unwrap().into_iter().map(|n| n.id).collect();
+    assert_eq!(ids, ["b"]);
+    assert_eq!(b.place("two").await.unwrap().id, "b");
+}
+
+#[tokio::test]
+async fn a_participant_is_found_on_its_node_while_the_node_lives() {
+    let redis = TestRedis::start();
+    let (a, b) = (redis.node("a").await, redis.node("b").await);
+    a.refresh(idle(), false, 1).await.unwrap();
+    b.refresh(idle(), false, 1).await.unwrap();
+    a.note_participant("PA_1", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(b.participant_node("PA_1").await.unwrap().unwrap().id, "a");
+    assert_eq!(b.participant_node("PA_2").await.unwrap(), None);
+    a.forget_participant("PA_1").await.unwrap();
+    assert_eq!(b.participant_node("PA_1").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn names_that_cannot_be_key_parts_are_refused() {
+    let redis = TestRedis::start();
+    let a = redis.node("a").await;
+    a.refresh(idle(), false, 1).await.unwrap();
+    for bad in ["", "with space", "new\nline", &"x".repeat(257)] {
+        assert!(
+            matches!(a.place(bad).await, Err(ClusterError::Invalid { .. })),
+            "{bad:?}"
+        );
+    }
+    let refused = Cluster::connect(ClusterConfig {
+        redis_url: redis.url.clone(),
+        node_id: "two words".into(),
+        url: "http://x".into(),
+        node_ttl: Duration::from_secs(6),
+        key_prefix: "callgate:".into(),
+    })
+    .await;
+    assert!(matches!(refused, Err(ClusterError::Invalid { .. })));
+}
