@@ -47,6 +47,7 @@ pub struct Config {
     pub turn: TurnRelayConfig,
     pub metering: MeteringConfig,
     pub limits: LimitsConfig,
+    pub cluster: ClusterSection,
     /// API key → secret. Several pairs let an operator rotate keys.
     pub keys: BTreeMap<String, String>,
     /// Roles a token may name (`grants.role`), added to or replacing the
@@ -55,6 +56,114 @@ pub struct Config {
     /// Set by `--dev` (never read from a file): mounts the dev-only routes.
     #[serde(skip)]
     pub dev: bool,
+}
+
+/// `[cluster]`: several nodes on one Redis and one PostgreSQL ledger
+/// (docs/operations.md, "Running several nodes"). Off while `redis_url`
+/// is empty.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSection {
+    pub redis_url: String,
+    /// This node's name in the registry and in the ledger (it replaces
+    /// `metering.node_id`).
+    pub node_id: String,
+    /// Where the other nodes reach this node's HTTP server; empty:
+    /// `http://<http.bind, or rtc.external_ip when that is unspecified>:<port>`.
+    pub url: String,
+    /// Proves requests between nodes; the same on every node.
+    pub secret: String,
+    /// A node that has not refreshed its registry entry for this long is
+    /// gone and its rooms may be placed again.
+    #[serde(with = "humantime_serde_compat")]
+    pub node_ttl: Duration,
+    pub key_prefix: String,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        ClusterSection {
+            redis_url: String::new(),
+            node_id: String::new(),
+            url: String::new(),
+            secret: String::new(),
+            node_ttl: Duration::from_secs(6),
+            key_prefix: "callgate:".into(),
+        }
+    }
+}
+
+impl ClusterSection {
+    pub fn is_enabled(&self) -> bool {
+        !self.redis_url.is_empty()
+    }
+
+    fn validate(
+        &self,
+        metering: &MeteringConfig,
+        http: &HttpConfig,
+        rtc: &RtcConfig,
+    ) -> Result<(), ConfigError> {
+        if !self.is_enabled() {
+            return Ok(());
+        }
+        if !self.redis_url.starts_with("redis://") && !self.redis_url.starts_with("rediss://") {
+            return Err(invalid(
+                "cluster.redis_url",
+                "must be redis://host:port/db (or rediss:// for TLS)",
+            ));
+        }
+        let name_ok = |n: &str| {
+            !n.is_empty()
+                && n.len() <= 64
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        };
+        if !name_ok(&self.node_id) {
+            return Err(invalid(
+                "cluster.node_id",
+                "a cluster node needs a name of 1 to 64 letters, digits, '-', '_' or '.', distinct per node",
+            ));
+        }
+        let default_meter_id = MeteringConfig::default().node_id;
+        if metering.node_id != default_meter_id && metering.node_id != self.node_id {
+            return Err(invalid(
+                "metering.node_id",
+                "in a cluster the node's one name is cluster.node_id; leave metering.node_id unset",
+            ));
+        }
+        if self.secret.len() < 16 {
+            return Err(invalid(
+                "cluster.secret",
+                "set the nodes' shared secret, at least 16 bytes",
+            ));
+        }
+        if !self.url.is_empty() && !self.url.starts_with("http://") {
+            return Err(invalid(
+                "cluster.url",
+                "must be http://host:port (nodes talk plain HTTP on their private network)",
+            ));
+        }
+        if self.url.is_empty() && http.bind.is_unspecified() && rtc.external_ip.is_none() {
+            return Err(invalid(
+                "cluster.url",
+                "http.bind is unspecified: set where the other nodes reach this one",
+            ));
+        }
+        if self.node_ttl < Duration::from_secs(2) {
+            return Err(invalid("cluster.node_ttl", "must be at least 2s"));
+        }
+        if metering.enabled
+            && !(metering.database_url.starts_with("postgres://")
+                || metering.database_url.starts_with("postgresql://"))
+        {
+            return Err(invalid(
+                "metering.database_url",
+                "the nodes of a cluster share one ledger: set a postgres:// URL (or metering.enabled = false)",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `[metering]`: the ledger, paid calls, exports and billing hooks.
@@ -214,6 +323,7 @@ impl Default for Config {
             turn: TurnRelayConfig::default(),
             metering: MeteringConfig::default(),
             limits: LimitsConfig::default(),
+            cluster: ClusterSection::default(),
             keys: BTreeMap::new(),
             roles: BTreeMap::new(),
             dev: false,
@@ -943,6 +1053,8 @@ impl Config {
         }
         self.turn.validate(dev, &self.http, &self.rtc)?;
         self.limits.validate()?;
+        self.cluster
+            .validate(&self.metering, &self.http, &self.rtc)?;
         Ok(())
     }
 
@@ -952,6 +1064,20 @@ impl Config {
         self.turn.enabled = Some(true);
         self.turn.validate(dev, &self.http, &self.rtc)?;
         self.limits.validate()
+    }
+
+    /// Where the other nodes of a cluster reach this node's HTTP server,
+    /// listening on `port`: `cluster.url`, or made of the HTTP bind address
+    /// (the advertised media address when that is unspecified).
+    pub fn cluster_url(&self, port: u16) -> String {
+        if !self.cluster.url.is_empty() {
+            return self.cluster.url.clone();
+        }
+        let ip = match (self.http.bind.is_unspecified(), self.rtc.external_ip) {
+            (true, Some(ip)) => ip,
+            _ => self.http.bind,
+        };
+        format!("http://{}", std::net::SocketAddr::new(ip, port))
     }
 
     /// Media worker threads: the configured number, or one per core.
@@ -976,7 +1102,11 @@ impl Config {
             checkpoint_interval: m.checkpoint_interval,
             warnings: m.warnings.clone(),
             hold_expiry: m.hold_expiry,
-            node_id: m.node_id.clone(),
+            node_id: if self.cluster.is_enabled() {
+                self.cluster.node_id.clone()
+            } else {
+                m.node_id.clone()
+            },
             webhooks: m
                 .webhooks
                 .as_ref()
@@ -1055,6 +1185,79 @@ mod tests {
             format!("{:?}", file.metering),
             format!("{:?}", defaults.metering)
         );
+        assert_eq!(
+            format!("{:?}", file.cluster),
+            format!("{:?}", defaults.cluster)
+        );
+    }
+
+    #[test]
+    fn a_cluster_node_needs_redis_a_name_a_secret_and_the_shared_ledger() {
+        let cluster = [
+            ("CALLGATE_KEYS", "k1:secret1"),
+            ("CALLGATE_HTTP_BIND", "10.0.0.2"),
+            ("CALLGATE_CLUSTER_REDIS_URL", "redis://10.0.0.9:6379/0"),
+            ("CALLGATE_CLUSTER_NODE_ID", "n1"),
+            ("CALLGATE_CLUSTER_SECRET", "sixteen bytes at least"),
+            (
+                "CALLGATE_METERING_DATABASE_URL",
+                "postgres://cg@10.0.0.9/cg",
+            ),
+            ("CALLGATE_TURN_ENABLED", "false"),
+        ];
+        let with = |changes: &[(&'static str, &'static str)]| {
+            let mut pairs: Vec<(&str, &str)> = cluster
+                .iter()
+                .filter(|(k, _)| !changes.iter().any(|(c, _)| c == k))
+                .copied()
+                .collect();
+            pairs.extend(changes.iter().filter(|(_, v)| !v.is_empty()));
+            Config::load(None, env(&pairs)).unwrap()
+        };
+        let config = with(&[]);
+        config.validate(false).unwrap();
+        assert_eq!(config.meter().unwrap().node_id, "n1", "one name per node");
+        assert_eq!(config.cluster_url(7880), "http://10.0.0.2:7880");
+        assert_eq!(
+            with(&[("CALLGATE_CLUSTER_URL", "http://sfu-1.internal:7880")]).cluster_url(7880),
+            "http://sfu-1.internal:7880"
+        );
+
+        let refusals: [(&[(&str, &str)], &str); 7] = [
+            (
+                &[("CALLGATE_CLUSTER_REDIS_URL", "10.0.0.9:6379")],
+                "cluster.redis_url",
+            ),
+            (&[("CALLGATE_CLUSTER_NODE_ID", "")], "cluster.node_id"),
+            (&[("CALLGATE_CLUSTER_NODE_ID", "n 1")], "cluster.node_id"),
+            (&[("CALLGATE_CLUSTER_SECRET", "short")], "cluster.secret"),
+            (
+                &[("CALLGATE_METERING_DATABASE_URL", "")],
+                "metering.database_url",
+            ),
+            (
+                &[("CALLGATE_METERING_NODE_ID", "other")],
+                "metering.node_id",
+            ),
+            (&[("CALLGATE_HTTP_BIND", "0.0.0.0")], "cluster.url"),
+        ];
+        for (changes, key) in refusals {
+            match with(changes).validate(false) {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{changes:?}"),
+                other => panic!("{changes:?}: expected {key} refused, got {other:?}"),
+            }
+        }
+        // Without redis_url, none of it is needed.
+        Config::load(
+            None,
+            env(&[
+                ("CALLGATE_KEYS", "k1:secret1"),
+                ("CALLGATE_TURN_ENABLED", "false"),
+            ]),
+        )
+        .unwrap()
+        .validate(false)
+        .unwrap();
     }
 
     #[test]

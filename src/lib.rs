@@ -3,6 +3,7 @@
 
 pub mod billing;
 pub mod calling;
+pub mod cluster;
 pub mod config;
 mod dev_api;
 #[cfg(feature = "loadtest")]

@@ -265,6 +265,24 @@ pub async fn run(
         _ => Arc::new(callgate_signaling::calls::NoObserver),
     };
 
+    let addr = SocketAddr::new(config.http.bind, config.http.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding http {addr}"))?;
+    let bound = listener.local_addr()?;
+    let cluster = match config.cluster.is_enabled() {
+        true => {
+            let url = config.cluster_url(bound.port());
+            let node = crate::cluster::ClusterNode::join(&config.cluster, url).await?;
+            tokio::spawn(node.clone().keep_fresh(
+                sfu.clone(),
+                sfu_metrics.clone(),
+                config.cluster.node_ttl / 3,
+            ));
+            Some(node)
+        }
+        false => None,
+    };
     let state = Arc::new(AppState {
         sfu: sfu.clone(),
         keys: keys.clone(),
@@ -282,12 +300,10 @@ pub async fn run(
         calls: desk
             .clone()
             .map(|d| Arc::new(d) as Arc<dyn callgate_signaling::ringing::CallControl>),
+        cluster: cluster
+            .clone()
+            .map(|c| c as Arc<dyn callgate_signaling::cluster::Placement>),
     });
-    let addr = SocketAddr::new(config.http.bind, config.http.port);
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding http {addr}"))?;
-    let bound = listener.local_addr()?;
     info!(http = %bound, media = ?media, tcp = %tcp, "callgate listening");
     on_ready(&Listening {
         http: bound,
@@ -306,6 +322,10 @@ pub async fn run(
     let settling = meter.clone();
     tokio::spawn(async move {
         shutdown.await;
+        // No room is placed here from now on.
+        if let Some(cluster) = cluster {
+            cluster.leave().await;
+        }
         info!("shutting down: closing every session");
         let _ = tokio::task::spawn_blocking(move || stopping.shutdown()).await;
         // Paid calls still open end here, charged up to now.

@@ -14,6 +14,7 @@ mod keys;
 mod node;
 mod placement;
 mod registry;
+pub mod testing;
 
 pub use error::ClusterError;
 pub use keys::Keys;

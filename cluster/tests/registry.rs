@@ -2,76 +2,29 @@
 //! started per test on a free loopback port, as scripts/test.sh installs
 //! it).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use callgate_cluster::testing::TestRedis;
 use callgate_cluster::{Cluster, ClusterConfig, ClusterError, NodeLoad};
 
-/// A `redis-server` with no persistence, killed on drop.
-struct TestRedis {
-    child: Child,
-    url: String,
+async fn node(redis: &TestRedis, id: &str) -> Cluster {
+    Cluster::connect(ClusterConfig {
+        redis_url: redis.url().to_owned(),
+        node_id: id.into(),
+        url: format!("http://{id}.test:7880"),
+        node_ttl: Duration::from_secs(6),
+        key_prefix: "callgate:".into(),
+    })
+    .await
+    .unwrap()
 }
 
-impl TestRedis {
-    fn start() -> TestRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no", "--loglevel", "notice"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("redis-server runs (scripts/test.sh installs Debian's redis-server)");
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        loop {
-            let line = lines
-                .next()
-                .expect("redis-server says it is ready")
-                .unwrap();
-            if line.contains("Ready to accept connections") {
-                break;
-            }
-        }
-        // Keep draining its log so it never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        TestRedis {
-            child,
-            url: format!("redis://127.0.0.1:{port}/0"),
-        }
-    }
-
-    async fn node(&self, id: &str) -> Cluster {
-        Cluster::connect(ClusterConfig {
-            redis_url: self.url.clone(),
-            node_id: id.into(),
-            url: format!("http://{id}.test:7880"),
-            node_ttl: Duration::from_secs(6),
-            key_prefix: "callgate:".into(),
-        })
+async fn raw(redis: &TestRedis) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
         .await
         .unwrap()
-    }
-
-    async fn raw(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url.as_str())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap()
-    }
-}
-
-impl Drop for TestRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn idle() -> NodeLoad {
@@ -89,9 +42,9 @@ fn cpu(load: f64) -> NodeLoad {
 async fn nodes_placing_one_new_room_at_once_all_get_the_same_node() {
     let redis = TestRedis::start();
     let nodes = [
-        redis.node("n1").await,
-        redis.node("n2").await,
-        redis.node("n3").await,
+        node(&redis, "n1").await,
+        node(&redis, "n2").await,
+        node(&redis, "n3").await,
     ];
     for n in &nodes {
         n.refresh(idle(), false, 1).await.unwrap();
@@ -117,7 +70,7 @@ async fn nodes_placing_one_new_room_at_once_all_get_the_same_node() {
 #[tokio::test]
 async fn idle_nodes_share_new_rooms_evenly_and_a_busier_or_draining_node_gets_none() {
     let redis = TestRedis::start();
-    let (a, b) = (redis.node("a").await, redis.node("b").await);
+    let (a, b) = (node(&redis, "a").await, node(&redis, "b").await);
     a.refresh(idle(), false, 1).await.unwrap();
     b.refresh(cpu(0.05), false, 1).await.unwrap();
     for i in 0..10 {
@@ -150,9 +103,9 @@ async fn idle_nodes_share_new_rooms_evenly_and_a_busier_or_draining_node_gets_no
 #[tokio::test]
 async fn a_room_of_a_node_whose_entry_expired_is_placed_again_on_a_live_node() {
     let redis = TestRedis::start();
-    let (a, b) = (redis.node("a").await, redis.node("b").await);
+    let (a, b) = (node(&redis, "a").await, node(&redis, "b").await);
     a.refresh(idle(), false, 1).await.unwrap();
-    let mut conn = redis.raw().await;
+    let mut conn = raw(&redis).await;
     let ttl_ms: i64 = redis::cmd("PTTL")
         .arg("callgate:node:a")
         .query_async(&mut conn)
@@ -187,7 +140,7 @@ async fn a_room_of_a_node_whose_entry_expired_is_placed_again_on_a_live_node() {
 #[tokio::test]
 async fn only_the_owner_releases_a_room_and_a_clean_stop_releases_all_of_its_rooms() {
     let redis = TestRedis::start();
-    let (a, b) = (redis.node("a").await, redis.node("b").await);
+    let (a, b) = (node(&redis, "a").await, node(&redis, "b").await);
     a.refresh(idle(), false, 1).await.unwrap();
     assert_eq!(a.place("one").await.unwrap().id, "a");
     assert_eq!(a.place("two").await.unwrap().id, "a");
@@ -208,7 +161,7 @@ async fn only_the_owner_releases_a_room_and_a_clean_stop_releases_all_of_its_roo
 #[tokio::test]
 async fn a_participant_is_found_on_its_node_while_the_node_lives() {
     let redis = TestRedis::start();
-    let (a, b) = (redis.node("a").await, redis.node("b").await);
+    let (a, b) = (node(&redis, "a").await, node(&redis, "b").await);
     a.refresh(idle(), false, 1).await.unwrap();
     b.refresh(idle(), false, 1).await.unwrap();
     a.note_participant("PA_1", Duration::from_secs(60))
@@ -223,7 +176,7 @@ async fn a_participant_is_found_on_its_node_while_the_node_lives() {
 #[tokio::test]
 async fn names_that_cannot_be_key_parts_are_refused() {
     let redis = TestRedis::start();
-    let a = redis.node("a").await;
+    let a = node(&redis, "a").await;
     a.refresh(idle(), false, 1).await.unwrap();
     for bad in ["", "with space", "new\nline", &"x".repeat(257)] {
         assert!(
@@ -232,7 +185,7 @@ async fn names_that_cannot_be_key_parts_are_refused() {
         );
     }
     let refused = Cluster::connect(ClusterConfig {
-        redis_url: redis.url.clone(),
+        redis_url: redis.url().to_owned(),
         node_id: "two words".into(),
         url: "http://x".into(),
         node_ttl: Duration::from_secs(6),

@@ -206,6 +206,14 @@ impl SfuMetrics {
         Ok(metrics)
     }
 
+    /// The busiest of workers `0..workers` now, as their
+    /// `callgate_worker_load` gauges say (for the cluster registry).
+    pub fn busiest_worker_load(&self, workers: usize) -> f64 {
+        (0..workers)
+            .map(|w| self.load.with_label_values(&[w.to_string()]).get())
+            .fold(0.0, f64::max)
+    }
+
     pub(crate) fn for_worker(&self, worker: usize) -> WorkerMetrics {
         let w = worker.to_string();
         let drop = |reason: &str| self.drops.with_label_values(&[w.as_str(), reason]);

@@ -203,9 +203,13 @@ async fn list_rooms(
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
     require_admin(&state.keys, &headers)?;
-    Ok(Json(Rooms {
-        rooms: state.sfu.list_rooms().await,
-    }))
+    let mut rooms = state.sfu.list_rooms().await;
+    // In a cluster, every node's rooms (a node asked by another lists its own).
+    if !state.from_node(&headers) {
+        rooms.extend(crate::cluster_api::rooms_of_peers(&state, &headers).await?);
+        rooms.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+    Ok(Json(Rooms { rooms }))
 }
 
 /// Longest room metadata accepted, in bytes.
@@ -547,7 +551,7 @@ async fn not_found() -> ApiError {
 )]
 pub struct ApiDoc;
 
-pub(crate) fn routes() -> Router<Arc<AppState>> {
+pub(crate) fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
     Router::new()
         .route("/v1/rooms", get(list_rooms).post(create_room))
         .route("/v1/rooms/{room}", delete(close_room).patch(update_room))
@@ -564,5 +568,9 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
             "/v1/rooms/{room}/participants/{identity}/stats",
             get(participant_stats),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state,
+            crate::cluster_api::to_room_node,
+        ))
         .route("/v1/{*rest}", axum::routing::any(not_found))
 }

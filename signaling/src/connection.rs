@@ -14,6 +14,7 @@ use tracing::{Instrument, debug, info, info_span};
 
 use crate::AppState;
 use crate::calls::{CallObserver, CallParticipant, MediaGate, MediaUsage};
+use crate::cluster::Route;
 use crate::data::{DataLimiter, MAX_KEPT_WHILE_RECONNECTING};
 use crate::http::ConnectionPass;
 use crate::protocol::{
@@ -162,6 +163,7 @@ pub(crate) async fn serve(
     mut socket: WebSocket,
     state: Arc<AppState>,
     pass: Option<ConnectionPass>,
+    from_node: bool,
 ) {
     let _guard = scopeguard(&state);
 
@@ -191,7 +193,15 @@ pub(crate) async fn serve(
             if protocol.is_some_and(|p| p != PROTOCOL_VERSION) {
                 return close(socket, close::PROTOCOL_UNSUPPORTED, "protocol_unsupported").await;
             }
-            return resume(socket, &state, pass.as_ref(), &participant_sid, &secret).await;
+            return resume(
+                socket,
+                &state,
+                pass.as_ref(),
+                &participant_sid,
+                &secret,
+                (!from_node).then_some(text.as_str()),
+            )
+            .await;
         }
         Ok(_) => {
             send(
@@ -230,6 +240,24 @@ pub(crate) async fn serve(
     let Some(grants) = claims.grants.effective(&state.roles) else {
         return close(socket, close::UNKNOWN_ROLE, "unknown_role").await;
     };
+    if let Some(cluster) = state.cluster.as_ref().filter(|_| !from_node) {
+        // Authenticated now: no longer counted among unauthenticated
+        // connections, whichever node serves it.
+        if let Some(p) = &pass {
+            p.release();
+        }
+        match cluster.place(&room).await {
+            Ok(Route::Here) => {}
+            Ok(Route::There { node_id, url }) => {
+                let span = info_span!("relay", room = %room, node = %node_id);
+                return relay_to(&state, socket, &url, text).instrument(span).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, room = %room, "no placement for the room");
+                return close(socket, close::TRY_AGAIN_LATER, "cluster_unavailable").await;
+            }
+        }
+    }
     let gate = match state
         .observer
         .check(&room, &claims.sub, claims.billing.as_ref())
@@ -304,6 +332,9 @@ pub(crate) async fn serve(
             .participants
             .register(&call.sid, &call.room, &call.identity);
         let (device, device_notices) = state.devices.register(&call.identity);
+        if let Some(cluster) = &state.cluster {
+            cluster.participant_joined(&call.sid);
+        }
         state.observer.joined(&call);
         if let Some(calls) = &state.calls {
             calls.device_connected(&call.identity, device);
@@ -334,6 +365,9 @@ pub(crate) async fn serve(
             handle.leave(LeaveReason::Left);
         }
         state.resumes.unregister(&call.sid);
+        if let Some(cluster) = &state.cluster {
+            cluster.participant_left(&call.sid);
+        }
         state.participants.unregister(&call.sid);
         watch.leave();
         state.devices.unregister(device);
@@ -448,12 +482,31 @@ fn welcome(state: &AppState, now: Resumed, identity: &str, secret: &str) -> Welc
 
 /// A new WebSocket asking to take session `sid` back: handed to that
 /// session's task, or refused with 4008.
+/// Relays a client's signaling to the node its room or session lives on;
+/// closes 1013 `room_node_unavailable` when that node cannot be reached.
+async fn relay_to(state: &AppState, socket: WebSocket, node_url: &str, first: String) {
+    let Some(cluster) = &state.cluster else {
+        return close(socket, close::INTERNAL, "internal").await;
+    };
+    state.metrics.relayed.inc();
+    if let Err((socket, e)) = crate::cluster::relay(socket, node_url, &cluster.proof(), first).await
+    {
+        tracing::warn!(error = %e, "the room's node cannot be reached");
+        state.metrics.relay_failures.inc();
+        close(socket, close::TRY_AGAIN_LATER, "room_node_unavailable").await;
+    }
+}
+
+/// Hands the WebSocket to session `sid` if it lives here; in a cluster, a
+/// resume that reached another node than its session's (`relayable`: the
+/// resume message, unless the request came from a node) is relayed there.
 async fn resume(
     mut socket: WebSocket,
     state: &AppState,
     pass: Option<&ConnectionPass>,
     sid: &str,
     secret: &str,
+    relayable: Option<&str>,
 ) {
     if let Some(p) = pass {
         p.release();
@@ -462,6 +515,15 @@ async fn resume(
         Ok(()) => {}
         Err(back) => {
             socket = *back;
+            if let (Some(cluster), Some(first)) = (&state.cluster, relayable)
+                && let Ok(Some(Route::There { url, node_id })) =
+                    cluster.locate_participant(sid).await
+            {
+                let span = info_span!("relay", sid = %sid, node = %node_id);
+                return relay_to(state, socket, &url, first.to_owned())
+                    .instrument(span)
+                    .await;
+            }
             state.metrics.resume_failures.inc();
             send(
                 &mut socket,

@@ -3,6 +3,8 @@
 
 pub mod api;
 pub mod calls;
+pub mod cluster;
+mod cluster_api;
 mod connection;
 pub mod data;
 pub mod devices;
@@ -67,6 +69,23 @@ pub struct AppState {
     pub calls: Option<Arc<dyn ringing::CallControl>>,
     /// The roles a token may name, with what each grants.
     pub roles: std::collections::HashMap<String, token::RoleGrants>,
+    /// Where rooms live when several nodes share the work; `None` on a
+    /// node of its own.
+    pub cluster: Option<Arc<dyn cluster::Placement>>,
+}
+
+impl AppState {
+    /// Whether a request carries a valid proof that another node of this
+    /// cluster sent it (and so is to be served here, without asking where).
+    pub fn from_node(&self, headers: &axum::http::HeaderMap) -> bool {
+        let Some(cluster) = &self.cluster else {
+            return false;
+        };
+        headers
+            .get(cluster::NODE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| cluster.verify(v, token::unix_now()))
+    }
 }
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");
@@ -75,14 +94,16 @@ const CLIENT_JS: &str = include_str!("../../clients/js/callgate.js");
 async fn rtc(
     ws: WebSocketUpgrade,
     State(state): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
     pass: Option<Extension<http::ConnectionPass>>,
 ) -> Response {
     // The codec refuses a larger frame from its header, before reading it;
     // the connection turns that into a 1009 close.
     let pass = pass.map(|Extension(p)| p);
+    let from_node = state.from_node(&headers);
     ws.max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
-        .on_upgrade(move |socket| connection::serve(socket, state, pass))
+        .on_upgrade(move |socket| connection::serve(socket, state, pass, from_node))
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -119,6 +140,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/rtc", get(rtc))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .merge(api::routes())
+        .merge(api::routes(state.clone()))
         .with_state(state)
 }

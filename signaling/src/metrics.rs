@@ -11,6 +11,10 @@ pub struct SignalingMetrics {
     pub resumes: IntCounter,
     /// `resume` refused (no such session, or a wrong secret).
     pub resume_failures: IntCounter,
+    /// Signaling connections relayed to the node their room lives on.
+    pub relayed: IntCounter,
+    /// Of those, the ones whose node could not be reached.
+    pub relay_failures: IntCounter,
 }
 
 impl SignalingMetrics {
@@ -34,12 +38,24 @@ impl SignalingMetrics {
         registry.register(Box::new(connections.clone()))?;
         registry.register(Box::new(rejected_tokens.clone()))?;
         registry.register(Box::new(resumes.clone()))?;
+        let relayed = IntCounter::new(
+            "callgate_signaling_relayed_total",
+            "Signaling connections relayed to the node their room (or session) lives on",
+        )?;
+        let relay_failures = IntCounter::new(
+            "callgate_signaling_relay_failures_total",
+            "Relayed signaling connections whose node could not be reached (closed 1013 room_node_unavailable)",
+        )?;
         registry.register(Box::new(resume_failures.clone()))?;
+        registry.register(Box::new(relayed.clone()))?;
+        registry.register(Box::new(relay_failures.clone()))?;
         Ok(SignalingMetrics {
             connections,
             rejected_tokens,
             resumes,
             resume_failures,
+            relayed,
+            relay_failures,
         })
     }
 }

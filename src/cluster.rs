@@ -1,0 +1,188 @@
+//! This node in a cluster (`[cluster]`, docs/operations.md "Running
+//! several nodes"): its registry entry kept fresh in Redis, the placements
+//! of rooms that closed here released, and signaling's view of where rooms
+//! and sessions live.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use callgate_cluster::{Cluster, ClusterConfig, NodeLoad};
+use callgate_sfu::{Sfu, SfuMetrics};
+use callgate_signaling::cluster::{BoxFuture, ClusterUnavailable, NodeProof, Placement, Route};
+use callgate_signaling::token::{unix_now, unix_now_ms};
+use tracing::{debug, info, warn};
+
+use crate::config::ClusterSection;
+
+/// How long a participant's location is kept at most (a session never
+/// lasts this long; a crashed node's entries expire with it).
+const PARTICIPANT_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// This node's part of the cluster.
+pub struct ClusterNode {
+    cluster: Cluster,
+    secret: Vec<u8>,
+}
+
+fn unavailable(e: callgate_cluster::ClusterError) -> ClusterUnavailable {
+    ClusterUnavailable(e.to_string())
+}
+
+impl ClusterNode {
+    /// Connects to Redis and registers this node, reachable at `url`.
+    pub async fn join(section: &ClusterSection, url: String) -> anyhow::Result<Arc<ClusterNode>> {
+        let cluster = Cluster::connect(ClusterConfig {
+            redis_url: section.redis_url.clone(),
+            node_id: section.node_id.clone(),
+            url: url.clone(),
+            node_ttl: section.node_ttl,
+            key_prefix: section.key_prefix.clone(),
+        })
+        .await
+        .context("connecting to the cluster's Redis")?;
+        cluster
+            .refresh(NodeLoad::default(), false, unix_now_ms())
+            .await
+            .context("registering the node in Redis")?;
+        info!(node = %section.node_id, url = %url, "joined the cluster");
+        Ok(Arc::new(ClusterNode {
+            cluster,
+            secret: section.secret.as_bytes().to_vec(),
+        }))
+    }
+
+    fn route(&self, node: callgate_cluster::NodeInfo) -> Route {
+        if node.id == self.cluster.node_id() {
+            Route::Here
+        } else {
+            Route::There {
+                node_id: node.id,
+                url: node.url,
+            }
+        }
+    }
+
+    /// Refreshes this node's entry every `every` with its load, and
+    /// releases the placements of rooms that have closed here (a room
+    /// missing on two refreshes in a row: a room placed here a moment ago
+    /// may not be open yet). Runs until the task is dropped.
+    pub async fn keep_fresh(self: Arc<Self>, sfu: Arc<Sfu>, metrics: SfuMetrics, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut missing_before: HashSet<String> = HashSet::new();
+        loop {
+            tick.tick().await;
+            let rooms = sfu.list_rooms().await;
+            let load = NodeLoad {
+                cpu: metrics.busiest_worker_load(sfu.media_addrs().len()),
+                rooms: rooms.len() as u64,
+                participants: rooms.iter().map(|r| r.num_participants as u64).sum(),
+            };
+            if let Err(e) = self.cluster.refresh(load, false, unix_now_ms()).await {
+                warn!(error = %e, "could not refresh this node's cluster entry");
+                continue;
+            }
+            let open: HashSet<&str> = rooms.iter().map(|r| r.name.as_str()).collect();
+            let placed = match self.cluster.placed_here().await {
+                Ok(placed) => placed,
+                Err(e) => {
+                    warn!(error = %e, "could not read this node's placements");
+                    continue;
+                }
+            };
+            let missing: HashSet<String> = placed
+                .into_iter()
+                .filter(|room| !open.contains(room.as_str()))
+                .collect();
+            for room in missing.intersection(&missing_before) {
+                match self.cluster.release(room).await {
+                    Ok(_) => debug!(room = %room, "placement released: the room closed"),
+                    Err(e) => warn!(error = %e, room = %room, "could not release a placement"),
+                }
+            }
+            missing_before = missing;
+        }
+    }
+
+    /// Leaves the cluster at once: its entry and its rooms' placements go.
+    pub async fn leave(&self) {
+        if let Err(e) = self.cluster.deregister().await {
+            warn!(error = %e, "could not leave the cluster cleanly; the entry expires on its own");
+        }
+    }
+}
+
+impl Placement for ClusterNode {
+    fn place<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<Route, ClusterUnavailable>> {
+        Box::pin(async move {
+            let node = self.cluster.place(room).await.map_err(unavailable)?;
+            Ok(self.route(node))
+        })
+    }
+
+    fn locate_room<'a>(
+        &'a self,
+        room: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Route>, ClusterUnavailable>> {
+        Box::pin(async move {
+            match self.cluster.owner(room).await {
+                Ok(node) => Ok(node.map(|n| self.route(n))),
+                // A name that cannot be a room's lives nowhere.
+                Err(callgate_cluster::ClusterError::Invalid { .. }) => Ok(None),
+                Err(e) => Err(unavailable(e)),
+            }
+        })
+    }
+
+    fn locate_participant<'a>(
+        &'a self,
+        sid: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Route>, ClusterUnavailable>> {
+        Box::pin(async move {
+            match self.cluster.participant_node(sid).await {
+                Ok(node) => Ok(node.map(|n| self.route(n))),
+                Err(callgate_cluster::ClusterError::Invalid { .. }) => Ok(None),
+                Err(e) => Err(unavailable(e)),
+            }
+        })
+    }
+
+    fn participant_joined(&self, sid: &str) {
+        let (cluster, sid) = (self.cluster.clone(), sid.to_owned());
+        tokio::spawn(async move {
+            if let Err(e) = cluster.note_participant(&sid, PARTICIPANT_TTL).await {
+                warn!(error = %e, sid = %sid, "could not note the participant in the cluster");
+            }
+        });
+    }
+
+    fn participant_left(&self, sid: &str) {
+        let (cluster, sid) = (self.cluster.clone(), sid.to_owned());
+        tokio::spawn(async move {
+            if let Err(e) = cluster.forget_participant(&sid).await {
+                debug!(error = %e, sid = %sid, "participant location left to expire");
+            }
+        });
+    }
+
+    fn peers(&self) -> BoxFuture<'_, Result<Vec<(String, String)>, ClusterUnavailable>> {
+        Box::pin(async move {
+            let nodes = self.cluster.nodes().await.map_err(unavailable)?;
+            Ok(nodes
+                .into_iter()
+                .filter(|n| n.id != self.cluster.node_id())
+                .map(|n| (n.id, n.url))
+                .collect())
+        })
+    }
+
+    fn proof(&self) -> NodeProof {
+        NodeProof::new(&self.secret, self.cluster.node_id(), unix_now())
+    }
+
+    fn verify(&self, header: &str, now_s: u64) -> bool {
+        NodeProof::verify(&self.secret, header, now_s)
+    }
+}

@@ -1,0 +1,168 @@
+//! Several nodes on one Redis and one PostgreSQL ledger (docs/operations.md
+//! "Running several nodes"): three callgate nodes on 127.0.0.2–4 and real
+//! WebRTC clients.
+
+mod common;
+
+use callgate_client::{ClientError, Signaling};
+use common::cluster::TestCluster;
+use common::*;
+use serde_json::{Value, json};
+
+fn names(body: &Value, list: &str, field: &str) -> Vec<String> {
+    let mut names: Vec<String> = body[list]
+        .as_array()
+        .unwrap_or_else(|| panic!("a list of {list}: {body}"))
+        .iter()
+        .map(|r| r[field].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_joining_through_different_nodes_meet_in_one_room_and_hear_each_other() {
+    let cluster = TestCluster::start(3).await;
+    let room = unique_room();
+    let before = cluster.room_counts().await;
+    let mut alice = Client::join(&cluster.nodes[0], &token(&room, "alice")).await;
+    let bob = Client::join(&cluster.nodes[1], &token(&room, "bob")).await;
+    let mut carol = Client::join(&cluster.nodes[2], &token(&room, "carol")).await;
+
+    // One room, on one node; the joins that reached another node were
+    // relayed to it.
+    let owner = cluster.node_of(&before).await;
+    assert_eq!(
+        names(&carol.joined, "participants", "identity"),
+        ["alice", "bob"]
+    );
+    assert_eq!(cluster.total("callgate_signaling_relayed_total").await, 2.0);
+
+    // Media goes to the room's node and comes back to everyone.
+    let mut tracks = camera_and_microphone();
+    publish_and_count(&mut alice, &mut tracks, &[&bob, &carol]).await;
+
+    // The server API answers the same from every node, and acts through
+    // a node the room does not live on.
+    for node in &cluster.nodes {
+        let (status, body) = api_send(
+            node,
+            reqwest::Method::GET,
+            &format!("/v1/rooms/{room}/participants"),
+            Value::Null,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            names(&body, "participants", "identity"),
+            ["alice", "bob", "carol"]
+        );
+    }
+    let elsewhere = &cluster.nodes[(owner + 1) % 3];
+    let (status, body) = api_send(
+        elsewhere,
+        reqwest::Method::DELETE,
+        &format!("/v1/rooms/{room}/participants/carol"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(
+        carol.event("left").await,
+        json!({"type": "left", "reason": "removed"})
+    );
+    let (status, body) = api_send(
+        elsewhere,
+        reqwest::Method::DELETE,
+        &format!("/v1/rooms/{room}/participants/carol"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "participant_not_found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_made_through_one_node_spread_over_all_and_every_node_lists_them_all() {
+    let cluster = TestCluster::start(3).await;
+    let rooms: Vec<String> = (0..6).map(|i| format!("{}-{i}", unique_room())).collect();
+    for room in &rooms {
+        let (status, body) = api_send(
+            &cluster.nodes[0],
+            reqwest::Method::POST,
+            "/v1/rooms",
+            json!({"name": room}),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["room"]["name"], room.as_str());
+    }
+    // Idle nodes take new rooms in turn.
+    assert_eq!(cluster.room_counts().await, [2.0, 2.0, 2.0]);
+    let mut expected = rooms.clone();
+    expected.sort();
+    for node in &cluster.nodes {
+        let (status, body) = api_send(node, reqwest::Method::GET, "/v1/rooms", Value::Null).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(names(&body, "rooms", "name"), expected);
+    }
+    // Closing a room through any node closes it where it lives.
+    let (status, body) = api_send(
+        &cluster.nodes[2],
+        reqwest::Method::DELETE,
+        &format!("/v1/rooms/{}", rooms[0]),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    let (_, body) = api_send(
+        &cluster.nodes[1],
+        reqwest::Method::GET,
+        "/v1/rooms",
+        Value::Null,
+    )
+    .await;
+    expected.retain(|r| r != &rooms[0]);
+    assert_eq!(names(&body, "rooms", "name"), expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_limit_holds_when_joins_race_through_different_nodes() {
+    let cluster = TestCluster::start(3).await;
+    let room = unique_room();
+    let (status, body) = api_send(
+        &cluster.nodes[1],
+        reqwest::Method::POST,
+        "/v1/rooms",
+        json!({"name": room, "max_participants": 2}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    // Nine joins at once, three through each node.
+    let joins = (0..9).map(|i| {
+        let url = cluster.nodes[i % 3].ws_url();
+        let token = token(&room, &format!("user{i}"));
+        tokio::spawn(async move { Signaling::join(&url, &token).await })
+    });
+    let mut joined = Vec::new();
+    let mut refused = 0;
+    for join in joins.collect::<Vec<_>>() {
+        match join.await.unwrap() {
+            Ok(session) => joined.push(session),
+            Err(ClientError::Closed { code, reason }) => {
+                assert_eq!((code, reason.as_str()), (4005, "room_full"));
+                refused += 1;
+            }
+            Err(e) => panic!("neither joined nor room_full: {e}"),
+        }
+    }
+    assert_eq!((joined.len(), refused), (2, 7));
+    let (_, body) = api_send(
+        &cluster.nodes[0],
+        reqwest::Method::GET,
+        &format!("/v1/rooms/{room}/participants"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(body["participants"].as_array().map(Vec::len), Some(2));
+}

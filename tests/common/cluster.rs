@@ -1,0 +1,101 @@
+//! A cluster for the end-to-end tests: a `redis-server`, a database of its
+//! own on the test PostgreSQL (CALLGATE_TEST_POSTGRES_URL, which
+//! scripts/test.sh provides), and callgate nodes on 127.0.0.2, 127.0.0.3, …
+
+use callgate_cluster::testing::TestRedis;
+
+use super::*;
+
+pub const CLUSTER_SECRET: &str = "cluster-test-secret-0123";
+
+pub struct TestCluster {
+    pub redis: TestRedis,
+    /// The shared ledger.
+    pub database_url: String,
+    pub nodes: Vec<TestServer>,
+}
+
+/// A new database on the test PostgreSQL server.
+pub async fn new_postgres_database() -> String {
+    use sqlx::Connection;
+    let base = std::env::var("CALLGATE_TEST_POSTGRES_URL").expect(
+        "CALLGATE_TEST_POSTGRES_URL names a PostgreSQL server (scripts/test.sh starts one)",
+    );
+    let name = format!("cg_cluster_{}", rand::random::<u32>());
+    let mut admin = sqlx::PgConnection::connect(&base).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+    let (server, _) = base.rsplit_once('/').expect("a URL with a database");
+    format!("{server}/{name}")
+}
+
+impl TestCluster {
+    /// `n` nodes, `n1` on 127.0.0.2, `n2` on 127.0.0.3, …
+    pub async fn start(n: usize) -> TestCluster {
+        let redis = TestRedis::start();
+        let database_url = new_postgres_database().await;
+        let mut cluster = TestCluster {
+            redis,
+            database_url,
+            nodes: Vec::new(),
+        };
+        for i in 0..n {
+            let node = cluster.start_node(i);
+            cluster.nodes.push(node);
+        }
+        cluster
+    }
+
+    /// Node `i` (`n{i+1}` on 127.0.0.{i+2}), started.
+    pub fn start_node(&self, i: usize) -> TestServer {
+        let ip = format!("127.0.0.{}", i + 2);
+        let id = format!("n{}", i + 1);
+        TestServer::start_with_env(
+            &[
+                ("CALLGATE_HTTP_BIND", &ip),
+                ("CALLGATE_RTC_BIND_IP", &ip),
+                ("CALLGATE_TURN_BIND_IP", &ip),
+                ("CALLGATE_CLUSTER_REDIS_URL", self.redis.url()),
+                ("CALLGATE_CLUSTER_NODE_ID", &id),
+                ("CALLGATE_CLUSTER_SECRET", CLUSTER_SECRET),
+                ("CALLGATE_METERING_DATABASE_URL", &self.database_url),
+            ],
+            &["--workers", "1"],
+        )
+    }
+
+    /// The node room `room` lives on (its index), by the rooms each node
+    /// reports open in its metrics.
+    pub async fn node_of(&self, room_count_before: &[f64]) -> usize {
+        let mut grown = Vec::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            let rooms = metric(&metrics_text(node).await, "callgate_rooms", "");
+            if rooms > room_count_before[i] {
+                grown.push(i);
+            }
+        }
+        assert_eq!(grown.len(), 1, "exactly one node opened the room");
+        grown[0]
+    }
+
+    /// Every node's open rooms, by its metrics.
+    pub async fn room_counts(&self) -> Vec<f64> {
+        let mut counts = Vec::new();
+        for node in &self.nodes {
+            counts.push(metric(&metrics_text(node).await, "callgate_rooms", ""));
+        }
+        counts
+    }
+
+    /// A metric summed over every node.
+    pub async fn total(&self, name: &str) -> f64 {
+        let mut sum = 0.0;
+        for node in &self.nodes {
+            sum += metric(&metrics_text(node).await, name, "");
+        }
+        sum
+    }
+}
