@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use callgate_cluster::{Cluster, ClusterConfig, NodeLoad};
+use callgate_metering::Meter;
 use callgate_sfu::{Sfu, SfuMetrics};
 use callgate_signaling::cluster::{BoxFuture, ClusterUnavailable, NodeProof, Placement, Route};
 use callgate_signaling::token::{unix_now, unix_now_ms};
@@ -24,6 +25,8 @@ const PARTICIPANT_TTL: Duration = Duration::from_secs(24 * 3600);
 pub struct ClusterNode {
     cluster: Cluster,
     secret: Vec<u8>,
+    /// The shared ledger, to close the billed sessions of nodes that die.
+    meter: Option<Meter>,
 }
 
 fn unavailable(e: callgate_cluster::ClusterError) -> ClusterUnavailable {
@@ -32,7 +35,11 @@ fn unavailable(e: callgate_cluster::ClusterError) -> ClusterUnavailable {
 
 impl ClusterNode {
     /// Connects to Redis and registers this node, reachable at `url`.
-    pub async fn join(section: &ClusterSection, url: String) -> anyhow::Result<Arc<ClusterNode>> {
+    pub async fn join(
+        section: &ClusterSection,
+        url: String,
+        meter: Option<Meter>,
+    ) -> anyhow::Result<Arc<ClusterNode>> {
         let cluster = Cluster::connect(ClusterConfig {
             redis_url: section.redis_url.clone(),
             node_id: section.node_id.clone(),
@@ -50,6 +57,7 @@ impl ClusterNode {
         Ok(Arc::new(ClusterNode {
             cluster,
             secret: section.secret.as_bytes().to_vec(),
+            meter,
         }))
     }
 
@@ -64,10 +72,11 @@ impl ClusterNode {
         }
     }
 
-    /// Refreshes this node's entry every `every` with its load, and
-    /// releases the placements of rooms that have closed here (a room
-    /// missing on two refreshes in a row: a room placed here a moment ago
-    /// may not be open yet). Runs until the task is dropped.
+    /// Refreshes this node's entry every `every` with its load; releases
+    /// the placements of rooms that have closed here (a room missing on two
+    /// refreshes in a row: a room placed here a moment ago may not be open
+    /// yet); and closes the billed sessions of nodes it finds dead. Runs
+    /// until the task is dropped.
     pub async fn keep_fresh(self: Arc<Self>, sfu: Arc<Sfu>, metrics: SfuMetrics, every: Duration) {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -83,6 +92,14 @@ impl ClusterNode {
             if let Err(e) = self.cluster.refresh(load, false, unix_now_ms()).await {
                 warn!(error = %e, "could not refresh this node's cluster entry");
                 continue;
+            }
+            match self.cluster.scan().await {
+                Ok(scan) => {
+                    for node in scan.gone {
+                        self.after_node_lost(&node).await;
+                    }
+                }
+                Err(e) => warn!(error = %e, "could not scan the cluster's nodes"),
             }
             let open: HashSet<&str> = rooms.iter().map(|r| r.name.as_str()).collect();
             let placed = match self.cluster.placed_here().await {
@@ -103,6 +120,22 @@ impl ClusterNode {
                 }
             }
             missing_before = missing;
+        }
+    }
+
+    /// A node stopped refreshing its entry and this node was the one to
+    /// notice: its billed sessions are closed at their last checkpoint now,
+    /// not when their holds expire. (Its rooms are placed again as clients
+    /// rejoin.)
+    async fn after_node_lost(&self, node: &str) {
+        warn!(node = %node, "a cluster node is gone");
+        let Some(meter) = &self.meter else { return };
+        match meter.recover_node(node).await {
+            Ok(closed) => {
+                info!(node = %node, sessions = closed, "closed the billed sessions of a gone node")
+            }
+            // The hold-expiry sweep of every node closes them later.
+            Err(e) => warn!(error = %e, node = %node, "could not close a gone node's sessions"),
         }
     }
 

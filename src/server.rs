@@ -273,7 +273,8 @@ pub async fn run(
     let cluster = match config.cluster.is_enabled() {
         true => {
             let url = config.cluster_url(bound.port());
-            let node = crate::cluster::ClusterNode::join(&config.cluster, url).await?;
+            let node =
+                crate::cluster::ClusterNode::join(&config.cluster, url, meter.clone()).await?;
             tokio::spawn(node.clone().keep_fresh(
                 sfu.clone(),
                 sfu_metrics.clone(),

@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use callgate_client::{ClientError, Signaling};
 use common::cluster::TestCluster;
 use common::*;
@@ -165,4 +167,122 @@ async fn a_room_limit_holds_when_joins_race_through_different_nodes() {
     )
     .await;
     assert_eq!(body["participants"].as_array().map(Vec::len), Some(2));
+}
+
+/// How long a killed node's rooms stay placed on it, at most: the node
+/// TTL the test configures, plus one refresh of the node that notices.
+const NODE_TTL: Duration = Duration::from_secs(3);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_call_has_its_sessions_closed_and_its_rooms_placed_again() {
+    let mut cluster = TestCluster::start_with(
+        3,
+        &[
+            ("CALLGATE_CLUSTER_NODE_TTL", "3s"),
+            ("CALLGATE_METERING_CHECKPOINT_INTERVAL", "1s"),
+        ],
+    )
+    .await;
+    let (status, body) = api_send(
+        &cluster.nodes[0],
+        reqwest::Method::POST,
+        "/v1/wallets/alice/credits",
+        json!({"coins": 1000, "reference": "pay_1"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let room = unique_room();
+    let before = cluster.room_counts().await;
+    let (status, _) = api_send(
+        &cluster.nodes[0],
+        reqwest::Method::POST,
+        "/v1/rooms",
+        json!({"name": room}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let owner = cluster.node_of(&before).await;
+    let (a, b) = ((owner + 1) % 3, (owner + 2) % 3);
+
+    // A paid call on the owner, its two ends relayed through the others.
+    let (mut alice, _alice_track) = money::join_with_media(
+        &cluster.nodes[a],
+        &money::paid_token(&room, "alice", "alice", Some("bob"), 60),
+    )
+    .await;
+    let (mut bob, _bob_track) =
+        money::join_with_media(&cluster.nodes[b], &token(&room, "bob")).await;
+    alice.event("balance").await;
+    let billed = Instant::now();
+    // A few checkpoints' worth of call.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    cluster.nodes[owner].kill9();
+    let killed = Instant::now();
+    for client in [&mut alice, &mut bob] {
+        client.event("_closed").await;
+        assert_eq!(
+            client.closed,
+            Some(Closed {
+                code: 4011,
+                reason: "node_lost".into()
+            }),
+            "{} is told its session's node is gone",
+            client.identity
+        );
+    }
+
+    // The room can be made again, on a node that lives, once the dead
+    // node's entry has expired.
+    let live = &cluster.nodes[a];
+    TestCluster::eventually("the room placed again", || async {
+        let (status, _) = api_send(
+            live,
+            reqwest::Method::POST,
+            "/v1/rooms",
+            json!({"name": room}),
+        )
+        .await;
+        status == 201
+    })
+    .await;
+    let replaced_after = killed.elapsed();
+    assert!(
+        replaced_after < NODE_TTL + Duration::from_secs(3),
+        "placed again {replaced_after:?} after the kill"
+    );
+
+    // Another node closed the dead node's billed session at its last
+    // checkpoint: nothing charged after the kill, no hold left, every coin
+    // charged went to the payee or the platform.
+    TestCluster::eventually("the dead node's session closed", || async {
+        let rows = money::export_rows(live, "sessions").await;
+        rows.len() == 1 && !rows[0]["ended_at"].is_null()
+    })
+    .await;
+    eprintln!(
+        "after the kill: room placed again in {replaced_after:?}, session closed in {:?}",
+        killed.elapsed()
+    );
+    let rows = money::export_rows(live, "sessions").await;
+    assert_eq!(rows[0]["end_reason"], "recovered", "{}", rows[0]);
+    let charged = rows[0]["coins"].as_i64().unwrap();
+    let ran = (killed - billed).as_secs_f64();
+    assert!(
+        charged >= 1 && charged as f64 <= ran.ceil() + 1.0,
+        "charged {charged} for {ran:.1} s"
+    );
+    let wallet = api_json(live, "/v1/wallets/alice").await;
+    assert_eq!(wallet["held"], 0, "{wallet}");
+    assert_eq!(wallet["balance"], 1000 - charged, "{wallet}");
+    let earned = money::balance(live, "earnings:bob").await;
+    let platform = money::balance(live, "platform").await;
+    assert_eq!(earned + platform, charged);
+
+    // The two rejoin (as the SDK does on node_lost) and hear each other on
+    // the room's new node.
+    let mut alice = Client::join(live, &token(&room, "alice")).await;
+    let bob = Client::join(&cluster.nodes[b], &token(&room, "bob")).await;
+    let mut tracks = camera_and_microphone();
+    publish_and_count(&mut alice, &mut tracks, &[&bob]).await;
 }

@@ -98,6 +98,11 @@ const CLOSE_RESUMING = 4000;
 const CLOSE_RESUME_FAILED = 4008;
 /** Close code: the session was resumed on a newer WebSocket. */
 const CLOSE_REPLACED = 4009;
+/**
+ * Close code (a cluster): the node the session lived on is gone; the room is
+ * placed again on another node, so join afresh.
+ */
+const CLOSE_NODE_LOST = 4011;
 /** Close codes 4001–4007: the token or the protocol was refused; trying again cannot help. */
 const isRefusal = (code) => code >= 4001 && code <= 4007;
 /**
@@ -425,7 +430,7 @@ class Transport {
  * Events (subscribe with `room.on(name, fn)`; `fn` gets one plain object):
  * - `connectionStateChanged` `{state, previous}` (the room's ConnectionState)
  * - `reconnecting` `{reason}` (`signaling_lost`, `ice_failed`, `ice_disconnected`,
- *   `no_inbound_media` (the media watchdog), `dtls_timeout`, `internal_error`, `resume_failed`, or the server's
+ *   `no_inbound_media` (the media watchdog), `dtls_timeout`, `internal_error`, `resume_failed`, `node_lost`, or the server's
  *   `reconnecting` reason, e.g. `media_silent`)
  * - `reconnected` `{resumed}` (`true`: the same session goes on; `false`: joined afresh with a
  *   new participant sid and published the same tracks again)
@@ -939,6 +944,10 @@ export class Room extends Emitter {
     }
     if (code === CLOSE_RESUME_FAILED) {
       this._lostSession('resume_failed', true);
+      return;
+    }
+    if (code === CLOSE_NODE_LOST) {
+      this._lostSession('node_lost', true);
       return;
     }
     this._lostSession('signaling_lost', false);

@@ -20,4 +20,4 @@ pub use error::ClusterError;
 pub use keys::Keys;
 pub use node::{NodeId, NodeInfo, NodeLoad};
 pub use placement::{Candidate, load_step};
-pub use registry::{Cluster, ClusterConfig};
+pub use registry::{Cluster, ClusterConfig, Scan};

@@ -12,6 +12,14 @@ use crate::keys::Keys;
 use crate::node::{NodeId, NodeInfo, NodeLoad};
 use crate::placement::candidates;
 
+/// What [`Cluster::scan`] found.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Scan {
+    pub alive: Vec<NodeInfo>,
+    /// Nodes found gone and forgotten by this scan.
+    pub gone: Vec<NodeId>,
+}
+
 /// How a node joins the cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -179,35 +187,54 @@ impl Cluster {
         Ok(())
     }
 
-    /// Every node that is alive (its entry has not expired). Nodes whose
-    /// entry expired are forgotten on the way, with their room sets.
+    /// Every node that is alive (its entry has not expired).
     pub async fn nodes(&self) -> Result<Vec<NodeInfo>, ClusterError> {
+        Ok(self.entries().await?.0)
+    }
+
+    /// The nodes that are alive, and the nodes this call found gone (their
+    /// entry expired) and forgot, with their room sets. Each gone node is
+    /// forgotten by exactly one caller, which is then the one to clean up
+    /// after it (its billed sessions); only [`Cluster::scan`] forgets.
+    pub async fn scan(&self) -> Result<Scan, ClusterError> {
+        let (alive, expired) = self.entries().await?;
+        let mut conn = self.conn.clone();
+        let mut gone = Vec::new();
+        for id in expired {
+            let (removed,): (i64,) = redis::pipe()
+                .srem(self.keys.nodes(), &id)
+                .del(self.keys.node_rooms(&id))
+                .ignore()
+                .query_async(&mut conn)
+                .await?;
+            if removed == 1 {
+                debug!(node = %id, "node entry expired: node forgotten");
+                gone.push(id);
+            }
+        }
+        Ok(Scan { alive, gone })
+    }
+
+    /// The registered nodes: the entries of those alive, and the ids of
+    /// those whose entry expired.
+    async fn entries(&self) -> Result<(Vec<NodeInfo>, Vec<NodeId>), ClusterError> {
         let mut conn = self.conn.clone();
         let mut ids: Vec<String> = conn.smembers(self.keys.nodes()).await?;
         ids.sort();
         if ids.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         }
         let keys: Vec<String> = ids.iter().map(|id| self.keys.node(id)).collect();
         let entries: Vec<Option<String>> =
             redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
-        let mut alive = Vec::new();
+        let (mut alive, mut expired) = (Vec::new(), Vec::new());
         for (id, entry) in ids.into_iter().zip(entries) {
             match entry {
                 Some(json) => alive.push(parse_entry(&id, &json)?),
-                None => {
-                    debug!(node = %id, "node entry expired: forgetting the node");
-                    redis::pipe()
-                        .srem(self.keys.nodes(), &id)
-                        .ignore()
-                        .del(self.keys.node_rooms(&id))
-                        .ignore()
-                        .query_async::<()>(&mut conn)
-                        .await?;
-                }
+                None => expired.push(id),
             }
         }
-        Ok(alive)
+        Ok((alive, expired))
     }
 
     /// The node `id`, if it is alive.

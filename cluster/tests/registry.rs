@@ -106,6 +106,7 @@ async fn a_room_of_a_node_whose_entry_expired_is_placed_again_on_a_live_node() {
     let (a, b) = (node(&redis, "a").await, node(&redis, "b").await);
     a.refresh(idle(), false, 1).await.unwrap();
     let mut conn = raw(&redis).await;
+    // Looking does not forget anybody: only a scan does.
     let ttl_ms: i64 = redis::cmd("PTTL")
         .arg("callgate:node:a")
         .query_async(&mut conn)
@@ -130,9 +131,34 @@ async fn a_room_of_a_node_whose_entry_expired_is_placed_again_on_a_live_node() {
         .await
         .unwrap();
     assert_eq!(b.owner("call").await.unwrap(), None, "a is gone");
+    assert_eq!(b.nodes().await.unwrap().len(), 1);
+    let registered: Vec<String> = redis::cmd("SMEMBERS")
+        .arg("callgate:nodes")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        registered.contains(&"a".to_owned()),
+        "not forgotten by a look"
+    );
+    // Of the nodes that notice, exactly one forgets a (and cleans up after it).
+    let c = node(&redis, "c").await;
+    c.refresh(idle(), false, 1).await.unwrap();
+    let scans = tokio::join!(b.scan(), c.scan(), b.scan(), c.scan());
+    let gone: Vec<String> = [scans.0, scans.1, scans.2, scans.3]
+        .into_iter()
+        .flat_map(|s| s.unwrap().gone)
+        .collect();
+    assert_eq!(gone, ["a"]);
     assert_eq!(b.place("call").await.unwrap().id, "b");
     let ids: Vec<String> = b.nodes().await.unwrap().into_iter().map(|n| n.id).collect();
-    assert_eq!(ids, ["b"], "a is forgotten");
+    assert_eq!(ids, ["b", "c"], "a is forgotten");
+    let registered: Vec<String> = redis::cmd("SMEMBERS")
+        .arg("callgate:nodes")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!registered.contains(&"a".to_owned()));
     assert!(a.placed_here().await.unwrap().is_empty());
     assert_eq!(b.placed_here().await.unwrap(), ["call"]);
 }

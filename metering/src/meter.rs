@@ -478,9 +478,32 @@ impl Inner {
             let _io = self.clock.io_guard();
             crate::call_log::release_expired_call_holds(self, now).await?;
         }
+        Ok(self.recover_ids(ids, !at_open).await)
+    }
+
+    /// Closes the open sessions of node `node`, whose process is gone (a
+    /// cluster saw its registry entry expire), without waiting for their
+    /// holds to expire.
+    async fn recover_node(&self, node: &str) -> Result<u64, MeterError> {
+        let ids: Vec<String> = {
+            let _io = self.clock.io_guard();
+            sqlx::query_scalar(
+                "SELECT id FROM sessions WHERE state = 'open' AND node = $1 AND instance <> $2",
+            )
+            .bind(node)
+            .bind(&self.instance)
+            .fetch_all(&self.db.write)
+            .await?
+        };
+        Ok(self.recover_ids(ids, true).await)
+    }
+
+    /// Recovers sessions `ids` (skipping those this run still bills when
+    /// `skip_registered`); how many it closed.
+    async fn recover_ids(&self, ids: Vec<String>, skip_registered: bool) -> u64 {
         let mut n = 0;
         for id in ids {
-            if !at_open && self.is_registered(&id) {
+            if skip_registered && self.is_registered(&id) {
                 continue;
             }
             let _io = self.clock.io_guard();
@@ -493,7 +516,7 @@ impl Inner {
                 Err(e) => warn!(session = %id, error = %e, "recovery failed; retrying later"),
             }
         }
-        Ok(n)
+        n
     }
 
     /// Persists the progress of every open session here and refreshes
@@ -1064,6 +1087,15 @@ impl Meter {
     /// every interval. Returns how many it closed.
     pub async fn recover_now(&self) -> Result<u64, MeterError> {
         self.inner.recover_where(false).await
+    }
+
+    /// Closes every open session of node `node_id` at its last checkpoint,
+    /// as that node's own restart would: for a cluster node that saw
+    /// another's registry entry expire (the node died). A session already
+    /// closed is left alone, so several nodes doing this at once close each
+    /// session once. How many it closed.
+    pub async fn recover_node(&self, node_id: &str) -> Result<u64, MeterError> {
+        self.inner.recover_node(node_id).await
     }
 
     /// Persists every open session's progress now (the ticker does it

@@ -157,6 +157,53 @@ async fn another_node_recovers_an_expired_hold(db: TestDb) {
 }
 on_both!(expired_hold, another_node_recovers_an_expired_hold);
 
+async fn a_node_found_dead_has_its_sessions_closed_at_once(db: TestDb) {
+    let mut config = db.config();
+    config.node_id = "node-a".into();
+    let a = db.open_with(config.clone()).await;
+    a.credit("payer", 1_000, "pay-1").await.unwrap();
+    let s = a
+        .start_session(start(
+            "payer",
+            Some("host"),
+            BillingTerms::new(60).with_increments(1, 1),
+        ))
+        .await
+        .unwrap();
+    let id = s.id().to_owned();
+    sleep(Duration::from_millis(12_000)).await;
+    crash(&a, vec![s]).await;
+    config.node_id = "node-b".into();
+    let b = db.open_with(config).await;
+    // b's own sessions and other nodes' are not node a's.
+    b.credit("other", 1_000, "pay-2").await.unwrap();
+    let own = b
+        .start_session(start("other", None, BillingTerms::new(60)))
+        .await
+        .unwrap();
+    assert_eq!(b.recover_node("node-c").await.unwrap(), 0);
+    assert_eq!(
+        b.recover_node("node-b").await.unwrap(),
+        0,
+        "b's own live session"
+    );
+    // The cluster says node a is gone, long before its hold (refreshed at
+    // 10 s) would expire: closed at that checkpoint.
+    assert_eq!(b.recover_node("node-a").await.unwrap(), 1);
+    let summary = b.session(&id).await.unwrap().expect("closed");
+    assert_eq!(summary.end_reason, EndReason::Recovered);
+    assert_eq!((summary.duration_ms, summary.coins), (10_000, 10));
+    assert_eq!(b.recover_node("node-a").await.unwrap(), 0, "closed once");
+    let w = b.wallet("payer").await.unwrap();
+    assert_eq!((w.balance, w.held), (990, 0));
+    own.end(EndReason::Hangup).await.unwrap();
+    assert_clean(&b).await;
+}
+on_both!(
+    node_found_dead,
+    a_node_found_dead_has_its_sessions_closed_at_once
+);
+
 async fn many_sessions_crash_together(db: TestDb) {
     let meter = db.open().await;
     let mut handles = Vec::new();

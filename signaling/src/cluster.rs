@@ -212,14 +212,30 @@ pub async fn relay(
                 }
                 Some(Err(e)) => {
                     debug!(error = %e, "relayed signaling broke on the room's node");
-                    break;
+                    node_lost(client).await;
+                    return Ok(());
                 }
-                None => break,
+                None => {
+                    node_lost(client).await;
+                    return Ok(());
+                }
             },
         }
     }
     // Dropping both ends closes their TCP connections.
     Ok(())
+}
+
+/// The room's node went without a close frame (it died, or the network
+/// to it broke): its sessions are gone with it, so the client is told to
+/// join again, which places the room anew once the node's entry expires.
+async fn node_lost(mut client: WebSocket) {
+    let _ = client
+        .send(Message::Close(Some(CloseFrame {
+            code: crate::close_codes::NODE_LOST,
+            reason: Utf8Bytes::from_static("node_lost"),
+        })))
+        .await;
 }
 
 fn to_upstream(message: Message) -> tungstenite::Message {

@@ -39,6 +39,9 @@ pub mod close {
     pub const REPLACED: u16 = 4009;
     /// The token names a role the server does not define.
     pub const UNKNOWN_ROLE: u16 = 4010;
+    /// In a cluster: the node the session lived on is gone (the relaying
+    /// node lost it without a close); join again.
+    pub const NODE_LOST: u16 = 4011;
     /// A client closing with this code means to resume soon: the session
     /// is kept (any other close frame is a leave).
     pub const RESUMING: u16 = 4000;

@@ -13,6 +13,7 @@ pub struct TestCluster {
     /// The shared ledger.
     pub database_url: String,
     pub nodes: Vec<TestServer>,
+    vars: Vec<(String, String)>,
 }
 
 /// A new database on the test PostgreSQL server.
@@ -35,12 +36,21 @@ pub async fn new_postgres_database() -> String {
 impl TestCluster {
     /// `n` nodes, `n1` on 127.0.0.2, `n2` on 127.0.0.3, …
     pub async fn start(n: usize) -> TestCluster {
+        TestCluster::start_with(n, &[]).await
+    }
+
+    /// `n` nodes with configuration overrides `vars` (`CALLGATE_*`).
+    pub async fn start_with(n: usize, vars: &[(&str, &str)]) -> TestCluster {
         let redis = TestRedis::start();
         let database_url = new_postgres_database().await;
         let mut cluster = TestCluster {
             redis,
             database_url,
             nodes: Vec::new(),
+            vars: vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         for i in 0..n {
             let node = cluster.start_node(i);
@@ -53,18 +63,34 @@ impl TestCluster {
     pub fn start_node(&self, i: usize) -> TestServer {
         let ip = format!("127.0.0.{}", i + 2);
         let id = format!("n{}", i + 1);
-        TestServer::start_with_env(
-            &[
-                ("CALLGATE_HTTP_BIND", &ip),
-                ("CALLGATE_RTC_BIND_IP", &ip),
-                ("CALLGATE_TURN_BIND_IP", &ip),
-                ("CALLGATE_CLUSTER_REDIS_URL", self.redis.url()),
-                ("CALLGATE_CLUSTER_NODE_ID", &id),
-                ("CALLGATE_CLUSTER_SECRET", CLUSTER_SECRET),
-                ("CALLGATE_METERING_DATABASE_URL", &self.database_url),
-            ],
-            &["--workers", "1"],
-        )
+        let mut vars = vec![
+            ("CALLGATE_HTTP_BIND", ip.as_str()),
+            ("CALLGATE_RTC_BIND_IP", &ip),
+            ("CALLGATE_TURN_BIND_IP", &ip),
+            ("CALLGATE_CLUSTER_REDIS_URL", self.redis.url()),
+            ("CALLGATE_CLUSTER_NODE_ID", &id),
+            ("CALLGATE_CLUSTER_SECRET", CLUSTER_SECRET),
+            ("CALLGATE_METERING_DATABASE_URL", &self.database_url),
+        ];
+        vars.extend(self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        TestServer::start_with_env(&vars, &["--workers", "1"])
+    }
+
+    /// Waits until `check` holds (asked every 100 ms, for at most `WAIT`):
+    /// for what another process does, which sends no signal.
+    pub async fn eventually<F, Fut>(what: &str, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !check().await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// The node room `room` lives on (its index), by the rooms each node

@@ -193,6 +193,20 @@ test('resume_failed (error, then close 4008) makes the room join afresh at once 
   assert.equal(room.state, 'reconnecting');
 });
 
+test('node_lost (close 4011: the session\'s node is gone) makes the room join afresh at once', async (t) => {
+  const { room, ws, events } = await joinedAndPublishing(t);
+  ws.serverClose(4011, 'node_lost');
+  assert.equal(room.state, 'reconnecting');
+  assert.equal(events.filter((e) => e.name === 'reconnecting').at(-1).detail.reason, 'node_lost');
+  t.mock.timers.tick(0);
+  await settle();
+  const joinTry = FakeWS.all[1];
+  assert.ok(joinTry, 'a new socket at once');
+  joinTry.open();
+  await settle();
+  assert.deepEqual(joinTry.sent, [{ type: 'join', token: 'TOKEN-0', protocol: 1 }], 'a join, not a resume');
+});
+
 test('ICE failed, or disconnected for 2 s, starts a resume; disconnected for less does not', async (t) => {
   const { room, events, pub, sub } = await joinedAndPublishing(t);
   sub.setIce('disconnected');
