@@ -61,7 +61,7 @@ impl ClusterNode {
         }))
     }
 
-    fn route(&self, node: callgate_cluster::NodeInfo) -> Route {
+    fn route_of(&self, node: callgate_cluster::NodeInfo) -> Route {
         if node.id == self.cluster.node_id() {
             Route::Here
         } else {
@@ -151,7 +151,7 @@ impl Placement for ClusterNode {
     fn place<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<Route, ClusterUnavailable>> {
         Box::pin(async move {
             let node = self.cluster.place(room).await.map_err(unavailable)?;
-            Ok(self.route(node))
+            Ok(self.route_of(node))
         })
     }
 
@@ -161,7 +161,7 @@ impl Placement for ClusterNode {
     ) -> BoxFuture<'a, Result<Option<Route>, ClusterUnavailable>> {
         Box::pin(async move {
             match self.cluster.owner(room).await {
-                Ok(node) => Ok(node.map(|n| self.route(n))),
+                Ok(node) => Ok(node.map(|n| self.route_of(n))),
                 // A name that cannot be a room's lives nowhere.
                 Err(callgate_cluster::ClusterError::Invalid { .. }) => Ok(None),
                 Err(e) => Err(unavailable(e)),
@@ -175,7 +175,7 @@ impl Placement for ClusterNode {
     ) -> BoxFuture<'a, Result<Option<Route>, ClusterUnavailable>> {
         Box::pin(async move {
             match self.cluster.participant_node(sid).await {
-                Ok(node) => Ok(node.map(|n| self.route(n))),
+                Ok(node) => Ok(node.map(|n| self.route_of(n))),
                 Err(callgate_cluster::ClusterError::Invalid { .. }) => Ok(None),
                 Err(e) => Err(unavailable(e)),
             }

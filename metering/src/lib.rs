@@ -20,6 +20,7 @@ mod clock;
 mod db;
 mod error;
 mod export;
+mod feed;
 mod ledger;
 mod meter;
 mod metrics;

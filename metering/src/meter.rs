@@ -308,8 +308,20 @@ impl Inner {
         }
     }
 
-    /// Tells the payer's other sessions here that the wallet moved.
+    /// Tells the payer's other sessions, here and on the other nodes of a
+    /// cluster (module `feed`), that the wallet moved.
     pub fn wallet_changed(&self, payer: &str, snap: WalletSnap, except: Option<&str>) {
+        self.tell_sessions_of(payer, snap, except);
+        crate::feed::announce(self, payer);
+    }
+
+    /// Whether this instance bills a session paid by `payer`.
+    pub(crate) fn bills(&self, payer: &str) -> bool {
+        self.registry.lock().unwrap().by_payer.contains_key(payer)
+    }
+
+    /// Tells the payer's sessions here but `except` that the wallet moved.
+    pub(crate) fn tell_sessions_of(&self, payer: &str, snap: WalletSnap, except: Option<&str>) {
         let registry = self.registry.lock().unwrap();
         if let Some(sessions) = registry.by_payer.get(payer) {
             for (id, entry) in sessions {
@@ -371,6 +383,7 @@ impl Inner {
             ack: Some(ack),
         })
         .await;
+        crate::feed::announce(self, payer);
     }
 
     pub fn unregister(&self, payer: &str, id: &str) {
@@ -611,6 +624,12 @@ impl Meter {
             "meter open"
         );
         let mut tasks = vec![tokio::spawn(ticker(inner.clone(), inner.stop.subscribe()))];
+        if inner.db.backend == crate::db::Backend::Postgres {
+            tasks.push(tokio::spawn(crate::feed::listen(
+                inner.clone(),
+                inner.stop.subscribe(),
+            )));
+        }
         if let Some(w) = &inner.config.webhooks {
             tasks.push(tokio::spawn(webhook::deliver_loop(
                 inner.db.clone(),
