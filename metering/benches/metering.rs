@@ -2,7 +2,7 @@
 //! with peak memory. A plain binary (no criterion: these are throughput
 //! runs over real databases, minutes long, not micro-benchmarks).
 //!
-//!     cargo bench -p callgate-metering --bench metering -- settle [--postgres URL]
+//!     cargo bench -p callgate-metering --bench metering -- settle [--postgres URL] [--nodes N]
 //!     cargo bench -p callgate-metering --bench metering -- export [--postgres URL] [--sessions N]
 //!
 //! With no subcommand both run on SQLite (and on PostgreSQL when
@@ -24,6 +24,9 @@ struct Args {
     settle_sessions: usize,
     rounds: usize,
     concurrency: usize,
+    /// Meters (nodes, each with its own connection pool) settling on one
+    /// ledger at once, sharing the sessions and the in-flight count.
+    nodes: usize,
 }
 
 fn args() -> Args {
@@ -36,6 +39,7 @@ fn args() -> Args {
         settle_sessions: 2_000,
         rounds: 5,
         concurrency: 64,
+        nodes: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -47,6 +51,7 @@ fn args() -> Args {
             "--settle-sessions" => a.settle_sessions = value("--settle-sessions").parse().unwrap(),
             "--rounds" => a.rounds = value("--rounds").parse().unwrap(),
             "--concurrency" => a.concurrency = value("--concurrency").parse().unwrap(),
+            "--nodes" => a.nodes = value("--nodes").parse().unwrap(),
             "settle" | "export" => a.what.push(arg),
             other => panic!("unknown argument {other}"),
         }
@@ -103,8 +108,9 @@ fn sqlite_file(label: &str) -> String {
     sqlite_url(&dir.join("metering.db"))
 }
 
-async fn open(url: &str) -> Meter {
+async fn open(url: &str, node: usize) -> Meter {
     let mut c = MeterConfig::new(url);
+    c.node_id = format!("bench-n{node}");
     c.max_connections = 16;
     c.checkpoint_interval = Duration::from_secs(3600);
     c.hold_expiry = Duration::from_secs(7200);
@@ -112,23 +118,39 @@ async fn open(url: &str) -> Meter {
 }
 
 async fn settle(label: &str, url: &str, a: &Args) {
-    let meter = open(url).await;
-    let run = settle_many(&meter, a.settle_sessions, a.rounds, a.concurrency)
-        .await
-        .unwrap();
-    let per_s = run.settles as f64 / run.elapsed.as_secs_f64();
+    let nodes = a.nodes.max(1);
+    let mut meters = Vec::new();
+    for node in 0..nodes {
+        meters.push(open(url, node).await);
+    }
+    let tags: Vec<String> = (0..nodes).map(|node| format!("n{node}")).collect();
+    let runs = futures_util::future::join_all(meters.iter().zip(&tags).map(|(meter, tag)| {
+        settle_many(
+            meter,
+            tag,
+            a.settle_sessions / nodes,
+            a.rounds,
+            (a.concurrency / nodes).max(1),
+        )
+    }))
+    .await;
+    let runs: Vec<_> = runs.into_iter().map(Result::unwrap).collect();
+    let settles: u64 = runs.iter().map(|r| r.settles).sum();
+    let elapsed = runs.iter().map(|r| r.elapsed).max().unwrap_or_default();
+    let per_s = settles as f64 / elapsed.as_secs_f64();
     println!(
-        "settle {label}: {} holds settled (capture + next hold, one transaction each) in {:.2} s: {:.0}/s ({} sessions x {} rounds, {} in flight)",
-        run.settles,
-        run.elapsed.as_secs_f64(),
+        "settle {label}: {settles} holds settled (capture + next hold, one transaction each) in {:.2} s: {:.0}/s ({} sessions x {} rounds, {} in flight, over {nodes} node(s))",
+        elapsed.as_secs_f64(),
         per_s,
         a.settle_sessions,
         a.rounds,
         a.concurrency
     );
-    let report = meter.audit().await.unwrap();
+    let report = meters[0].audit().await.unwrap();
     assert!(report.is_clean(), "{report:#?}");
-    meter.shutdown().await;
+    for meter in meters {
+        meter.shutdown().await;
+    }
 }
 
 /// Counts what an export writes, and nothing more.
@@ -158,7 +180,7 @@ impl tokio::io::AsyncWrite for Counter {
 }
 
 async fn export(label: &str, url: &str, a: &Args) {
-    let meter = open(url).await;
+    let meter = open(url, 0).await;
     let t0: i64 = 1_700_000_000_000;
     let seeded = Instant::now();
     seed_ended_sessions(&meter, a.sessions, t0).await.unwrap();

@@ -7,6 +7,7 @@ use crate::db::get;
 use crate::error::MeterError;
 use crate::ledger::AuditReport;
 use crate::meter::Inner;
+use crate::ledger::BALANCE_OF_A;
 use crate::session::{SESSION_COLUMNS, core_of};
 
 /// How many examples of one broken invariant are listed.
@@ -16,7 +17,9 @@ pub(crate) async fn audit(inner: &Inner) -> Result<AuditReport, MeterError> {
     let pool = &inner.db.write;
     let mut r = AuditReport::default();
     let row = sqlx::query(
-        "SELECT CAST(COALESCE(SUM(balance), 0) AS BIGINT) AS s, CAST(COUNT(*) AS BIGINT) AS n FROM accounts",
+        "SELECT CAST(COALESCE(SUM(balance), 0) AS BIGINT) \
+           + CAST((SELECT COALESCE(SUM(balance), 0) FROM account_shards) AS BIGINT) AS s, \
+         CAST(COUNT(*) AS BIGINT) AS n FROM accounts",
     )
     .fetch_one(pool)
     .await?;
@@ -32,10 +35,10 @@ pub(crate) async fn audit(inner: &Inner) -> Result<AuditReport, MeterError> {
 
     // Each balance is the sum of its postings.
     let rows = sqlx::query(&format!(
-        "SELECT a.id, a.balance, \
+        "SELECT a.id, {BALANCE_OF_A} AS balance, \
            CAST(COALESCE((SELECT SUM(coins) FROM postings WHERE credit = a.id), 0) AS BIGINT) \
          - CAST(COALESCE((SELECT SUM(coins) FROM postings WHERE debit = a.id), 0) AS BIGINT) AS posted \
-         FROM accounts a WHERE a.balance <> \
+         FROM accounts a WHERE {BALANCE_OF_A} <> \
            CAST(COALESCE((SELECT SUM(coins) FROM postings WHERE credit = a.id), 0) AS BIGINT) \
          - CAST(COALESCE((SELECT SUM(coins) FROM postings WHERE debit = a.id), 0) AS BIGINT) \
          LIMIT {EXAMPLES}"

@@ -70,13 +70,15 @@ pub struct SettleRun {
     pub elapsed: Duration,
 }
 
-/// Starts `sessions` sessions (one payer each, `hosts` payees), then
+/// Starts `sessions` sessions (one payer each, 100 payees, all named with
+/// `tag` so that several runs on one ledger do not share them), then
 /// settles `rounds` block boundaries of each — the capture of the ended
 /// minute and the hold of the next, one transaction each — with
 /// `concurrency` sessions in flight. Only the settles are timed. Every
 /// session is ended afterwards.
 pub async fn settle_many(
     meter: &Meter,
+    tag: &str,
     sessions: usize,
     rounds: usize,
     concurrency: usize,
@@ -85,11 +87,11 @@ pub async fn settle_many(
     let terms = BillingTerms::new(10).with_commission_bps(2000);
     let mut open = Vec::with_capacity(sessions);
     for i in 0..sessions {
-        let payer = format!("bench-payer-{i}");
+        let payer = format!("bench-{tag}-payer-{i}");
         meter
-            .credit(&payer, 10 * (rounds as i64 + 2), &format!("bench-{i}"))
+            .credit(&payer, 10 * (rounds as i64 + 2), &format!("bench-{tag}-{i}"))
             .await?;
-        let payee = format!("bench-host-{}", i % 100);
+        let payee = format!("bench-{tag}-host-{}", i % 100);
         let core = Core {
             id: session::new_session_id(),
             room: format!("bench-room-{i}"),

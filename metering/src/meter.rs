@@ -933,10 +933,13 @@ impl Meter {
     pub async fn account(&self, account: &str) -> Result<i64, MeterError> {
         ledger::check_account_name(account)?;
         let _io = self.inner.clock.io_guard();
-        let balance: Option<i64> = sqlx::query_scalar("SELECT balance FROM accounts WHERE id = $1")
-            .bind(account)
-            .fetch_optional(&self.inner.db.read)
-            .await?;
+        let balance: Option<i64> = sqlx::query_scalar(&format!(
+            "SELECT {} FROM accounts a WHERE a.id = $1",
+            ledger::BALANCE_OF_A
+        ))
+        .bind(account)
+        .fetch_optional(&self.inner.db.read)
+        .await?;
         Ok(balance.unwrap_or(0))
     }
 
@@ -1242,6 +1245,7 @@ impl Meter {
             "calls",
             "call_members",
             "call_holds",
+            "account_shards",
         ];
         if !allowed.contains(&table) {
             return Err(MeterError::Malformed(format!("table {table}")));

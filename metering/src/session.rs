@@ -587,7 +587,7 @@ pub(crate) async fn apply(
     if let Some(earnings) = &core.earnings {
         ledger::change_balance(tx, earnings, payee_delta).await?;
     }
-    ledger::change_balance(tx, ledger::PLATFORM, platform_delta).await?;
+    ledger::change_platform_balance(tx, &core.id, platform_delta).await?;
     Ok(Applied {
         wallet,
         ledgered: Ledgered {

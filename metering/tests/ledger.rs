@@ -2,7 +2,7 @@
 
 mod common;
 
-use callgate_metering::{MAX_COINS, WalletView};
+use callgate_metering::{BillingTerms, EndReason, MAX_COINS, WalletView};
 use common::*;
 use sqlx::Connection;
 
@@ -150,6 +150,38 @@ async fn the_books_survive_a_reopen(db: TestDb) {
     assert_eq!((report.accounts, report.postings), (3, 1));
 }
 on_both!(reopen, the_books_survive_a_reopen);
+
+async fn the_platform_balance_is_spread_over_rows_and_reads_as_one(db: TestDb) {
+    let meter = db.open().await;
+    let mut platform = 0;
+    for i in 0..24 {
+        let payer = format!("payer-{i}");
+        meter.credit(&payer, 100, &format!("pay-{i}")).await.unwrap();
+        let s = meter
+            .start_session(start(
+                &payer,
+                Some("host"),
+                BillingTerms::new(10).with_commission_bps(2000),
+            ))
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_secs(61)).await;
+        platform += s.end(EndReason::Hangup).await.unwrap().platform_coins;
+    }
+    // Two started minutes of 10 coins, 20 % of each to the platform.
+    assert_eq!(platform, 24 * 4);
+    // Settles of different sessions move different rows…
+    let shards = meter.count("account_shards").await.unwrap();
+    assert!((2..=16).contains(&shards), "{shards} shards");
+    // …and the account reads as their sum, which its postings agree with.
+    assert_eq!(meter.account("platform").await.unwrap(), platform);
+    let report = meter.audit().await.unwrap();
+    assert!(report.is_clean(), "{report:#?}");
+}
+on_both!(
+    platform_shards,
+    the_platform_balance_is_spread_over_rows_and_reads_as_one
+);
 
 /// Writes a ledger as the first schema (before refunds) made it: one
 /// credit of 7 coins to u1 with reference `old-1`. Returns its posting id.
