@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -27,6 +28,19 @@ pub struct ClusterNode {
     secret: Vec<u8>,
     /// The shared ledger, to close the billed sessions of nodes that die.
     meter: Option<Meter>,
+    /// Taking no new rooms (the node is stopping).
+    draining: AtomicBool,
+}
+
+/// This node's load as the registry shows it, and its open rooms.
+async fn load_now(sfu: &Sfu, metrics: &SfuMetrics) -> (NodeLoad, Vec<callgate_sfu::RoomInfo>) {
+    let rooms = sfu.list_rooms().await;
+    let load = NodeLoad {
+        cpu: metrics.busiest_worker_load(sfu.media_addrs().len()),
+        rooms: rooms.len() as u64,
+        participants: rooms.iter().map(|r| r.num_participants as u64).sum(),
+    };
+    (load, rooms)
 }
 
 fn unavailable(e: callgate_cluster::ClusterError) -> ClusterUnavailable {
@@ -58,6 +72,7 @@ impl ClusterNode {
             cluster,
             secret: section.secret.as_bytes().to_vec(),
             meter,
+            draining: AtomicBool::new(false),
         }))
     }
 
@@ -83,13 +98,9 @@ impl ClusterNode {
         let mut missing_before: HashSet<String> = HashSet::new();
         loop {
             tick.tick().await;
-            let rooms = sfu.list_rooms().await;
-            let load = NodeLoad {
-                cpu: metrics.busiest_worker_load(sfu.media_addrs().len()),
-                rooms: rooms.len() as u64,
-                participants: rooms.iter().map(|r| r.num_participants as u64).sum(),
-            };
-            if let Err(e) = self.cluster.refresh(load, false, unix_now_ms()).await {
+            let (load, rooms) = load_now(&sfu, &metrics).await;
+            let draining = self.draining.load(Ordering::Acquire);
+            if let Err(e) = self.cluster.refresh(load, draining, unix_now_ms()).await {
                 warn!(error = %e, "could not refresh this node's cluster entry");
                 continue;
             }
@@ -136,6 +147,17 @@ impl ClusterNode {
             }
             // The hold-expiry sweep of every node closes them later.
             Err(e) => warn!(error = %e, node = %node, "could not close a gone node's sessions"),
+        }
+    }
+
+    /// Takes no new rooms from now on (its entry says `draining` at once):
+    /// rooms placed here stay, and their participants may still join and
+    /// resume.
+    pub async fn start_draining(&self, sfu: &Sfu, metrics: &SfuMetrics) {
+        self.draining.store(true, Ordering::Release);
+        let (load, _) = load_now(sfu, metrics).await;
+        if let Err(e) = self.cluster.refresh(load, true, unix_now_ms()).await {
+            warn!(error = %e, "could not mark this node draining; its next refresh does");
         }
     }
 
@@ -217,5 +239,29 @@ impl Placement for ClusterNode {
 
     fn verify(&self, header: &str, now_s: u64) -> bool {
         NodeProof::verify(&self.secret, header, now_s)
+    }
+}
+
+/// Waits until no participant is left on this node, for at most `timeout`;
+/// whether that happened. (Asks the media plane every second: it sends no
+/// signal when its last participant goes.)
+pub async fn drained(sfu: &Sfu, timeout: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let participants: usize = sfu
+            .list_rooms()
+            .await
+            .iter()
+            .map(|r| r.num_participants)
+            .sum();
+        if participants == 0 {
+            return true;
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        debug!(participants, "draining");
+        tokio::time::sleep(Duration::from_secs(1).min(deadline - now)).await;
     }
 }

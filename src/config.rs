@@ -78,6 +78,11 @@ pub struct ClusterSection {
     #[serde(with = "humantime_serde_compat")]
     pub node_ttl: Duration,
     pub key_prefix: String,
+    /// On SIGTERM a cluster node takes no new rooms and waits this long at
+    /// most for its running sessions to end; those still running then end
+    /// as `node_drained` (their clients join again, on another node).
+    #[serde(with = "humantime_serde_compat")]
+    pub drain_timeout: Duration,
 }
 
 impl Default for ClusterSection {
@@ -89,6 +94,7 @@ impl Default for ClusterSection {
             secret: String::new(),
             node_ttl: Duration::from_secs(6),
             key_prefix: "callgate:".into(),
+            drain_timeout: Duration::from_secs(15 * 60),
         }
     }
 }

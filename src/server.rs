@@ -275,12 +275,12 @@ pub async fn run(
             let url = config.cluster_url(bound.port());
             let node =
                 crate::cluster::ClusterNode::join(&config.cluster, url, meter.clone()).await?;
-            tokio::spawn(node.clone().keep_fresh(
+            let refreshing = tokio::spawn(node.clone().keep_fresh(
                 sfu.clone(),
                 sfu_metrics.clone(),
                 config.cluster.node_ttl / 3,
             ));
-            Some(node)
+            Some((node, refreshing))
         }
         false => None,
     };
@@ -302,8 +302,8 @@ pub async fn run(
             .clone()
             .map(|d| Arc::new(d) as Arc<dyn callgate_signaling::ringing::CallControl>),
         cluster: cluster
-            .clone()
-            .map(|c| c as Arc<dyn callgate_signaling::cluster::Placement>),
+            .as_ref()
+            .map(|(c, _)| c.clone() as Arc<dyn callgate_signaling::cluster::Placement>),
     });
     info!(http = %bound, media = ?media, tcp = %tcp, "callgate listening");
     on_ready(&Listening {
@@ -319,16 +319,27 @@ pub async fn run(
     // close), then the HTTP server stops taking requests.
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let stopping = sfu.clone();
+    let drain_metrics = sfu_metrics.clone();
+    let drain_timeout = config.cluster.drain_timeout;
     let draining = state.clone();
     let settling = meter.clone();
     tokio::spawn(async move {
         shutdown.await;
-        // No room is placed here from now on.
-        if let Some(cluster) = cluster {
+        let mut reason = callgate_sfu::LeaveReason::ServerShutdown;
+        if let Some((cluster, refreshing)) = cluster {
+            // A cluster node drains first: no new rooms here, the running
+            // ones go on until they end or the drain times out.
+            cluster.start_draining(&stopping, &drain_metrics).await;
+            info!(timeout = ?drain_timeout, "draining: waiting for the rooms here to empty");
+            if !crate::cluster::drained(&stopping, drain_timeout).await {
+                tracing::warn!("drain timed out: the sessions still here end as node_drained");
+                reason = callgate_sfu::LeaveReason::NodeDrained;
+            }
+            refreshing.abort();
             cluster.leave().await;
         }
         info!("shutting down: closing every session");
-        let _ = tokio::task::spawn_blocking(move || stopping.shutdown()).await;
+        let _ = tokio::task::spawn_blocking(move || stopping.shutdown_with(reason)).await;
         // Paid calls still open end here, charged up to now.
         if let Some(meter) = settling {
             for result in meter.end_all(EndReason::Shutdown).await {

@@ -286,3 +286,104 @@ async fn a_node_killed_mid_call_has_its_sessions_closed_and_its_rooms_placed_aga
     let mut tracks = camera_and_microphone();
     publish_and_count(&mut alice, &mut tracks, &[&bob]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_node_takes_no_new_rooms_keeps_its_calls_and_ends_the_rest_at_its_deadline() {
+    let mut cluster = TestCluster::start_with(2, &[("CALLGATE_CLUSTER_DRAIN_TIMEOUT", "4s")]).await;
+    let room = unique_room();
+    let before = cluster.room_counts().await;
+    let (status, _) = api_send(
+        &cluster.nodes[0],
+        reqwest::Method::POST,
+        "/v1/rooms",
+        json!({"name": room}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let owner = cluster.node_of(&before).await;
+    let other = 1 - owner;
+    let owner_id = format!("n{}", owner + 1);
+    let mut alice = Client::join(&cluster.nodes[other], &token(&room, "alice")).await;
+
+    cluster.nodes[owner].sigterm();
+    TestCluster::eventually("the node draining in the registry", || async {
+        cluster
+            .registry_entry(&owner_id)
+            .await
+            .is_some_and(|n| n.draining)
+    })
+    .await;
+    // New rooms go to the other node, through either node.
+    let counts = cluster.room_counts().await;
+    for i in 0..4 {
+        let (status, body) = api_send(
+            &cluster.nodes[i % 2],
+            reqwest::Method::POST,
+            "/v1/rooms",
+            json!({"name": format!("{room}-new-{i}")}),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let mut expected = counts.clone();
+    expected[other] += 4.0;
+    assert_eq!(cluster.room_counts().await, expected);
+    // The running room still takes its participants.
+    let bob = Client::join(&cluster.nodes[other], &token(&room, "bob")).await;
+    assert_eq!(names(&bob.joined, "participants", "identity"), ["alice"]);
+
+    // At the deadline the sessions still there end as node_drained, and
+    // the node stops cleanly and leaves the registry.
+    assert_eq!(
+        alice.event("left").await,
+        json!({"type": "left", "reason": "node_drained"})
+    );
+    let node = &mut cluster.nodes[owner];
+    TestCluster::eventually("the drained node exits", || {
+        let exited = node.exit_status();
+        async move { exited.is_some() }
+    })
+    .await;
+    assert!(node.exit_status().unwrap().success());
+    assert_eq!(cluster.registry_entry(&owner_id).await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_node_stops_once_its_last_session_ends() {
+    let mut cluster =
+        TestCluster::start_with(2, &[("CALLGATE_CLUSTER_DRAIN_TIMEOUT", "10m")]).await;
+    let room = unique_room();
+    let before = cluster.room_counts().await;
+    let (status, _) = api_send(
+        &cluster.nodes[1],
+        reqwest::Method::POST,
+        "/v1/rooms",
+        json!({"name": room}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let owner = cluster.node_of(&before).await;
+    let mut alice = Client::join(&cluster.nodes[owner], &token(&room, "alice")).await;
+    cluster.nodes[owner].sigterm();
+    let owner_id = format!("n{}", owner + 1);
+    TestCluster::eventually("the node draining in the registry", || async {
+        cluster
+            .registry_entry(&owner_id)
+            .await
+            .is_some_and(|n| n.draining)
+    })
+    .await;
+    assert!(cluster.nodes[owner].is_running(), "a call still runs there");
+    alice.send(json!({"type": "leave"}));
+    assert_eq!(
+        alice.event("left").await,
+        json!({"type": "left", "reason": "left"})
+    );
+    let node = &mut cluster.nodes[owner];
+    TestCluster::eventually("the drained node exits", || {
+        let exited = node.exit_status();
+        async move { exited.is_some() }
+    })
+    .await;
+    assert!(node.exit_status().unwrap().success());
+}

@@ -193,7 +193,7 @@ export class CallgateError extends Error {
  * Events (subscribe with `room.on(name, fn)`; `fn` gets one plain object):
  * - `connectionStateChanged` `{state, previous}` (the room's ConnectionState)
  * - `reconnecting` `{reason}` (`signaling_lost`, `ice_failed`, `ice_disconnected`,
- *   `no_inbound_media` (the media watchdog), `dtls_timeout`, `internal_error`, `resume_failed`, `node_lost`, or the server's
+ *   `no_inbound_media` (the media watchdog), `dtls_timeout`, `internal_error`, `resume_failed`, `node_lost`, `node_drained`, or the server's
  *   `reconnecting` reason, e.g. `media_silent`)
  * - `reconnected` `{resumed}` (`true`: the same session goes on; `false`: joined afresh with a
  *   new participant sid and published the same tracks again)

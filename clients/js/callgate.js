@@ -430,7 +430,7 @@ class Transport {
  * Events (subscribe with `room.on(name, fn)`; `fn` gets one plain object):
  * - `connectionStateChanged` `{state, previous}` (the room's ConnectionState)
  * - `reconnecting` `{reason}` (`signaling_lost`, `ice_failed`, `ice_disconnected`,
- *   `no_inbound_media` (the media watchdog), `dtls_timeout`, `internal_error`, `resume_failed`, `node_lost`, or the server's
+ *   `no_inbound_media` (the media watchdog), `dtls_timeout`, `internal_error`, `resume_failed`, `node_lost`, `node_drained`, or the server's
  *   `reconnecting` reason, e.g. `media_silent`)
  * - `reconnected` `{resumed}` (`true`: the same session goes on; `false`: joined afresh with a
  *   new participant sid and published the same tracks again)
@@ -927,7 +927,9 @@ export class Room extends Emitter {
     const left = ctx.leftReason ?? (code === 1000 && END_REASONS.has(reason) ? reason : null);
     // The server gave up on this session's transports (a stalled DTLS
     // handshake, or a failure inside the server): join again.
-    for (const rejoin of ['dtls_timeout', 'internal_error']) {
+    // Or its cluster node drained and stopped: joining again places the room
+    // on another node.
+    for (const rejoin of ['dtls_timeout', 'internal_error', 'node_drained']) {
       if (left === rejoin || (code === 1000 && reason === rejoin)) {
         this._lostSession(rejoin, true);
         return;

@@ -6,8 +6,8 @@ use futures_util::TryStreamExt;
 use crate::db::get;
 use crate::error::MeterError;
 use crate::ledger::AuditReport;
-use crate::meter::Inner;
 use crate::ledger::BALANCE_OF_A;
+use crate::meter::Inner;
 use crate::session::{SESSION_COLUMNS, core_of};
 
 /// How many examples of one broken invariant are listed.

@@ -89,7 +89,11 @@ pub async fn settle_many(
     for i in 0..sessions {
         let payer = format!("bench-{tag}-payer-{i}");
         meter
-            .credit(&payer, 10 * (rounds as i64 + 2), &format!("bench-{tag}-{i}"))
+            .credit(
+                &payer,
+                10 * (rounds as i64 + 2),
+                &format!("bench-{tag}-{i}"),
+            )
             .await?;
         let payee = format!("bench-{tag}-host-{}", i % 100);
         let core = Core {

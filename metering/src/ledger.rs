@@ -156,9 +156,9 @@ pub(crate) async fn change_platform_balance(
         return Ok(());
     }
     // FNV-1a: stable across processes and versions, unlike std's hasher.
-    let hash = key
-        .bytes()
-        .fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    let hash = key.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
     sqlx::query(
         "INSERT INTO account_shards (account, shard, balance) VALUES ($1, $2, $3) \
          ON CONFLICT (account, shard) DO UPDATE SET balance = account_shards.balance + excluded.balance",

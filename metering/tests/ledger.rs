@@ -156,7 +156,10 @@ async fn the_platform_balance_is_spread_over_rows_and_reads_as_one(db: TestDb) {
     let mut platform = 0;
     for i in 0..24 {
         let payer = format!("payer-{i}");
-        meter.credit(&payer, 100, &format!("pay-{i}")).await.unwrap();
+        meter
+            .credit(&payer, 100, &format!("pay-{i}"))
+            .await
+            .unwrap();
         let s = meter
             .start_session(start(
                 &payer,

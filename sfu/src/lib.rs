@@ -112,7 +112,7 @@ impl Sfu {
             Ok(started) => started,
             Err(e) => {
                 for w in &workers {
-                    let _ = w.tx.send(Command::Shutdown);
+                    let _ = w.tx.send(Command::Shutdown(LeaveReason::ServerShutdown));
                 }
                 return Err(e);
             }
@@ -306,6 +306,12 @@ impl Sfu {
     /// transport, and waits for the worker threads to end.
     /// Blocks: call it from a blocking context.
     pub fn shutdown(&self) {
+        self.shutdown_with(LeaveReason::ServerShutdown);
+    }
+
+    /// As [`Sfu::shutdown`], with the sessions still running ended for
+    /// `reason` (`node_drained` when a drained cluster node stops).
+    pub fn shutdown_with(&self, reason: LeaveReason) {
         // No new connections are handed over while the workers close.
         if let Some(stop) = self
             .stop_acceptor
@@ -316,7 +322,7 @@ impl Sfu {
             let _ = stop.send(());
         }
         for w in &self.workers {
-            let _ = w.tx.send(Command::Shutdown);
+            let _ = w.tx.send(Command::Shutdown(reason));
         }
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
         for t in threads {

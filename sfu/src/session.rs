@@ -135,6 +135,10 @@ pub enum LeaveReason {
     /// Handling one of its transports failed inside the server (a bug,
     /// caught and counted); the client joins again.
     InternalError,
+    /// Its node of a cluster drained and stopped with the session still
+    /// running; the client joins again, which places the room on another
+    /// node.
+    NodeDrained,
 }
 
 impl LeaveReason {
@@ -152,6 +156,7 @@ impl LeaveReason {
             LeaveReason::ConnectionLost => "connection_lost",
             LeaveReason::DtlsTimeout => "dtls_timeout",
             LeaveReason::InternalError => "internal_error",
+            LeaveReason::NodeDrained => "node_drained",
         }
     }
 }

@@ -130,7 +130,8 @@ pub(crate) enum Command {
     },
     /// An ICE-TCP connection whose first STUN request names one of our ufrags.
     TcpConnection(TcpHandoff),
-    Shutdown,
+    /// Every session ends for this reason, and the worker stops.
+    Shutdown(LeaveReason),
 }
 
 pub(crate) struct WorkerHandle {
@@ -258,8 +259,12 @@ async fn run(
             command = rx.recv() => {
                 let woke = Instant::now();
                 match command {
-                    None | Some(Command::Shutdown) => {
-                        shard.close_all(Instant::now(), LeaveReason::ServerShutdown);
+                    None | Some(Command::Shutdown(_)) => {
+                        let reason = match command {
+                            Some(Command::Shutdown(reason)) => reason,
+                            _ => LeaveReason::ServerShutdown,
+                        };
+                        shard.close_all(Instant::now(), reason);
                         send_all(&mut shard, &socket, &mut tcp, &mut udp);
                         mailboxes.deliver(&mut shard);
                         tcp.shutdown().await;
@@ -617,6 +622,6 @@ fn run_command(shard: &mut Shard, mailboxes: &mut Mailboxes, command: Command) {
             let _ = reply.send(shard.hold_media(now, &room, &sid, held));
         }
         // The loop handles these itself.
-        Command::TcpConnection(_) | Command::Shutdown => {}
+        Command::TcpConnection(_) | Command::Shutdown(_) => {}
     }
 }

@@ -107,6 +107,20 @@ impl TestCluster {
         grown[0]
     }
 
+    /// What the registry says of node `id` (`None`: not registered or gone).
+    pub async fn registry_entry(&self, id: &str) -> Option<callgate_cluster::NodeInfo> {
+        let observer = callgate_cluster::Cluster::connect(callgate_cluster::ClusterConfig {
+            redis_url: self.redis.url().to_owned(),
+            node_id: "test-observer".into(),
+            url: "http://observer".into(),
+            node_ttl: Duration::from_secs(6),
+            key_prefix: "callgate:".into(),
+        })
+        .await
+        .unwrap();
+        observer.node(id).await.unwrap()
+    }
+
     /// Every node's open rooms, by its metrics.
     pub async fn room_counts(&self) -> Vec<f64> {
         let mut counts = Vec::new();

@@ -220,8 +220,18 @@ impl TestServer {
         self.child.wait().unwrap()
     }
 
+    /// Sends SIGTERM and returns at once.
+    pub fn sigterm(&self) {
+        unsafe_kill(self.child.id(), "TERM");
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
+    }
+
+    /// The exit status, once the process has exited.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
     }
 }
 

@@ -207,6 +207,20 @@ test('node_lost (close 4011: the session\'s node is gone) makes the room join af
   assert.deepEqual(joinTry.sent, [{ type: 'join', token: 'TOKEN-0', protocol: 1 }], 'a join, not a resume');
 });
 
+test('left node_drained (its cluster node stopped) makes the room join afresh', async (t) => {
+  const { room, ws, events } = await joinedAndPublishing(t);
+  ws.recv({ type: 'left', reason: 'node_drained' });
+  ws.serverClose(1000, 'node_drained');
+  assert.equal(room.state, 'reconnecting');
+  assert.equal(events.filter((e) => e.name === 'reconnecting').at(-1).detail.reason, 'node_drained');
+  t.mock.timers.tick(0);
+  await settle();
+  const joinTry = FakeWS.all[1];
+  joinTry.open();
+  await settle();
+  assert.deepEqual(joinTry.sent, [{ type: 'join', token: 'TOKEN-0', protocol: 1 }]);
+});
+
 test('ICE failed, or disconnected for 2 s, starts a resume; disconnected for less does not', async (t) => {
   const { room, events, pub, sub } = await joinedAndPublishing(t);
   sub.setIce('disconnected');
