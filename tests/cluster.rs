@@ -3,6 +3,7 @@
 //! WebRTC clients.
 
 mod common;
+mod turn_support;
 
 use std::time::{Duration, Instant};
 
@@ -23,7 +24,8 @@ fn names(body: &Value, list: &str, field: &str) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clients_joining_through_different_nodes_meet_in_one_room_and_hear_each_other() {
+async fn clients_joining_through_different_nodes_meet_in_one_room_hear_each_other_and_are_managed_from_any_node()
+ {
     let cluster = TestCluster::start(3).await;
     let room = unique_room();
     let before = cluster.room_counts().await;
@@ -386,4 +388,50 @@ async fn a_draining_node_stops_once_its_last_session_ends() {
     })
     .await;
     assert!(node.exit_status().unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_servers_are_the_rooms_nodes_and_their_credentials_work_on_every_relay() {
+    let cluster = TestCluster::start(3).await;
+    let room = unique_room();
+    let before = cluster.room_counts().await;
+    let (status, _) = api_send(
+        &cluster.nodes[0],
+        reqwest::Method::POST,
+        "/v1/rooms",
+        json!({"name": room}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let owner = cluster.node_of(&before).await;
+    let owner_ip = format!("127.0.0.{}", owner + 2);
+    // Joined through another node: the TURN URLs are the room's node's.
+    let elsewhere = &cluster.nodes[(owner + 1) % 3];
+    let (_session, welcome) = Signaling::join(&elsewhere.ws_url(), &token(&room, "carol"))
+        .await
+        .unwrap();
+    let server = welcome.ice_servers.first().expect("the relay is on");
+    assert!(!server.urls.is_empty());
+    for url in &server.urls {
+        assert!(
+            url.contains(&owner_ip),
+            "{url} is not on the room's node {owner_ip}"
+        );
+    }
+    // Minted with the shared secret: every node's relay takes them.
+    let user = server.username.as_deref().unwrap();
+    let pass = server.credential.as_deref().unwrap();
+    for node in &cluster.nodes {
+        let relay = node.turn_udp.expect("each node runs the relay");
+        let mut turn = turn_support::TurnClient::connect(
+            turn_support::Transport::Udp,
+            relay,
+            user,
+            pass,
+            None,
+        )
+        .await;
+        let allocated = turn.allocate_result().await;
+        assert!(allocated.is_ok(), "{relay}: {allocated:?}");
+    }
 }
