@@ -30,6 +30,8 @@ pub struct ClusterNode {
     meter: Option<Meter>,
     /// Taking no new rooms (the node is stopping).
     draining: AtomicBool,
+    /// How long asking Redis where a room lives (placing it if new) takes.
+    placement_seconds: prometheus::Histogram,
 }
 
 /// This node's load as the registry shows it, and its open rooms.
@@ -53,7 +55,18 @@ impl ClusterNode {
         section: &ClusterSection,
         url: String,
         meter: Option<Meter>,
+        registry: &prometheus::Registry,
     ) -> anyhow::Result<Arc<ClusterNode>> {
+        let placement_seconds = prometheus::Histogram::with_opts(
+            prometheus::HistogramOpts::new(
+                "callgate_cluster_placement_seconds",
+                "Time to learn from Redis which node a room lives on, placing it when new (joins and room API requests)",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0,
+            ]),
+        )?;
+        registry.register(Box::new(placement_seconds.clone()))?;
         let cluster = Cluster::connect(ClusterConfig {
             redis_url: section.redis_url.clone(),
             node_id: section.node_id.clone(),
@@ -73,6 +86,7 @@ impl ClusterNode {
             secret: section.secret.as_bytes().to_vec(),
             meter,
             draining: AtomicBool::new(false),
+            placement_seconds,
         }))
     }
 
@@ -172,7 +186,9 @@ impl ClusterNode {
 impl Placement for ClusterNode {
     fn place<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<Route, ClusterUnavailable>> {
         Box::pin(async move {
+            let timer = self.placement_seconds.start_timer();
             let node = self.cluster.place(room).await.map_err(unavailable)?;
+            timer.observe_duration();
             Ok(self.route_of(node))
         })
     }

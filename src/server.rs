@@ -274,7 +274,8 @@ pub async fn run(
         true => {
             let url = config.cluster_url(bound.port());
             let node =
-                crate::cluster::ClusterNode::join(&config.cluster, url, meter.clone()).await?;
+                crate::cluster::ClusterNode::join(&config.cluster, url, meter.clone(), &registry)
+                    .await?;
             let refreshing = tokio::spawn(node.clone().keep_fresh(
                 sfu.clone(),
                 sfu_metrics.clone(),
