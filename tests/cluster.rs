@@ -194,16 +194,7 @@ async fn a_node_killed_mid_call_has_its_sessions_closed_and_its_rooms_placed_aga
     .await;
     assert_eq!(status, 200, "{body}");
     let room = unique_room();
-    let before = cluster.room_counts().await;
-    let (status, _) = api_send(
-        &cluster.nodes[0],
-        reqwest::Method::POST,
-        "/v1/rooms",
-        json!({"name": room}),
-    )
-    .await;
-    assert_eq!(status, 201);
-    let owner = cluster.node_of(&before).await;
+    let owner = cluster.make_room(&room, 0).await;
     let (a, b) = ((owner + 1) % 3, (owner + 2) % 3);
 
     // A paid call on the owner, its two ends relayed through the others.
@@ -293,16 +284,7 @@ async fn a_node_killed_mid_call_has_its_sessions_closed_and_its_rooms_placed_aga
 async fn a_draining_node_takes_no_new_rooms_keeps_its_calls_and_ends_the_rest_at_its_deadline() {
     let mut cluster = TestCluster::start_with(2, &[("CALLGATE_CLUSTER_DRAIN_TIMEOUT", "4s")]).await;
     let room = unique_room();
-    let before = cluster.room_counts().await;
-    let (status, _) = api_send(
-        &cluster.nodes[0],
-        reqwest::Method::POST,
-        "/v1/rooms",
-        json!({"name": room}),
-    )
-    .await;
-    assert_eq!(status, 201);
-    let owner = cluster.node_of(&before).await;
+    let owner = cluster.make_room(&room, 0).await;
     let other = 1 - owner;
     let owner_id = format!("n{}", owner + 1);
     let mut alice = Client::join(&cluster.nodes[other], &token(&room, "alice")).await;
@@ -340,13 +322,8 @@ async fn a_draining_node_takes_no_new_rooms_keeps_its_calls_and_ends_the_rest_at
         alice.event("left").await,
         json!({"type": "left", "reason": "node_drained"})
     );
-    let node = &mut cluster.nodes[owner];
-    TestCluster::eventually("the drained node exits", || {
-        let exited = node.exit_status();
-        async move { exited.is_some() }
-    })
-    .await;
-    assert!(node.exit_status().unwrap().success());
+    let exit = cluster.wait_exit(owner).await;
+    assert!(exit.success(), "{exit}");
     assert_eq!(cluster.registry_entry(&owner_id).await, None);
 }
 
@@ -355,16 +332,7 @@ async fn a_draining_node_stops_once_its_last_session_ends() {
     let mut cluster =
         TestCluster::start_with(2, &[("CALLGATE_CLUSTER_DRAIN_TIMEOUT", "10m")]).await;
     let room = unique_room();
-    let before = cluster.room_counts().await;
-    let (status, _) = api_send(
-        &cluster.nodes[1],
-        reqwest::Method::POST,
-        "/v1/rooms",
-        json!({"name": room}),
-    )
-    .await;
-    assert_eq!(status, 201);
-    let owner = cluster.node_of(&before).await;
+    let owner = cluster.make_room(&room, 1).await;
     let mut alice = Client::join(&cluster.nodes[owner], &token(&room, "alice")).await;
     cluster.nodes[owner].sigterm();
     let owner_id = format!("n{}", owner + 1);
@@ -381,29 +349,15 @@ async fn a_draining_node_stops_once_its_last_session_ends() {
         alice.event("left").await,
         json!({"type": "left", "reason": "left"})
     );
-    let node = &mut cluster.nodes[owner];
-    TestCluster::eventually("the drained node exits", || {
-        let exited = node.exit_status();
-        async move { exited.is_some() }
-    })
-    .await;
-    assert!(node.exit_status().unwrap().success());
+    let exit = cluster.wait_exit(owner).await;
+    assert!(exit.success(), "{exit}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ice_servers_are_the_rooms_nodes_and_their_credentials_work_on_every_relay() {
     let cluster = TestCluster::start(3).await;
     let room = unique_room();
-    let before = cluster.room_counts().await;
-    let (status, _) = api_send(
-        &cluster.nodes[0],
-        reqwest::Method::POST,
-        "/v1/rooms",
-        json!({"name": room}),
-    )
-    .await;
-    assert_eq!(status, 201);
-    let owner = cluster.node_of(&before).await;
+    let owner = cluster.make_room(&room, 0).await;
     let owner_ip = format!("127.0.0.{}", owner + 2);
     // Joined through another node: the TURN URLs are the room's node's.
     let elsewhere = &cluster.nodes[(owner + 1) % 3];

@@ -123,7 +123,12 @@ async fn a_zombie_cannot_post_after_recovery(db: TestDb) {
 }
 on_both!(zombie, a_zombie_cannot_post_after_recovery);
 
-async fn another_node_recovers_an_expired_hold(db: TestDb) {
+/// Node a bills a by-the-second call of `payer` (1,000 coins) for `after`
+/// and dies; node b opens on the same ledger. The session's id, and b.
+async fn crash_on_a_then_open_b(
+    db: &TestDb,
+    after: Duration,
+) -> (String, callgate_metering::Meter) {
     let mut config = db.config();
     config.node_id = "node-a".into();
     let a = db.open_with(config.clone()).await;
@@ -137,10 +142,14 @@ async fn another_node_recovers_an_expired_hold(db: TestDb) {
         .await
         .unwrap();
     let id = s.id().to_owned();
-    sleep(Duration::from_millis(42_000)).await;
+    sleep(after).await;
     crash(&a, vec![s]).await;
     config.node_id = "node-b".into();
-    let b = db.open_with(config).await;
+    (id, db.open_with(config).await)
+}
+
+async fn another_node_recovers_an_expired_hold(db: TestDb) {
+    let (id, b) = crash_on_a_then_open_b(&db, Duration::from_millis(42_000)).await;
     // Not node b's session, and its hold (refreshed at 40 s) has not expired.
     assert!(b.session(&id).await.unwrap().is_none());
     let mut events = b.events();
@@ -158,23 +167,7 @@ async fn another_node_recovers_an_expired_hold(db: TestDb) {
 on_both!(expired_hold, another_node_recovers_an_expired_hold);
 
 async fn a_node_found_dead_has_its_sessions_closed_at_once(db: TestDb) {
-    let mut config = db.config();
-    config.node_id = "node-a".into();
-    let a = db.open_with(config.clone()).await;
-    a.credit("payer", 1_000, "pay-1").await.unwrap();
-    let s = a
-        .start_session(start(
-            "payer",
-            Some("host"),
-            BillingTerms::new(60).with_increments(1, 1),
-        ))
-        .await
-        .unwrap();
-    let id = s.id().to_owned();
-    sleep(Duration::from_millis(12_000)).await;
-    crash(&a, vec![s]).await;
-    config.node_id = "node-b".into();
-    let b = db.open_with(config).await;
+    let (id, b) = crash_on_a_then_open_b(&db, Duration::from_millis(12_000)).await;
     // b's own sessions and other nodes' are not node a's.
     b.credit("other", 1_000, "pay-2").await.unwrap();
     let own = b

@@ -135,6 +135,29 @@ pub enum RelayError {
     Connect { url: String, message: String },
 }
 
+type Upstream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens the WebSocket to a node's signaling at `url`, with this node's
+/// proof and the frame limits of a client's connection.
+async fn connect_upstream(url: &str, proof: &NodeProof) -> Result<Upstream, RelayError> {
+    let failed = |e: &dyn std::fmt::Display| RelayError::Connect {
+        url: url.to_owned(),
+        message: e.to_string(),
+    };
+    let mut request = url.into_client_request().map_err(|e| failed(&e))?;
+    if let Ok(value) = proof.0.parse() {
+        request.headers_mut().insert(NODE_HEADER, value);
+    }
+    let config = tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(crate::protocol::MAX_FRAME_BYTES))
+        .max_frame_size(Some(crate::protocol::MAX_FRAME_BYTES));
+    let (upstream, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
+        .await
+        .map_err(|e| failed(&e))?;
+    Ok(upstream)
+}
+
 /// Relays `client` to the signaling of the node at `node_url`: `first` (the
 /// client's join or resume) goes first, then every frame both ways until
 /// either side closes; a close frame is passed on with its code and
@@ -145,40 +168,10 @@ pub async fn relay(
     proof: &NodeProof,
     first: String,
 ) -> Result<(), (WebSocket, RelayError)> {
-    let url = signaling_url(node_url);
-    let request = match url.as_str().into_client_request() {
-        Ok(mut request) => {
-            if let Ok(value) = proof.0.parse() {
-                request.headers_mut().insert(NODE_HEADER, value);
-            }
-            request
-        }
-        Err(e) => {
-            return Err((
-                client,
-                RelayError::Connect {
-                    url,
-                    message: e.to_string(),
-                },
-            ));
-        }
+    let mut upstream = match connect_upstream(&signaling_url(node_url), proof).await {
+        Ok(upstream) => upstream,
+        Err(e) => return Err((client, e)),
     };
-    let config = tungstenite::protocol::WebSocketConfig::default()
-        .max_message_size(Some(crate::protocol::MAX_FRAME_BYTES))
-        .max_frame_size(Some(crate::protocol::MAX_FRAME_BYTES));
-    let (mut upstream, _) =
-        match tokio_tungstenite::connect_async_with_config(request, Some(config), true).await {
-            Ok(connected) => connected,
-            Err(e) => {
-                return Err((
-                    client,
-                    RelayError::Connect {
-                        url,
-                        message: e.to_string(),
-                    },
-                ));
-            }
-        };
     if upstream
         .send(tungstenite::Message::text(first))
         .await

@@ -66,19 +66,10 @@ pub(crate) async fn to_room_node(
     match cluster.locate_room(&room).await {
         Ok(Some(Route::There { url, .. })) => {
             let (parts, body) = request.into_parts();
-            let Ok(body) = axum::body::to_bytes(body, MAX_FORWARDED_BODY).await else {
-                return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "malformed", "body too big")
-                    .into_response();
-            };
-            forward(
-                cluster.as_ref(),
-                &url,
-                parts.method,
-                &parts.uri,
-                &parts.headers,
-                body,
-            )
-            .await
+            match read_body(body).await {
+                Ok(body) => forward(cluster.as_ref(), &url, &parts, body).await,
+                Err(refused) => refused,
+            }
         }
         Ok(_) => next.run(request).await,
         Err(e) => unavailable(e.to_string()),
@@ -89,9 +80,9 @@ pub(crate) async fn to_room_node(
 /// there.
 async fn create_on_its_node(cluster: &dyn Placement, request: Request, next: Next) -> Response {
     let (parts, body) = request.into_parts();
-    let Ok(body) = axum::body::to_bytes(body, MAX_FORWARDED_BODY).await else {
-        return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "malformed", "body too big")
-            .into_response();
+    let body = match read_body(body).await {
+        Ok(body) => body,
+        Err(refused) => return refused,
     };
     // A body the handler will refuse is refused here, by the handler.
     let name = serde_json::from_slice::<serde_json::Value>(&body)
@@ -107,18 +98,18 @@ async fn create_on_its_node(cluster: &dyn Placement, request: Request, next: Nex
     };
     match route {
         Route::Here => next.run(Request::from_parts(parts, Body::from(body))).await,
-        Route::There { url, .. } => {
-            forward(
-                cluster,
-                &url,
-                parts.method,
-                &parts.uri,
-                &parts.headers,
-                body,
-            )
-            .await
-        }
+        Route::There { url, .. } => forward(cluster, &url, &parts, body).await,
     }
+}
+
+/// A request's body, up to what is forwarded; the refusal otherwise.
+async fn read_body(body: Body) -> Result<axum::body::Bytes, Response> {
+    axum::body::to_bytes(body, MAX_FORWARDED_BODY)
+        .await
+        .map_err(|_| {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "malformed", "body too big")
+                .into_response()
+        })
 }
 
 /// Sends the request to the node at `node_url` with this node's proof, and
@@ -126,11 +117,10 @@ async fn create_on_its_node(cluster: &dyn Placement, request: Request, next: Nex
 async fn forward(
     cluster: &dyn Placement,
     node_url: &str,
-    method: Method,
-    uri: &axum::http::Uri,
-    headers: &HeaderMap,
+    parts: &axum::http::request::Parts,
     body: axum::body::Bytes,
 ) -> Response {
+    let (method, uri, headers) = (parts.method.clone(), &parts.uri, &parts.headers);
     let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
     let url = format!("{}{path}", node_url.trim_end_matches('/'));
     let mut outgoing = reqwest::Client::new()

@@ -93,6 +93,32 @@ impl TestCluster {
         }
     }
 
+    /// Makes room `room` with `POST /v1/rooms` through node `via`; the node
+    /// it was placed on (its index).
+    pub async fn make_room(&self, room: &str, via: usize) -> usize {
+        let before = self.room_counts().await;
+        let (status, body) = api_send(
+            &self.nodes[via],
+            reqwest::Method::POST,
+            "/v1/rooms",
+            serde_json::json!({"name": room}),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        self.node_of(&before).await
+    }
+
+    /// Node `i`'s exit status, once it has exited.
+    pub async fn wait_exit(&mut self, i: usize) -> std::process::ExitStatus {
+        let node = &mut self.nodes[i];
+        TestCluster::eventually("the node exits", || {
+            let exited = node.exit_status();
+            async move { exited.is_some() }
+        })
+        .await;
+        node.exit_status().expect("exited")
+    }
+
     /// The node room `room` lives on (its index), by the rooms each node
     /// reports open in its metrics.
     pub async fn node_of(&self, room_count_before: &[f64]) -> usize {
