@@ -247,6 +247,9 @@ pub(crate) struct Inner {
     /// Checkpoints written (for tests and metrics).
     pub checkpoints: AtomicI64,
     pub metrics: MeterMetrics,
+    /// Starting sessions waiting for other nodes' sessions to yield, by
+    /// request id (module `feed`): told the instance of each answer.
+    yield_waiters: Mutex<HashMap<String, mpsc::UnboundedSender<String>>>,
 }
 
 /// The prefix of the credits the Razorpay intake makes.
@@ -365,11 +368,26 @@ impl Inner {
         }
     }
 
-    /// Asks the payer's open sessions to release part of their holds for a
-    /// new session at `rate`, and waits until they have.
+    /// Asks the payer's open sessions, here and on other nodes, to release
+    /// part of their holds for a new session at `rate`, and waits until
+    /// they have.
     async fn make_room(&self, payer: &str, rate: i64, except: &str) {
         self.tell_sessions(payer, Some(except), |ack| Msg::Yield { rate, ack })
             .await;
+        crate::feed::make_room_elsewhere(self, payer, rate).await;
+    }
+
+    /// Another node starts a session of `payer` at `rate`: the payer's
+    /// sessions here yield, as for one starting here.
+    pub(crate) async fn yield_here(&self, payer: &str, rate: i64) {
+        self.tell_sessions(payer, None, |ack| Msg::Yield { rate, ack })
+            .await;
+    }
+
+    pub(crate) fn yield_waiters(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<String>>> {
+        self.yield_waiters.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) async fn wallet_changed_acked(
@@ -610,6 +628,7 @@ impl Meter {
             checkpoints: AtomicI64::new(0),
             metrics: MeterMetrics::new()
                 .map_err(|e| MeterError::Internal(format!("metrics: {e}")))?,
+            yield_waiters: Mutex::new(HashMap::new()),
         });
         Ok(inner)
     }
