@@ -101,6 +101,19 @@ impl ClusterNode {
         }
     }
 
+    /// Where a lookup found something: a name that cannot be a key (no
+    /// room or session can have it) lives nowhere.
+    fn located(
+        &self,
+        found: Result<Option<callgate_cluster::NodeInfo>, callgate_cluster::ClusterError>,
+    ) -> Result<Option<Route>, ClusterUnavailable> {
+        match found {
+            Ok(node) => Ok(node.map(|n| self.route_of(n))),
+            Err(callgate_cluster::ClusterError::Invalid { .. }) => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
     /// Refreshes this node's entry every `every` with its load; releases
     /// the placements of rooms that have closed here (a room missing on two
     /// refreshes in a row: a room placed here a moment ago may not be open
@@ -197,27 +210,14 @@ impl Placement for ClusterNode {
         &'a self,
         room: &'a str,
     ) -> BoxFuture<'a, Result<Option<Route>, ClusterUnavailable>> {
-        Box::pin(async move {
-            match self.cluster.owner(room).await {
-                Ok(node) => Ok(node.map(|n| self.route_of(n))),
-                // A name that cannot be a room's lives nowhere.
-                Err(callgate_cluster::ClusterError::Invalid { .. }) => Ok(None),
-                Err(e) => Err(unavailable(e)),
-            }
-        })
+        Box::pin(async move { self.located(self.cluster.owner(room).await) })
     }
 
     fn locate_participant<'a>(
         &'a self,
         sid: &'a str,
     ) -> BoxFuture<'a, Result<Option<Route>, ClusterUnavailable>> {
-        Box::pin(async move {
-            match self.cluster.participant_node(sid).await {
-                Ok(node) => Ok(node.map(|n| self.route_of(n))),
-                Err(callgate_cluster::ClusterError::Invalid { .. }) => Ok(None),
-                Err(e) => Err(unavailable(e)),
-            }
-        })
+        Box::pin(async move { self.located(self.cluster.participant_node(sid).await) })
     }
 
     fn participant_joined(&self, sid: &str) {
