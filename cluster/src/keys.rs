@@ -50,6 +50,23 @@ impl Keys {
     pub fn participant(&self, sid: &str) -> String {
         format!("{}participant:{sid}", self.prefix)
     }
+
+    /// An identity's presence as each node sees it (a hash: node id →
+    /// that node's [`PresenceShare`](crate::PresenceShare)).
+    pub fn presence(&self, identity: &str) -> String {
+        format!("{}presence:{identity}", self.prefix)
+    }
+
+    /// The identities a node has a presence share in (a set), to remove
+    /// them when the node goes.
+    pub fn presence_of(&self, node: &str) -> String {
+        format!("{}presence_of:{node}", self.prefix)
+    }
+
+    /// The channel the call desks of all nodes talk on.
+    pub fn calls_channel(&self) -> String {
+        format!("{}calls", self.prefix)
+    }
 }
 
 impl Default for Keys {

@@ -13,6 +13,7 @@ mod error;
 mod keys;
 mod node;
 mod placement;
+mod presence;
 mod registry;
 pub mod testing;
 
@@ -20,4 +21,5 @@ pub use error::ClusterError;
 pub use keys::Keys;
 pub use node::{NodeId, NodeInfo, NodeLoad};
 pub use placement::{Candidate, load_step};
+pub use presence::PresenceShare;
 pub use registry::{Cluster, ClusterConfig, Scan};

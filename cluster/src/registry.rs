@@ -39,6 +39,7 @@ pub struct ClusterConfig {
 /// connection, reconnected by the connection manager).
 #[derive(Clone)]
 pub struct Cluster {
+    client: redis::Client,
     conn: ConnectionManager,
     keys: Keys,
     me: NodeId,
@@ -114,8 +115,9 @@ impl Cluster {
     pub async fn connect(config: ClusterConfig) -> Result<Cluster, ClusterError> {
         checked("node id", &config.node_id)?;
         let client = redis::Client::open(config.redis_url.as_str())?;
-        let conn = ConnectionManager::new(client).await?;
+        let conn = ConnectionManager::new(client.clone()).await?;
         Ok(Cluster {
+            client,
             conn,
             keys: Keys::new(&config.key_prefix),
             me: config.node_id,
@@ -130,6 +132,14 @@ impl Cluster {
 
     pub fn keys(&self) -> &Keys {
         &self.keys
+    }
+
+    pub(crate) fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    pub(crate) fn client(&self) -> &redis::Client {
+        &self.client
     }
 
     /// Writes this node's entry, good for the node TTL.

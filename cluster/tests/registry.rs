@@ -220,3 +220,53 @@ async fn names_that_cannot_be_key_parts_are_refused() {
     .await;
     assert!(matches!(refused, Err(ClusterError::Invalid { .. })));
 }
+
+#[tokio::test]
+async fn presence_shares_of_each_node_add_up_and_a_gone_nodes_shares_are_removed() {
+    use callgate_cluster::PresenceShare;
+    let redis = TestRedis::start();
+    let (a, b) = (node(&redis, "a").await, node(&redis, "b").await);
+    let online = PresenceShare {
+        devices: 1,
+        ..PresenceShare::default()
+    };
+    let in_room = PresenceShare {
+        rooms: 1,
+        engaged: true,
+        ..PresenceShare::default()
+    };
+    a.share_presence("alice", online).await.unwrap();
+    b.share_presence("alice", in_room).await.unwrap();
+    b.share_presence("bob", online).await.unwrap();
+    let mut alice = a.presence_shares("alice").await.unwrap();
+    alice.sort_by_key(|s| s.devices);
+    assert_eq!(alice, vec![in_room, online]);
+
+    // An empty share is removed, not written.
+    a.share_presence("alice", PresenceShare::default())
+        .await
+        .unwrap();
+    assert_eq!(b.presence_shares("alice").await.unwrap(), vec![in_room]);
+
+    let mut forgotten = a.forget_presence_of("b").await.unwrap();
+    forgotten.sort();
+    assert_eq!(forgotten, vec!["alice".to_owned(), "bob".to_owned()]);
+    assert!(a.presence_shares("alice").await.unwrap().is_empty());
+    assert!(a.presence_shares("bob").await.unwrap().is_empty());
+    assert!(a.forget_presence_of("b").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_call_message_reaches_every_subscribed_node_the_sender_included() {
+    use futures_util::StreamExt;
+    let redis = TestRedis::start();
+    let (a, b) = (node(&redis, "a").await, node(&redis, "b").await);
+    let mut at_a = Box::pin(a.call_messages().await.unwrap());
+    let mut at_b = Box::pin(b.call_messages().await.unwrap());
+    a.publish_call_message("one").await.unwrap();
+    b.publish_call_message("two").await.unwrap();
+    for stream in [&mut at_a, &mut at_b] {
+        let got: Vec<String> = stream.as_mut().take(2).collect().await;
+        assert_eq!(got, vec!["one".to_owned(), "two".to_owned()]);
+    }
+}
