@@ -32,6 +32,8 @@ pub struct ClusterNode {
     draining: AtomicBool,
     /// How long asking Redis where a room lives (placing it if new) takes.
     placement_seconds: prometheus::Histogram,
+    /// The call desk, told when a node is gone (set once it runs).
+    desk: std::sync::OnceLock<crate::calling::CallDesk>,
 }
 
 /// This node's load as the registry shows it, and its open rooms.
@@ -87,7 +89,18 @@ impl ClusterNode {
             meter,
             draining: AtomicBool::new(false),
             placement_seconds,
+            desk: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// This node's handle on the cluster's Redis.
+    pub fn registry(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    /// The call desk to tell when a node is gone.
+    pub fn set_desk(&self, desk: crate::calling::CallDesk) {
+        let _ = self.desk.set(desk);
     }
 
     fn route_of(&self, node: callgate_cluster::NodeInfo) -> Route {
@@ -162,12 +175,23 @@ impl ClusterNode {
     }
 
     /// A node stopped refreshing its entry and this node was the one to
-    /// notice: its billed sessions are closed at their last checkpoint now,
-    /// not when their holds expire. (Its rooms are placed again as clients
+    /// notice: its share of presence goes, its billed sessions are closed
+    /// at their last checkpoint now (not when their holds expire), and the
+    /// calls it drove end as failed. (Its rooms are placed again as clients
     /// rejoin.)
     async fn after_node_lost(&self, node: &str) {
         warn!(node = %node, "a cluster node is gone");
+        if let Some(desk) = self.desk.get() {
+            desk.node_lost(node);
+        }
         let Some(meter) = &self.meter else { return };
+        match meter.fail_unended_calls_of(node).await {
+            Ok(0) => {}
+            Ok(failed) => {
+                info!(node = %node, calls = failed, "the calls of a gone node ended as failed")
+            }
+            Err(e) => warn!(error = %e, node = %node, "could not end a gone node's calls"),
+        }
         match meter.recover_node(node).await {
             Ok(closed) => {
                 info!(node = %node, sessions = closed, "closed the billed sessions of a gone node")

@@ -236,35 +236,6 @@ pub async fn run(
             );
         }
     }
-    let keys = KeyRing::new(config.keys.iter().map(|(k, s)| (k.as_str(), s.as_str())));
-    let devices = callgate_signaling::devices::Devices::default();
-    let plans: std::collections::HashMap<_, _> =
-        config.metering.plans.clone().into_iter().collect();
-    // The call desk signs call tokens with the first configured API key.
-    let desk = match &meter {
-        Some(meter) => Some(crate::calling::CallDesk::start(
-            meter.clone(),
-            crate::calling::CallMetrics::new(&registry)?,
-            devices.clone(),
-            keys.clone(),
-            config.keys.keys().next().cloned(),
-            plans.clone(),
-        )),
-        None => None,
-    };
-    let observer: Arc<dyn callgate_signaling::calls::CallObserver> = match (&meter, &desk) {
-        (Some(meter), Some(desk)) => Arc::new(callgate_signaling::calls::Observers(vec![
-            Arc::new(crate::billing::start(
-                meter.clone(),
-                sfu.clone(),
-                participants.clone(),
-                plans,
-            )),
-            Arc::new(desk.clone()),
-        ])),
-        _ => Arc::new(callgate_signaling::calls::NoObserver),
-    };
-
     let addr = SocketAddr::new(config.http.bind, config.http.port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -285,6 +256,44 @@ pub async fn run(
         }
         false => None,
     };
+    let keys = KeyRing::new(config.keys.iter().map(|(k, s)| (k.as_str(), s.as_str())));
+    let devices = callgate_signaling::devices::Devices::default();
+    let plans: std::collections::HashMap<_, _> =
+        config.metering.plans.clone().into_iter().collect();
+    // The call desk signs call tokens with the first configured API key.
+    let desk = match &meter {
+        Some(meter) => Some(crate::calling::CallDesk::start(
+            meter.clone(),
+            crate::calling::CallMetrics::new(&registry)?,
+            devices.clone(),
+            keys.clone(),
+            config.keys.keys().next().cloned(),
+            plans.clone(),
+            cluster
+                .as_ref()
+                .map(|(node, _)| crate::calling::Bus::new(node.registry().clone())),
+        )),
+        None => None,
+    };
+    if let (Some((node, _)), Some(desk)) = (&cluster, &desk) {
+        node.set_desk(desk.clone());
+    }
+    let placement = cluster
+        .as_ref()
+        .map(|(c, _)| c.clone() as Arc<dyn callgate_signaling::cluster::Placement>);
+    let observer: Arc<dyn callgate_signaling::calls::CallObserver> = match (&meter, &desk) {
+        (Some(meter), Some(desk)) => Arc::new(callgate_signaling::calls::Observers(vec![
+            Arc::new(crate::billing::start(
+                meter.clone(),
+                sfu.clone(),
+                participants.clone(),
+                plans,
+            )),
+            Arc::new(desk.clone()),
+        ])),
+        _ => Arc::new(callgate_signaling::calls::NoObserver),
+    };
+
     let state = Arc::new(AppState {
         sfu: sfu.clone(),
         keys: keys.clone(),
@@ -302,9 +311,7 @@ pub async fn run(
         calls: desk
             .clone()
             .map(|d| Arc::new(d) as Arc<dyn callgate_signaling::ringing::CallControl>),
-        cluster: cluster
-            .as_ref()
-            .map(|(c, _)| c.clone() as Arc<dyn callgate_signaling::cluster::Placement>),
+        cluster: placement.clone(),
     });
     info!(http = %bound, media = ?media, tcp = %tcp, "callgate listening");
     on_ready(&Listening {
@@ -371,7 +378,12 @@ pub async fn run(
     }
     app = match (meter, desk) {
         (Some(meter), Some(desk)) => app
-            .merge(crate::calling::routes(keys.clone(), meter.clone(), desk))
+            .merge(crate::calling::routes(
+                keys.clone(),
+                meter.clone(),
+                desk,
+                placement,
+            ))
             .merge(crate::money_api::routes(keys, meter)),
         _ => app.merge(crate::calling::unavailable_routes()),
     };

@@ -339,6 +339,13 @@ impl Meter {
     /// Ends as `failed` every call this node left unended (it restarted),
     /// releasing their holds: a call never stays ringing. Returns how many.
     pub async fn fail_unended_calls(&self) -> Result<u64, MeterError> {
+        let node = self.inner.config.node_id.clone();
+        self.fail_unended_calls_of(&node).await
+    }
+
+    /// Ends as `failed` every call node `node` left unended (it is gone),
+    /// as [`Meter::fail_unended_calls`] does for this node.
+    pub async fn fail_unended_calls_of(&self, node: &str) -> Result<u64, MeterError> {
         let now = self.inner.clock.now_ms();
         let _io = self.inner.clock.io_guard();
         let mut tx = self.inner.db.begin().await?;
@@ -346,7 +353,7 @@ impl Meter {
             "SELECT h.call_id FROM call_holds h JOIN calls c ON c.id = h.call_id \
              WHERE c.node = $1 AND c.state <> 'ended'",
         )
-        .bind(&self.inner.config.node_id)
+        .bind(node)
         .fetch_all(&mut *tx)
         .await?;
         for call_id in held {
@@ -356,7 +363,7 @@ impl Meter {
             "UPDATE call_members SET ring = 'cancelled' WHERE ring = 'ringing' AND call_id IN \
              (SELECT id FROM calls WHERE node = $1 AND state <> 'ended')",
         )
-        .bind(&self.inner.config.node_id)
+        .bind(node)
         .execute(&mut *tx)
         .await?;
         let done = sqlx::query(
@@ -364,7 +371,7 @@ impl Meter {
              outcome = CASE WHEN answered_ms IS NULL THEN 'failed' ELSE 'completed' END, \
              ended_ms = $2, end_reason = 'failed' WHERE node = $1 AND state <> 'ended'",
         )
-        .bind(&self.inner.config.node_id)
+        .bind(node)
         .bind(now)
         .execute(&mut *tx)
         .await?;

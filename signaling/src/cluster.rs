@@ -26,6 +26,10 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// The header a node sends on requests to another node.
 pub const NODE_HEADER: &str = "x-callgate-node";
 
+/// The id of a call whose room the sending node placed on the receiving
+/// one (`POST /v1/calls`); heeded only with a valid [`NODE_HEADER`].
+pub const PLACED_CALL_HEADER: &str = "x-callgate-call";
+
 /// Where something lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {

@@ -14,7 +14,7 @@ use tracing::warn;
 
 use crate::AppState;
 use crate::api::ApiError;
-use crate::cluster::{NODE_HEADER, Placement, Route};
+use crate::cluster::{NODE_HEADER, PLACED_CALL_HEADER, Placement, Route};
 
 /// Largest request body forwarded to another node (room metadata is at
 /// most 4 KiB).
@@ -120,15 +120,41 @@ async fn forward(
     parts: &axum::http::request::Parts,
     body: axum::body::Bytes,
 ) -> Response {
-    let (method, uri, headers) = (parts.method.clone(), &parts.uri, &parts.headers);
+    let uri = &parts.uri;
     let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    forward_request(
+        cluster,
+        node_url,
+        parts.method.clone(),
+        path,
+        &parts.headers,
+        body,
+    )
+    .await
+}
+
+/// Sends `method path` with `body` to the node at `node_url` with this
+/// node's proof (and the client's authorization and content type, and a
+/// call id the sender placed), and its answer back as it came.
+pub async fn forward_request(
+    cluster: &dyn Placement,
+    node_url: &str,
+    method: Method,
+    path: &str,
+    headers: &HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
     let url = format!("{}{path}", node_url.trim_end_matches('/'));
     let mut outgoing = reqwest::Client::new()
         .request(method, &url)
         .timeout(FORWARD_TIMEOUT)
         .header(NODE_HEADER, cluster.proof().0)
         .body(body);
-    for name in [header::AUTHORIZATION, header::CONTENT_TYPE] {
+    for name in [
+        header::AUTHORIZATION,
+        header::CONTENT_TYPE,
+        header::HeaderName::from_static(PLACED_CALL_HEADER),
+    ] {
         if let Some(value) = headers.get(&name) {
             outgoing = outgoing.header(name, value);
         }

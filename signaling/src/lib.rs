@@ -4,7 +4,7 @@
 pub mod api;
 pub mod calls;
 pub mod cluster;
-mod cluster_api;
+pub mod cluster_api;
 mod connection;
 pub mod data;
 pub mod devices;

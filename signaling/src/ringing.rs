@@ -7,8 +7,10 @@
 use crate::devices::DeviceId;
 use crate::protocol::CallRejectReason;
 
-/// A call input or presence watch from a device.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A call input or presence watch from a device. Serializable so that a
+/// node can hand it to the node that drives the call.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum CallRequest {
     Accept {
         call_id: String,

@@ -14,29 +14,43 @@ use callgate_metering::{CallCursor, CallType, MAX_CALLS_PAGE, Meter};
 use callgate_signaling::api::{
     ApiError, ApiPath, ApiQuery, ErrorBody, ErrorDetail, Seconds, require_admin,
 };
+use callgate_signaling::cluster::{NODE_HEADER, PLACED_CALL_HEADER, Placement, Route};
+use callgate_signaling::cluster_api::forward_request;
 use callgate_signaling::protocol::{MAX_IDENTITY_BYTES, MAX_WATCHED, PresenceStatus};
-use callgate_signaling::token::{BillingClaims, KeyRing};
+use callgate_signaling::token::{BillingClaims, KeyRing, unix_now};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::CallDesk;
-use super::desk::{CreateError, DEFAULT_RING_TIMEOUT, NewCall};
+use super::desk::{CreateError, DEFAULT_RING_TIMEOUT, NewCall, new_call_id, room_of_call};
 use super::view::{CallView, CalleeView, call_view};
 
 struct CallsState {
     keys: KeyRing,
     meter: Meter,
     desk: CallDesk,
+    /// Where call rooms are placed, in a cluster.
+    cluster: Option<Arc<dyn Placement>>,
 }
 
 /// The call routes, merged into the node's router when metering is on.
-pub fn routes(keys: KeyRing, meter: Meter, desk: CallDesk) -> Router {
+pub fn routes(
+    keys: KeyRing,
+    meter: Meter,
+    desk: CallDesk,
+    cluster: Option<Arc<dyn Placement>>,
+) -> Router {
     Router::new()
         .route("/v1/calls", post(create).get(history))
         .route("/v1/calls/{id}", get(one))
         .route("/v1/presence", get(presence))
-        .with_state(Arc::new(CallsState { keys, meter, desk }))
+        .with_state(Arc::new(CallsState {
+            keys,
+            meter,
+            desk,
+            cluster,
+        }))
 }
 
 /// The same routes on a node without metering: each answers 503
@@ -135,15 +149,15 @@ fn refused_with_call(status: StatusCode, code: &str, message: String, call: Call
         (status = 403, description = "`forbidden`", body = ErrorBody),
         (status = 409, description = "`busy`: every callee is in another call, with the logged call", body = RefusedCall),
         (status = 422, description = "`billing_invalid`", body = ErrorBody),
-        (status = 503, description = "`calls_unavailable`", body = ErrorBody),
+        (status = 503, description = "`calls_unavailable`, or `cluster_unavailable` (Redis or the chosen node did not answer)", body = ErrorBody),
     ))]
 async fn create(
     State(state): State<Arc<CallsState>>,
     headers: HeaderMap,
-    body: Bytes,
+    bytes: Bytes,
 ) -> Result<Response, ApiError> {
     require_admin(&state.keys, &headers)?;
-    let body: CreateBody = serde_json::from_slice(&body).map_err(|e| {
+    let body: CreateBody = serde_json::from_slice(&bytes).map_err(|e| {
         malformed(format!(
             "expected {{caller, callees, call_type?, billing?, ring_timeout?, call_waiting?}}: {e}"
         ))
@@ -180,7 +194,47 @@ async fn create(
             "caller_name is at most 256 bytes of printable text",
         ));
     }
+    let id = match &state.cluster {
+        None => new_call_id(),
+        Some(cluster) => match placed_call(cluster.as_ref(), &headers) {
+            Some(id) => id,
+            None => {
+                // The call is driven where its room lives: placed like any
+                // room, on the least loaded node.
+                let id = new_call_id();
+                match cluster.place(&room_of_call(&id)).await {
+                    Ok(Route::Here) => id,
+                    Ok(Route::There { url, .. }) => {
+                        let mut headers = headers.clone();
+                        headers.insert(
+                            PLACED_CALL_HEADER,
+                            id.parse()
+                                .map_err(|_| unavailable("a call id unfit for a header"))?,
+                        );
+                        let answer = forward_request(
+                            cluster.as_ref(),
+                            &url,
+                            axum::http::Method::POST,
+                            "/v1/calls",
+                            &headers,
+                            bytes,
+                        )
+                        .await;
+                        return Ok(answer);
+                    }
+                    Err(e) => {
+                        return Err(ApiError::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "cluster_unavailable",
+                            e.to_string(),
+                        ));
+                    }
+                }
+            }
+        },
+    };
     let request = NewCall {
+        id,
         caller: body.caller,
         caller_name: body.caller_name,
         callees: body.callees,
@@ -227,6 +281,19 @@ async fn create(
         )),
         Err(e @ (CreateError::Ledger(_) | CreateError::NoKey)) => Err(unavailable(e.to_string())),
     }
+}
+
+/// The id of a call another node of the cluster placed here, if the
+/// request comes from one.
+fn placed_call(cluster: &dyn Placement, headers: &HeaderMap) -> Option<String> {
+    let proof = headers.get(NODE_HEADER)?.to_str().ok()?;
+    if !cluster.verify(proof, unix_now()) {
+        return None;
+    }
+    let id = headers.get(PLACED_CALL_HEADER)?.to_str().ok()?;
+    let well_formed =
+        id.len() == 35 && id.starts_with("CA_") && id[3..].bytes().all(|b| b.is_ascii_hexdigit());
+    well_formed.then(|| id.to_owned())
 }
 
 /// One call.

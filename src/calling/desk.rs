@@ -3,15 +3,20 @@
 //! call log and queues the call webhooks (docs/calls.md).
 //!
 //! Everything reaches it as a [`DeskInput`] on one channel (HTTP requests,
-//! devices, room joins and leaves), so call state needs no lock. A change
-//! is written to the database before anyone is told of it: a ring is never
-//! sent for a call the log does not have.
+//! devices, room joins and leaves, the other nodes' desks), so call state
+//! needs no lock. A change is written to the database before anyone is
+//! told of it: a ring is never sent for a call the log does not have.
+//!
+//! In a cluster each call is driven by the desk of the node its room lives
+//! on; rings, call states, call inputs and presence reach devices on other
+//! nodes through the [`Bus`].
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use callgate_calls::{Call, CallError, CallEvent, CallState, EndReason, RejectReason, RingState};
+use callgate_cluster::PresenceShare;
 use callgate_metering::{
     BillingTerms, CallHold, CallMember, CallRecord, CallType, CallWebhook, Meter, MeterError,
     webhook_events,
@@ -28,6 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use super::bus::{Bus, BusMessage, DeviceAddr, Envelope, status_of};
 use super::metrics::CallMetrics;
 use super::view::call_json;
 
@@ -40,6 +46,9 @@ pub const DEFAULT_RING_TIMEOUT: Duration = Duration::from_secs(45);
 /// `POST /v1/calls`, checked for shape.
 #[derive(Debug, Clone)]
 pub struct NewCall {
+    /// Its id, from [`new_call_id`] (in a cluster, its room is placed
+    /// before the desk is asked).
+    pub id: String,
     pub caller: String,
     pub caller_name: Option<String>,
     pub callees: Vec<String>,
@@ -95,6 +104,10 @@ pub enum DeskInput {
         identity: String,
         ended_by: Option<LeaveReason>,
     },
+    /// From another node's desk (or this one's, back from Redis).
+    Bus(Box<Envelope>),
+    /// A node of the cluster is gone: its presence shares go.
+    NodeLost(String),
 }
 
 /// A call on this node, with what its driver needs besides the state.
@@ -131,6 +144,10 @@ pub struct Desk {
     watching: HashMap<DeviceId, Vec<String>>,
     /// identity → the devices watching it, and the status they were last told.
     watchers: HashMap<String, (HashSet<DeviceId>, PresenceStatus)>,
+    /// The other nodes' desks, in a cluster.
+    bus: Option<Bus>,
+    /// This node's id on the bus ("" without one).
+    me: String,
 }
 
 fn unix_ms_now() -> i64 {
@@ -143,8 +160,14 @@ fn unix_ms_of(at: std::time::Instant) -> i64 {
     unix_ms_now() - ago.as_millis() as i64
 }
 
-fn new_call_id() -> String {
+/// A fresh call id.
+pub fn new_call_id() -> String {
     format!("CA_{:032x}", rand::random::<u128>())
+}
+
+/// The room call `id` takes place in.
+pub fn room_of_call(id: &str) -> String {
+    format!("call-{id}")
 }
 
 impl Desk {
@@ -155,7 +178,9 @@ impl Desk {
         keys: KeyRing,
         key_name: Option<String>,
         plans: Arc<HashMap<String, BillingTerms>>,
+        bus: Option<Bus>,
     ) -> Desk {
+        let me = bus.as_ref().map_or("", |b| b.node_id()).to_owned();
         Desk {
             meter,
             metrics,
@@ -168,10 +193,17 @@ impl Desk {
             in_rooms: HashMap::new(),
             watching: HashMap::new(),
             watchers: HashMap::new(),
+            bus,
+            me,
         }
     }
 
     pub async fn run(mut self, mut inputs: mpsc::UnboundedReceiver<DeskInput>) {
+        // Shares a previous run of this node left (it crashed and came
+        // back within the node TTL) say nothing true any more.
+        if let Some(bus) = &self.bus {
+            bus.forget_node(&self.me).await;
+        }
         loop {
             let deadline = self
                 .calls
@@ -203,27 +235,42 @@ impl Desk {
                 let _ = reply.send(created);
             }
             DeskInput::Presence(identities, reply) => {
-                let statuses = identities
-                    .into_iter()
-                    .map(|i| {
-                        let s = self.status(&i);
-                        (i, s)
-                    })
-                    .collect();
+                let mut statuses = Vec::with_capacity(identities.len());
+                for identity in identities {
+                    let status = self.status(&identity).await;
+                    statuses.push((identity, status));
+                }
                 let _ = reply.send(statuses);
             }
             DeskInput::Request {
                 identity,
                 device,
                 request,
-            } => self.request(&identity, device, request).await,
+            } => {
+                let from = self.here(device);
+                self.request(&identity, from, request).await;
+            }
             DeskInput::DeviceConnected(identity, device) => {
-                self.ring_again(&identity, device);
-                self.touch(&[identity]);
+                let at = self.here(device);
+                self.ring_again(&identity, &at).await;
+                if let Some(bus) = &self.bus {
+                    bus.publish(BusMessage::DeviceConnected {
+                        identity: identity.clone(),
+                        at,
+                    })
+                    .await;
+                }
+                self.touch(&[identity]).await;
             }
             DeskInput::DeviceDisconnected(identity, device) => {
                 self.unwatch(device);
-                self.touch(&[identity]);
+                self.touch(&[identity]).await;
+            }
+            DeskInput::Bus(envelope) => self.heard(*envelope).await,
+            DeskInput::NodeLost(node) => {
+                if let Some(bus) = &self.bus {
+                    bus.forget_node(&node).await;
+                }
             }
             DeskInput::Joined { room, identity } => {
                 *self.in_rooms.entry(identity.clone()).or_default() += 1;
@@ -234,7 +281,7 @@ impl Desk {
                         .step(&id, |call, now| call.joined(now, &identity))
                         .await;
                 }
-                self.touch(&[identity]);
+                self.touch(&[identity]).await;
             }
             DeskInput::Left {
                 room,
@@ -264,42 +311,122 @@ impl Desk {
                         })
                         .await;
                 }
-                self.touch(&[identity]);
+                self.touch(&[identity]).await;
             }
         }
     }
 
-    /// `identity`'s presence now.
-    fn status(&self, identity: &str) -> PresenceStatus {
-        let in_call = self.in_rooms.contains_key(identity)
-            || self.calls.values().any(|l| l.call.engages(identity));
-        if in_call {
-            PresenceStatus::Busy
-        } else if self.devices.count(identity) > 0 {
-            PresenceStatus::Online
-        } else {
-            PresenceStatus::Offline
+    /// A device of this node, as the bus names it.
+    fn here(&self, device: DeviceId) -> DeviceAddr {
+        DeviceAddr {
+            node: self.me.clone(),
+            device,
         }
     }
 
-    /// Tells the watchers of each of `identities` whose status changed.
-    fn touch(&mut self, identities: &[String]) {
+    /// A message from a desk (this node's own included).
+    async fn heard(&mut self, envelope: Envelope) {
+        let from_me = envelope.from == self.me;
+        match envelope.message {
+            // This node delivered its own messages when it sent them.
+            BusMessage::ToIdentity { identity, message } if !from_me => {
+                self.devices.send_to_identity(&identity, &message);
+            }
+            BusMessage::ToDevice { to, message } if to.node == self.me && !from_me => {
+                self.devices.send_to_device(to.device, message);
+            }
+            BusMessage::Presence { identity }
+                if !from_me && self.watchers.contains_key(&identity) =>
+            {
+                let now = self.status(&identity).await;
+                self.show(&identity, now);
+            }
+            BusMessage::DeviceConnected { identity, at } if !from_me => {
+                self.ring_again(&identity, &at).await;
+            }
+            BusMessage::Request {
+                node,
+                identity,
+                from,
+                request,
+            } if node == self.me => {
+                // Only a call driven here is answered; one that moved on
+                // (ended) is refused as it would be to a local device.
+                if let Some(call_id) = call_id_of(&request)
+                    && !self.calls.contains_key(call_id)
+                {
+                    return self.refuse_unknown(call_id.to_owned(), &from).await;
+                }
+                self.request(&identity, from, request).await;
+            }
+            _ => {}
+        }
+    }
+
+    /// This node's share of `identity`'s presence.
+    fn share(&self, identity: &str) -> PresenceShare {
+        PresenceShare {
+            devices: u32::try_from(self.devices.count(identity)).unwrap_or(u32::MAX),
+            rooms: self
+                .in_rooms
+                .get(identity)
+                .map_or(0, |n| u32::try_from(*n).unwrap_or(u32::MAX)),
+            engaged: self.calls.values().any(|l| l.call.engages(identity)),
+        }
+    }
+
+    /// `identity`'s presence now: every node's share of it in a cluster
+    /// (this node's alone if Redis does not answer), this node's otherwise.
+    async fn status(&self, identity: &str) -> PresenceStatus {
+        if let Some(bus) = &self.bus
+            && let Some(shares) = bus.presence_shares(identity).await
+        {
+            return status_of(&shares);
+        }
+        status_of(&[self.share(identity)])
+    }
+
+    /// How many devices `identity` has open (on every node, in a cluster).
+    async fn device_count(&self, identity: &str) -> usize {
+        if let Some(bus) = &self.bus
+            && let Some(shares) = bus.presence_shares(identity).await
+        {
+            return shares.iter().map(|s| s.devices as usize).sum();
+        }
+        self.devices.count(identity)
+    }
+
+    /// Each of `identities` may have changed here: in a cluster this node's
+    /// share is written and every node's watchers told; here, the watchers
+    /// of those whose status changed are.
+    async fn touch(&mut self, identities: &[String]) {
         for identity in identities {
-            let now = self.status(identity);
-            let Some((devices, shown)) = self.watchers.get_mut(identity) else {
-                continue;
-            };
-            if *shown == now {
-                continue;
+            if let Some(bus) = &self.bus {
+                bus.share_presence(identity, self.share(identity)).await;
             }
-            *shown = now;
-            let message = ServerMessage::Presence {
-                identity: identity.clone(),
-                status: now,
-            };
-            for device in devices.iter() {
-                self.devices.send_to_device(*device, message.clone());
+            if self.watchers.contains_key(identity) {
+                let now = self.status(identity).await;
+                self.show(identity, now);
             }
+        }
+    }
+
+    /// Tells `identity`'s watchers here its status `now`, unless they were
+    /// told it last.
+    fn show(&mut self, identity: &str, now: PresenceStatus) {
+        let Some((devices, shown)) = self.watchers.get_mut(identity) else {
+            return;
+        };
+        if *shown == now {
+            return;
+        }
+        *shown = now;
+        let message = ServerMessage::Presence {
+            identity: identity.to_owned(),
+            status: now,
+        };
+        for device in devices.iter() {
+            self.devices.send_to_device(*device, message.clone());
         }
     }
 
@@ -314,7 +441,7 @@ impl Desk {
         }
     }
 
-    fn watch(&mut self, device: DeviceId, identities: Vec<String>) {
+    async fn watch(&mut self, device: DeviceId, identities: Vec<String>) {
         self.unwatch(device);
         let mut unique = Vec::new();
         for identity in identities {
@@ -323,7 +450,7 @@ impl Desk {
             }
         }
         for identity in &unique {
-            let status = self.status(identity);
+            let status = self.status(identity).await;
             self.watchers
                 .entry(identity.clone())
                 .or_insert_with(|| (HashSet::new(), status))
@@ -340,39 +467,71 @@ impl Desk {
         self.watching.insert(device, unique);
     }
 
-    /// A device of `identity` connected: every call still ringing it rings
-    /// there too (a phone woken by a push connects, then rings).
-    fn ring_again(&self, identity: &str, device: DeviceId) {
+    /// A device of `identity` connected: every call driven here still
+    /// ringing it rings there too (a phone woken by a push connects, then
+    /// rings).
+    async fn ring_again(&self, identity: &str, at: &DeviceAddr) {
         for live in self.calls.values() {
             if live.call.ring_of(identity) == Some(RingState::Ringing) {
-                self.devices
-                    .send_to_device(device, ServerMessage::CallRing(ring_of(live, identity)));
+                self.to_device(at, ServerMessage::CallRing(ring_of(live, identity)))
+                    .await;
             }
         }
     }
 
-    async fn request(&mut self, identity: &str, device: DeviceId, request: CallRequest) {
-        let call_id = match request {
-            CallRequest::WatchPresence { identities } => {
-                self.watch(device, identities);
-                return;
+    /// Sends `message` to one device, here or through the bus.
+    async fn to_device(&self, to: &DeviceAddr, message: ServerMessage) {
+        if to.node == self.me {
+            self.devices.send_to_device(to.device, message);
+        } else if let Some(bus) = &self.bus {
+            bus.publish(BusMessage::ToDevice {
+                to: to.clone(),
+                message,
+            })
+            .await;
+        }
+    }
+
+    /// Sends `message` to every device of `identity`, here and (through the
+    /// bus) on every other node.
+    async fn to_identity(&self, identity: &str, message: &ServerMessage) {
+        self.devices.send_to_identity(identity, message);
+        if let Some(bus) = &self.bus {
+            bus.publish(BusMessage::ToIdentity {
+                identity: identity.to_owned(),
+                message: message.clone(),
+            })
+            .await;
+        }
+    }
+
+    async fn request(&mut self, identity: &str, from: DeviceAddr, request: CallRequest) {
+        if let CallRequest::WatchPresence { identities } = request {
+            // Watches are kept where the watching device is.
+            if from.node == self.me {
+                self.watch(from.device, identities).await;
             }
-            CallRequest::Accept { ref call_id }
-            | CallRequest::Reject { ref call_id, .. }
-            | CallRequest::Cancel { ref call_id } => call_id.clone(),
+            return;
+        }
+        let Some(call_id) = call_id_of(&request).map(str::to_owned) else {
+            return;
         };
         if !self.calls.contains_key(&call_id) {
-            // Ended calls leave the desk; the log tells them from strangers.
-            let (code, message) = match self.meter.call(&call_id).await {
-                Ok(Some(_)) => (
-                    CallError::CallEnded.code(),
-                    CallError::CallEnded.to_string(),
-                ),
-                _ => ("call_not_found", "no such call".to_owned()),
-            };
-            self.devices
-                .send_to_device(device, ServerMessage::call_error(code, message, call_id));
-            return;
+            // A call driven by another node's desk is handed to it.
+            if let Some(bus) = &self.bus
+                && let Some(node) = bus.node_of_call(&call_id).await
+                && node != self.me
+            {
+                bus.publish(BusMessage::Request {
+                    node,
+                    identity: identity.to_owned(),
+                    from,
+                    request,
+                })
+                .await;
+                return;
+            }
+            return self.refuse_unknown(call_id, &from).await;
         }
         let refused = self
             .step(&call_id, |call, now| match &request {
@@ -389,11 +548,26 @@ impl Desk {
             })
             .await;
         if let Err(e) = refused {
-            self.devices.send_to_device(
-                device,
+            self.to_device(
+                &from,
                 ServerMessage::call_error(e.code(), e.to_string(), call_id),
-            );
+            )
+            .await;
         }
+    }
+
+    /// Answers a call input for a call not driven here: ended calls leave
+    /// the desk, and the log tells them from strangers.
+    async fn refuse_unknown(&self, call_id: String, from: &DeviceAddr) {
+        let (code, message) = match self.meter.call(&call_id).await {
+            Ok(Some(_)) => (
+                CallError::CallEnded.code(),
+                CallError::CallEnded.to_string(),
+            ),
+            _ => ("call_not_found", "no such call".to_owned()),
+        };
+        self.to_device(from, ServerMessage::call_error(code, message, call_id))
+            .await;
     }
 
     /// Ends the rings and calls whose deadlines passed.
@@ -437,7 +611,7 @@ impl Desk {
             return;
         };
         let record = record_of(live);
-        let mut webhooks = self.ring_webhooks(live, &step.rings);
+        let mut webhooks = self.ring_webhooks(live, &step.rings).await;
         let now = live.call.state();
         if before == CallState::Ringing && live.call.answered_at().is_some() {
             webhooks.push(hook(webhook_events::CALL_ANSWERED, &record));
@@ -448,7 +622,7 @@ impl Desk {
         if let Err(e) = self.meter.log_call(&record, &webhooks).await {
             warn!(call = %id, error = %e, "call log not written");
         }
-        self.deliver(live, &step);
+        self.deliver(live, &step).await;
         let members = members(&live.call);
         if let CallState::Ended(outcome) = now {
             info!(call = %id, outcome = outcome.as_str(), "call ended");
@@ -461,41 +635,43 @@ impl Desk {
             self.by_room.remove(&room);
             self.metrics.active.set(self.calls.len() as i64);
         }
-        self.touch(&members);
+        self.touch(&members).await;
     }
 
     /// `call.ring` webhooks for the callees in `rings` with no device open.
-    fn ring_webhooks(&self, live: &Live, rings: &[String]) -> Vec<CallWebhook> {
-        rings
-            .iter()
-            .filter(|callee| live.call.ring_of(callee) == Some(RingState::Ringing))
-            .filter(|callee| self.devices.count(callee) == 0)
-            .map(|callee| {
-                let ring = ring_of(live, callee);
-                CallWebhook {
-                    event_type: webhook_events::CALL_RING,
-                    data: json!({
+    async fn ring_webhooks(&self, live: &Live, rings: &[String]) -> Vec<CallWebhook> {
+        let mut webhooks = Vec::new();
+        for callee in rings {
+            if live.call.ring_of(callee) != Some(RingState::Ringing)
+                || self.device_count(callee).await > 0
+            {
+                continue;
+            }
+            let ring = ring_of(live, callee);
+            webhooks.push(CallWebhook {
+                event_type: webhook_events::CALL_RING,
+                data: json!({
                         "call_id": ring.call_id,
                         "callee": callee,
                         "caller": ring.caller,
                         "caller_name": ring.caller_name,
                         "call_type": ring.call_type,
                         "room": ring.room,
-                        "ring_ends_at_ms": ring.ring_ends_at_ms,
-                    }),
-                }
-            })
-            .collect()
+                    "ring_ends_at_ms": ring.ring_ends_at_ms,
+                }),
+            });
+        }
+        webhooks
     }
 
     /// Rings the callees of `step` and tells every member's devices the
     /// call's state.
-    fn deliver(&self, live: &Live, step: &Step) {
+    async fn deliver(&self, live: &Live, step: &Step) {
         for callee in &step.rings {
             if live.call.ring_of(callee) == Some(RingState::Ringing) {
-                let reached = self
-                    .devices
-                    .send_to_identity(callee, &ServerMessage::CallRing(ring_of(live, callee)));
+                self.to_identity(callee, &ServerMessage::CallRing(ring_of(live, callee)))
+                    .await;
+                let reached = self.device_count(callee).await;
                 let via = if reached > 0 { "signaling" } else { "webhook" };
                 self.metrics.rings.with_label_values(&[via]).inc();
             }
@@ -503,15 +679,15 @@ impl Desk {
         if step.changed {
             let notice = ServerMessage::CallState(notice_of(&live.call, step.by.clone()));
             for member in members(&live.call) {
-                self.devices.send_to_identity(&member, &notice);
+                self.to_identity(&member, &notice).await;
             }
         }
     }
 
     async fn create(&mut self, request: NewCall) -> Result<Created, CreateError> {
         let key_name = self.key_name.clone().ok_or(CreateError::NoKey)?;
-        let id = new_call_id();
-        let room = format!("call-{id}");
+        let id = request.id.clone();
+        let room = room_of_call(&id);
         let now = std::time::Instant::now();
         let mut call = Call::new(
             id.clone(),
@@ -544,7 +720,7 @@ impl Desk {
         };
         if !request.call_waiting {
             for callee in &request.callees {
-                if self.status(callee) == PresenceStatus::Busy {
+                if self.status(callee).await == PresenceStatus::Busy {
                     call.reject(now, callee, RejectReason::Busy)?;
                 }
             }
@@ -568,12 +744,12 @@ impl Desk {
                 .open_call(&record, None, &ended)
                 .await
                 .map_err(CreateError::Ledger)?;
-            self.deliver(&live, &step);
+            self.deliver(&live, &step).await;
             self.metrics.ended.with_label_values(&["busy"]).inc();
             return Err(CreateError::Busy { call: record });
         }
         let mut webhooks = vec![hook(webhook_events::CALL_STARTED, &record)];
-        webhooks.extend(self.ring_webhooks(&live, &step.rings));
+        webhooks.extend(self.ring_webhooks(&live, &step.rings).await);
         match self
             .meter
             .open_call(&record, hold.as_ref(), &webhooks)
@@ -606,7 +782,7 @@ impl Desk {
             Err(e) => return Err(CreateError::Ledger(e)),
         }
         info!(call = %id, caller = %live.call.caller(), "call ringing");
-        self.deliver(&live, &step);
+        self.deliver(&live, &step).await;
         let created = Created {
             call: record,
             tokens: live.tokens.clone(),
@@ -616,7 +792,7 @@ impl Desk {
         self.calls.insert(id, live);
         self.metrics.started.inc();
         self.metrics.active.set(self.calls.len() as i64);
-        self.touch(&members);
+        self.touch(&members).await;
         Ok(created)
     }
 
@@ -662,6 +838,16 @@ impl Desk {
             tokens.insert(callee.clone(), self.keys.sign(&claims(callee, None, None))?);
         }
         Ok(tokens)
+    }
+}
+
+/// The call a call input is for.
+fn call_id_of(request: &CallRequest) -> Option<&str> {
+    match request {
+        CallRequest::Accept { call_id }
+        | CallRequest::Reject { call_id, .. }
+        | CallRequest::Cancel { call_id } => Some(call_id),
+        CallRequest::WatchPresence { .. } => None,
     }
 }
 

@@ -3,6 +3,7 @@
 //! it.
 
 mod api;
+mod bus;
 mod desk;
 mod metrics;
 mod view;
@@ -19,6 +20,7 @@ use callgate_signaling::token::{BillingClaims, KeyRing};
 use tokio::sync::{mpsc, oneshot};
 
 pub use api::{CallsDoc, routes, unavailable_routes};
+pub use bus::Bus;
 pub use desk::{AFTER_RING, DEFAULT_RING_TIMEOUT};
 use desk::{CreateError, Created, Desk, DeskInput, NewCall};
 pub use metrics::CallMetrics;
@@ -38,11 +40,29 @@ impl CallDesk {
         keys: KeyRing,
         key_name: Option<String>,
         plans: HashMap<String, BillingTerms>,
+        bus: Option<Bus>,
     ) -> CallDesk {
         let (tx, rx) = mpsc::unbounded_channel();
-        let desk = Desk::new(meter, metrics, devices, keys, key_name, Arc::new(plans));
+        if let Some(bus) = &bus {
+            tokio::spawn(bus.clone().listen(tx.clone()));
+        }
+        let desk = Desk::new(
+            meter,
+            metrics,
+            devices,
+            keys,
+            key_name,
+            Arc::new(plans),
+            bus,
+        );
         tokio::spawn(desk.run(rx));
         CallDesk { inputs: tx }
+    }
+
+    /// Node `node` of the cluster is gone: its share of every identity's
+    /// presence is removed.
+    pub fn node_lost(&self, node: &str) {
+        self.send(DeskInput::NodeLost(node.to_owned()));
     }
 
     async fn create(&self, call: NewCall) -> Result<Created, CreateError> {
