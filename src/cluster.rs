@@ -214,6 +214,11 @@ impl ClusterNode {
 
     /// Leaves the cluster at once: its entry and its rooms' placements go.
     pub async fn leave(&self) {
+        // Other nodes no longer see this one, so they would not remove its
+        // share of presence when it goes: it does so itself.
+        crate::calling::Bus::new(self.cluster.clone())
+            .forget_node(self.cluster.node_id())
+            .await;
         if let Err(e) = self.cluster.deregister().await {
             warn!(error = %e, "could not leave the cluster cleanly; the entry expires on its own");
         }

@@ -7,68 +7,13 @@
 
 mod common;
 
-use callgate_signaling::token::Claims;
+use common::calls::*;
 use common::money::*;
 use common::*;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 const HOOK_SECRET: &str = "calls-test-webhook-secret";
-
-/// A device of `identity` outside any room: a presence connection.
-async fn device(server: &TestServer, identity: &str) -> Signal {
-    let mut s = Signal::connect(server).await;
-    s.send(json!({"type": "connect", "token": presence_token(identity), "protocol": 1}))
-        .await;
-    let connected = s.recv().await.expect("connected");
-    assert_eq!(
-        connected,
-        json!({"type": "connected", "protocol": 1, "identity": identity})
-    );
-    s
-}
-
-/// A token with no room grant: good for a presence connection only.
-fn presence_token(identity: &str) -> String {
-    let mut c: Claims = claims("unused", identity);
-    c.grants.room = None;
-    c.grants.room_join = false;
-    sign(&c)
-}
-
-async fn start_call(server: &TestServer, body: Value) -> (u16, Value) {
-    post(server, "/v1/calls", body).await
-}
-
-/// A paid one-to-one call from alice to host1 at 15 coins a minute.
-fn paid_call(ring_timeout: u64) -> Value {
-    json!({
-        "caller": "alice", "caller_name": "Alice", "callees": ["host1"],
-        "call_type": "audio",
-        "billing": {"payer": "alice", "payee": "host1", "rate": 15},
-        "ring_timeout": format!("{ring_timeout}s"),
-    })
-}
-
-async fn wallet(server: &TestServer, user: &str) -> (i64, i64) {
-    let w = api_json(server, &format!("/v1/wallets/{user}")).await;
-    (w["balance"].as_i64().unwrap(), w["held"].as_i64().unwrap())
-}
-
-async fn logged(server: &TestServer, id: &str) -> Value {
-    api_json(server, &format!("/v1/calls/{id}")).await["call"].clone()
-}
-
-/// The next `call_state` on `s` past `ringing`, skipping presence and
-/// rings.
-async fn next_state(s: &mut Signal) -> Value {
-    loop {
-        let state = s.recv_type("call_state").await;
-        if state["state"] != "ringing" {
-            return state;
-        }
-    }
-}
 
 /// A server whose webhooks go to a receiver in this test: the events
 /// arrive, signature checked, on the returned channel.
@@ -129,8 +74,8 @@ async fn next_hook(hooks: &mut mpsc::UnboundedReceiver<Value>, call_id: &str) ->
 async fn a_paid_call_rings_is_accepted_carries_media_and_bills_the_payer_exactly_on_hang_up() {
     let (server, mut hooks, _data) = server_with_hooks().await;
     credit(&server, "alice", 100, "pay_1").await;
-    let mut host_phone = device(&server, "host1").await;
-    let mut alice_phone = device(&server, "alice").await;
+    let mut host_phone = Signal::device(&server, "host1").await;
+    let mut alice_phone = Signal::device(&server, "alice").await;
 
     let (status, created) = start_call(&server, paid_call(45)).await;
     assert_eq!(status, 201, "{created}");
@@ -232,8 +177,8 @@ async fn a_paid_call_rings_is_accepted_carries_media_and_bills_the_payer_exactly
 async fn a_declined_call_ends_rejected_for_both_and_costs_nothing() {
     let server = TestServer::start(&[]);
     credit(&server, "alice", 100, "pay_1").await;
-    let mut host_phone = device(&server, "host1").await;
-    let mut alice_phone = device(&server, "alice").await;
+    let mut host_phone = Signal::device(&server, "host1").await;
+    let mut alice_phone = Signal::device(&server, "alice").await;
     let (status, created) = start_call(&server, paid_call(45)).await;
     assert_eq!(status, 201, "{created}");
     let id = created["call"]["id"].as_str().unwrap().to_owned();
@@ -275,9 +220,9 @@ async fn a_declined_call_ends_rejected_for_both_and_costs_nothing() {
 async fn a_cancelled_call_stops_the_ring_and_only_the_caller_may_cancel() {
     let server = TestServer::start(&[]);
     credit(&server, "alice", 100, "pay_1").await;
-    let mut host_phone = device(&server, "host1").await;
-    let mut alice_phone = device(&server, "alice").await;
-    let mut stranger = device(&server, "mallory").await;
+    let mut host_phone = Signal::device(&server, "host1").await;
+    let mut alice_phone = Signal::device(&server, "alice").await;
+    let mut stranger = Signal::device(&server, "mallory").await;
     let (_, created) = start_call(&server, paid_call(45)).await;
     let id = created["call"]["id"].as_str().unwrap().to_owned();
     host_phone.recv_type("call_ring").await;
@@ -318,7 +263,7 @@ async fn a_cancelled_call_stops_the_ring_and_only_the_caller_may_cancel() {
 async fn an_unanswered_call_pushes_a_background_callee_rings_it_when_it_connects_and_ends_missed() {
     let (server, mut hooks, _data) = server_with_hooks().await;
     credit(&server, "alice", 100, "pay_1").await;
-    let mut alice_phone = device(&server, "alice").await;
+    let mut alice_phone = Signal::device(&server, "alice").await;
     // host1 has no connection open: the app's backend is asked to push.
     let (status, created) = start_call(&server, paid_call(5)).await;
     assert_eq!(status, 201, "{created}");
@@ -330,7 +275,7 @@ async fn an_unanswered_call_pushes_a_background_callee_rings_it_when_it_connects
     assert_eq!(push["data"]["caller_name"], "Alice");
 
     // Woken by the push, the phone connects and rings at once.
-    let mut host_phone = device(&server, "host1").await;
+    let mut host_phone = Signal::device(&server, "host1").await;
     let ring = host_phone.recv_type("call_ring").await;
     assert_eq!(ring["call_id"], id.as_str());
 
@@ -368,7 +313,7 @@ async fn an_unanswered_call_pushes_a_background_callee_rings_it_when_it_connects
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callee_in_another_call_is_busy_unless_the_call_allows_waiting() {
     let server = TestServer::start(&[]);
-    let mut host_phone = device(&server, "host1").await;
+    let mut host_phone = Signal::device(&server, "host1").await;
     // host1 is in a room.
     let (_in_room, _) = Signal::join(&server, &token(&unique_room(), "host1")).await;
 
@@ -397,7 +342,7 @@ async fn a_callee_in_another_call_is_busy_unless_the_call_allows_waiting() {
 async fn a_caller_without_coins_rings_nobody_and_the_refusal_is_logged() {
     let server = TestServer::start(&[]);
     credit(&server, "alice", 14, "pay_1").await;
-    let mut host_phone = device(&server, "host1").await;
+    let mut host_phone = Signal::device(&server, "host1").await;
     let (status, refused) = start_call(&server, paid_call(45)).await;
     assert_eq!(status, 402, "{refused}");
     assert_eq!(refused["error"]["code"], "insufficient_balance");
@@ -427,8 +372,8 @@ async fn a_caller_without_coins_rings_nobody_and_the_refusal_is_logged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_device_learns_the_call_was_answered_elsewhere_and_cannot_answer_again() {
     let server = TestServer::start(&[]);
-    let mut phone = device(&server, "host1").await;
-    let mut tablet = device(&server, "host1").await;
+    let mut phone = Signal::device(&server, "host1").await;
+    let mut tablet = Signal::device(&server, "host1").await;
     let (_, created) = start_call(&server, json!({"caller": "alice", "callees": ["host1"]})).await;
     let id = created["call"]["id"].as_str().unwrap().to_owned();
     phone.recv_type("call_ring").await;
@@ -449,7 +394,7 @@ async fn a_second_device_learns_the_call_was_answered_elsewhere_and_cannot_answe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_is_online_busy_or_offline_and_watchers_hear_each_change() {
     let server = TestServer::start(&[]);
-    let mut fan = device(&server, "fan").await;
+    let mut fan = Signal::device(&server, "fan").await;
     fan.send(json!({"type": "presence_watch", "identities": ["host1", "host2"]}))
         .await;
     let mut told = vec![fan.recv().await.unwrap(), fan.recv().await.unwrap()];
@@ -462,7 +407,7 @@ async fn presence_is_online_busy_or_offline_and_watchers_hear_each_change() {
         ]
     );
     // The host goes online, then into a call, then out of it, then away.
-    let host_phone = device(&server, "host1").await;
+    let host_phone = Signal::device(&server, "host1").await;
     let presence =
         |status: &str| json!({"type": "presence", "identity": "host1", "status": status});
     assert_eq!(fan.recv().await.unwrap(), presence("online"));
@@ -587,7 +532,7 @@ async fn a_call_cut_when_the_wallet_runs_dry_is_logged_completed_with_reason_ins
     let server = TestServer::start(&[]);
     // 30 coins at 600 a minute, billed by the second: 3 s of call.
     credit(&server, "alice", 30, "pay_1").await;
-    let mut host_phone = device(&server, "host1").await;
+    let mut host_phone = Signal::device(&server, "host1").await;
     let (status, created) = start_call(
         &server,
         json!({
@@ -636,7 +581,7 @@ async fn a_node_without_metering_refuses_calls_call_inputs_and_billed_joins() {
     let (status, refused) = start_call(&server, json!({"caller": "a", "callees": ["b"]})).await;
     assert_eq!(status, 503, "{refused}");
     assert_eq!(refused["error"]["code"], "calls_unavailable");
-    let mut phone = device(&server, "b").await;
+    let mut phone = Signal::device(&server, "b").await;
     phone
         .send(json!({"type": "call_accept", "call_id": "CA_1"}))
         .await;

@@ -389,3 +389,167 @@ async fn ice_servers_are_the_rooms_nodes_and_their_credentials_work_on_every_rel
         assert!(allocated.is_ok(), "{relay}: {allocated:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_rings_and_is_answered_across_nodes_and_presence_reads_the_same_on_every_node() {
+    use common::calls::*;
+    use common::money::*;
+    let cluster = TestCluster::start(3).await;
+    let [n1, n2, n3] = [&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]];
+    credit(n3, "alice", 100, "pay_1").await;
+    let presence =
+        |who: &str, status: &str| json!({"type": "presence", "identity": who, "status": status});
+    // Two presence messages, in identity order.
+    async fn two(s: &mut Signal) -> Vec<Value> {
+        let mut told = vec![s.recv().await.unwrap(), s.recv().await.unwrap()];
+        told.sort_by_key(|m| m["identity"].as_str().unwrap_or_default().to_owned());
+        told
+    }
+
+    // A fan on n3 watches a host whose phone is on n1 and a caller whose
+    // phone is on n2.
+    let mut fan = Signal::device(n3, "fan").await;
+    fan.send(json!({"type": "presence_watch", "identities": ["host1", "alice"]}))
+        .await;
+    assert_eq!(
+        two(&mut fan).await,
+        [presence("alice", "offline"), presence("host1", "offline")]
+    );
+    let mut host_phone = Signal::device(n1, "host1").await;
+    assert_eq!(fan.recv().await.unwrap(), presence("host1", "online"));
+    let mut alice_phone = Signal::device(n2, "alice").await;
+    assert_eq!(fan.recv().await.unwrap(), presence("alice", "online"));
+
+    // The call is started through n3; it rings the host's phone on n1 and
+    // tells the caller's phone on n2, wherever its room was placed.
+    let (status, created) = start_call(n3, paid_call(45)).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["call"]["id"].as_str().unwrap().to_owned();
+    let ring = host_phone.recv_type("call_ring").await;
+    assert_eq!(ring["call_id"], id.as_str());
+    assert_eq!(ring["token"], created["tokens"]["host1"]);
+    assert_eq!(
+        alice_phone.recv_type("call_state").await["state"],
+        "ringing"
+    );
+    // The caller is busy from the start, the host once it answers.
+    assert_eq!(fan.recv().await.unwrap(), presence("alice", "busy"));
+    for node in &cluster.nodes {
+        assert_eq!(
+            api_json(node, "/v1/presence?identity=alice,host1,fan,nobody").await["presence"],
+            json!({"alice": "busy", "host1": "online", "fan": "online", "nobody": "offline"})
+        );
+    }
+
+    // The host answers on n1; both phones hear it.
+    host_phone
+        .send(json!({"type": "call_accept", "call_id": id}))
+        .await;
+    for phone in [&mut host_phone, &mut alice_phone] {
+        let accepted = next_state(phone).await;
+        assert_eq!(accepted["state"], "accepted", "{accepted}");
+        assert_eq!(accepted["by"], "host1");
+    }
+    assert_eq!(fan.recv().await.unwrap(), presence("host1", "busy"));
+
+    // Each joins the call's room through the node its phone is on, and
+    // they talk.
+    let (mut alice, alice_track) =
+        join_with_media(n2, created["tokens"]["alice"].as_str().unwrap()).await;
+    let alice_talks = keep_sending(alice_track);
+    let (host, host_track) = join_with_media(n1, ring["token"].as_str().unwrap()).await;
+    let host_talks = keep_sending(host_track);
+    host.received
+        .wait_for("alice's marked packets at the host", |map| {
+            map.iter().any(|((stream, _), payloads)| {
+                stream == &alice.sid && payloads.iter().any(|p| payload_index(p).is_some())
+            })
+        })
+        .await;
+
+    // alice hangs up: the call ends for both phones and she pays the first
+    // increment, exactly.
+    alice.send(json!({"type": "leave"}));
+    assert_eq!(alice.event("left").await["reason"], "left");
+    for phone in [&mut host_phone, &mut alice_phone] {
+        let ended = next_state(phone).await;
+        assert_eq!(ended["state"], "ended", "{ended}");
+        assert_eq!(ended["by"], "alice");
+        assert_eq!(ended["end_reason"], "hung_up");
+    }
+    alice_talks.abort();
+    host_talks.abort();
+    drop(host);
+    let driver = &cluster.nodes[cluster.owner_of(&format!("call-{id}")).await];
+    let session = ended_sessions(driver, 1).await.remove(0);
+    assert_eq!(session["coins"], 15);
+    let row = logged(n2, &id).await;
+    assert_eq!(row["outcome"], "completed", "{row}");
+    assert_eq!(row["coins"], 15);
+    assert_eq!(wallet(n1, "alice").await, (85, 0));
+
+    // A call input for no call is refused, from any node.
+    alice_phone
+        .send(json!({"type": "call_accept", "call_id": "CA_0123"}))
+        .await;
+    let refused = alice_phone.recv_type("error").await;
+    assert_eq!(refused["code"], "call_not_found", "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_that_connects_to_another_node_while_a_call_rings_it_is_rung_there() {
+    use common::calls::*;
+    let cluster = TestCluster::start(2).await;
+    let body = json!({"caller": "alice", "callees": ["host1"], "ring_timeout": "45s"});
+    let (status, created) = start_call(&cluster.nodes[0], body).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["call"]["id"].as_str().unwrap();
+    let driver = cluster.owner_of(&format!("call-{id}")).await;
+    // The host's phone wakes (a push) and connects to the other node.
+    let mut phone = Signal::device(&cluster.nodes[1 - driver], "host1").await;
+    let ring = phone.recv_type("call_ring").await;
+    assert_eq!(ring["call_id"], id);
+    assert_eq!(ring["token"], created["tokens"]["host1"]);
+    // It declines there; the call's node ends the call.
+    phone
+        .send(json!({"type": "call_reject", "call_id": id}))
+        .await;
+    let ended = next_state(&mut phone).await;
+    assert_eq!(ended["state"], "rejected", "{ended}");
+    assert_eq!(ended["end_reason"], "declined");
+    assert_eq!(logged(&cluster.nodes[0], id).await["outcome"], "rejected");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_while_its_call_rings_has_the_call_ended_failed_and_its_presence_forgotten() {
+    use common::calls::*;
+    let mut cluster = TestCluster::start(2).await;
+    let body = json!({"caller": "alice", "callees": ["host1"], "ring_timeout": "45s"});
+    let (status, created) = start_call(&cluster.nodes[0], body).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["call"]["id"].as_str().unwrap().to_owned();
+    let driver = cluster.owner_of(&format!("call-{id}")).await;
+    let survivor = 1 - driver;
+    let presence = |body: Value| body["presence"]["alice"].clone();
+    let path = "/v1/presence?identity=alice";
+    assert_eq!(
+        presence(api_json(&cluster.nodes[survivor], path).await),
+        "busy"
+    );
+
+    // The node driving the call dies: the survivor notices (its scan), ends
+    // the call in the log, and alice is no longer busy anywhere.
+    cluster.nodes[driver].kill9();
+    let survivor = &cluster.nodes[survivor];
+    TestCluster::eventually("the dead node's call ended", || async {
+        logged(survivor, &id).await["state"] == "ended"
+    })
+    .await;
+    let row = logged(survivor, &id).await;
+    assert_eq!(row["outcome"], "failed", "{row}");
+    assert_eq!(row["callees"][0]["ring"], "cancelled", "{row}");
+    TestCluster::eventually("alice's presence forgotten", || async {
+        presence(api_json(survivor, path).await) == "offline"
+    })
+    .await;
+}

@@ -97,6 +97,7 @@ impl Bus {
     /// Writes this node's share of `identity`'s presence and tells every
     /// desk it may have changed.
     pub async fn share_presence(&self, identity: &str, share: PresenceShare) {
+        debug!(identity = %identity, ?share, "presence share");
         if let Err(e) = self.cluster.share_presence(identity, share).await {
             warn!(error = %e, identity = %identity, "presence share not written");
         }

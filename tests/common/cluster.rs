@@ -133,9 +133,9 @@ impl TestCluster {
         grown[0]
     }
 
-    /// What the registry says of node `id` (`None`: not registered or gone).
-    pub async fn registry_entry(&self, id: &str) -> Option<callgate_cluster::NodeInfo> {
-        let observer = callgate_cluster::Cluster::connect(callgate_cluster::ClusterConfig {
+    /// The registry as a node sees it, read by a node that never registers.
+    async fn observer(&self) -> callgate_cluster::Cluster {
+        callgate_cluster::Cluster::connect(callgate_cluster::ClusterConfig {
             redis_url: self.redis.url().to_owned(),
             node_id: "test-observer".into(),
             url: "http://observer".into(),
@@ -143,8 +143,20 @@ impl TestCluster {
             key_prefix: "callgate:".into(),
         })
         .await
-        .unwrap();
-        observer.node(id).await.unwrap()
+        .unwrap()
+    }
+
+    /// What the registry says of node `id` (`None`: not registered or gone).
+    pub async fn registry_entry(&self, id: &str) -> Option<callgate_cluster::NodeInfo> {
+        self.observer().await.node(id).await.unwrap()
+    }
+
+    /// The node room `room` is placed on (its index), by the registry.
+    pub async fn owner_of(&self, room: &str) -> usize {
+        let owner = self.observer().await.owner(room).await.unwrap();
+        let id = owner.unwrap_or_else(|| panic!("room {room} is placed")).id;
+        // Node `n{i+1}` is `nodes[i]`.
+        id.trim_start_matches('n').parse::<usize>().unwrap() - 1
     }
 
     /// Every node's open rooms, by its metrics.

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod calls;
 pub mod cluster;
 pub mod money;
 pub mod nat;
@@ -353,6 +354,28 @@ impl Signal {
         assert_eq!(joined["type"], "joined", "{joined}");
         (s, joined)
     }
+
+    /// A device of `identity` outside any room: a presence connection,
+    /// greeted with `connected`.
+    pub async fn device(server: &TestServer, identity: &str) -> Signal {
+        let mut s = Signal::connect(server).await;
+        s.send(json!({"type": "connect", "token": presence_token(identity), "protocol": 1}))
+            .await;
+        let connected = s.recv().await.expect("connected");
+        assert_eq!(
+            connected,
+            json!({"type": "connected", "protocol": 1, "identity": identity})
+        );
+        s
+    }
+}
+
+/// A token with no room grant: good for a presence connection only.
+pub fn presence_token(identity: &str) -> String {
+    let mut c: Claims = claims("unused", identity);
+    c.grants.room = None;
+    c.grants.room_join = false;
+    sign(&c)
 }
 
 /// The next JSON message of a signaling stream (or the read half of one),
