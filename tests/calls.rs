@@ -99,49 +99,24 @@ async fn a_paid_call_rings_is_accepted_carries_media_and_bills_the_payer_exactly
         "ringing"
     );
 
-    host_phone
-        .send(json!({"type": "call_accept", "call_id": id}))
-        .await;
-    for phone in [&mut host_phone, &mut alice_phone] {
-        let accepted = next_state(phone).await;
-        assert_eq!(accepted["state"], "accepted", "{accepted}");
-        assert_eq!(accepted["by"], "host1");
-        assert_eq!(
-            accepted["callees"],
-            json!([{"identity": "host1", "ring": "accepted"}])
-        );
-    }
+    accept(&mut host_phone, &mut alice_phone, &id, "host1").await;
 
     // Both join the call's room with their tokens and talk.
-    let (mut alice, alice_track) =
-        join_with_media(&server, created["tokens"]["alice"].as_str().unwrap()).await;
-    let alice_talks = keep_sending(alice_track);
-    let (host, host_track) = join_with_media(&server, ring["token"].as_str().unwrap()).await;
-    let host_talks = keep_sending(host_track);
-    host.received
-        .wait_for("alice's marked packets at the host", |map| {
-            map.iter().any(|((stream, _), payloads)| {
-                stream == &alice.sid && payloads.iter().any(|p| payload_index(p).is_some())
-            })
-        })
-        .await;
+    let talk = Talk::start(
+        &server,
+        created["tokens"]["alice"].as_str().unwrap(),
+        &server,
+        ring["token"].as_str().unwrap(),
+    )
+    .await;
     assert_eq!(
         api_json(&server, "/v1/presence?identity=alice,host1").await["presence"],
         json!({"alice": "busy", "host1": "busy"})
     );
 
     // alice hangs up.
-    alice.send(json!({"type": "leave"}));
-    assert_eq!(alice.event("left").await["reason"], "left");
-    for phone in [&mut host_phone, &mut alice_phone] {
-        let ended = next_state(phone).await;
-        assert_eq!(ended["state"], "ended", "{ended}");
-        assert_eq!(ended["by"], "alice");
-        assert_eq!(ended["end_reason"], "hung_up");
-    }
-    alice_talks.abort();
-    host_talks.abort();
-    drop(host);
+    talk.caller_hangs_up("alice", [&mut host_phone, &mut alice_phone])
+        .await;
 
     let session = ended_sessions(&server, 1).await.remove(0);
     let coins = session["coins"].as_i64().unwrap();

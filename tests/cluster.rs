@@ -442,44 +442,22 @@ async fn a_call_rings_and_is_answered_across_nodes_and_presence_reads_the_same_o
     }
 
     // The host answers on n1; both phones hear it.
-    host_phone
-        .send(json!({"type": "call_accept", "call_id": id}))
-        .await;
-    for phone in [&mut host_phone, &mut alice_phone] {
-        let accepted = next_state(phone).await;
-        assert_eq!(accepted["state"], "accepted", "{accepted}");
-        assert_eq!(accepted["by"], "host1");
-    }
+    accept(&mut host_phone, &mut alice_phone, &id, "host1").await;
     assert_eq!(fan.recv().await.unwrap(), presence("host1", "busy"));
 
     // Each joins the call's room through the node its phone is on, and
-    // they talk.
-    let (mut alice, alice_track) =
-        join_with_media(n2, created["tokens"]["alice"].as_str().unwrap()).await;
-    let alice_talks = keep_sending(alice_track);
-    let (host, host_track) = join_with_media(n1, ring["token"].as_str().unwrap()).await;
-    let host_talks = keep_sending(host_track);
-    host.received
-        .wait_for("alice's marked packets at the host", |map| {
-            map.iter().any(|((stream, _), payloads)| {
-                stream == &alice.sid && payloads.iter().any(|p| payload_index(p).is_some())
-            })
-        })
+    // they talk; then alice hangs up.
+    let talk = Talk::start(
+        n2,
+        created["tokens"]["alice"].as_str().unwrap(),
+        n1,
+        ring["token"].as_str().unwrap(),
+    )
+    .await;
+    talk.caller_hangs_up("alice", [&mut host_phone, &mut alice_phone])
         .await;
 
-    // alice hangs up: the call ends for both phones and she pays the first
-    // increment, exactly.
-    alice.send(json!({"type": "leave"}));
-    assert_eq!(alice.event("left").await["reason"], "left");
-    for phone in [&mut host_phone, &mut alice_phone] {
-        let ended = next_state(phone).await;
-        assert_eq!(ended["state"], "ended", "{ended}");
-        assert_eq!(ended["by"], "alice");
-        assert_eq!(ended["end_reason"], "hung_up");
-    }
-    alice_talks.abort();
-    host_talks.abort();
-    drop(host);
+    // She pays the first increment, exactly.
     let driver = &cluster.nodes[cluster.owner_of(&format!("call-{id}")).await];
     let session = ended_sessions(driver, 1).await.remove(0);
     assert_eq!(session["coins"], 15);
