@@ -34,6 +34,8 @@ pub struct ClusterNode {
     placement_seconds: prometheus::Histogram,
     /// The call desk, told when a node is gone (set once it runs).
     desk: std::sync::OnceLock<crate::calling::CallDesk>,
+    /// While draining: the participants and calls it waits for.
+    drain_waiting: prometheus::IntGaugeVec,
 }
 
 /// This node's load as the registry shows it, and its open rooms.
@@ -69,6 +71,14 @@ impl ClusterNode {
             ]),
         )?;
         registry.register(Box::new(placement_seconds.clone()))?;
+        let drain_waiting = prometheus::IntGaugeVec::new(
+            prometheus::Opts::new(
+                "callgate_cluster_drain_waiting",
+                "While the node drains: the participants (for=\"participants\") and calls it drives (for=\"calls\") it waits to end before it stops",
+            ),
+            &["for"],
+        )?;
+        registry.register(Box::new(drain_waiting.clone()))?;
         let cluster = Cluster::connect(ClusterConfig {
             redis_url: section.redis_url.clone(),
             node_id: section.node_id.clone(),
@@ -90,6 +100,7 @@ impl ClusterNode {
             draining: AtomicBool::new(false),
             placement_seconds,
             desk: std::sync::OnceLock::new(),
+            drain_waiting,
         }))
     }
 
@@ -130,7 +141,8 @@ impl ClusterNode {
     /// Refreshes this node's entry every `every` with its load; releases
     /// the placements of rooms that have closed here (a room missing on two
     /// refreshes in a row: a room placed here a moment ago may not be open
-    /// yet); and closes the billed sessions of nodes it finds dead. Runs
+    /// yet; a call's room stays placed while the call is driven here, open
+    /// or not); and closes the billed sessions of nodes it finds dead. Runs
     /// until the task is dropped.
     pub async fn keep_fresh(self: Arc<Self>, sfu: Arc<Sfu>, metrics: SfuMetrics, every: Duration) {
         let mut tick = tokio::time::interval(every);
@@ -152,7 +164,15 @@ impl ClusterNode {
                 }
                 Err(e) => warn!(error = %e, "could not scan the cluster's nodes"),
             }
-            let open: HashSet<&str> = rooms.iter().map(|r| r.name.as_str()).collect();
+            let calls = match self.desk.get() {
+                Some(desk) => desk.call_rooms().await,
+                None => Vec::new(),
+            };
+            let open: HashSet<&str> = rooms
+                .iter()
+                .map(|r| r.name.as_str())
+                .chain(calls.iter().map(String::as_str))
+                .collect();
             let placed = match self.cluster.placed_here().await {
                 Ok(placed) => placed,
                 Err(e) => {
@@ -209,6 +229,41 @@ impl ClusterNode {
         let (load, _) = load_now(sfu, metrics).await;
         if let Err(e) = self.cluster.refresh(load, true, unix_now_ms()).await {
             warn!(error = %e, "could not mark this node draining; its next refresh does");
+        }
+    }
+
+    /// Waits until no participant is left on this node and no call is
+    /// driven here (a call still ringing ends by its ring timeout), for at
+    /// most `timeout`; whether that happened. (Asks every second: neither
+    /// the media plane nor the desk sends a signal when its last one goes.)
+    pub async fn drained(&self, sfu: &Sfu, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let participants: usize = sfu
+                .list_rooms()
+                .await
+                .iter()
+                .map(|r| r.num_participants)
+                .sum();
+            let calls = match self.desk.get() {
+                Some(desk) => desk.call_rooms().await.len(),
+                None => 0,
+            };
+            self.drain_waiting
+                .with_label_values(&["participants"])
+                .set(participants as i64);
+            self.drain_waiting
+                .with_label_values(&["calls"])
+                .set(calls as i64);
+            if participants == 0 && calls == 0 {
+                return true;
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            debug!(participants, calls, "draining");
+            tokio::time::sleep(Duration::from_secs(1).min(deadline - now)).await;
         }
     }
 
@@ -284,29 +339,5 @@ impl Placement for ClusterNode {
 
     fn verify(&self, header: &str, now_s: u64) -> bool {
         NodeProof::verify(&self.secret, header, now_s)
-    }
-}
-
-/// Waits until no participant is left on this node, for at most `timeout`;
-/// whether that happened. (Asks the media plane every second: it sends no
-/// signal when its last participant goes.)
-pub async fn drained(sfu: &Sfu, timeout: Duration) -> bool {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let participants: usize = sfu
-            .list_rooms()
-            .await
-            .iter()
-            .map(|r| r.num_participants)
-            .sum();
-        if participants == 0 {
-            return true;
-        }
-        let now = tokio::time::Instant::now();
-        if now >= deadline {
-            return false;
-        }
-        debug!(participants, "draining");
-        tokio::time::sleep(Duration::from_secs(1).min(deadline - now)).await;
     }
 }

@@ -339,7 +339,7 @@ pub async fn run(
             // ones go on until they end or the drain times out.
             cluster.start_draining(&stopping, &drain_metrics).await;
             info!(timeout = ?drain_timeout, "draining: waiting for the rooms here to empty");
-            if !crate::cluster::drained(&stopping, drain_timeout).await {
+            if !cluster.drained(&stopping, drain_timeout).await {
                 tracing::warn!("drain timed out: the sessions still here end as node_drained");
                 reason = callgate_sfu::LeaveReason::NodeDrained;
             }

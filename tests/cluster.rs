@@ -477,12 +477,30 @@ async fn a_call_rings_and_is_answered_across_nodes_and_presence_reads_the_same_o
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_phone_that_connects_to_another_node_while_a_call_rings_it_is_rung_there() {
     use common::calls::*;
-    let cluster = TestCluster::start(2).await;
+    // Short refreshes, so that several pass while the call rings.
+    let cluster = TestCluster::start_with(2, &[("CALLGATE_CLUSTER_NODE_TTL", "2s")]).await;
     let body = json!({"caller": "alice", "callees": ["host1"], "ring_timeout": "45s"});
     let (status, created) = start_call(&cluster.nodes[0], body).await;
     assert_eq!(status, 201, "{created}");
     let id = created["call"]["id"].as_str().unwrap();
-    let driver = cluster.owner_of(&format!("call-{id}")).await;
+    let room = format!("call-{id}");
+    let driver = cluster.owner_of(&room).await;
+    // Nobody has opened the call's room yet, and its node refreshes its
+    // placements three times: the room stays placed there while it rings.
+    let driver_id = format!("n{}", driver + 1);
+    let placed_ms = cluster
+        .registry_entry(&driver_id)
+        .await
+        .unwrap()
+        .refreshed_ms;
+    // Refreshes come every 667 ms: one 1.9 s later is the third at least
+    // (a placement missing from two in a row is released).
+    TestCluster::eventually("three refreshes of the call's node", || async {
+        let entry = cluster.registry_entry(&driver_id).await.unwrap();
+        entry.refreshed_ms >= placed_ms + 1900
+    })
+    .await;
+    assert_eq!(cluster.owner_of(&room).await, driver);
     // The host's phone wakes (a push) and connects to the other node.
     let mut phone = Signal::device(&cluster.nodes[1 - driver], "host1").await;
     let ring = phone.recv_type("call_ring").await;
@@ -530,4 +548,47 @@ async fn a_node_killed_while_its_call_rings_has_the_call_ended_failed_and_its_pr
         presence(api_json(survivor, path).await) == "offline"
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_node_drives_its_ringing_call_to_its_end_before_it_stops() {
+    use common::calls::*;
+    let mut cluster =
+        TestCluster::start_with(2, &[("CALLGATE_CLUSTER_DRAIN_TIMEOUT", "10m")]).await;
+    let body = json!({"caller": "alice", "callees": ["host1"], "ring_timeout": "45s"});
+    let (status, created) = start_call(&cluster.nodes[0], body).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["call"]["id"].as_str().unwrap().to_owned();
+    let driver = cluster.owner_of(&format!("call-{id}")).await;
+    let other = 1 - driver;
+    let mut alice_phone = Signal::device(&cluster.nodes[other], "alice").await;
+
+    // The call's node is told to stop while the call rings: with no
+    // participant anywhere, its drain waits for the call.
+    cluster.nodes[driver].sigterm();
+    let node = &cluster.nodes[driver];
+    TestCluster::eventually("the drain waiting for the call", || async {
+        let text = metrics_text(node).await;
+        metric(&text, "callgate_cluster_drain_waiting", "for=\"calls\"") == 1.0
+    })
+    .await;
+    alice_phone
+        .send(json!({"type": "call_cancel", "call_id": id}))
+        .await;
+    // The answer: the call's end, not a refusal from a node that stopped.
+    let cancelled = loop {
+        let m = alice_phone.recv().await.expect("the phone stays connected");
+        if m["type"] == "error" || m["type"] == "call_state" {
+            break m;
+        }
+    };
+    assert_eq!(cancelled["state"], "cancelled", "{cancelled}");
+    assert_eq!(cancelled["by"], "alice");
+    // With its last call over, it stops.
+    let exit = cluster.wait_exit(driver).await;
+    assert!(exit.success(), "{exit}");
+    assert_eq!(
+        logged(&cluster.nodes[other], &id).await["outcome"],
+        "cancelled"
+    );
 }

@@ -108,6 +108,9 @@ pub enum DeskInput {
     Bus(Box<Envelope>),
     /// A node of the cluster is gone: its presence shares go.
     NodeLost(String),
+    /// The rooms of the calls driven here (their placements must stay
+    /// while they ring, before anyone has opened the room).
+    Rooms(oneshot::Sender<Vec<String>>),
 }
 
 /// A call on this node, with what its driver needs besides the state.
@@ -267,6 +270,9 @@ impl Desk {
                 self.touch(&[identity]).await;
             }
             DeskInput::Bus(envelope) => self.heard(*envelope).await,
+            DeskInput::Rooms(reply) => {
+                let _ = reply.send(self.by_room.keys().cloned().collect());
+            }
             DeskInput::NodeLost(node) => {
                 if let Some(bus) = &self.bus {
                     bus.forget_node(&node).await;

@@ -59,6 +59,14 @@ impl CallDesk {
         CallDesk { inputs: tx }
     }
 
+    /// The rooms of the calls this node drives (none once the desk has
+    /// stopped).
+    pub async fn call_rooms(&self) -> Vec<String> {
+        let (tx, rx) = oneshot::channel();
+        self.send(DeskInput::Rooms(tx));
+        rx.await.unwrap_or_default()
+    }
+
     /// Node `node` of the cluster is gone: its share of every identity's
     /// presence is removed.
     pub fn node_lost(&self, node: &str) {
