@@ -202,8 +202,8 @@ impl Desk {
     }
 
     pub async fn run(mut self, mut inputs: mpsc::UnboundedReceiver<DeskInput>) {
-        // Shares a previous run of this node left (it crashed and came
-        // back within the node TTL) say nothing true any more.
+        // Shares a previous run of this node left (it crashed, and no node
+        // has removed them yet) say nothing true any more.
         if let Some(bus) = &self.bus {
             bus.forget_node(&self.me).await;
         }
