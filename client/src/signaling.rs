@@ -33,13 +33,14 @@ pub struct Receiver {
 impl Signaling {
     /// Opens the WebSocket at `url` (`ws://host:port/rtc`); nothing is sent.
     pub async fn connect(url: &str) -> Result<Signaling, ClientError> {
-        let (socket, _) =
-            tokio_tungstenite::connect_async(url)
-                .await
-                .map_err(|e| ClientError::Connect {
-                    url: url.to_owned(),
-                    message: e.to_string(),
-                })?;
+        // Without Nagle: each message leaves at once (see the server's
+        // accept loop).
+        let (socket, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
+            .await
+            .map_err(|e| ClientError::Connect {
+                url: url.to_owned(),
+                message: e.to_string(),
+            })?;
         let (sink, stream) = socket.split();
         Ok(Signaling {
             sender: Sender { sink },

@@ -135,6 +135,10 @@ impl Server {
         pass: ConnectionPass,
         mut stop: watch::Receiver<bool>,
     ) {
+        // Signaling is small messages that must go at once: with Nagle, a
+        // WebSocket frame written in two pieces waits for the client's
+        // delayed ACK (40 ms on Linux) before its second piece leaves.
+        let _ = stream.set_nodelay(true);
         let router = TowerToHyperService::new(self.router.clone());
         let for_requests = pass.clone();
         let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
