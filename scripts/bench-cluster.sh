@@ -26,24 +26,13 @@ cleanup() {
 }
 trap cleanup EXIT
 export CALLGATE_METERING_ENABLED=false
-if [ "$mode" = cluster ]; then
-  redis-server --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no \
-    --daemonize yes --logfile "$work/redis.log"
-  until redis-cli -p "$redis_port" ping >/dev/null 2>&1; do sleep 0.1; done
-fi
+source "$root/scripts/bench-nodes.sh"
+[ "$mode" = cluster ] && start_redis "$redis_port"
 for i in $(seq 1 "$nodes"); do
-  ip="127.0.0.$((i + 1))"
-  cluster_env=()
-  if [ "$mode" = cluster ]; then
-    cluster_env=(CALLGATE_CLUSTER_REDIS_URL="redis://127.0.0.1:$redis_port/0"
-      CALLGATE_CLUSTER_NODE_ID="n$i" CALLGATE_CLUSTER_SECRET=bench-cluster-secret-0123)
-  fi
-  env CALLGATE_HTTP_BIND="$ip" CALLGATE_RTC_BIND_IP="$ip" CALLGATE_TURN_BIND_IP="$ip" \
-    "${cluster_env[@]}" taskset -c 0 "$bin" serve --dev --data-dir "$work/n$i" \
-    --http-port 7880 --udp-port 0 --tcp-port 0 --workers 1 --no-turn \
-    >"$work/n$i.out" 2>"$work/n$i.err" &
-  pids+=($!)
-  until grep -q "callgate ready" "$work/n$i.out" 2>/dev/null; do sleep 0.1; done
+  node_env=()
+  # shellcheck disable=SC2207 # the settings are single words
+  [ "$mode" = cluster ] && node_env=($(cluster_env "$i" "$redis_port"))
+  start_node "$i" "${node_env[@]}" taskset -c 0
 done
 taskset -c 1 "$bin" loadtest --url ws://127.0.0.2:7880 --scenario video-calls --rooms 40 \
   --duration 10s --json >"$work/report.json" 2>"$work/loadtest.err"

@@ -18,29 +18,18 @@ work="$(mktemp -d /tmp/callgate-bench-ring.XXXXXX)"
 redis_port=6391
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 source <(sed -n '/^with_postgres() {/,/^export -f/p' "$root/scripts/test.sh" | grep -v '^export')
+source "$root/scripts/bench-nodes.sh"
 
 run() {
   local database="$CALLGATE_TEST_POSTGRES_URL"
   pids=()
   trap 'kill "${pids[@]}" 2>/dev/null || true; redis-cli -p "$redis_port" shutdown nosave >/dev/null 2>&1 || true; stop_postgres; rm -rf "$work"' EXIT
-  if [ "$mode" = cluster ]; then
-    redis-server --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no \
-      --daemonize yes --logfile "$work/redis.log"
-    until redis-cli -p "$redis_port" ping >/dev/null 2>&1; do sleep 0.1; done
-  fi
+  [ "$mode" = cluster ] && start_redis "$redis_port"
   for i in $(seq 1 "$nodes"); do
-    ip="127.0.0.$((i + 1))"
     node_env=(CALLGATE_METERING_NODE_ID="n$i")
-    if [ "$mode" = cluster ]; then
-      node_env=(CALLGATE_CLUSTER_REDIS_URL="redis://127.0.0.1:$redis_port/0"
-        CALLGATE_CLUSTER_NODE_ID="n$i" CALLGATE_CLUSTER_SECRET=bench-ring-secret-0123)
-    fi
-    env CALLGATE_HTTP_BIND="$ip" CALLGATE_RTC_BIND_IP="$ip" \
-      CALLGATE_METERING_DATABASE_URL="$database" "${node_env[@]}" \
-      "$bin" serve --dev --data-dir "$work/n$i" --http-port 7880 --udp-port 0 --tcp-port 0 \
-      --workers 1 --no-turn >"$work/n$i.out" 2>"$work/n$i.err" &
-    pids+=($!)
-    until grep -q "callgate ready" "$work/n$i.out" 2>/dev/null; do sleep 0.1; done
+    # shellcheck disable=SC2207 # the settings are single words
+    [ "$mode" = cluster ] && node_env=($(cluster_env "$i" "$redis_port"))
+    start_node "$i" CALLGATE_METERING_DATABASE_URL="$database" "${node_env[@]}"
   done
   for c in $(seq 1 "$calls"); do
     echo "host$c $("$bin" token --dev --identity "host$c" --ttl 10m)"
