@@ -289,14 +289,7 @@ async fn a_draining_node_takes_no_new_rooms_keeps_its_calls_and_ends_the_rest_at
     let owner_id = format!("n{}", owner + 1);
     let mut alice = Client::join(&cluster.nodes[other], &token(&room, "alice")).await;
 
-    cluster.nodes[owner].sigterm();
-    TestCluster::eventually("the node draining in the registry", || async {
-        cluster
-            .registry_entry(&owner_id)
-            .await
-            .is_some_and(|n| n.draining)
-    })
-    .await;
+    cluster.drain(owner).await;
     // New rooms go to the other node, through either node.
     let counts = cluster.room_counts().await;
     for i in 0..4 {
@@ -334,15 +327,7 @@ async fn a_draining_node_stops_once_its_last_session_ends() {
     let room = unique_room();
     let owner = cluster.make_room(&room, 1).await;
     let mut alice = Client::join(&cluster.nodes[owner], &token(&room, "alice")).await;
-    cluster.nodes[owner].sigterm();
-    let owner_id = format!("n{}", owner + 1);
-    TestCluster::eventually("the node draining in the registry", || async {
-        cluster
-            .registry_entry(&owner_id)
-            .await
-            .is_some_and(|n| n.draining)
-    })
-    .await;
+    cluster.drain(owner).await;
     assert!(cluster.nodes[owner].is_running(), "a call still runs there");
     alice.send(json!({"type": "leave"}));
     assert_eq!(

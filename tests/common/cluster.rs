@@ -108,6 +108,17 @@ impl TestCluster {
         self.node_of(&before).await
     }
 
+    /// Sends node `i` SIGTERM and waits until the registry shows it
+    /// draining.
+    pub async fn drain(&self, i: usize) {
+        self.nodes[i].sigterm();
+        let id = format!("n{}", i + 1);
+        TestCluster::eventually("the node draining in the registry", || async {
+            self.registry_entry(&id).await.is_some_and(|n| n.draining)
+        })
+        .await;
+    }
+
     /// Node `i`'s exit status, once it has exited.
     pub async fn wait_exit(&mut self, i: usize) -> std::process::ExitStatus {
         let node = &mut self.nodes[i];
