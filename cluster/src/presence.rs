@@ -47,11 +47,14 @@ impl PresenceShare {
 }
 
 impl Cluster {
-    /// Writes this node's share of `identity`'s presence.
+    /// Writes this node's share of `identity`'s presence and, in the same
+    /// round trip, publishes `announcement` as a call message (so that the
+    /// other nodes look at the identity again).
     pub async fn share_presence(
         &self,
         identity: &str,
         share: PresenceShare,
+        announcement: &str,
     ) -> Result<(), ClusterError> {
         let keys = self.keys();
         let mut pipe = redis::pipe();
@@ -67,6 +70,7 @@ impl Cluster {
                 .sadd(keys.presence_of(self.node_id()), identity)
                 .ignore();
         }
+        pipe.publish(keys.calls_channel(), announcement).ignore();
         pipe.query_async::<()>(&mut self.connection()).await?;
         Ok(())
     }

@@ -222,7 +222,8 @@ async fn names_that_cannot_be_key_parts_are_refused() {
 }
 
 #[tokio::test]
-async fn presence_shares_of_each_node_add_up_and_a_gone_nodes_shares_are_removed() {
+async fn presence_shares_of_each_node_add_up_each_write_is_announced_and_a_gone_nodes_shares_are_removed()
+ {
     use callgate_cluster::PresenceShare;
     let redis = TestRedis::start();
     let (a, b) = (node(&redis, "a").await, node(&redis, "b").await);
@@ -235,15 +236,26 @@ async fn presence_shares_of_each_node_add_up_and_a_gone_nodes_shares_are_removed
         engaged: true,
         ..PresenceShare::default()
     };
-    a.share_presence("alice", online).await.unwrap();
-    b.share_presence("alice", in_room).await.unwrap();
-    b.share_presence("bob", online).await.unwrap();
+    let mut heard = Box::pin(a.call_messages().await.unwrap());
+    a.share_presence("alice", online, "alice changed")
+        .await
+        .unwrap();
+    b.share_presence("alice", in_room, "alice changed")
+        .await
+        .unwrap();
+    b.share_presence("bob", online, "bob changed")
+        .await
+        .unwrap();
+    // Each write announces itself on the call channel.
+    use futures_util::StreamExt;
+    let announced: Vec<String> = heard.as_mut().take(3).collect().await;
+    assert_eq!(announced, ["alice changed", "alice changed", "bob changed"]);
     let mut alice = a.presence_shares("alice").await.unwrap();
     alice.sort_by_key(|s| s.devices);
     assert_eq!(alice, vec![in_room, online]);
 
     // An empty share is removed, not written.
-    a.share_presence("alice", PresenceShare::default())
+    a.share_presence("alice", PresenceShare::default(), "alice changed")
         .await
         .unwrap();
     assert_eq!(b.presence_shares("alice").await.unwrap(), vec![in_room]);

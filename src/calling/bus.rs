@@ -81,30 +81,38 @@ impl Bus {
     /// broken Redis connection is logged, and the ring timeout, `call.ring`
     /// webhook and the next presence change make up for it).
     pub async fn publish(&self, message: BusMessage) {
-        let envelope = Envelope {
-            from: self.node_id().to_owned(),
-            message,
-        };
-        let payload = match serde_json::to_string(&envelope) {
-            Ok(payload) => payload,
-            Err(e) => return warn!(error = %e, "a call message did not serialize"),
+        let Some(payload) = self.payload(message) else {
+            return;
         };
         if let Err(e) = self.cluster.publish_call_message(&payload).await {
             warn!(error = %e, "a call message was not published");
         }
     }
 
+    /// `message` from this node, as the channel carries it.
+    fn payload(&self, message: BusMessage) -> Option<String> {
+        let envelope = Envelope {
+            from: self.node_id().to_owned(),
+            message,
+        };
+        serde_json::to_string(&envelope)
+            .inspect_err(|e| warn!(error = %e, "a call message did not serialize"))
+            .ok()
+    }
+
     /// Writes this node's share of `identity`'s presence and tells every
-    /// desk it may have changed.
+    /// desk it may have changed (one Redis round trip: this is done on
+    /// every connect, disconnect, join and leave).
     pub async fn share_presence(&self, identity: &str, share: PresenceShare) {
         debug!(identity = %identity, ?share, "presence share");
-        if let Err(e) = self.cluster.share_presence(identity, share).await {
+        let Some(changed) = self.payload(BusMessage::Presence {
+            identity: identity.to_owned(),
+        }) else {
+            return;
+        };
+        if let Err(e) = self.cluster.share_presence(identity, share, &changed).await {
             warn!(error = %e, identity = %identity, "presence share not written");
         }
-        self.publish(BusMessage::Presence {
-            identity: identity.to_owned(),
-        })
-        .await;
     }
 
     /// Every node's share of `identity`'s presence.
