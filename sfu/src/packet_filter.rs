@@ -51,12 +51,6 @@ impl<F: PacketFilter> Filtered<F> {
             writes: VecDeque::new(),
         }
     }
-
-    /// The filter, for tests.
-    #[cfg(test)]
-    pub(crate) fn filter(&self) -> &F {
-        &self.filter
-    }
 }
 
 impl<F: PacketFilter> Protocol<TaggedPacket, TaggedPacket, ()> for Filtered<F> {

@@ -9,6 +9,7 @@
 
 mod layers;
 mod link;
+mod resends;
 mod send_side;
 mod simulcast;
 mod subscriber;
@@ -81,6 +82,9 @@ struct Sim {
     lose: LossFilter,
     /// Loses client datagrams the filter picks.
     lose_client: LossFilter,
+    /// Loses datagrams to the subscriber the filter picks, before its
+    /// downlink.
+    lose_to_subscriber: LossFilter,
     /// Each tick's client datagrams reach the server in reverse order.
     reverse_client: bool,
     /// Each tick's server datagrams reach the client in reverse order.
@@ -176,6 +180,7 @@ impl Sim {
             sent: Vec::new(),
             lose: Box::new(|_| false),
             lose_client: Box::new(|_| false),
+            lose_to_subscriber: Box::new(|_| false),
             reverse_client: false,
             reverse_server: false,
             server_delay: Duration::ZERO,
@@ -280,7 +285,9 @@ impl Sim {
         }
         for t in transmits {
             if let Some(sub) = self.subscriber.as_mut().filter(|s| s.addr == t.to) {
-                sub.downlink.send(now, t.payload);
+                if !(self.lose_to_subscriber)(&t.payload) {
+                    sub.downlink.send(now, t.payload);
+                }
                 continue;
             }
             let route = (t.protocol, t.to);
