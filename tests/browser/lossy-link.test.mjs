@@ -211,6 +211,44 @@ function connectSteps(page, openedAt) {
   }, openedAt);
 }
 
+/**
+ * What one page sends and receives of video at one instant, for a failure
+ * message: its publisher's outbound streams (one per simulcast layer) and
+ * its subscriber's inbound video, each cut to the counters that tell an
+ * encoder that stopped from a network that lost a keyframe from a decoder
+ * waiting for one.
+ */
+function videoSnapshot(page, openedAt) {
+  return page
+    .evaluate(async (t0) => {
+      const room = window.callgate.room;
+      const pick = (s, keys) => Object.fromEntries(keys.map((k) => [k, s[k] ?? null]));
+      const out = [];
+      const inbound = [];
+      const pub = room?.publisherPc;
+      if (pub && pub.connectionState !== 'closed') {
+        (await pub.getStats()).forEach((s) => {
+          if (s.type === 'outbound-rtp' && s.kind === 'video') {
+            out.push(pick(s, ['rid', 'active', 'framesEncoded', 'framesSent', 'keyFramesEncoded', 'frameHeight',
+              'targetBitrate', 'qualityLimitationReason', 'pliCount', 'nackCount', 'retransmittedPacketsSent']));
+          }
+        });
+      }
+      const sub = room?.subscriberPc;
+      if (sub && sub.connectionState !== 'closed') {
+        (await sub.getStats()).forEach((s) => {
+          if (s.type === 'inbound-rtp' && s.kind === 'video') {
+            inbound.push(pick(s, ['framesReceived', 'framesDecoded', 'keyFramesDecoded', 'framesDropped', 'frameHeight',
+              'packetsReceived', 'packetsLost', 'nackCount', 'pliCount', 'freezeCount', 'totalFreezesDuration']));
+          }
+        });
+      }
+      out.sort((a, b) => String(a.rid).localeCompare(String(b.rid)));
+      return { at: Date.now() - t0, out, in: inbound };
+    }, openedAt)
+    .catch((e) => ({ error: e.message }));
+}
+
 /** The page's own state, for a failure message. */
 function pageState(page, openedAt) {
   return page
@@ -259,6 +297,8 @@ async function oneCall(i, browsers) {
     stayed: false,
     why: null,
     frames: { alice: [], bob: [] },
+    /** Each side's videoSnapshot at every stay sample. */
+    video: { alice: [], bob: [] },
     pairs: null,
     steps: null,
     events: null,
@@ -320,6 +360,7 @@ async function oneCall(i, browsers) {
             stalled = `${side} decoded no new frame from ${other[side]} between ${(n - 1) * STAY_SAMPLE_MS} and ${n * STAY_SAMPLE_MS} ms after connecting (${frames})`;
           }
           series.push(frames);
+          result.video[side].push(await videoSnapshot(pages[side], openedAt));
         }
       }
       result.pairs = { alice: await selectedCandidatePairs(pages.alice), bob: await selectedCandidatePairs(pages.bob) };
@@ -455,6 +496,7 @@ test(`${CALLS} of ${CALLS} calls connect and stay connected through callgate at 
     for (const r of failed) {
       console.error(`--- call ${r.call} (${r.room}): ${r.why}`);
       console.error(`state: ${JSON.stringify(r.state)}`);
+      for (const side of ['alice', 'bob']) console.error(`${side}'s video at each sample: ${JSON.stringify(r.video[side])}`);
       for (const side of ['alice', 'bob']) console.error(`${side}'s console:\n${r.logs[side].slice(-30).join('\n')}`);
     }
     if (failed.length) {
