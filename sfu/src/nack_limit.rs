@@ -27,11 +27,10 @@
 //! lost NACK or retransmission on the publisher's link) and was then lost
 //! on the subscriber's was never resent (`sim_tests::resends`). A lost
 //! reference frame freezes a browser's video until its own keyframe
-//! request, about 3 s later; the likely cause of the 2.5 s freeze the
-//! lossy-link browser test once met. So the filter also watches what is
-//! written: a packet's budget starts when it is first sent, and an ask for
-//! a packet not sent (or no longer in the responder's buffer, the same
-//! 1,024 packets) is left out of the NACK.
+//! request, about 3 s later. So the filter also watches what is written: a
+//! packet's budget starts when it is first sent, and an ask for a packet
+//! not sent (or no longer in the responder's buffer, the same 1,024
+//! packets) is left out of the NACK.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
