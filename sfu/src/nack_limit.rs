@@ -119,14 +119,14 @@ impl LimitResends {
         };
         match stream.slot(seq) {
             Some(sent) if sent.seq == seq => {
-                let too_soon = sent
-                    .last_resend
-                    .is_some_and(|last| now < last + MIN_INTERVAL);
                 if sent.resends >= MAX_RESENDS {
                     tracing::debug!(ssrc, seq, "packet asked for after its last resend");
                     return Ask::Refused;
                 }
-                if too_soon {
+                if sent
+                    .last_resend
+                    .is_some_and(|last| now < last + MIN_INTERVAL)
+                {
                     return Ask::Refused;
                 }
                 sent.resends += 1;

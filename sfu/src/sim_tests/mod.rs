@@ -108,6 +108,19 @@ fn lose_first(matches: impl Fn(&[u8]) -> bool + 'static) -> LossFilter {
     })
 }
 
+/// An SRTP datagram's RTP sequence number and SSRC (the header is not
+/// encrypted); `None` for RTCP and anything else.
+pub(super) fn rtp_header(datagram: &[u8]) -> Option<(u16, u32)> {
+    let is_rtp =
+        datagram.len() >= 12 && datagram[0] >> 6 == 2 && !(192..=223).contains(&datagram[1]);
+    is_rtp.then(|| {
+        (
+            u16::from_be_bytes([datagram[2], datagram[3]]),
+            u32::from_be_bytes([datagram[8], datagram[9], datagram[10], datagram[11]]),
+        )
+    })
+}
+
 fn udp(last: u8, port: u16) -> Route {
     (TransportProtocol::UDP, loopback(last, port))
 }

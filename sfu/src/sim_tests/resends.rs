@@ -10,28 +10,15 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
-use super::Sim;
 use super::link::Link;
 use super::simulcast::LAYERS;
+use super::{Sim, rtp_header};
 
 /// A keyframe on every layer every 4 s (100 frames), and when asked.
 const KEYFRAME_EVERY: u32 = 100;
 /// Transmissions of the chosen packet lost on the publisher's link: the
 /// first and the next three (retransmissions the server asked for).
 const LOST_UPSTREAM: u32 = 4;
-
-/// An SRTP datagram's RTP sequence number and SSRC (the header is not
-/// encrypted); `None` for RTCP and anything else.
-fn rtp_header(datagram: &[u8]) -> Option<(u16, u32)> {
-    let is_rtp =
-        datagram.len() >= 12 && datagram[0] >> 6 == 2 && !(192..=223).contains(&datagram[1]);
-    is_rtp.then(|| {
-        (
-            u16::from_be_bytes([datagram[2], datagram[3]]),
-            u32::from_be_bytes([datagram[8], datagram[9], datagram[10], datagram[11]]),
-        )
-    })
-}
 
 #[test]
 fn a_packet_lost_on_both_links_reaches_the_subscriber_though_its_repair_came_late() {

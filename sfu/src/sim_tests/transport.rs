@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use rtc::shared::TransportProtocol;
 
-use super::{Sim, TICK, lose_first, udp};
+use super::{Sim, TICK, lose_first, rtp_header, udp};
 use crate::bench_support::{ROOM, join_request, loopback};
 use crate::quality::{ConnectionQuality, QUALITY_WINDOW};
 use crate::route::Route;
@@ -272,10 +272,7 @@ fn a_publisher_losing_5_percent_of_its_video_goes_from_excellent_to_good_after_t
     assert_eq!(qualities(sim.events()), vec![ConnectionQuality::Excellent]);
 
     // Every 20th RTP packet is lost, and so is each retransmission of it.
-    sim.lose_client = Box::new(|d| {
-        let rtp = d.len() > 12 && (128..=191).contains(&d[0]) && !(200..=206).contains(&d[1]);
-        rtp && u16::from_be_bytes([d[2], d[3]]).is_multiple_of(20)
-    });
+    sim.lose_client = Box::new(|d| rtp_header(d).is_some_and(|(seq, _)| seq.is_multiple_of(20)));
     // One bad window is not news; the second confirms it. (5% video loss:
     // 100 - 5 × 10 - delay ≈ 50, "good".)
     sim.run_for(QUALITY_WINDOW);
